@@ -1,0 +1,47 @@
+"""tcmu-scst: SCST's device handlers and management model on LIO through TCMU."""
+
+from setuptools import setup
+
+setup(
+    name="tcmu-scst",
+    version="0.1.0",
+    description="SCST device handlers and management model on the mainline Linux "
+    "SCSI target (LIO), served from userspace through TCMU",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="GPL-2.0-only",
+    python_requires=">=3.11",
+    packages=[
+        "tcmu_scst",
+        "tcmu_scst.kernel",
+        "tcmu_scst.scsi",
+        "tcmu_scst.scst",
+        "tcmu_scst.service",
+        "tcmu_scst.lab",
+        "tcmu_scst.testing",
+        "tcmu_scst.handlers",
+        "tcmu_scst.shell",
+    ],
+    # handlers/ and shell/ live at the top of the tree (the design card) but are
+    # installed inside the package, never as top-level 'handlers'/'shell'.
+    package_dir={
+        "tcmu_scst.handlers": "handlers",
+        "tcmu_scst.shell": "shell",
+    },
+    package_data={"tcmu_scst.lab": ["*.sh"]},
+    data_files=[("share/tcmu-scst/udev", ["udev/README"])],
+    install_requires=[
+        "pyudev>=0.24",
+        "pyroute2>=0.7",
+        "configshell-fb>=1.1.30",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],
+    },
+    entry_points={"console_scripts": ["tcmu-scst = tcmu_scst.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: System :: Filesystems",
+    ],
+)

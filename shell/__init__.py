@@ -1,0 +1,1 @@
+"""The SCST-style admin shell (installed as tcmu_scst.shell)."""

@@ -1,0 +1,42 @@
+"""The interface a device handler implements.
+
+The per-device runner (``service.device``) takes commands off the ring and calls
+:meth:`Handler.handle`. Commands a handler marks inline (:meth:`Handler.is_inline`,
+cheap emulation such as INQUIRY) run on the ring thread; everything else runs on
+worker threads so that the ring loop never blocks on disk. A handler that completes
+asynchronously (for example a pass-through with its own queue) returns ``None`` from
+``handle`` and calls ``cmd.complete(result)`` later, from any thread, exactly once.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+from tcmu_scst.command import Command, Result, TmrNotice
+
+
+class Handler(abc.ABC):
+    """One open device: it owns the backing store and answers SCSI commands."""
+
+    #: SCST's handler name (``vdisk``, ``vcdrom``, ``dev_disk``, ...).
+    handler_name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def handle(self, cmd: Command) -> Result | None:
+        """Execute ``cmd``; return its result, or ``None`` if completed asynchronously.
+
+        Must never raise for a bad CDB: that is a CHECK CONDITION result. An
+        exception escaping here is a handler bug; the runner answers it with
+        HARDWARE ERROR / INTERNAL TARGET FAILURE and logs it.
+        """
+
+    def is_inline(self, cmd: Command) -> bool:
+        """True when ``cmd`` is cheap and non-blocking enough to run on the ring thread."""
+        return False
+
+    def on_tmr(self, notice: TmrNotice) -> None:
+        """A task-management notification (abort, LUN reset). Default: nothing to do."""
+
+    def close(self) -> None:
+        """Release the backing store. Called once, after the last command completed."""

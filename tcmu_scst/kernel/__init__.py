@@ -1,0 +1,1 @@
+"""Everything that touches the kernel ABI: UIO, the TCMU ring, netlink, configfs."""

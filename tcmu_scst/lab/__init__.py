@@ -1,0 +1,1 @@
+"""The real kernel in a microVM: Debian kernel + busybox initramfs under QEMU."""

@@ -1,0 +1,1 @@
+"""SCSI emulation: CDB parsing, sense data, SPC/SBC/MMC. Pure logic, no I/O."""

@@ -1,0 +1,1 @@
+"""The SCST management model (groups, names, LUNs), its mapping onto LIO, scst.conf."""

@@ -1,0 +1,1 @@
+"""Long-running pieces: daemon, per-device runner, hot-plug, control socket."""

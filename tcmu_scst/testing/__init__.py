@@ -1,0 +1,1 @@
+"""Test doubles that stand in for the kernel (used by unit tests and benchmarks)."""
