@@ -1,0 +1,271 @@
+"""Primitive access to the LIO configfs tree (``<root>/target``) with an injectable root.
+
+Every path argument is relative to ``<root>/target`` (e.g. ``"core/user_0/disk1/enable"``).
+The kernel creates objects on ``mkdir``, sets attributes on ``write`` and makes associations
+with ``symlink``; this module adds nothing to those semantics, it only turns each OS error
+into a :class:`~tcmu_scst.errors.ConfigfsError` that names the path, the errno and a hint.
+
+The six filesystem primitives (``_do_*``) are the only places that touch the disk, so
+:class:`tcmu_scst.testing.fake_configfs.FakeConfigfs` overrides just those to emulate the
+kernel's rules on a temporary directory.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
+
+from tcmu_scst.errors import ConfigfsError
+
+DEFAULT_ROOT = Path("/sys/kernel/config")
+
+# Fabric directories the kernel auto-loads on mkdir (target_core_register_fabric); every
+# other fabric module must be loaded beforehand or mkdir fails with EINVAL.
+AUTOLOADED_FABRICS = frozenset({"iscsi", "loopback"})
+
+# configfs fabric directory -> kernel module that registers it.
+FABRIC_MODULES: dict[str, str] = {
+    "iscsi": "iscsi_target_mod",
+    "loopback": "tcm_loop",
+    "qla2xxx": "tcm_qla2xxx",
+    "fc": "tcm_fc",
+    "vhost": "vhost_scsi",
+    "srpt": "ib_srpt",
+}
+
+# errno -> what the kernel usually means by it in the target tree, and what to do.
+_HINTS: dict[int, str] = {
+    errno_mod.EEXIST: "the object already exists (or a LUN already holds a device)",
+    errno_mod.ENOENT: "no such object: create its parent first or check the name",
+    errno_mod.EBUSY: "the object is in use: remove its LUNs/ACLs/links first",
+    errno_mod.ENOTEMPTY: "the directory still has children: remove its LUNs/ACLs first",
+    errno_mod.EINVAL: "value refused by the kernel (bad name, number or syntax; see dmesg)",
+    errno_mod.ENODEV: "device not enabled: write 1 to its 'enable' first",
+    errno_mod.EPERM: "operation not permitted here (kernel-made directory, or loopback "
+    "nexus change while LUNs are linked)",
+    errno_mod.EACCES: "attribute is read-only or write-only, or root is needed",
+    errno_mod.EAGAIN: "netlink is blocked (target_core_user block_netlink=1)",
+    errno_mod.EINTR: "the netlink request was reset (reset_netlink)",
+    errno_mod.ENOSPC: "the kernel ran out of an index or slot",
+}
+
+
+def hint_for(err: int) -> str:
+    """The hint shown for ``err`` in configfs errors (empty if none is known)."""
+    return _HINTS.get(err, "")
+
+
+def _clean(text: str) -> str:
+    # Kernel show() routines end lines with '\n' and some (dynamic_sessions) add a NUL.
+    return text.rstrip("\n\x00")
+
+
+class Configfs:
+    """The LIO tree under ``<root>/target``; all paths are relative to it."""
+
+    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+        self.root = Path(root)
+        self.target = self.root / "target"
+
+    # ---- path handling -------------------------------------------------------------
+
+    def path(self, rel: str | PurePosixPath) -> Path:
+        """The absolute path of ``rel``; refuses absolute paths and '..' escapes."""
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise ConfigfsError(
+                f"configfs path {str(rel)!r} must be relative to {self.target} without '..'",
+                str(rel),
+                errno_mod.EINVAL,
+            )
+        return self.target / pure
+
+    def relative(self, absolute: Path | str) -> str:
+        """``absolute`` expressed relative to ``<root>/target`` (for link targets)."""
+        try:
+            return PurePosixPath(os.path.normpath(absolute)).relative_to(self.target).as_posix()
+        except ValueError:
+            raise ConfigfsError(
+                f"{absolute} lies outside {self.target}: not a LIO object",
+                str(absolute),
+                errno_mod.EINVAL,
+            ) from None
+
+    def _fail(self, op: str, rel: str | PurePosixPath, err: OSError) -> ConfigfsError:
+        code = err.errno or 0
+        name = errno_mod.errorcode.get(code, str(code))
+        hint = hint_for(code)
+        reason = err.strerror or str(err)
+        message = f"configfs {op} {self.target / str(rel)} failed: {name} ({reason})"
+        if hint:
+            message += f"; {hint}"
+        return ConfigfsError(message, str(rel), code)
+
+    # ---- filesystem primitives (the fake overrides these) --------------------------
+
+    def _do_read(self, path: Path) -> bytes:
+        with open(path, "rb", buffering=0) as f:
+            return f.read()
+
+    def _do_write(self, path: Path, data: bytes) -> None:
+        # One write(2) per value: configfs store() sees exactly one buffer per write.
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno_mod.EIO, f"short write: {written} of {len(data)} bytes")
+        finally:
+            os.close(fd)
+
+    def _do_mkdir(self, path: Path) -> None:
+        os.mkdir(path)
+
+    def _do_rmdir(self, path: Path) -> None:
+        os.rmdir(path)
+
+    def _do_symlink(self, target: Path, link: Path) -> None:
+        os.symlink(target, link)
+
+    def _do_unlink(self, path: Path) -> None:
+        os.unlink(path)
+
+    # ---- public API ----------------------------------------------------------------
+
+    def read(self, rel: str) -> str:
+        """The attribute's value with trailing newlines and NUL bytes stripped."""
+        try:
+            return _clean(self._do_read(self.path(rel)).decode("utf-8", "replace"))
+        except OSError as err:
+            raise self._fail("read", rel, err) from err
+
+    def write(self, rel: str, value: str) -> None:
+        """Write ``value`` exactly (no newline added) in a single write(2)."""
+        try:
+            self._do_write(self.path(rel), value.encode())
+        except OSError as err:
+            raise self._fail("write", rel, err) from err
+
+    def mkdir(self, rel: str) -> None:
+        try:
+            self._do_mkdir(self.path(rel))
+        except OSError as err:
+            raise self._fail("mkdir", rel, err) from err
+
+    def rmdir(self, rel: str) -> None:
+        try:
+            self._do_rmdir(self.path(rel))
+        except OSError as err:
+            raise self._fail("rmdir", rel, err) from err
+
+    def symlink(self, target_rel: str, link_rel: str) -> None:
+        """Create ``link_rel`` pointing at the absolute path of ``target_rel``."""
+        try:
+            self._do_symlink(self.path(target_rel), self.path(link_rel))
+        except OSError as err:
+            raise self._fail("symlink", link_rel, err) from err
+
+    def unlink(self, rel: str) -> None:
+        try:
+            self._do_unlink(self.path(rel))
+        except OSError as err:
+            raise self._fail("unlink", rel, err) from err
+
+    def readlink(self, rel: str) -> str:
+        """The link's target relative to ``<root>/target``."""
+        link = self.path(rel)
+        try:
+            dest = os.readlink(link)
+        except OSError as err:
+            raise self._fail("readlink", rel, err) from err
+        return self.relative(link.parent / dest)
+
+    def listdir(self, rel: str = "") -> list[str]:
+        """Sorted names in the directory ``rel``."""
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except OSError as err:
+            raise self._fail("listdir", rel, err) from err
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.path(rel))
+
+    def is_dir(self, rel: str) -> bool:
+        path = self.path(rel)
+        return path.is_dir() and not path.is_symlink()
+
+    def is_link(self, rel: str) -> bool:
+        return self.path(rel).is_symlink()
+
+    # ---- mounting and modules --------------------------------------------------------
+
+    def available(self) -> bool:
+        """True when ``<root>/target`` exists (configfs mounted, target_core_mod loaded)."""
+        return self.target.is_dir()
+
+    def ensure_mounted(self) -> None:
+        """Mount configfs and load target_core_mod if needed (real root only)."""
+        if self.available():
+            return
+        if self.root != DEFAULT_ROOT:
+            raise ConfigfsError(
+                f"{self.target} does not exist and {self.root} is not the real configfs root: "
+                "create the tree (fake configfs) or use the default root",
+                str(self.target),
+                errno_mod.ENOENT,
+            )
+        if not os.path.ismount(self.root):
+            self._run(["mount", "-t", "configfs", "none", str(self.root)], "mount configfs")
+        if not self.target.is_dir():
+            self.modprobe("target_core_mod")
+        if not self.target.is_dir():
+            raise ConfigfsError(
+                f"{self.target} is still missing after mounting configfs and loading "
+                "target_core_mod: is the kernel built with CONFIG_TARGET_CORE?",
+                str(self.target),
+                errno_mod.ENOENT,
+            )
+
+    def modprobe(self, module: str) -> None:
+        """Load a kernel module (fabric modules other than iscsi/loopback need it)."""
+        self._run(["modprobe", module], f"load kernel module {module}")
+
+    def _run(self, argv: list[str], what: str) -> None:
+        exe = shutil.which(argv[0]) or shutil.which(argv[0], path="/sbin:/usr/sbin")
+        if exe is None:
+            raise ConfigfsError(
+                f"cannot {what}: {argv[0]} not found in PATH; install kmod/util-linux",
+                "",
+                errno_mod.ENOENT,
+            )
+        proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise ConfigfsError(
+                f"cannot {what}: {' '.join(argv)} exited {proc.returncode}"
+                f" ({detail[-1] if detail else 'no output'}); run as root on a kernel with it",
+                "",
+                0,
+            )
+
+    def ensure_fabric(self, fabric: str) -> None:
+        """Create ``<fabric>/`` if missing, loading its module first when needed."""
+        if self.exists(fabric):
+            return
+        module = FABRIC_MODULES.get(fabric)
+        if fabric not in AUTOLOADED_FABRICS and module is not None:
+            self.modprobe(module)
+        try:
+            self.mkdir(fabric)
+        except ConfigfsError as err:
+            if err.errno == errno_mod.EEXIST:
+                return  # raced with another creator, which is fine
+            if module is None or fabric in AUTOLOADED_FABRICS:
+                raise
+            raise ConfigfsError(
+                f"fabric {fabric!r} not available after loading {module}: {err}",
+                fabric,
+                err.errno,
+            ) from err
