@@ -1,0 +1,484 @@
+"""The native config file: SCST's modern ``/etc/scst.conf`` syntax (scst.conf(5)).
+
+Syntax: one ``name value...`` item per line; a line ending in ``{`` opens a section
+named by the words before it, a line holding only ``}`` closes it; ``#`` starts a
+comment, ``\\#`` is a literal ``#``; double quotes keep blanks (``\\"`` and ``\\\\``
+escape inside them). Every item keeps its line number for error messages.
+
+Accepted sections and items::
+
+    setup_id 0x1234                      # top level (kept; the handlers derive ids)
+    threads 4                            # top level: SCST's thread count (daemon hint)
+    HANDLER vdisk_fileio {               # any handler of model.HANDLER_TYPES
+        DEVICE disk1 {                   # or "DEVICE disk1" with no parameters
+            filename /srv/disk1.img      # vdisk parameters as in scst_vdisk (§5.4)
+        }
+    }
+    TARGET_DRIVER iscsi {                # iscsi, scst_local, qla2x00t, fcst or the LIO
+        enabled 1                        #   names loopback, qla2xxx, tcm_fc; "enabled 0"
+        TARGET iqn.2024-01.org.x:t1 {    #   disables every target of the driver
+            enabled 1                    # targets are disabled unless "enabled 1"
+            portal 192.0.2.1:3260        # iSCSI portal to listen on (repeatable; default
+            allowed_portal 192.0.2.2     #   0.0.0.0:3260); allowed_portal = portal on
+            IncomingUser "joe secret12"  #   port 3260, no wildcards; CHAP (one account)
+            OutgoingUser "tgt secret34"  # mutual CHAP
+            HeaderDigest CRC32C,None     # iSCSI parameters go to the TPG's param/
+            LUN 0 disk1                  # the target's default LUN set
+            LUN 1 disk2 {
+                read_only 1
+            }
+            GROUP g1 {                   # per-target security group (modern SCST)
+                LUN 0 disk2
+                INITIATOR iqn.1991-05.com.microsoft:host1
+                IncomingUser "host1 secret5678"   # extension: CHAP for this group only
+            }
+        }
+    }
+    GROUP g2 {                           # extension: a global 0.9.6 group (every target);
+        LUN 0 disk1                      #   "GROUP Default" and "GROUP Default_<target>"
+        INITIATOR iqn.1993-08.org.debian:01:abc   # are 0.9.6's default groups
+    }
+
+Everything else is refused with the line and the fix (``DEVICE_GROUP``, ALUA, driver
+attributes other than ``enabled``). :func:`write` produces the same syntax, so
+``parse(write(config)) == config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tcmu_scst.errors import ConfigError
+from tcmu_scst.scst.model import (
+    FABRIC_DRIVERS,
+    Device,
+    Group,
+    Lun,
+    ScstConfig,
+    Target,
+    Where,
+    fabric_of,
+    validate,
+)
+
+# iSCSI negotiation keys LIO keeps in tpgt_N/param/ (RFC 3720 names).
+ISCSI_PARAMS = frozenset(
+    {
+        "AuthMethod",
+        "HeaderDigest",
+        "DataDigest",
+        "MaxConnections",
+        "TargetAlias",
+        "InitialR2T",
+        "ImmediateData",
+        "MaxRecvDataSegmentLength",
+        "MaxXmitDataSegmentLength",
+        "MaxBurstLength",
+        "FirstBurstLength",
+        "DefaultTime2Wait",
+        "DefaultTime2Retain",
+        "MaxOutstandingR2T",
+        "DataPDUInOrder",
+        "DataSequenceInOrder",
+        "ErrorRecoveryLevel",
+        "IFMarker",
+        "OFMarker",
+        "IFMarkInt",
+        "OFMarkInt",
+    }
+)
+# SCST target attributes scstadmin writes that have no LIO counterpart: kept so a
+# file round-trips, never applied.
+KEPT_TARGET_ATTRS = frozenset({"rel_tgt_id", "comment", "addr_method", "io_grouping_type"})
+DEFAULT_ISCSI_PORT = 3260
+
+
+@dataclass
+class Node:
+    """One parsed item: keyword, arguments, children (None for a plain item), line."""
+
+    keyword: str
+    args: list[str]
+    line: int
+    children: list[Node] | None = None
+    closed_at: int = 0
+
+    def section(self) -> list[Node]:
+        return self.children if self.children is not None else []
+
+
+@dataclass
+class _Frame:
+    node: Node
+    items: list[Node] = field(default_factory=list)
+
+
+def _tokenize(text: str, source: str, line: int) -> list[str]:
+    tokens: list[str] = []
+    current: list[str] = []
+    have = False  # a token is in progress (also true for an empty "" token)
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in '#"\\':
+            current.append(text[i + 1])
+            have = True
+            i += 2
+            continue
+        if ch == "#":
+            break
+        if ch == '"':
+            end = i + 1
+            chunk: list[str] = []
+            while end < len(text) and text[end] != '"':
+                if text[end] == "\\" and end + 1 < len(text) and text[end + 1] in '"\\#':
+                    end += 1
+                chunk.append(text[end])
+                end += 1
+            if end >= len(text):
+                raise ConfigError("unterminated double quote; close it with '\"'", source, line)
+            current.extend(chunk)
+            have = True
+            i = end + 1
+            continue
+        if ch.isspace():
+            if have:
+                tokens.append("".join(current))
+                current, have = [], False
+            i += 1
+            continue
+        current.append(ch)
+        have = True
+        i += 1
+    if have:
+        tokens.append("".join(current))
+    return tokens
+
+
+def parse_tree(text: str, source: str = "") -> list[Node]:
+    """Split the file into nested :class:`Node` items (syntax only, no meaning)."""
+    root = _Frame(Node("", [], 0))
+    stack = [root]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        tokens = _tokenize(raw, source, number)
+        if not tokens:
+            continue
+        if tokens == ["}"]:
+            if len(stack) == 1:
+                raise ConfigError("'}' closes no section; remove it", source, number)
+            frame = stack.pop()
+            frame.node.children = frame.items
+            frame.node.closed_at = number
+            continue
+        if "{" in tokens[:-1] or "}" in tokens:
+            raise ConfigError(
+                "'{' must end a line and '}' must stand alone on its line", source, number
+            )
+        if tokens[-1] == "{":
+            if len(tokens) == 1:
+                raise ConfigError("a section needs a name before '{'", source, number)
+            node = Node(tokens[0], tokens[1:-1], number, [])
+            stack[-1].items.append(node)
+            stack.append(_Frame(node))
+            continue
+        stack[-1].items.append(Node(tokens[0], tokens[1:], number))
+    if len(stack) > 1:
+        open_node = stack[-1].node
+        raise ConfigError(
+            f"section {open_node.keyword} {' '.join(open_node.args)} is never closed; add '}}'",
+            source,
+            open_node.line,
+        )
+    return root.items
+
+
+class _Reader:
+    """Turns the item tree into an :class:`ScstConfig`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.config = ScstConfig()
+
+    def where(self, node: Node) -> Where:
+        return Where(self.source, node.line)
+
+    def fail(self, node: Node, message: str) -> ConfigError:
+        return ConfigError(message, self.source, node.line)
+
+    def args(self, node: Node, count: int, usage: str) -> list[str]:
+        if len(node.args) != count:
+            raise self.fail(node, f"{node.keyword} takes {usage}")
+        return node.args
+
+    def plain(self, node: Node) -> None:
+        if node.children is not None:
+            raise self.fail(node, f"{node.keyword} is not a section; remove the braces")
+
+    def flag(self, node: Node) -> bool:
+        self.plain(node)
+        value = self.args(node, 1, "0 or 1")[0]
+        if value not in ("0", "1"):
+            raise self.fail(node, f"{node.keyword} must be 0 or 1, not {value!r}")
+        return value == "1"
+
+    def number(self, node: Node, text: str, what: str) -> int:
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise self.fail(node, f"{what} {text!r} is not a number") from None
+
+    def scalar(self, node: Node) -> int:
+        self.plain(node)
+        return self.number(node, self.args(node, 1, "one number")[0], node.keyword)
+
+    def read(self, nodes: list[Node]) -> ScstConfig:
+        for node in nodes:
+            if node.keyword == "HANDLER":
+                self.handler(node)
+            elif node.keyword == "TARGET_DRIVER":
+                self.driver(node)
+            elif node.keyword == "GROUP":
+                self.config.groups.append(self.group(node, None))
+            elif node.keyword == "setup_id":
+                self.config.setup_id = self.scalar(node)
+            elif node.keyword == "threads":
+                self.config.threads = self.scalar(node)
+            else:
+                raise self.unknown(
+                    node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
+                )
+        return self.config
+
+    def unknown(self, node: Node, place: str, allowed: str) -> ConfigError:
+        if node.keyword in ("DEVICE_GROUP", "TARGET_GROUP"):
+            return self.fail(node, f"{node.keyword} (ALUA) is not supported on LIO yet; remove it")
+        return self.fail(node, f"unknown keyword {node.keyword!r} at {place}; expected {allowed}")
+
+    def handler(self, node: Node) -> None:
+        name = self.args(node, 1, "a handler name, e.g. HANDLER vdisk_fileio {")[0]
+        if node.children is None:
+            raise self.fail(node, f"HANDLER {name} needs a section: HANDLER {name} {{ ... }}")
+        for item in node.section():
+            if item.keyword != "DEVICE":
+                raise self.unknown(item, f"HANDLER {name}", "DEVICE")
+            dev_name = self.args(item, 1, "a device name")[0]
+            params: dict[str, str] = {}
+            for attr in item.section():
+                self.plain(attr)
+                if not attr.args:
+                    raise self.fail(attr, f"device attribute {attr.keyword} needs a value")
+                if attr.keyword in params:
+                    raise self.fail(attr, f"attribute {attr.keyword} of {dev_name} is set twice")
+                params[attr.keyword] = " ".join(attr.args)
+            self.config.devices.append(Device(dev_name, name, params, self.where(item)))
+
+    def driver(self, node: Node) -> None:
+        name = self.args(node, 1, "a driver name, e.g. TARGET_DRIVER iscsi {")[0]
+        fabric = fabric_of(name, self.where(node))
+        for item in node.section():
+            if item.keyword == "TARGET":
+                self.config.targets.append(self.target(item, fabric))
+            elif item.keyword == "enabled":
+                attrs = self.config.drivers.setdefault(fabric, {})
+                attrs["enabled"] = "1" if self.flag(item) else "0"
+            else:
+                raise self.unknown(item, f"TARGET_DRIVER {name}", "TARGET, enabled")
+
+    def lun(self, node: Node) -> Lun:
+        number, device = self.args(node, 2, "a LUN number and a device name: LUN 0 disk1")
+        read_only = False
+        for attr in node.section():
+            if attr.keyword != "read_only":
+                raise self.unknown(attr, f"LUN {number}", "read_only")
+            read_only = self.flag(attr)
+        if not number.isdigit():
+            raise self.fail(node, f"LUN number {number!r} is not a decimal number")
+        return Lun(int(number), device, read_only, self.where(node))
+
+    def account(self, node: Node) -> tuple[str, str]:
+        self.plain(node)
+        words = " ".join(node.args).split()
+        if len(words) != 2:
+            raise self.fail(node, f'{node.keyword} takes "user secret" (quoted, two words)')
+        return words[0], words[1]
+
+    def group(self, node: Node, fabric: str | None) -> Group:
+        name = self.args(node, 1, "a group name")[0]
+        grp = Group(name, where=self.where(node))
+        for item in node.section():
+            if item.keyword == "LUN":
+                grp.luns.append(self.lun(item))
+            elif item.keyword == "INITIATOR":
+                self.plain(item)
+                grp.initiators.append(self.args(item, 1, "one initiator name")[0])
+                grp.initiator_lines.append(self.where(item))
+            elif item.keyword == "IncomingUser":
+                grp.incoming_users.append(self.account(item))
+            else:
+                raise self.unknown(item, f"GROUP {name}", "LUN, INITIATOR, IncomingUser")
+        return grp
+
+    def target(self, node: Node, fabric: str) -> Target:
+        name = self.args(node, 1, "a target name")[0]
+        tgt = Target(fabric, name, enabled=fabric == "loopback", where=self.where(node))
+        for item in node.section():
+            key = item.keyword
+            if key == "LUN":
+                tgt.luns.append(self.lun(item))
+            elif key == "GROUP":
+                tgt.groups.append(self.group(item, fabric))
+            elif key == "enabled":
+                tgt.enabled = self.flag(item)
+            elif key == "IncomingUser":
+                tgt.incoming_users.append(self.account(item))
+            elif key == "OutgoingUser":
+                tgt.outgoing_user = self.account(item)
+            elif key in ("portal", "allowed_portal"):
+                self.plain(item)
+                tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
+            elif key in ISCSI_PARAMS or key in KEPT_TARGET_ATTRS:
+                self.plain(item)
+                if not item.args:
+                    raise self.fail(item, f"{key} needs a value")
+                tgt.attributes[key] = " ".join(item.args)
+            else:
+                raise self.unknown(
+                    item,
+                    f"TARGET {name}",
+                    "LUN, GROUP, enabled, IncomingUser, OutgoingUser, "
+                    "portal, allowed_portal or an iSCSI parameter",
+                )
+        return tgt
+
+    def portal(self, node: Node, text: str) -> str:
+        if any(ch in text for ch in "*?!"):
+            raise self.fail(
+                node,
+                f"portal pattern {text!r}: LIO listens on exact addresses; "
+                "write one 'portal IP:PORT' line per address",
+            )
+        return normalize_portal(text, self.source, node.line)
+
+
+def normalize_portal(text: str, source: str = "", line: int = 0) -> str:
+    """``ip[:port]`` or ``[ipv6][:port]`` -> LIO's np name ``ip:port`` / ``[ipv6]:port``."""
+    host, port = text, str(DEFAULT_ISCSI_PORT)
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ConfigError(f"portal {text!r}: missing ']' after the IPv6 address", source, line)
+        host, rest = text[: close + 1], text[close + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(f"portal {text!r}: expected ':PORT' after ']'", source, line)
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    elif text.count(":") > 1:
+        host = f"[{text}]"  # bare IPv6 address
+    if not port.isdigit() or not 0 < int(port) < 65536 or host in ("", "[]"):
+        raise ConfigError(f"portal {text!r} is not IP:PORT with a port 1..65535", source, line)
+    return f"{host}:{int(port)}"
+
+
+def parse(text: str, source: str = "<string>") -> ScstConfig:
+    """Parse and validate a modern scst.conf text; errors name ``source`` and the line."""
+    config = _Reader(source).read(parse_tree(text, source))
+    validate(config)
+    return config
+
+
+def load(path: Path | str) -> ScstConfig:
+    """Read, parse and validate the file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file: {err}", str(path)) from err
+    return parse(text, str(path))
+
+
+# ---- writer ----------------------------------------------------------------------
+
+
+def quote(value: str) -> str:
+    """``value`` as one token: quoted when it holds blanks, '#', quotes or braces."""
+    if value and not any(ch.isspace() or ch in '#"\\{}' for ch in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _lun_lines(luns: list[Lun], indent: str) -> Iterator[str]:
+    for lun in luns:
+        if lun.read_only:
+            yield f"{indent}LUN {lun.number} {quote(lun.device)} {{"
+            yield f"{indent}    read_only 1"
+            yield f"{indent}}}"
+        else:
+            yield f"{indent}LUN {lun.number} {quote(lun.device)}"
+
+
+def _group_lines(grp: Group, indent: str) -> Iterator[str]:
+    yield f"{indent}GROUP {quote(grp.name)} {{"
+    yield from _lun_lines(grp.luns, indent + "    ")
+    for name in grp.initiators:
+        yield f"{indent}    INITIATOR {quote(name)}"
+    for user, secret in grp.incoming_users:
+        yield f"{indent}    IncomingUser {quote(f'{user} {secret}')}"
+    yield f"{indent}}}"
+
+
+def _target_lines(tgt: Target) -> Iterator[str]:
+    yield f"    TARGET {quote(tgt.name)} {{"
+    inner = "        "
+    for portal in tgt.portals:
+        yield f"{inner}portal {quote(portal)}"
+    for user, secret in tgt.incoming_users:
+        yield f"{inner}IncomingUser {quote(f'{user} {secret}')}"
+    if tgt.outgoing_user is not None:
+        yield f"{inner}OutgoingUser {quote(' '.join(tgt.outgoing_user))}"
+    for key, value in tgt.attributes.items():
+        yield f"{inner}{key} {quote(value)}"
+    yield from _lun_lines(tgt.luns, inner)
+    for grp in tgt.groups:
+        yield from _group_lines(grp, inner)
+    # Written last, as scstadmin does: configure everything before enabling.
+    yield f"{inner}enabled {int(tgt.enabled)}"
+    yield "    }"
+
+
+def write(config: ScstConfig) -> str:
+    """The config in scst.conf syntax (what :func:`parse` reads back unchanged)."""
+    lines: list[str] = ["# Written by tcmu-scst (SCST scst.conf syntax)."]
+    if config.setup_id is not None:
+        lines.append(f"setup_id {config.setup_id:#x}")
+    if config.threads is not None:
+        lines.append(f"threads {config.threads}")
+    handlers: dict[str, list[Device]] = {}
+    for dev in config.devices:
+        handlers.setdefault(dev.handler, []).append(dev)
+    for handler, devices in handlers.items():
+        lines += ["", f"HANDLER {handler} {{"]
+        for dev in devices:
+            if not dev.params:
+                lines.append(f"    DEVICE {quote(dev.name)}")
+                continue
+            lines.append(f"    DEVICE {quote(dev.name)} {{")
+            lines += [f"        {key} {quote(value)}" for key, value in dev.params.items()]
+            lines.append("    }")
+        lines.append("}")
+    fabrics = list(dict.fromkeys([*config.drivers, *(t.fabric for t in config.targets)]))
+    for fabric in fabrics:
+        lines += ["", f"TARGET_DRIVER {FABRIC_DRIVERS[fabric]} {{"]
+        for key, value in config.drivers.get(fabric, {}).items():
+            lines.append(f"    {key} {quote(value)}")
+        for tgt in config.targets:
+            if tgt.fabric == fabric:
+                lines += list(_target_lines(tgt))
+        lines.append("}")
+    for grp in config.groups:
+        lines.append("")
+        lines += list(_group_lines(grp, ""))
+    return "\n".join(lines) + "\n"
