@@ -1,0 +1,325 @@
+"""The FILEIO and BLOCKIO backing stores of vdisk: a regular file or a block device.
+
+One class serves every SCST mode; the mode only changes how the file is opened and
+what flush/FUA do:
+
+=============  =============================================================
+FILEIO         page cache, write-back; flush = fdatasync; FUA = RWF_DSYNC
+WRITE_THROUGH  opened O_DSYNC: every write is durable before it returns
+NV_CACHE       flush and FUA do nothing (SCST's "non-volatile cache": unsafe)
+READ_ONLY      opened O_RDONLY; writes and discards fail with EROFS
+O_DIRECT       opened O_DIRECT, unaligned requests bounced (``_vdisk_direct``)
+BLOCKIO        a block device only, O_DIRECT, size from BLKGETSIZE64
+=============  =============================================================
+
+Open-time problems raise :class:`HandlerError` (the device cannot be created);
+I/O-time problems raise :class:`BackendError` carrying the errno, which the SBC
+layer turns into sense data.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tcmu_scst.command import DataBuffer
+from tcmu_scst.errors import HandlerError
+from tcmu_scst.scsi.block import BackendError
+
+from . import _vdisk_sys as sysio
+from ._vdisk_direct import DirectIO, pwritev_all
+
+log = logging.getLogger("tcmu_scst.handlers.vdisk")
+
+# Alignments tried, smallest first, when probing what O_DIRECT accepts on a file.
+_PROBE_ALIGNMENTS = (512, 1024, 2048, 4096)
+
+
+@dataclass(frozen=True, slots=True)
+class FileMode:
+    """The SCST flags that change how the backing file is used."""
+
+    read_only: bool = False
+    write_through: bool = False
+    nv_cache: bool = False
+    o_direct: bool = False
+    blockio: bool = False
+
+    @property
+    def direct(self) -> bool:
+        return self.o_direct or self.blockio
+
+    @property
+    def open_flags(self) -> int:
+        flags = os.O_CLOEXEC | (os.O_RDONLY if self.read_only else os.O_RDWR)
+        if self.write_through and not self.nv_cache:
+            flags |= os.O_DSYNC  # SCST: write-through unless the cache is "non-volatile"
+        return flags
+
+
+class FileBackend:
+    """A :class:`~tcmu_scst.scsi.block.BlockBackend` over a file or block device."""
+
+    def __init__(self, path: str, block_size: int, mode: FileMode, label: str = "") -> None:
+        self.path = path
+        self.block_size = block_size
+        self.mode = mode
+        self.label = label or path
+        self.is_block_device = False
+        self.fd = -1
+        self._buffered_fd = -1
+        self._direct: DirectIO | None = None
+        self._rwf_dsync = hasattr(os, "RWF_DSYNC")
+        self._size = 0
+        self._open()
+
+    # -- opening ---------------------------------------------------------------
+
+    def _fail(self, why: str) -> HandlerError:
+        return HandlerError(f"vdisk {self.label}: {why}")
+
+    def _open(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise self._fail(
+                f"backing file {self.path} does not exist; create it "
+                f"(e.g. truncate -s 1G {self.path}) or fix the path"
+            ) from None
+        except OSError as exc:
+            raise self._fail(f"cannot stat {self.path}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise self._fail(f"{self.path} is a directory; give a regular file or block device")
+        self.is_block_device = stat.S_ISBLK(st.st_mode)
+        if not (self.is_block_device or stat.S_ISREG(st.st_mode)):
+            raise self._fail(f"{self.path} is neither a regular file nor a block device")
+        if self.mode.blockio and not self.is_block_device:
+            raise self._fail(
+                f"BLOCKIO needs a block device but {self.path} is a regular file; "
+                "use FILEIO (handler vdisk_fileio) for files"
+            )
+        self._buffered_fd = self._open_fd(self.mode.open_flags)
+        try:
+            if self.mode.direct:
+                self.fd = self._open_fd(self.mode.open_flags | os.O_DIRECT)
+                self._direct = DirectIO(self.fd, self._buffered_fd, self._direct_alignment())
+            else:
+                self.fd = self._buffered_fd
+            self.refresh_size()
+            if self._size < self.block_size:
+                raise self._fail(
+                    f"{self.path} is smaller than one {self.block_size}-byte block; "
+                    f"grow it (e.g. truncate -s 1G {self.path})"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_fd(self, flags: int) -> int:
+        try:
+            return os.open(self.path, flags)
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                raise self._fail(
+                    f"{self.path} is on a read-only file system; open it READ_ONLY (read_only=1)"
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise self._fail(
+                    f"permission denied opening {self.path} "
+                    f"{'read-only' if self.mode.read_only else 'read-write'}; "
+                    "fix its mode/owner or open it READ_ONLY"
+                ) from None
+            if exc.errno == errno.EINVAL and flags & os.O_DIRECT:
+                raise self._no_direct() from None
+            raise self._fail(f"cannot open {self.path}: {exc.strerror}") from None
+
+    def _no_direct(self) -> HandlerError:
+        # We refuse rather than fall back to the page cache: the user asked for no
+        # caching, and silently caching would change what a crash can lose.
+        return self._fail(
+            f"the file system holding {self.path} does not support O_DIRECT; "
+            "drop O_DIRECT (o_direct=0) or move the file to ext4/xfs"
+        )
+
+    def _direct_alignment(self) -> int:
+        """The alignment O_DIRECT demands for offsets, lengths and memory."""
+        if self.is_block_device:
+            try:
+                return max(sysio.block_device_sector_size(self.fd), 512)
+            except OSError as exc:
+                raise self._fail(f"BLKSSZGET on {self.path} failed: {exc.strerror}") from None
+        st = os.fstat(self.fd)
+        with mmap.mmap(-1, 2 * _PROBE_ALIGNMENTS[-1]) as probe, memoryview(probe) as mv:
+            refused = 0
+            for align in _PROBE_ALIGNMENTS:
+                if st.st_size < 2 * align:
+                    break  # too short to tell: the direct read would just hit EOF
+                try:
+                    os.preadv(self.fd, [mv[:align]], align)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise self._fail(
+                            f"O_DIRECT probe read of {self.path} failed: {exc.strerror}"
+                        ) from None
+                    refused += 1
+                    continue
+                return align
+        if refused == len(_PROBE_ALIGNMENTS):
+            raise self._no_direct()
+        # A file too small to probe: the file system block size is always accepted.
+        return max(st.st_blksize, 512)
+
+    # -- size ------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def direct_alignment(self) -> int:
+        """0 without O_DIRECT; else the alignment requests must meet to skip bouncing."""
+        return self._direct.align if self._direct else 0
+
+    @property
+    def bounced_requests(self) -> int:
+        return self._direct.bounced if self._direct else 0
+
+    def refresh_size(self) -> int:
+        """Re-read the size of the file or device (online resize); returns it."""
+        try:
+            if self.is_block_device:
+                raw = sysio.block_device_size(self.fd)
+            else:
+                raw = os.fstat(self.fd).st_size
+        except OSError as exc:
+            raise BackendError(f"cannot get the size of {self.path}: {exc.strerror}", exc.errno)
+        size = raw - raw % self.block_size
+        if size != raw:
+            log.info(
+                "vdisk %s: %s is %d bytes, not a multiple of the %d-byte block size; "
+                "the device uses the first %d bytes",
+                self.label, self.path, raw, self.block_size, size,
+            )
+        if self._size and size != self._size:
+            log.info("vdisk %s: size changed from %d to %d bytes", self.label, self._size, size)
+        self._size = size
+        return size
+
+    # -- data ------------------------------------------------------------------
+
+    def _error(self, what: str, exc: OSError) -> BackendError:
+        return BackendError(f"{what} on {self.path} failed: {exc.strerror}", exc.errno or errno.EIO)
+
+    def read(self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0) -> None:
+        views = buf.slices(buf_offset, length)
+        try:
+            if self._direct:
+                self._direct.read(offset, views)
+                return
+            got = DataBuffer(views).preadv(self.fd, offset)
+        except OSError as exc:
+            raise self._error(f"read of {length} bytes at {offset}", exc) from None
+        if got < length:  # the file shrank under us: never hand out stale bytes
+            DataBuffer(views).fill_zero(got)
+
+    def write(
+        self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0, *, fua: bool = False
+    ) -> None:
+        self._write(offset, buf.slices(buf_offset, length), fua)
+
+    def write_bytes(self, offset: int, data: bytes, *, fua: bool = False) -> None:
+        self._write(offset, [memoryview(data)], fua)
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        self.read(offset, length, DataBuffer([memoryview(out)]))
+        return bytes(out)
+
+    def _needs_sync(self, fua: bool) -> bool:
+        """True when this write must be durable and the open flags do not do it."""
+        return fua and not self.mode.nv_cache and not self.mode.write_through
+
+    def _write(self, offset: int, views: Sequence[memoryview], fua: bool) -> None:
+        if self.mode.read_only:
+            raise BackendError(f"{self.path} is open read-only", errno.EROFS)
+        length = sum(len(v) for v in views)
+        sync = self._needs_sync(fua)
+        flags = os.RWF_DSYNC if sync and self._rwf_dsync else 0
+        try:
+            try:
+                self._pwrite(offset, views, flags)
+            except OSError as exc:
+                if not flags or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                # RWF_DSYNC is refused (old kernel or file system): write, then sync.
+                self._rwf_dsync = False
+                self._pwrite(offset, views, 0)
+                os.fdatasync(self.fd)
+                return
+            if sync and not flags:
+                os.fdatasync(self.fd)
+        except OSError as exc:
+            raise self._error(f"write of {length} bytes at {offset}", exc) from None
+
+    def _pwrite(self, offset: int, views: Sequence[memoryview], flags: int) -> None:
+        if self._direct:
+            self._direct.write(offset, views, flags)
+        else:
+            pwritev_all(self.fd, views, offset, flags)
+
+    def flush(self, offset: int, length: int) -> None:
+        if self.mode.nv_cache:
+            return  # SCST NV_CACHE: SYNCHRONIZE CACHE is ignored (violates SCSI)
+        try:
+            # sync_file_range could flush just the range, but it does not flush the
+            # file's metadata nor the disk's cache: only fdatasync is durable.
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            raise self._error("fdatasync", exc) from None
+
+    def discard(self, offset: int, length: int) -> None:
+        if self.mode.read_only:
+            raise BackendError(f"{self.path} is open read-only", errno.EROFS)
+        try:
+            if self._direct:
+                # A concurrent read-modify-write of a shared unit must not write
+                # stale bytes back into the hole.
+                a = self._direct.align
+                start, end = offset - offset % a, -(-(offset + length) // a) * a
+                with self._direct.locks.hold(start, end):
+                    self._discard(offset, length)
+            else:
+                self._discard(offset, length)
+        except OSError as exc:
+            raise self._error(f"discard of {length} bytes at {offset}", exc) from None
+
+    def _discard(self, offset: int, length: int) -> None:
+        if self.is_block_device:
+            sysio.block_discard(self.fd, offset, length)
+        else:
+            sysio.punch_hole(self.fd, offset, length)
+
+    def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        if self.is_block_device:
+            return [(offset, length, True)]
+        try:
+            return sysio.data_extents(self.fd, offset, length)
+        except OSError as exc:
+            raise self._error("SEEK_DATA/SEEK_HOLE", exc) from None
+
+    def prefetch(self, offset: int, length: int) -> None:
+        try:
+            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_WILLNEED)
+        except OSError as exc:
+            raise self._error("posix_fadvise(WILLNEED)", exc) from None
+
+    def close(self) -> None:
+        for fd in {self.fd, self._buffered_fd}:
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._buffered_fd = -1

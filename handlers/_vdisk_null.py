@@ -1,0 +1,57 @@
+"""The NULLIO backing store: no I/O at all, for measuring the path above the disk.
+
+Writes succeed and are forgotten; reads return zeros. The zeros are written into
+the buffer every time: a ring buffer may still hold another command's data, and
+handing that to an initiator would leak it.
+"""
+
+from __future__ import annotations
+
+from tcmu_scst.command import DataBuffer
+
+#: SCST's VDISK_NULLIO_SIZE in scst_vdisk.c since the sysfs era: 5/2 TiB.
+#: (0.9.6 used 3/2 TiB; we use one default for every parameter form.)
+NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2
+
+
+class NullBackend:
+    """A :class:`~tcmu_scst.scsi.block.BlockBackend` that stores nothing."""
+
+    def __init__(self, size: int = NULLIO_DEFAULT_SIZE, block_size: int = 512) -> None:
+        self._size = size - size % block_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def refresh_size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0) -> None:
+        buf.fill_zero(buf_offset, length)
+
+    def write(
+        self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0, *, fua: bool = False
+    ) -> None:
+        pass
+
+    def write_bytes(self, offset: int, data: bytes, *, fua: bool = False) -> None:
+        pass
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        return bytes(length)
+
+    def flush(self, offset: int, length: int) -> None:
+        pass
+
+    def discard(self, offset: int, length: int) -> None:
+        pass
+
+    def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        return [(offset, length, True)]
+
+    def prefetch(self, offset: int, length: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,102 @@
+"""Linux system calls the vdisk backends need and Python's ``os`` module lacks.
+
+fallocate(PUNCH_HOLE) through libc (``os.posix_fallocate`` cannot punch), and the
+block-device ioctls BLKGETSIZE64, BLKSSZGET, BLKDISCARD, BLKROTATIONAL. Every
+function raises ``OSError`` with the kernel's errno; callers translate it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import struct
+
+# <linux/falloc.h>
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+# <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 119), _IO(0x12, 126)
+BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
+BLKDISCARD = 0x1277
+BLKROTATIONAL = 0x127E
+
+_libc: ctypes.CDLL | None = None
+
+
+def _load_libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        lib.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        lib.fallocate.restype = ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate ``[offset, offset+length)`` of a regular file; it then reads as zeros."""
+    rc = _load_libc().fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def block_device_size(fd: int) -> int:
+    """Size in bytes of the block device open on ``fd`` (BLKGETSIZE64)."""
+    out = fcntl.ioctl(fd, BLKGETSIZE64, bytes(8))
+    return int(struct.unpack("=Q", out)[0])
+
+
+def block_device_sector_size(fd: int) -> int:
+    """Logical sector size of the block device (BLKSSZGET): the O_DIRECT alignment."""
+    out = fcntl.ioctl(fd, BLKSSZGET, bytes(4))
+    return int(struct.unpack("=i", out)[0])
+
+
+def block_device_rotational(fd: int) -> bool:
+    """True when the kernel reports the device as rotational (BLKROTATIONAL)."""
+    out = fcntl.ioctl(fd, BLKROTATIONAL, bytes(2))
+    return bool(struct.unpack("=H", out)[0])
+
+
+def block_discard(fd: int, offset: int, length: int) -> None:
+    """Discard a range of a block device (BLKDISCARD)."""
+    fcntl.ioctl(fd, BLKDISCARD, struct.pack("=QQ", offset, length))
+
+
+def data_extents(fd: int, offset: int, length: int) -> list[tuple[int, int, bool]]:
+    """``(offset, length, is_mapped)`` extents of a file range from SEEK_DATA/SEEK_HOLE.
+
+    A file system without hole support reports everything as data, which is the
+    truth as far as it knows.
+    """
+    end = offset + length
+    out: list[tuple[int, int, bool]] = []
+    pos = offset
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no data at or after pos
+                raise
+            data = end
+        data = min(data, end)
+        if data > pos:
+            out.append((pos, data - pos, False))
+            pos = data
+            continue
+        hole = min(os.lseek(fd, pos, os.SEEK_HOLE), end)
+        out.append((pos, hole - pos, True))
+        pos = hole
+    return out
+
+
+def buffer_address(view: memoryview) -> int | None:
+    """The memory address of a writable buffer, or None when it cannot be known."""
+    if view.readonly or not view.contiguous or len(view) == 0:
+        return None
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
