@@ -1,0 +1,305 @@
+"""The ring engine against the kernel-faithful emulator (tcmu-abi.md §2)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, Result, TmrNotice
+from tcmu_scst.errors import RingError
+from tcmu_scst.kernel import abi
+from tcmu_scst.kernel.ring import Ring
+from tcmu_scst.testing.ring_emulator import CANARY, QueueFull, Refused, RingEmulator
+
+READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+TUR = bytes(6)
+SENSE = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0])
+
+
+@pytest.fixture
+def emu() -> Iterator[RingEmulator]:
+    e = RingEmulator(cmdr_size=4096, data_size=64 * 1024)
+    yield e
+
+
+def make_ring(emu: RingEmulator) -> Ring:
+    return Ring(emu.map, emu.notify)
+
+
+def commands(ring: Ring) -> list[Command]:
+    return [i for i in ring.fetch() if isinstance(i, Command)]
+
+
+def test_attach_rejects_wrong_version(emu: RingEmulator) -> None:
+    emu.mv[0:2] = (1).to_bytes(2, "little")
+    with pytest.raises(RingError, match="version 1"):
+        make_ring(emu)
+
+
+def test_attach_rejects_missing_read_len(emu: RingEmulator) -> None:
+    emu.mv[2:4] = (abi.TCMU_MAILBOX_FLAG_CAP_OOOC).to_bytes(2, "little")
+    with pytest.raises(RingError, match="READ_LEN"):
+        make_ring(emu)
+
+
+def test_cdb_and_data_are_copied_out_and_visible(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    payload = bytes(range(256)) * 16
+    cid = emu.submit(WRITE10, data_out=payload)
+    [cmd] = commands(ring)
+    assert cmd.cmd_id == cid
+    assert cmd.cdb == WRITE10
+    assert cmd.data.read() == payload
+    ring.complete(cmd, Result())
+    comp = emu.completion(cid)
+    assert comp.status == GOOD
+    assert comp.uflags == 0  # no READ_LEN for a command without Data-In
+    assert emu.problems == [] and not emu.broken
+
+
+def test_short_data_in_uses_read_len_so_no_stale_byte_leaks(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(READ10, data_in_len=4096)
+    [cmd] = commands(ring)
+    cmd.data.write(b"x" * 36)
+    ring.complete(cmd, Result(data_in_len=36))
+    comp = emu.completion(cid)
+    assert comp.uflags & abi.TCMU_UFLAG_READ_LEN
+    assert comp.read_len == 36
+    assert comp.data_in == b"x" * 36  # the kernel copies exactly read_len bytes
+
+
+def test_without_read_len_the_kernel_would_leak_stale_bytes(emu: RingEmulator) -> None:
+    """Shows what READ_LEN prevents: the emulator returns the stale canary bytes."""
+    ring = make_ring(emu)
+    cid = emu.submit(READ10, data_in_len=64)
+    [cmd] = commands(ring)
+    cmd.data.write(b"y" * 8)
+    # Bypass the engine's Result handling: complete with no data length at all.
+    ring.complete(cmd, Result(data_in_len=None))
+    assert emu.completion(cid).data_in == b"y" * 8 + bytes([CANARY]) * 56
+
+
+def test_zero_data_in_on_good_sends_zeros_not_stale_bytes(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(READ10, data_in_len=512)
+    [cmd] = commands(ring)
+    ring.complete(cmd, Result(data_in_len=0))
+    assert emu.completion(cid).data_in == bytes(512)
+
+
+def test_check_condition_carries_sense_and_no_data(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(READ10, data_in_len=512)
+    [cmd] = commands(ring)
+    ring.complete(cmd, Result(CHECK_CONDITION, SENSE))
+    comp = emu.completion(cid)
+    assert comp.status == CHECK_CONDITION
+    assert comp.sense == SENSE + bytes(96 - len(SENSE))
+    assert comp.data_in == b""
+
+
+def test_wrap_writes_pad_and_engine_skips_it(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    seen = []
+    for _ in range(200):  # 120-byte entries in a 4096-byte ring: many wraps
+        cid = emu.submit(TUR)
+        [cmd] = commands(ring)
+        seen.append(cmd.cmd_id == cid)
+        ring.complete(cmd, Result())
+    assert all(seen)
+    assert len(emu.completions) == 200
+    assert emu.problems == [] and not emu.broken
+    assert ring.tail == emu.head == emu.last_cleaned
+
+
+def test_entry_larger_than_half_the_ring_is_refused() -> None:
+    emu = RingEmulator(cmdr_size=1024, data_size=1024 * 1024)
+    # 80 one-block iovecs would make a 1392-byte entry, above half of 1024 (§2.5.6),
+    # but consecutive blocks merge; scatter a write by holding every other block.
+    ring = make_ring(emu)
+    ok = emu.submit(WRITE10, data_out=bytes(4096 * 20))  # one merged iovec: fits
+    [cmd] = commands(ring)
+    ring.complete(cmd, Result())
+    assert emu.completion(ok).status == GOOD
+    with pytest.raises(Refused):
+        emu._place(1024 // 2 + 8)
+
+
+def test_ring_full_then_space_after_completion(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    ids = []
+    with pytest.raises(QueueFull):
+        while True:
+            ids.append(emu.submit(TUR))
+    assert len(ids) == (4096 - 1) // 120  # one byte always stays free
+    cmds = commands(ring)
+    assert [c.cmd_id for c in cmds] == ids
+    for c in cmds:
+        ring.complete(c, Result(), notify=False)
+    ring.flush()
+    assert emu.submit(TUR) > 0
+
+
+def test_out_of_order_completion_steals_oldest_slot(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    a = emu.submit(READ10, data_in_len=512)
+    b = emu.submit(WRITE10, data_out=b"w" * 512)
+    c = emu.submit(TUR)
+    ca, cb, cc = commands(ring)
+    ca.data.write(b"A" * 512)
+    ring.complete(cc, Result(CHECK_CONDITION, SENSE), notify=False)
+    ring.complete(cb, Result(), notify=False)
+    ring.complete(ca, Result(data_in_len=512), notify=False)
+    assert emu.completions == []  # nothing visible before the notification write
+    ring.flush()
+    got = {comp.cmd_id: comp for comp in emu.completions}
+    assert set(got) == {a, b, c}
+    assert got[c].status == CHECK_CONDITION and got[c].sense[:18] == SENSE
+    assert got[a].data_in == b"A" * 512  # data comes from A's own blocks
+    assert [comp.cmd_id for comp in emu.completions] == [c, b, a]  # collected in ring order
+    assert emu.problems == [] and not emu.broken
+
+
+def test_one_notification_per_batch(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    for _ in range(10):
+        emu.submit(TUR)
+    for cmd in commands(ring):
+        ring.complete(cmd, Result(), notify=False)
+    assert ring.flush() is True
+    assert ring.flush() is False
+    assert emu.notifications == 1
+    assert len(emu.completions) == 10
+
+
+def test_tmr_entries_are_reported_and_skipped(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    a = emu.submit(TUR)
+    b = emu.submit(TUR)
+    emu.submit_tmr(abi.TCMU_TMR_ABORT_TASK, [a, b])
+    items = ring.fetch()
+    assert isinstance(items[2], TmrNotice)
+    assert items[2].tmr_type == abi.TCMU_TMR_ABORT_TASK
+    assert items[2].cmd_ids == (a, b)
+    # Aborted commands are still completed normally; the tail moves past the TMR.
+    for item in items[:2]:
+        assert isinstance(item, Command)
+        ring.complete(item, Result(0x40))
+    assert ring.tail == emu.head
+    assert not emu.broken
+
+
+def test_pad_and_tmr_only_advance_tail(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    emu.submit_tmr(abi.TCMU_TMR_LUN_RESET, [])
+    ring.fetch()
+    assert ring.tail == emu.head  # nothing pending: the tail follows at once
+    assert ring.flush() is True  # and the kernel is told (frees ring space)
+
+
+def test_unknown_op_is_flagged(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    pos = emu._place(32)
+    off = abi.MAILBOX_SIZE + pos
+    abi.HDR.pack_into(emu.mv, off, abi.len_op(32, 5), 0, 0, 0)
+    emu.by_offset[pos] = (abi.len_op(32, 5), abi.TCMU_OP_PAD)
+    emu._publish(32)
+    assert ring.fetch() == []
+    assert emu.mv[off + abi.OFF_HDR_UFLAGS] & abi.TCMU_UFLAG_UNKNOWN_OP
+
+
+def test_double_completion_never_breaks_the_ring(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    emu.submit(TUR)
+    emu.submit(TUR)
+    first, second = commands(ring)
+    first.complete(Result())
+    first.complete(Result())  # a handler bug: must be dropped, not written
+    second.complete(Result())
+    assert not emu.broken
+    assert len(emu.completions) == 2
+
+
+def test_len_op_is_never_touched(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    emu.submit(READ10, data_in_len=4096 * 5)  # 5 iovecs? consecutive blocks merge into 1
+    emu.submit(TUR)
+    c1, c2 = commands(ring)
+    ring.complete(c2, Result(CHECK_CONDITION, SENSE * 5))  # oversized sense is cut to 96
+    ring.complete(c1, Result(data_in_len=10))
+    assert emu.problems == []
+
+
+def test_reset_ring_recovers(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    emu.submit(TUR)
+    emu.submit(TUR)
+    stale = commands(ring)
+    emu.reset_ring(1)
+    dropped = ring.reset()
+    assert {c.cmd_id for c in dropped} == {c.cmd_id for c in stale}
+    assert ring.tail == 0
+    stale[0].complete(Result())  # late completion after the reset: ignored
+    assert not emu.broken
+    cid = emu.submit(TUR)
+    [cmd] = commands(ring)
+    assert cmd.cmd_id == cid
+    ring.complete(cmd, Result())
+    assert emu.completion(cid).status == GOOD
+    assert not emu.broken and emu.problems == []
+
+
+def test_bidi_buffers(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    xdwriteread = bytes([0x53, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+    cid = emu.submit(xdwriteread, data_out=b"o" * 512, data_in_len=512, bidi=True)
+    [cmd] = commands(ring)
+    assert cmd.data.read() == b"o" * 512
+    assert cmd.bidi_in is not None and cmd.bidi_in.length == 512
+    cmd.bidi_in.write(b"i" * 512)
+    ring.complete(cmd, Result(data_in_len=512))
+    assert emu.completion(cid).data_in == b"i" * 512
+
+
+def test_scattered_iovecs_are_exposed_in_order(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    # Fragment the data area: hold blocks 1 and 3 so a 3-block read gets 0, 2, 4.
+    hold = [emu.submit(READ10, data_in_len=4096) for _ in range(5)]
+    held = commands(ring)
+    for c in (held[0], held[2], held[4]):
+        ring.complete(c, Result(data_in_len=0))
+    cid = emu.submit(READ10, data_in_len=3 * 4096)
+    [cmd] = commands(ring)
+    assert len(cmd.data.views) == 3
+    cmd.data.write(bytes(range(256)) * 48)
+    ring.complete(cmd, Result(data_in_len=3 * 4096))
+    assert emu.completion(cid).data_in == bytes(range(256)) * 48
+    for c in (held[1], held[3]):
+        ring.complete(c, Result(data_in_len=0))
+    assert len(hold) == 5 and emu.problems == []
+
+
+def test_completions_from_many_threads(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    ids = [emu.submit(READ10, data_in_len=512) for _ in range(16)]
+    cmds = commands(ring)
+    barrier = threading.Barrier(len(cmds))
+
+    def work(cmd: Command) -> None:
+        cmd.data.write(cmd.cmd_id.to_bytes(2, "little") * 256)
+        barrier.wait()
+        cmd.complete(Result(data_in_len=512))
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in reversed(cmds)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c.cmd_id for c in emu.completions) == sorted(ids)
+    for comp in emu.completions:
+        assert comp.data_in == comp.cmd_id.to_bytes(2, "little") * 256
+    assert not emu.broken and emu.problems == []
