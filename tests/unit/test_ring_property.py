@@ -74,7 +74,7 @@ def test_random_mixes_complete_exactly_once(ops: list[tuple[object, ...]], cmdr:
     def fetch() -> None:
         for item in ring.fetch():
             if isinstance(item, Command):
-                kind, in_len, t, cdb = live[item.cmd_id]
+                kind, _in_len, t, cdb = live[item.cmd_id]
                 assert item.cdb == cdb  # copied out intact
                 if kind == "write":
                     assert item.data.read() == bytes([t & 0xFF]) * item.data.length
