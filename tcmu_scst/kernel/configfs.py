@@ -40,7 +40,7 @@ FABRIC_MODULES: dict[str, str] = {
 _HINTS: dict[int, str] = {
     errno_mod.EEXIST: "the object already exists (or a LUN already holds a device)",
     errno_mod.ENOENT: "no such object: create its parent first or check the name",
-    errno_mod.EBUSY: "the object is in use: remove its LUNs/ACLs/links first",
+    errno_mod.EBUSY: "the object is in use (linked or exported): remove its LUNs/ACLs first",
     errno_mod.ENOTEMPTY: "the directory still has children: remove its LUNs/ACLs first",
     errno_mod.EINVAL: "value refused by the kernel (bad name, number or syntax; see dmesg)",
     errno_mod.ENODEV: "device not enabled: write 1 to its 'enable' first",

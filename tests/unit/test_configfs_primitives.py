@@ -1,0 +1,93 @@
+"""The primitive Configfs API on a plain directory (no kernel emulation)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.errors import ConfigfsError
+from tcmu_scst.kernel.configfs import Configfs, hint_for
+
+
+@pytest.fixture
+def cfs(tmp_path: Path) -> Configfs:
+    (tmp_path / "target").mkdir()
+    return Configfs(tmp_path)
+
+
+def test_read_strips_trailing_newlines_and_nuls(cfs: Configfs) -> None:
+    (cfs.target / "dynamic_sessions").write_bytes(b"iqn.a\niqn.b\n\x00")
+    assert cfs.read("dynamic_sessions") == "iqn.a\niqn.b"
+
+
+def test_write_is_exact_without_added_newline(cfs: Configfs) -> None:
+    (cfs.target / "control").write_bytes(b"")
+    cfs.write("control", "dev_config=file/x,dev_size=4096")
+    assert (cfs.target / "control").read_bytes() == b"dev_config=file/x,dev_size=4096"
+
+
+def test_write_to_missing_file_does_not_create_it(cfs: Configfs) -> None:
+    with pytest.raises(ConfigfsError) as exc:
+        cfs.write("nosuch", "1")
+    assert exc.value.errno == errno.ENOENT
+    assert not (cfs.target / "nosuch").exists()
+    assert "nosuch" in str(exc.value) and "ENOENT" in str(exc.value)
+
+
+def test_mkdir_rmdir_listdir_exists(cfs: Configfs) -> None:
+    cfs.mkdir("core")
+    cfs.mkdir("core/user_0")
+    assert cfs.listdir("core") == ["user_0"]
+    assert cfs.exists("core/user_0") and cfs.is_dir("core/user_0")
+    cfs.rmdir("core/user_0")
+    assert not cfs.exists("core/user_0")
+
+
+def test_symlink_is_absolute_and_readlink_relative(cfs: Configfs) -> None:
+    cfs.mkdir("core")
+    cfs.mkdir("core/dev")
+    cfs.mkdir("lun")
+    cfs.symlink("core/dev", "lun/alias")
+    raw = os.readlink(cfs.target / "lun/alias")
+    assert raw == str(cfs.target / "core/dev")
+    assert cfs.is_link("lun/alias")
+    assert cfs.readlink("lun/alias") == "core/dev"
+    cfs.unlink("lun/alias")
+    assert not cfs.exists("lun/alias")
+
+
+def test_enotempty_error_carries_path_errno_and_hint(cfs: Configfs) -> None:
+    cfs.mkdir("a")
+    cfs.mkdir("a/b")
+    with pytest.raises(ConfigfsError) as exc:
+        cfs.rmdir("a")
+    assert exc.value.errno == errno.ENOTEMPTY
+    assert exc.value.path == "a"
+    assert "remove its LUNs/ACLs first" in str(exc.value)
+
+
+def test_relative_paths_only(cfs: Configfs) -> None:
+    with pytest.raises(ConfigfsError):
+        cfs.read("/etc/passwd")
+    with pytest.raises(ConfigfsError):
+        cfs.read("core/../../x")
+
+
+def test_hints_cover_common_kernel_errnos() -> None:
+    assert "device not enabled" in hint_for(errno.ENODEV)
+    assert "value refused by the kernel" in hint_for(errno.EINVAL)
+    assert "remove its LUNs/ACLs first" in hint_for(errno.EBUSY)
+    assert hint_for(errno.EEXIST) and hint_for(errno.ENOENT) and hint_for(errno.EPERM)
+
+
+def test_available_and_ensure_mounted_on_fake_root(tmp_path: Path) -> None:
+    cfs = Configfs(tmp_path)
+    assert not cfs.available()
+    with pytest.raises(ConfigfsError, match="not the real configfs root"):
+        cfs.ensure_mounted()
+    (tmp_path / "target").mkdir()
+    assert cfs.available()
+    cfs.ensure_mounted()  # nothing to do, no mount attempted
