@@ -1,0 +1,144 @@
+"""What a model device becomes in the kernel: TCMU ``dev_config``, size, block size.
+
+The TCMU ``dev_config`` string is ``<subtype>/<handler string>``; the subtype selects
+the userspace handler and doubles as our ownership mark: a user backstore whose
+``dev_config`` starts with one of :data:`SUBTYPES` was made by tcmu-scst.
+
+The vdisk parameter encoding belongs to ``tcmu_scst.handlers.vdisk`` (the daemon
+decodes it there); this module asks that module first and only falls back to a simple
+``key=value;key=value`` form (values percent-encoded) while it is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from tcmu_scst.errors import ConfigError
+from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
+
+VDISK_SUBTYPE = "vdisk"
+# Subtypes this tool writes; a pass-through device uses its handler name as subtype.
+SUBTYPES = frozenset({VDISK_SUBTYPE, "vcdrom", *PASSTHROUGH_HANDLERS})
+DEFAULT_BLOCK_SIZE = 512
+CDROM_BLOCK_SIZE = 2048
+NULLIO_DEFAULT_SIZE = 1 << 40  # 1 TiB when neither size nor size_mb is given
+
+_VDISK_MODULE = "tcmu_scst.handlers.vdisk"
+
+
+def _vdisk_module() -> Any:
+    try:
+        return importlib.import_module(_VDISK_MODULE)
+    except ImportError:
+        return None
+
+
+def subtype_of(device: Device) -> str:
+    if device.handler.startswith("vdisk_"):
+        return VDISK_SUBTYPE
+    return device.handler
+
+
+def owned_dev_config(dev_config: str) -> bool:
+    """Whether a live backstore's dev_config marks it as ours."""
+    return dev_config.split("/", 1)[0] in SUBTYPES
+
+
+def _fallback_encoding(device: Device) -> str:
+    mode = device.handler.removeprefix("vdisk_")
+    items = {"mode": mode, **device.params} if device.handler.startswith("vdisk_") else {}
+    if device.handler in PASSTHROUGH_HANDLERS:
+        items = {"hctl": device.name.replace(":", "-")}
+    if device.handler == "vcdrom":
+        items = dict(device.params)
+    return ";".join(f"{k}={quote(v, safe='/._-')}" for k, v in items.items())
+
+
+def encode_dev_config(device: Device) -> str:
+    """``<subtype>/<encoded parameters>``, at most 255 bytes, without ',' or ':'."""
+    module = _vdisk_module()
+    encoder: Callable[[Device], str] | None = getattr(module, "scst_dev_config", None)
+    body = encoder(device) if encoder is not None else _fallback_encoding(device)
+    config = f"{subtype_of(device)}/{body}"
+    if "," in config or ":" in config or len(config.encode()) > 255:
+        raise device.where.error(
+            f"device {device.name}: its TCMU dev_config {config[:40]!r}... is longer than 255 "
+            "bytes or holds ',' or ':'; shorten or rename the backing file path"
+        )
+    return config
+
+
+def block_size_of(device: Device) -> int:
+    if device.handler == "vcdrom":
+        return CDROM_BLOCK_SIZE
+    text = device.params.get("blocksize", str(DEFAULT_BLOCK_SIZE))
+    try:
+        return int(text)
+    except ValueError:
+        raise device.where.error(
+            f"device {device.name}: blocksize {text!r} is not a number; use 512 or 4096"
+        ) from None
+
+
+def size_of(device: Device) -> int:
+    """The device size in bytes as known now (0 when the backing file is missing)."""
+    if device.handler == "vdisk_nullio":
+        if "size" in device.params:
+            return int(device.params["size"])
+        if "size_mb" in device.params:
+            return int(device.params["size_mb"]) << 20
+        return NULLIO_DEFAULT_SIZE
+    filename = device.params.get("filename")
+    if not filename:
+        return 0
+    try:
+        info = os.stat(filename)
+    except OSError:
+        return 0
+    if stat.S_ISBLK(info.st_mode):
+        fd = os.open(filename, os.O_RDONLY)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+    return info.st_size
+
+
+def check_device_files(device: Device) -> None:
+    """System checks for ``config check``: backing files exist, sizes are sane."""
+    size = block_size_of(device)
+    if size < 512 or size & (size - 1):
+        raise device.where.error(
+            f"device {device.name}: block size {size} is not a power of two >= 512; "
+            "use 512, 1024, 2048 or 4096"
+        )
+    filename = device.params.get("filename", "")
+    if "," in filename:
+        raise ConfigError(
+            f"device {device.name}: path {filename!r} contains ',' which TCMU dev_config "
+            "cannot carry; rename the file or point at a symlink without ','",
+            device.where.source,
+            device.where.line,
+        )
+    needs_file = device.handler in ("vdisk_fileio", "vdisk_blockio")
+    if needs_file and not filename:
+        raise device.where.error(f"device {device.name}: set 'filename /path/to/image'")
+    if filename and not os.path.exists(filename):
+        raise device.where.error(
+            f"device {device.name}: backing file {filename} does not exist; create it "
+            f"(e.g. truncate -s 1G {filename}) or fix the path"
+        )
+    is_blockdev = bool(filename) and stat.S_ISBLK(os.stat(filename).st_mode)
+    if device.handler == "vdisk_blockio" and not is_blockdev:
+        raise device.where.error(
+            f"device {device.name}: vdisk_blockio needs a block device and {filename} is "
+            "not one; use vdisk_fileio for regular files"
+        )
+    if filename and os.path.isdir(filename):
+        raise device.where.error(f"device {device.name}: {filename} is a directory, not a file")
+    encode_dev_config(device)

@@ -1,0 +1,341 @@
+"""SCST model -> desired LIO state (lio-and-scst.md §2.4), independent of configfs.
+
+Per SCST target (iSCSI, qla2xxx, tcm_fc) one LIO WWN with ``tpgt_1``:
+
+* TPG LUN table = every device exported to that target by the default LUN set or by
+  a group with at least one member there, one TPG LUN per device;
+* one explicit ACL per group member, with the group's numbering, ``write_protect``
+  for READ_ONLY and (iSCSI) ``tag`` = group name; first group naming an initiator wins;
+* the default set decides the TPG mode:
+
+  - case A, default set empty: no demo mode (iSCSI also hides the target from
+    SendTargets: ``demo_mode_discovery=0``; qla2xxx logs unknown ports in with no LUNs:
+    ``demo_mode_login_only=1``);
+  - case B, the default set covers the whole TPG table at the same numbers with one RO
+    flag for its disks: demo mode with ``demo_mode_write_protect`` = that flag;
+  - case C, otherwise: no demo mode (qla2xxx: login_only) and the materializer
+    (:mod:`tcmu_scst.scst.materializer`) creates an ACL with :attr:`LioTarget.default_map`
+    for each unknown initiator it sees.
+
+Loopback (scst_local) has one nexus per TPG and no ACLs, so each SCST group and the
+default set become a LIO loopback target of their own (§1.4), LUNs at the group's numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tcmu_scst.scst import devconfig
+from tcmu_scst.scst.model import (
+    DEFAULT_GROUP,
+    Device,
+    Group,
+    ScstConfig,
+    Target,
+    default_for,
+    groups_for,
+    name_fits_fabric,
+)
+
+# Model fabric name -> configfs fabric directory.
+FABRIC_DIRS: dict[str, str] = {
+    "iscsi": "iscsi",
+    "loopback": "loopback",
+    "qla2xxx": "qla2xxx",
+    "tcm_fc": "fc",
+}
+DEFAULT_PORTAL = "0.0.0.0:3260"
+TPG_TAG = 1
+ISCSI_PARAM_KEYS = frozenset(
+    {
+        "AuthMethod", "HeaderDigest", "DataDigest", "MaxConnections", "TargetAlias",
+        "InitialR2T", "ImmediateData", "MaxRecvDataSegmentLength",
+        "MaxXmitDataSegmentLength", "MaxBurstLength", "FirstBurstLength",
+        "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
+        "DataSequenceInOrder", "ErrorRecoveryLevel", "IFMarker", "OFMarker", "IFMarkInt",
+        "OFMarkInt",
+    }
+)  # fmt: skip
+_NAA_LOOPBACK = re.compile(r"^naa\.[0-9a-f]{16}$")
+
+DefaultCase = Literal["A", "B", "C", "loopback"]
+# (fabric dir, wwn) -> {device: TPG LUN index} of the live state, to keep indices stable.
+IndexHints = Mapping[tuple[str, str], Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class Backstore:
+    """One TCMU user backstore (one SCST device)."""
+
+    name: str
+    dev_config: str
+    dev_size: int
+    hw_block_size: int
+    nl_reply_supported: int
+
+
+@dataclass(frozen=True)
+class MappedLun:
+    number: int  # the LUN the initiator sees
+    tpg_lun: int  # index in the TPG LUN table
+    write_protect: bool = False
+
+
+@dataclass(frozen=True)
+class Chap:
+    userid: str
+    password: str
+    userid_mutual: str = ""
+    password_mutual: str = ""
+
+
+@dataclass
+class Acl:
+    name: str
+    group: str  # SCST group name (the ACL tag on iSCSI)
+    mapped_luns: list[MappedLun] = field(default_factory=list)
+    chap: Chap | None = None
+    materialized: bool = False  # made for an unknown initiator (case C), not by the file
+
+
+@dataclass
+class Tpg:
+    tag: int = TPG_TAG
+    attributes: dict[str, str] = field(default_factory=dict)  # attrib/
+    params: dict[str, str] = field(default_factory=dict)  # param/ (iSCSI)
+    auth: Chap | None = None  # auth/ (demo-mode credentials, iSCSI)
+    luns: dict[int, str] = field(default_factory=dict)  # TPG LUN index -> device name
+    portals: list[str] = field(default_factory=list)
+    acls: list[Acl] = field(default_factory=list)
+    nexus: str | None = None  # loopback only
+    enabled: bool = True
+
+
+@dataclass
+class LioTarget:
+    fabric: str  # configfs fabric directory (iscsi, loopback, qla2xxx, fc)
+    wwn: str
+    tpg: Tpg
+    scst_target: str  # the SCST target this LIO target serves
+    scst_group: str = DEFAULT_GROUP  # loopback: the SCST group this LIO target serves
+    default_case: DefaultCase = "A"
+    default_group: str = DEFAULT_GROUP
+    default_map: list[MappedLun] = field(default_factory=list)  # case C materializer map
+
+
+@dataclass
+class DesiredState:
+    backstores: list[Backstore] = field(default_factory=list)
+    targets: list[LioTarget] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def target(self, fabric: str, wwn: str) -> LioTarget | None:
+        for tgt in self.targets:
+            if tgt.fabric == fabric and tgt.wwn == wwn:
+                return tgt
+        return None
+
+
+def derived_naa(*parts: str) -> str:
+    """A stable loopback WWN ``naa.5001405<9 hex>`` (LIO's OUI prefix) from ``parts``."""
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    return f"naa.5001405{digest[:9]}"
+
+
+def _chap(users: list[tuple[str, str]], mutual: tuple[str, str] | None) -> Chap | None:
+    if not users:
+        return None
+    user, secret = users[0]
+    m_user, m_secret = mutual if mutual is not None else ("", "")
+    return Chap(user, secret, m_user, m_secret)
+
+
+def _members(target: Target, groups: Sequence[Group]) -> list[tuple[str, Group]]:
+    """(initiator, group) in SCST order; the first group naming an initiator wins."""
+    own = {id(g) for g in target.groups}
+    seen: dict[str, Group] = {}
+    for grp in groups:
+        for name in grp.initiators:
+            if id(grp) not in own and not name_fits_fabric(name, target.fabric):
+                continue
+            seen.setdefault(name, grp)
+    return list(seen.items())
+
+
+def _assign_indices(
+    devices: list[str], preferred: list[dict[str, int]], hint: Mapping[str, int]
+) -> dict[str, int]:
+    """Give each device a TPG LUN index: live index, then preferred numbers, then free."""
+    result: dict[str, int] = {}
+    used: set[int] = set()
+    for source in [dict(hint), *preferred]:
+        for dev in devices:
+            number = source.get(dev)
+            if dev not in result and number is not None and number not in used:
+                result[dev] = number
+                used.add(number)
+    free = 0
+    for dev in devices:
+        if dev not in result:
+            while free in used:
+                free += 1
+            result[dev] = free
+            used.add(free)
+    return result
+
+
+def _classify(default: Group, tpg_devices: list[str], devices: Mapping[str, Device]) -> DefaultCase:
+    if not default.luns:
+        return "A"
+    if {lun.device for lun in default.luns} != set(tpg_devices):
+        return "C"
+    disk_flags = {lun.read_only for lun in default.luns if devices[lun.device].is_disk}
+    # Demo-mode RO only covers disks: a read-only non-disk LUN (tape...) needs ACLs.
+    non_disk_ro = any(
+        lun.read_only and not devices[lun.device].is_disk and devices[lun.device].handler
+        != "vcdrom" for lun in default.luns
+    )  # fmt: skip
+    return "B" if len(disk_flags) <= 1 and not non_disk_ro else "C"
+
+
+def _tpg_attributes(fabric: str, case: str, read_only: bool, chap: bool) -> dict[str, str]:
+    if fabric == "iscsi":
+        attrs = {
+            "authentication": "1" if chap else "0",
+            "generate_node_acls": "1" if case == "B" else "0",
+            "demo_mode_discovery": "0" if case == "A" else "1",
+            "prod_mode_write_protect": "0",
+        }
+        if case == "B":
+            attrs["demo_mode_write_protect"] = "1" if read_only else "0"
+            attrs["cache_dynamic_acls"] = "0"
+        return attrs
+    if fabric == "qla2xxx":
+        attrs = {
+            "generate_node_acls": "1",
+            "demo_mode_login_only": "0" if case == "B" else "1",
+            "prod_mode_write_protect": "0",
+        }
+        if case == "B":
+            attrs["demo_mode_write_protect"] = "1" if read_only else "0"
+        return attrs
+    return {}  # tcm_fc: no demo mode, nothing to set
+
+
+def _fabric_target(
+    config: ScstConfig,
+    target: Target,
+    devices: Mapping[str, Device],
+    hints: IndexHints,
+    materialized: Sequence[str],
+    warnings: list[str],
+) -> LioTarget:
+    fabric_dir = FABRIC_DIRS[target.fabric]
+    default = default_for(config, target)
+    members = _members(target, groups_for(config, target))
+    exported = [lun.device for lun in default.luns]
+    for _, grp in members:
+        exported += [lun.device for lun in grp.luns]
+    tpg_devices = list(dict.fromkeys(exported))
+    case = _classify(default, tpg_devices, devices)
+    default_numbers = {lun.device: lun.number for lun in default.luns}
+    group_numbers = [{lun.device: lun.number for lun in grp.luns} for _, grp in members]
+    hint = {} if case == "B" else hints.get((fabric_dir, target.name), {})
+    index = _assign_indices(tpg_devices, [default_numbers, *group_numbers], hint)
+
+    target_chap = _chap(target.incoming_users, target.outgoing_user)
+    tpg = Tpg(enabled=target.enabled and config.drivers.get(target.fabric, {}).get(
+        "enabled", "1") != "0")  # fmt: skip
+    tpg.luns = {index[dev]: dev for dev in tpg_devices}
+    disk_ro = any(lun.read_only for lun in default.luns if devices[lun.device].is_disk)
+    tpg.attributes = _tpg_attributes(target.fabric, case, disk_ro, target_chap is not None)
+    if target.fabric == "iscsi":
+        tpg.params = {k: v for k, v in target.attributes.items() if k in ISCSI_PARAM_KEYS}
+        tpg.portals = list(target.portals) or [DEFAULT_PORTAL]
+        if case == "B":
+            tpg.auth = target_chap
+        if any(grp.incoming_users for _, grp in members):
+            tpg.attributes["authentication"] = "1"
+
+    def mapping_of(grp: Group) -> list[MappedLun]:
+        return [MappedLun(lun.number, index[lun.device], lun.read_only) for lun in grp.luns]
+
+    for name, grp in members:
+        chap = _chap(grp.incoming_users, target.outgoing_user) or target_chap
+        tpg.acls.append(Acl(name, grp.name, mapping_of(grp), chap))
+    lio = LioTarget(fabric_dir, target.name, tpg, target.name, default_case=case)
+    lio.default_group = default.name
+    if case == "C":
+        lio.default_map = mapping_of(default)
+        named = {name for name, _ in members}
+        for name in materialized:
+            if name not in named:
+                tpg.acls.append(Acl(name, default.name, list(lio.default_map), target_chap, True))
+    if target.fabric == "tcm_fc" and case != "A":
+        warnings.append(
+            f"tcm_fc target {target.name}: LIO's tcm_fc has no demo mode and no login hook, "
+            f"so initiators outside named groups do not get {default.name}'s LUNs; name them"
+        )
+    return lio
+
+
+def _loopback_targets(config: ScstConfig, target: Target, warnings: list[str]) -> list[LioTarget]:
+    result: list[LioTarget] = []
+    default = default_for(config, target)
+    units: list[tuple[str, Group]] = [(DEFAULT_GROUP, default)] if default.luns else []
+    units += [(grp.name, grp) for grp in target.groups]
+    for group_name, grp in units:
+        is_default = grp is default
+        if is_default and _NAA_LOOPBACK.match(target.name):
+            wwn = target.name
+        else:
+            wwn = derived_naa("loopback", target.name, group_name)
+        nexus = next((n for n in grp.initiators if _NAA_LOOPBACK.match(n)), None)
+        tpg = Tpg(nexus=nexus or derived_naa("nexus", target.name, group_name))
+        tpg.luns = {lun.number: lun.device for lun in grp.luns}
+        if any(lun.read_only for lun in grp.luns):
+            warnings.append(
+                f"loopback target {target.name} group {group_name}: READ_ONLY LUNs are not "
+                "write-protected (tcm_loop has no ACLs); set read_only on the device instead"
+            )
+        lio = LioTarget("loopback", wwn, tpg, target.name, group_name, "loopback")
+        lio.default_group = default.name
+        result.append(lio)
+    return result
+
+
+def map_config(
+    config: ScstConfig,
+    *,
+    nl_reply_supported: int = 0,
+    hints: IndexHints | None = None,
+    materialized: Mapping[tuple[str, str], Sequence[str]] | None = None,
+    size_of: Callable[[Device], int] = devconfig.size_of,
+) -> DesiredState:
+    """The LIO objects that realize ``config`` (validated beforehand)."""
+    hints = hints or {}
+    materialized = materialized or {}
+    state = DesiredState()
+    devices = {dev.name: dev for dev in config.devices}
+    for dev in config.devices:
+        state.backstores.append(
+            Backstore(
+                dev.name,
+                devconfig.encode_dev_config(dev),
+                size_of(dev),
+                devconfig.block_size_of(dev),
+                nl_reply_supported,
+            )
+        )
+    for target in config.targets:
+        if target.fabric == "loopback":
+            state.targets += _loopback_targets(config, target, state.warnings)
+            continue
+        fabric_dir = FABRIC_DIRS[target.fabric]
+        names = materialized.get((fabric_dir, target.name), ())
+        state.targets.append(_fabric_target(config, target, devices, hints, names, state.warnings))
+    return state
