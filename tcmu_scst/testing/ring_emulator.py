@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tcmu_scst.kernel import abi
@@ -100,6 +101,7 @@ class RingEmulator:
         self.notifications = 0  # user -> kernel writes
         self.problems: list[str] = []  # consumer misbehaviour detected
         self.police = police  # canary checks of free data blocks (off for benchmarks)
+        self.on_event: Callable[[], None] | None = None  # uio_event_notify() hook
 
     # -- helpers --------------------------------------------------------------------
     def _space_free(self) -> int:
@@ -160,6 +162,8 @@ class RingEmulator:
         self.head = (self.head + length) % self.cmdr_size
         abi.MB_CMD_HEAD.pack_into(self.mv, abi.OFF_MB_CMD_HEAD, self.head)
         self.events += 1
+        if self.on_event is not None:
+            self.on_event()
 
     # -- producer -----------------------------------------------------------------------
     def submit(

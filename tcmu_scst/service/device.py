@@ -1,0 +1,194 @@
+"""The per-device runner: ring loop on one thread, blocking I/O on worker threads.
+
+::
+
+    UIO event -> Ring.fetch() -> inline commands: handler on the ring thread
+                               -> I/O commands:   queue -> worker threads -> handler
+              <- Ring.complete() from either side, Ring.flush() once per batch
+
+The ring loop never blocks on disk: a handler says which commands are cheap
+(:meth:`Handler.is_inline`); the rest go to ``threads`` workers (SCST's
+``scst_threads``). With ``threads=0`` everything runs on the ring thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import threading
+from typing import Any, Final, Protocol
+
+from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
+from tcmu_scst.handler import Handler
+from tcmu_scst.kernel.ring import Ring
+
+log = logging.getLogger(__name__)
+
+#: HARDWARE ERROR / INTERNAL TARGET FAILURE, for a handler that raised.
+HANDLER_FAILURE: Final = Result(
+    CHECK_CONDITION, bytes([0x70, 0, 0x04, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x44, 0x00, 0, 0, 0, 0])
+)
+
+
+class RingPort(Protocol):
+    """The two I/O primitives of a ring plus its mapping (a UioDevice, or a test double)."""
+
+    map: Any
+
+    def fileno(self) -> int: ...
+
+    def read_event(self) -> int | None: ...
+
+    def notify(self) -> None: ...
+
+
+class Stats:
+    """Counters the control socket and the shell's /sgv and /sessions read."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.commands = 0
+        self.errors = 0  # CHECK CONDITION answers
+        self.handler_failures = 0  # exceptions escaping a handler
+        self.tmrs = 0
+        self.size_histogram: dict[int, int] = {}  # data size rounded up to a power of 2
+
+    def count(self, cmd: Command, result: Result) -> None:
+        size = cmd.data.length
+        bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+        with self.lock:
+            self.commands += 1
+            if result.status == CHECK_CONDITION:
+                self.errors += 1
+            self.size_histogram[bucket] = self.size_histogram.get(bucket, 0) + 1
+
+
+class DeviceRunner:
+    """Serves one TCMU device: call :meth:`run` on a thread, :meth:`stop` from another."""
+
+    def __init__(self, port: RingPort, handler: Handler, threads: int = 2) -> None:
+        if threads < 0:
+            raise ValueError("threads must be >= 0")
+        self.port = port
+        self.handler = handler
+        self.threads = threads
+        self.ring = Ring(port.map, port.notify)
+        self.stats = Stats()
+        self._queue: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._busy = 0  # commands handed to workers and not yet completed
+        self._busy_lock = threading.Lock()
+        self._idle = threading.Condition(self._busy_lock)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start_workers(self) -> None:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._worker, name=f"tcmu-io-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def run(self) -> None:
+        """The ring loop: returns after :meth:`stop` once every command is completed."""
+        if not self._workers:
+            self.start_workers()
+        poller = select.poll()
+        poller.register(self.port.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            while not self._stopping.is_set():
+                # Consume the event first, then drain: no wakeup is lost (tcmu-abi §1.3).
+                self.port.read_event()
+                self.drain()
+                poller.poll()
+            self.drain()
+        finally:
+            self._shutdown_workers()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _shutdown_workers(self) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        for t in self._workers:
+            t.join()
+        self._workers.clear()
+        self.ring.flush()
+
+    def close(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no command is on a worker thread (used before reconfiguring)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    # -- the data path -----------------------------------------------------------------
+    def drain(self) -> int:
+        """Take every new entry off the ring and dispatch it; returns commands taken."""
+        items = self.ring.fetch()
+        taken = 0
+        for item in items:
+            if isinstance(item, TmrNotice):
+                with self.stats.lock:
+                    self.stats.tmrs += 1
+                self._call_tmr(item)
+                continue
+            taken += 1
+            if self.threads == 0 or self.handler.is_inline(item):
+                result = self._execute(item)
+                if result is not None:
+                    self._finish(item, result, notify=False)
+            else:
+                with self._busy_lock:
+                    self._busy += 1
+                self._queue.put(item)
+        self.ring.flush()
+        try:
+            os.read(self._wake_r, 64)
+        except BlockingIOError:
+            pass
+        return taken
+
+    def _worker(self) -> None:
+        while True:
+            cmd = self._queue.get()
+            if cmd is None:
+                return
+            try:
+                result = self._execute(cmd)
+                if result is not None:
+                    self._finish(cmd, result, notify=True)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+                    if self._busy == 0:
+                        self._idle.notify_all()
+
+    def _execute(self, cmd: Command) -> Result | None:
+        try:
+            return self.handler.handle(cmd)
+        except Exception:
+            log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
+            with self.stats.lock:
+                self.stats.handler_failures += 1
+            return HANDLER_FAILURE
+
+    def _finish(self, cmd: Command, result: Result, notify: bool) -> None:
+        self.stats.count(cmd, result)
+        self.ring.complete(cmd, result, notify=notify)
+
+    def _call_tmr(self, notice: TmrNotice) -> None:
+        try:
+            self.handler.on_tmr(notice)
+        except Exception:
+            log.exception("handler %s failed on %r", type(self.handler).__name__, notice)
