@@ -80,7 +80,7 @@ def wait_for(cond: object, timeout: float = 5.0) -> None:
 
 
 def test_write_then_read_round_trip(rig: tuple[RingEmulator, MemoryDisk, DeviceRunner]) -> None:
-    emu, handler, runner = rig
+    emu, handler, _runner = rig
     w = emu.submit(WRITE10[:5] + bytes([3]) + WRITE10[6:], data_out=b"Z" * 512)
     wait_for(lambda: any(c.cmd_id == w for c in emu.completions))
     r = emu.submit(READ10[:5] + bytes([3]) + READ10[6:], data_in_len=512)
@@ -92,7 +92,7 @@ def test_write_then_read_round_trip(rig: tuple[RingEmulator, MemoryDisk, DeviceR
 def test_inline_commands_do_not_wait_for_blocked_io(
     rig: tuple[RingEmulator, MemoryDisk, DeviceRunner],
 ) -> None:
-    emu, handler, runner = rig
+    emu, handler, _runner = rig
     handler.gate.clear()  # disk I/O hangs
     emu.submit(READ10, data_in_len=512)
     t = emu.submit(TUR)
