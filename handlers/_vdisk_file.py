@@ -197,7 +197,7 @@ class FileBackend:
             else:
                 raw = os.fstat(self.fd).st_size
         except OSError as exc:
-            raise BackendError(f"cannot get the size of {self.path}: {exc.strerror}", exc.errno)
+            raise self._error("getting the size", exc) from None
         size = raw - raw % self.block_size
         if size != raw:
             log.info(

@@ -1,0 +1,498 @@
+"""The vdisk parameter model and its three textual forms.
+
+One :class:`VdiskParams` describes a vdisk device whichever way it was written:
+
+(a) the SCST 0.9.6 ``/proc/scsi_tgt/vdisk/vdisk`` command
+    ``open NAME [PATH] [BLOCK_SIZE] [FLAGS...]`` (:func:`parse_proc_open`,
+    :func:`to_proc_open`), and its read line (:func:`proc_read_line`);
+(b) the modern sysfs / scst.conf attributes of the ``vdisk_fileio``,
+    ``vdisk_blockio`` and ``vdisk_nullio`` handlers (:func:`parse_attributes`,
+    :func:`to_attributes`);
+(c) the TCMU ``dev_config`` string ``vdisk/k=v;k=v;...;f=PATH``
+    (:func:`parse_dev_config`, :func:`to_dev_config`), which the daemon gets from
+    the kernel and turns back into a device.
+
+Syntax errors raise :class:`ConfigError`; a well-formed but impossible set of
+values (block size 1000, a relative path) raises :class:`HandlerError` from
+:meth:`VdiskParams.validate`, which every parser calls.
+
+Stable identities are derived the way SCST derives them, so a device keeps its
+serial across restarts and across SCST and tcmu-scst: ``dev_id_num = setup_id << 32
+| crc32c(name + NUL)`` (Linux's raw crc32c, seed 0), ``usn = "%x" % dev_id_num``,
+``t10_dev_id = "%x-%s" % (dev_id_num, name)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tcmu_scst.errors import ConfigError, HandlerError
+
+DEFAULT_BLOCK_SIZE = 512
+#: SCST's VDISK_NULLIO_SIZE (sysfs era): 5/2 TiB. SCST 0.9.6 had 3/2 TiB.
+NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2
+MAX_NAME_LEN = 64  # our limit for modern names (configfs directory, INQUIRY product)
+PROC_MAX_NAME_LEN = 16  # 0.9.6: char name[16+1]
+MAX_USN_LEN = 20  # SCST MAX_USN_LEN - 1
+MAX_T10_DEV_ID_LEN = 25  # SCST t10_dev_id[16+8+2] - 1: longer derived ids are cut
+DEV_CONFIG_MAX = 255  # TCMU dev_config limit (tcmu-abi §4.1)
+DEV_CONFIG_PREFIX = "vdisk/"
+#: LIO's IEEE OUI (OpenFabrics), used in our NAA IEEE Registered Extended ids.
+NAA_OUI = 0x001405
+
+FILEIO = "vdisk_fileio"
+BLOCKIO = "vdisk_blockio"
+NULLIO = "vdisk_nullio"
+HANDLER_NAMES = (FILEIO, BLOCKIO, NULLIO)
+
+
+@dataclass(slots=True)
+class VdiskParams:
+    """Everything needed to open one vdisk device. Empty ``usn``/``t10_dev_id`` = derived."""
+
+    name: str
+    filename: str = ""
+    blocksize: int = DEFAULT_BLOCK_SIZE
+    write_through: bool = False
+    read_only: bool = False
+    o_direct: bool = False
+    nv_cache: bool = False
+    nullio: bool = False
+    blockio: bool = False
+    removable: bool = False
+    rotational: bool = True
+    thin_provisioned: bool = False
+    t10_dev_id: str = ""
+    usn: str = ""
+    size: int | None = None  # NULLIO only: bytes; None = NULLIO_DEFAULT_SIZE
+    setup_id: int = 0  # SCST's global setup_id, folded into derived identities
+
+    # -- derived ------------------------------------------------------------------
+
+    @property
+    def handler_name(self) -> str:
+        """The modern SCST handler for this device."""
+        if self.nullio:
+            return NULLIO
+        return BLOCKIO if self.blockio else FILEIO
+
+    @property
+    def nullio_size(self) -> int:
+        return NULLIO_DEFAULT_SIZE if self.size is None else self.size
+
+    @property
+    def dev_id_num(self) -> int:
+        return (self.setup_id << 32) | crc32c_linux(self.name.encode() + b"\0")
+
+    @property
+    def effective_usn(self) -> str:
+        return self.usn or f"{self.dev_id_num:x}"
+
+    @property
+    def effective_t10_dev_id(self) -> str:
+        return self.t10_dev_id or f"{self.dev_id_num:x}-{self.name}"[:MAX_T10_DEV_ID_LEN]
+
+    @property
+    def naa_id(self) -> bytes:
+        """16-byte NAA IEEE Registered Extended designator, stable for (setup_id, name)."""
+        digest = hashlib.sha256(f"{self.setup_id}:{self.name}".encode()).digest()
+        value = (0x6 << 124) | (NAA_OUI << 100) | (int.from_bytes(digest, "big") >> 156)
+        return value.to_bytes(16, "big")
+
+    @property
+    def vendor(self) -> str:
+        return "SCST_BIO" if self.blockio else "SCST_FIO"
+
+    @property
+    def product(self) -> str:
+        return self.name[:16]
+
+    # -- validation ---------------------------------------------------------------
+
+    def validate(self) -> VdiskParams:
+        """Check the values; returns self. Raises HandlerError with a one-line reason."""
+        who = f"vdisk {self.name!r}"
+        if not self.name or not self.name.isprintable() or any(c.isspace() for c in self.name):
+            raise HandlerError(f"{who}: a device name must be non-empty printable text w/o blanks")
+        if "/" in self.name or len(self.name) > MAX_NAME_LEN:
+            raise HandlerError(
+                f"{who}: a device name has at most {MAX_NAME_LEN} characters and no '/'"
+            )
+        check_block_size(self.blocksize)
+        if self.nullio and self.blockio:
+            raise HandlerError(f"{who}: NULLIO and BLOCKIO exclude each other; choose one")
+        if not self.nullio:
+            if not self.filename:
+                raise HandlerError(f"{who}: a backing file name is required (absolute path)")
+            if not self.filename.startswith("/"):
+                raise HandlerError(
+                    f"{who}: file path {self.filename!r} is not absolute; give a full path"
+                )
+        if self.size is not None:
+            if not self.nullio:
+                raise HandlerError(
+                    f"{who}: size applies to NULLIO only; a file's size is the file's size"
+                )
+            if self.size < self.blocksize:
+                raise HandlerError(f"{who}: NULLIO size {self.size} is below one block")
+        if len(self.usn) > MAX_USN_LEN or not _is_id_text(self.usn):
+            raise HandlerError(
+                f"{who}: usn {self.usn!r} must be at most {MAX_USN_LEN} printable ASCII "
+                "characters without blanks"
+            )
+        if len(self.t10_dev_id) > MAX_T10_DEV_ID_LEN or not _is_id_text(self.t10_dev_id):
+            raise HandlerError(
+                f"{who}: t10_dev_id {self.t10_dev_id!r} must be at most {MAX_T10_DEV_ID_LEN} "
+                "printable ASCII characters without blanks"
+            )
+        if not 0 <= self.setup_id < 1 << 32:
+            raise HandlerError(f"{who}: setup_id {self.setup_id:#x} does not fit in 32 bits")
+        return self
+
+
+def _is_id_text(text: str) -> bool:
+    return all(33 <= ord(c) < 127 for c in text)
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 512 or block_size & (block_size - 1):
+        raise HandlerError(
+            f"block size {block_size} is not a power of two >= 512; "
+            "use 512, 1024, 2048 or 4096"
+        )
+
+
+# -- identities ---------------------------------------------------------------------
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c_linux(data: bytes, seed: int = 0) -> int:
+    """Linux's ``crc32c(seed, data, len)``: Castagnoli, reflected, no pre/post inversion."""
+    crc = seed
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+# -- (a) SCST 0.9.6 /proc form ----------------------------------------------------------
+
+#: 0.9.6 flag -> VdiskParams field, in the order SCST prints them.
+PROC_FLAGS = {
+    "WRITE_THROUGH": "write_through",
+    "NV_CACHE": "nv_cache",
+    "READ_ONLY": "read_only",
+    "O_DIRECT": "o_direct",
+    "NULLIO": "nullio",
+    "BLOCKIO": "blockio",
+    "REMOVABLE": "removable",
+}
+#: The read format's abbreviations, same order.
+PROC_FLAG_ABBREV = {
+    "write_through": "WT",
+    "nv_cache": "NV",
+    "read_only": "RO",
+    "o_direct": "DR",
+    "nullio": "NIO",
+    "blockio": "BIO",
+    "removable": "RM",
+}
+
+
+def parse_proc_open(line: str, *, setup_id: int = 0) -> VdiskParams:
+    """Parse ``open NAME [PATH] [BLOCK_SIZE] [FLAGS...]`` (the word ``open`` optional).
+
+    As in SCST, BLOCK_SIZE is recognised by its leading digit (decimal or 0x hex).
+    PATH may be left out only with NULLIO. O_DIRECT with BLOCKIO is dropped:
+    BLOCKIO is direct already.
+    """
+    words = line.split()
+    if words and words[0] == "open":
+        words = words[1:]
+    if not words:
+        raise ConfigError("vdisk open: a device NAME is required: open NAME [PATH] [BS] [FLAGS]")
+    name, rest = words[0], words[1:]
+    if len(name) > PROC_MAX_NAME_LEN:
+        raise ConfigError(
+            f"vdisk open: name {name!r} is too long (max {PROC_MAX_NAME_LEN} characters)"
+        )
+    params = VdiskParams(name=name, setup_id=setup_id)
+    if rest and rest[0] not in PROC_FLAGS and not rest[0][:1].isdigit():
+        params.filename, rest = rest[0], rest[1:]
+    if rest and rest[0][:1].isdigit():
+        params.blocksize, rest = _parse_proc_number(name, rest[0]), rest[1:]
+    for word in rest:
+        field = PROC_FLAGS.get(word)
+        if field is None:
+            raise ConfigError(
+                f"vdisk open {name}: unknown flag {word!r}; known: {' '.join(PROC_FLAGS)}"
+            )
+        setattr(params, field, True)
+    if params.blockio:
+        params.o_direct = False
+    return params.validate()
+
+
+def _parse_proc_number(name: str, word: str) -> int:
+    try:
+        return int(word, 0)
+    except ValueError:
+        raise ConfigError(
+            f"vdisk open {name}: block size {word!r} is not a number (e.g. 512 or 0x1000)"
+        ) from None
+
+
+def to_proc_open(params: VdiskParams) -> str:
+    """The 0.9.6 ``open`` command for ``params``; ConfigError if it cannot say it all."""
+    lost = [
+        what
+        for what, cond in (
+            ("rotational=0", not params.rotational),
+            ("thin_provisioned", params.thin_provisioned),
+            ("t10_dev_id", bool(params.t10_dev_id)),
+            ("usn", bool(params.usn)),
+            ("size", params.size is not None),
+        )
+        if cond
+    ]
+    if len(params.name) > PROC_MAX_NAME_LEN:
+        lost.append(f"a name over {PROC_MAX_NAME_LEN} characters")
+    fname = params.filename
+    if any(c.isspace() for c in fname):
+        lost.append("a file name with blanks")
+    elif fname[:1].isdigit() or fname in PROC_FLAGS:
+        lost.append(f"the file name {fname!r} (it would read as a block size or flag)")
+    if lost:
+        raise ConfigError(
+            f"vdisk {params.name}: the 0.9.6 open command cannot express {', '.join(lost)}; "
+            "use the modern attribute form"
+        )
+    words = ["open", params.name]
+    if params.filename:
+        words.append(params.filename)
+    words.append(str(params.blocksize))
+    words += [flag for flag, field in PROC_FLAGS.items() if getattr(params, field)]
+    return " ".join(words)
+
+
+PROC_READ_FORMAT = "%-17s %-11s %-11s %-15s %s"
+
+
+def proc_read_header() -> str:
+    return PROC_READ_FORMAT % ("Name", "Size(MB)", "Block size", "Options", "File name")
+
+
+def proc_read_line(params: VdiskParams, size_bytes: int) -> str:
+    """One row of the 0.9.6 ``vdisk`` read (size in MiB, options as WT NV RO DR NIO BIO RM)."""
+    options = " ".join(abbr for field, abbr in PROC_FLAG_ABBREV.items() if getattr(params, field))
+    return PROC_READ_FORMAT % (
+        params.name, size_bytes >> 20, params.blocksize, options, params.filename
+    )
+
+
+# -- (b) modern sysfs / scst.conf attributes ---------------------------------------------
+
+_BOOL_ATTRS = (
+    "write_through", "nv_cache", "o_direct", "read_only", "removable", "rotational",
+    "thin_provisioned",
+)
+_COMMON = {"blocksize", "read_only", "removable", "rotational", "t10_dev_id", "usn"}
+ATTRIBUTES = {
+    FILEIO: _COMMON | {"filename", "write_through", "nv_cache", "o_direct", "thin_provisioned"},
+    BLOCKIO: _COMMON | {"filename", "write_through", "nv_cache", "thin_provisioned"},
+    NULLIO: _COMMON | {"size", "size_mb"},
+}
+#: SCST parameters we accept only at their default value (we do not implement them).
+_DEFAULT_ONLY = {
+    "active": "1", "async": "0", "bind_alua_state": "1", "cluster_mode": "0", "tst": "1",
+    "dummy": "0", "dif_type": "0",
+}
+
+
+def parse_attributes(
+    handler: str, name: str, attrs: Mapping[str, str], *, setup_id: int = 0
+) -> VdiskParams:
+    """Build params from ``add_device NAME k=v;...`` / scst.conf ``DEVICE`` attributes."""
+    allowed = ATTRIBUTES.get(handler)
+    if allowed is None:
+        raise ConfigError(f"unknown vdisk handler {handler!r}; use one of {', '.join(ATTRIBUTES)}")
+    params = VdiskParams(
+        name=name, nullio=handler == NULLIO, blockio=handler == BLOCKIO, setup_id=setup_id
+    )
+    size: int | None = None
+    for key, value in attrs.items():
+        where = f"{handler} {name}: {key}={value!r}"
+        if key in _DEFAULT_ONLY or key == "numa_node_id":
+            if key != "numa_node_id" and value.strip() != _DEFAULT_ONLY[key]:
+                raise ConfigError(
+                    f"{where} is not supported by tcmu-scst (only {_DEFAULT_ONLY[key]})"
+                )
+            continue
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown attribute for {handler}; known: {', '.join(sorted(allowed))}"
+            )
+        if key in _BOOL_ATTRS:
+            setattr(params, key, _parse_bool(where, value))
+        elif key == "blocksize":
+            params.blocksize = _parse_int(where, value)
+        elif key in ("size", "size_mb"):
+            got = _parse_int(where, value) * (1 << 20 if key == "size_mb" else 1)
+            if size is not None and got != size:
+                raise ConfigError(f"{where} disagrees with the other size attribute ({size})")
+            size = got
+        else:  # filename, t10_dev_id, usn
+            setattr(params, key, value)
+    params.size = size
+    return params.validate()
+
+
+def _parse_bool(where: str, value: str) -> bool:
+    if value.strip() in ("0", "1"):
+        return value.strip() == "1"
+    raise ConfigError(f"{where} is not a boolean; use 0 or 1")
+
+
+def _parse_int(where: str, value: str) -> int:
+    try:
+        number = int(value.strip(), 0)
+    except ValueError:
+        raise ConfigError(f"{where} is not a number") from None
+    if number < 0:
+        raise ConfigError(f"{where} is negative")
+    return number
+
+
+def to_attributes(params: VdiskParams) -> tuple[str, dict[str, str]]:
+    """``(handler, attributes)`` with the filename and every non-default value.
+
+    Like scstadmin's "key" attributes: defaults are left out.
+    """
+    allowed = ATTRIBUTES[params.handler_name]
+    default = VdiskParams(name=params.name)
+    out: dict[str, str] = {}
+    if params.filename and "filename" in allowed:
+        out["filename"] = params.filename
+    if params.blocksize != default.blocksize:
+        out["blocksize"] = str(params.blocksize)
+    for key in _BOOL_ATTRS:
+        if key in allowed and getattr(params, key) != getattr(default, key):
+            out[key] = "1" if getattr(params, key) else "0"
+    for key in ("t10_dev_id", "usn"):
+        if getattr(params, key):
+            out[key] = getattr(params, key)
+    if params.nullio and params.size is not None:
+        out["size"] = str(params.size)
+    return params.handler_name, out
+
+
+# -- (c) TCMU dev_config ------------------------------------------------------------------
+
+# Short keys: dev_config has 255 characters for everything, path included.
+_DC_FLAGS = {
+    "wt": "write_through", "ro": "read_only", "dr": "o_direct", "nv": "nv_cache",
+    "nio": "nullio", "bio": "blockio", "rm": "removable", "tp": "thin_provisioned",
+}
+_DC_NOT_ROTATIONAL = "ssd"
+_DC_KEYS = {"n": "name", "bs": "blocksize", "t10": "t10_dev_id", "usn": "usn", "sz": "size",
+            "sid": "setup_id", "f": "filename"}
+_INT_FIELDS = {"blocksize", "size", "setup_id"}
+# Escaped in values: the kernel splits options on ',' and '\n'; ';' and '=' are ours;
+# rtslib refuses ':'; '%' is the escape itself.
+_DC_SPECIAL = set(",;=:%")
+
+
+def _dc_quote(text: str) -> str:
+    out: list[str] = []
+    for ch in text:
+        if ch in _DC_SPECIAL or not (33 <= ord(ch) < 127):
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _dc_unquote(text: str, where: str) -> str:
+    raw = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "%":
+            digits = text[i + 1 : i + 3]
+            if len(digits) != 2 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ConfigError(f"{where}: bad escape {text[i : i + 3]!r}; use %XX")
+            raw.append(int(digits, 16))
+            i += 3
+        else:
+            raw += text[i].encode()
+            i += 1
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def to_dev_config(params: VdiskParams) -> str:
+    """``vdisk/n=NAME;bs=..;wt;...;f=PATH``: no ',' anywhere, at most 255 characters."""
+    params.validate()
+    tokens = [f"n={_dc_quote(params.name)}"]
+    if params.blocksize != DEFAULT_BLOCK_SIZE:
+        tokens.append(f"bs={params.blocksize}")
+    tokens += [key for key, field in _DC_FLAGS.items() if getattr(params, field)]
+    if not params.rotational:
+        tokens.append(_DC_NOT_ROTATIONAL)
+    for key, field in (("t10", "t10_dev_id"), ("usn", "usn")):
+        if getattr(params, field):
+            tokens.append(f"{key}={_dc_quote(getattr(params, field))}")
+    if params.size is not None:
+        tokens.append(f"sz={params.size}")
+    if params.setup_id:
+        tokens.append(f"sid={params.setup_id}")
+    if params.filename:
+        tokens.append(f"f={_dc_quote(params.filename)}")  # last: the longest part
+    text = DEV_CONFIG_PREFIX + ";".join(tokens)
+    if len(text) > DEV_CONFIG_MAX:
+        raise ConfigError(
+            f"vdisk {params.name}: dev_config is {len(text)} characters, over the kernel's "
+            f"{DEV_CONFIG_MAX}; use a shorter file path (e.g. a symlink)"
+        )
+    return text
+
+
+def parse_dev_config(text: str) -> VdiskParams:
+    """Inverse of :func:`to_dev_config`."""
+    where = f"dev_config {text[:40]!r}"
+    if not text.startswith(DEV_CONFIG_PREFIX):
+        raise ConfigError(f"{where} does not start with {DEV_CONFIG_PREFIX!r}; not a vdisk")
+    values: dict[str, Any] = {}
+    for token in text[len(DEV_CONFIG_PREFIX) :].split(";"):
+        key, eq, value = token.partition("=")
+        if not eq:
+            if key in _DC_FLAGS:
+                values[_DC_FLAGS[key]] = True
+            elif key == _DC_NOT_ROTATIONAL:
+                values["rotational"] = False
+            else:
+                raise ConfigError(f"{where}: unknown flag {key!r}")
+            continue
+        field = _DC_KEYS.get(key)
+        if field is None:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+        if field in _INT_FIELDS:
+            if not value.isdigit():
+                raise ConfigError(f"{where}: {key}={value!r} is not a number")
+            values[field] = int(value)
+        else:
+            values[field] = _dc_unquote(value, where)
+    if "name" not in values:
+        raise ConfigError(f"{where}: the device name (n=) is missing")
+    return VdiskParams(**values).validate()
