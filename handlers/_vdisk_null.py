@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from tcmu_scst.command import DataBuffer
 
-#: SCST's VDISK_NULLIO_SIZE in scst_vdisk.c since the sysfs era: 5/2 TiB.
-#: (0.9.6 used 3/2 TiB; we use one default for every parameter form.)
-NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2
+from .vdisk_params import NULLIO_DEFAULT_SIZE
 
 
 class NullBackend:

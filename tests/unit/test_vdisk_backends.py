@@ -1,0 +1,343 @@
+"""vdisk backing stores on real files: each SCST mode's semantics and every open error."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tcmu_scst.handlers._vdisk_file import FileBackend, FileMode
+from tcmu_scst.handlers._vdisk_null import NullBackend
+from tcmu_scst.handlers.vdisk import VdiskParams, open_backend
+from tcmu_scst.handlers.vdisk_params import NULLIO_DEFAULT_SIZE
+
+from tcmu_scst.command import DataBuffer
+from tcmu_scst.errors import HandlerError
+from tcmu_scst.scsi.block import BackendError
+
+MiB = 1 << 20
+
+
+def make_file(tmp_path: Path, size: int = MiB, name: str = "disk.img") -> str:
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return str(path)
+
+
+def scattered(data: bytes, cuts: tuple[int, ...] = (100, 700)) -> DataBuffer:
+    """A DataBuffer over several bytearray segments holding ``data``."""
+    views: list[memoryview] = []
+    prev = 0
+    for cut in [*cuts, len(data)]:
+        views.append(memoryview(bytearray(data[prev:cut])))
+        prev = cut
+    return DataBuffer(views)
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[Any, ...]]:
+    """Record the calls of ``os.<name>`` while still calling it."""
+    calls: list[tuple[Any, ...]] = []
+    real: Callable[..., Any] = getattr(os, name)
+
+    def wrapper(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(os, name, wrapper)
+    return calls
+
+
+# -- FILEIO ---------------------------------------------------------------------------
+
+
+def test_fileio_round_trip_through_scattered_buffers(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    backend = FileBackend(path, 512, FileMode())
+    data = os.urandom(1536)
+    backend.write(4096, 1536, scattered(data))
+    out = DataBuffer([memoryview(bytearray(1000)), memoryview(bytearray(536))])
+    backend.read(4096, 1536, out)
+    assert out.read() == data
+    backend.flush(0, 0)
+    backend.close()
+    with open(path, "rb") as f:
+        f.seek(4096)
+        assert f.read(1536) == data
+
+
+def test_fileio_write_and_read_at_buffer_offset(tmp_path: Path) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    buf = DataBuffer([memoryview(bytearray(b"x" * 512 + b"y" * 512))])
+    backend.write(0, 512, buf, 512)
+    assert backend.read_bytes(0, 512) == b"y" * 512
+    backend.write_bytes(512, b"z" * 512)
+    out = DataBuffer([memoryview(bytearray(1024))])
+    backend.read(512, 512, out, 512)
+    assert out.read(512, 512) == b"z" * 512 and out.read(0, 512) == bytes(512)
+    backend.close()
+
+
+def test_fileio_is_write_back_and_fua_uses_rwf_dsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    assert not fcntl.fcntl(backend.fd, fcntl.F_GETFL) & os.O_DSYNC
+    calls = spy(monkeypatch, "pwritev")
+    backend.write_bytes(0, b"a" * 512)
+    backend.write_bytes(512, b"b" * 512, fua=True)
+    assert calls[0][3] == 0
+    assert calls[1][3] & os.RWF_DSYNC
+    backend.close()
+
+
+def test_fua_falls_back_to_fdatasync_when_rwf_dsync_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    real_pwritev = os.pwritev
+
+    def old_kernel_pwritev(fd: int, bufs: Any, offset: int, flags: int = 0) -> int:
+        if flags:
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+        return real_pwritev(fd, bufs, offset)
+
+    monkeypatch.setattr(os, "pwritev", old_kernel_pwritev)
+    syncs = spy(monkeypatch, "fdatasync")
+    backend.write_bytes(0, b"c" * 512, fua=True)
+    assert syncs == [(backend.fd,)]
+    backend.write_bytes(512, b"d" * 512, fua=True)  # remembered: straight to the sync
+    assert len(syncs) == 2
+    assert backend.read_bytes(0, 1024) == b"c" * 512 + b"d" * 512
+    backend.close()
+
+
+def test_flush_is_fdatasync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    syncs = spy(monkeypatch, "fdatasync")
+    backend.flush(0, 4096)
+    assert syncs == [(backend.fd,)]
+    backend.close()
+
+
+def test_write_through_opens_with_o_dsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode(write_through=True))
+    assert fcntl.fcntl(backend.fd, fcntl.F_GETFL) & os.O_DSYNC
+    calls = spy(monkeypatch, "pwritev")
+    backend.write_bytes(0, b"w" * 512, fua=True)
+    assert calls[0][3] == 0  # O_DSYNC already makes it durable
+    assert backend.read_bytes(0, 512) == b"w" * 512
+    backend.close()
+
+
+def test_nv_cache_makes_flush_and_fua_no_ops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode(nv_cache=True, write_through=True))
+    assert not fcntl.fcntl(backend.fd, fcntl.F_GETFL) & os.O_DSYNC  # SCST: WT && !NV
+    syncs = spy(monkeypatch, "fdatasync")
+    calls = spy(monkeypatch, "pwritev")
+    backend.write_bytes(0, b"n" * 512, fua=True)
+    backend.flush(0, 0)
+    assert syncs == []
+    assert calls[0][3] == 0
+    backend.close()
+
+
+def test_read_only_opens_o_rdonly_and_refuses_writes(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    with open(path, "r+b") as f:
+        f.write(b"keep" * 128)
+    backend = FileBackend(path, 512, FileMode(read_only=True))
+    assert fcntl.fcntl(backend.fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    with pytest.raises(BackendError) as info:
+        backend.write_bytes(0, b"x" * 512)
+    assert info.value.errno == errno.EROFS
+    with pytest.raises(BackendError) as info:
+        backend.discard(0, 512)
+    assert info.value.errno == errno.EROFS
+    assert backend.read_bytes(0, 512) == b"keep" * 128
+    backend.close()
+
+
+def test_read_only_opens_a_file_without_write_permission(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    os.chmod(path, 0o444)
+    backend = FileBackend(path, 512, FileMode(read_only=True))
+    assert backend.size == MiB
+    backend.close()
+
+
+def test_read_past_a_shrunk_file_returns_zeros_not_stale_bytes(tmp_path: Path) -> None:
+    path = make_file(tmp_path, 8192)
+    backend = FileBackend(path, 512, FileMode())
+    os.truncate(path, 4096)
+    out = DataBuffer([memoryview(bytearray(b"\xaa" * 8192))])
+    backend.read(0, 8192, out)
+    assert out.read() == bytes(8192)
+    backend.close()
+
+
+def test_io_errors_become_backend_errors_with_errno(tmp_path: Path) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    fd = backend.fd
+    os.close(fd)
+    with pytest.raises(BackendError, match="read of 512 bytes at 0") as info:
+        backend.read_bytes(0, 512)
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(BackendError) as info:
+        backend.write_bytes(0, bytes(512))
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(BackendError, match="fdatasync"):
+        backend.flush(0, 0)
+    backend.fd = backend._buffered_fd = -1  # already closed above
+
+
+def test_prefetch_accepts_a_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    calls = spy(monkeypatch, "posix_fadvise")
+    backend.prefetch(0, 65536)
+    assert calls == [(backend.fd, 0, 65536, os.POSIX_FADV_WILLNEED)]
+    backend.close()
+
+
+# -- size -----------------------------------------------------------------------------
+
+
+def test_size_is_rounded_down_to_the_block_size_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tcmu_scst.handlers.vdisk")
+    backend = FileBackend(make_file(tmp_path, 10000), 4096, FileMode(), label="d1")
+    assert backend.size == 8192
+    assert "not a multiple of the 4096-byte block size" in caplog.text
+    backend.close()
+
+
+def test_refresh_size_follows_an_online_resize(tmp_path: Path) -> None:
+    path = make_file(tmp_path, MiB)
+    backend = FileBackend(path, 512, FileMode())
+    os.truncate(path, 2 * MiB + 100)
+    assert backend.size == MiB
+    assert backend.refresh_size() == 2 * MiB
+    assert backend.size == 2 * MiB
+    backend.close()
+
+
+# -- thin provisioning ----------------------------------------------------------------------
+
+
+def test_discard_punches_a_hole_that_reads_as_zeros(tmp_path: Path) -> None:
+    path = make_file(tmp_path, 4 * MiB)
+    backend = FileBackend(path, 512, FileMode())
+    data = os.urandom(4 * MiB)
+    backend.write_bytes(0, data)
+    backend.flush(0, 0)
+    before = os.stat(path).st_blocks
+    backend.discard(MiB, 2 * MiB)
+    assert os.stat(path).st_blocks < before
+    assert os.stat(path).st_size == 4 * MiB  # KEEP_SIZE
+    assert backend.read_bytes(MiB, 2 * MiB) == bytes(2 * MiB)
+    assert backend.read_bytes(0, MiB) == data[:MiB]
+    assert backend.read_bytes(3 * MiB, MiB) == data[3 * MiB :]
+    extents = backend.mapped(0, 4 * MiB)
+    assert extents == [(0, MiB, True), (MiB, 2 * MiB, False), (3 * MiB, MiB, True)]
+    backend.close()
+
+
+def test_mapped_reports_a_sparse_file(tmp_path: Path) -> None:
+    path = make_file(tmp_path, 4 * MiB)
+    backend = FileBackend(path, 512, FileMode())
+    assert backend.mapped(0, 4 * MiB) == [(0, 4 * MiB, False)]
+    backend.write_bytes(2 * MiB, b"\1" * 4096)
+    assert backend.mapped(MiB, 2 * MiB) == [
+        (MiB, MiB, False), (2 * MiB, 4096, True), (2 * MiB + 4096, MiB - 4096, False)
+    ]
+    backend.close()
+
+
+# -- NULLIO ----------------------------------------------------------------------------------
+
+
+def test_nullio_reads_zeros_into_a_dirty_buffer() -> None:
+    backend = NullBackend(MiB)
+    out = DataBuffer([memoryview(bytearray(b"\xff" * 700)), memoryview(bytearray(b"\xee" * 324))])
+    backend.write_bytes(0, b"q" * 1024)
+    backend.read(0, 1024, out)
+    assert out.read() == bytes(1024)
+    assert backend.read_bytes(0, 512) == bytes(512)
+    assert backend.mapped(0, 512) == [(0, 512, True)]
+
+
+def test_nullio_reads_zeros_only_in_the_asked_part() -> None:
+    out = DataBuffer([memoryview(bytearray(b"\xff" * 1024))])
+    NullBackend(MiB).read(0, 512, out, 256)
+    assert out.read() == b"\xff" * 256 + bytes(512) + b"\xff" * 256
+
+
+def test_nullio_size_defaults_to_scst_and_is_rounded() -> None:
+    assert NullBackend().size == NULLIO_DEFAULT_SIZE == 5 * 2**40 // 2
+    assert NullBackend(10000, 4096).size == 8192
+    backend = open_backend(VdiskParams(name="n", nullio=True, size=MiB))
+    assert isinstance(backend, NullBackend) and backend.size == MiB
+
+
+# -- open errors ---------------------------------------------------------------------------
+
+
+def test_missing_file_is_a_clear_handler_error(tmp_path: Path) -> None:
+    with pytest.raises(HandlerError, match=r"vdisk d1: backing file .*nope does not exist"):
+        FileBackend(str(tmp_path / "nope"), 512, FileMode(), label="d1")
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HandlerError, match="is a directory; give a regular file or block dev"):
+        FileBackend(str(tmp_path), 512, FileMode())
+
+
+def test_character_device_is_refused() -> None:
+    with pytest.raises(HandlerError, match="neither a regular file nor a block device"):
+        FileBackend("/dev/null", 512, FileMode())
+
+
+def test_blockio_on_a_regular_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HandlerError, match=r"BLOCKIO needs a block device but .* regular file"):
+        FileBackend(make_file(tmp_path), 512, FileMode(blockio=True))
+
+
+def test_file_smaller_than_a_block_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HandlerError, match="smaller than one 4096-byte block"):
+        FileBackend(make_file(tmp_path, 4095), 4096, FileMode())
+
+
+def test_o_direct_refused_by_the_file_system_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What tmpfs before Linux 6.6 does: open(O_DIRECT) fails with EINVAL.
+    real_open = os.open
+
+    def no_direct_open(path: str, flags: int, *args: Any) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_direct_open)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(HandlerError, match="does not support O_DIRECT; drop O_DIRECT"):
+        FileBackend(make_file(tmp_path), 512, FileMode(o_direct=True))
+    assert len(os.listdir("/proc/self/fd")) == before  # the buffered fd was closed
+
+
+def test_read_only_file_system_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def erofs_open(path: str, flags: int, *args: Any) -> int:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    path = make_file(tmp_path)
+    monkeypatch.setattr(os, "open", erofs_open)
+    with pytest.raises(HandlerError, match=r"read-only file system; open it READ_ONLY"):
+        FileBackend(path, 512, FileMode())
