@@ -14,11 +14,10 @@ from __future__ import annotations
 import importlib
 import os
 import stat
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
 
 VDISK_SUBTYPE = "vdisk"
@@ -26,12 +25,13 @@ VDISK_SUBTYPE = "vdisk"
 SUBTYPES = frozenset({VDISK_SUBTYPE, "vcdrom", *PASSTHROUGH_HANDLERS})
 DEFAULT_BLOCK_SIZE = 512
 CDROM_BLOCK_SIZE = 2048
-NULLIO_DEFAULT_SIZE = 1 << 40  # 1 TiB when neither size nor size_mb is given
+NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2  # SCST's VDISK_NULLIO_SIZE (fallback only)
 
-_VDISK_MODULE = "tcmu_scst.handlers.vdisk"
+_VDISK_MODULE = "tcmu_scst.handlers.vdisk_params"
 
 
 def _vdisk_module() -> Any:
+    """The vdisk parameter model, or None where the handlers package is not installed."""
     try:
         return importlib.import_module(_VDISK_MODULE)
     except ImportError:
@@ -49,22 +49,41 @@ def owned_dev_config(dev_config: str) -> bool:
     return dev_config.split("/", 1)[0] in SUBTYPES
 
 
+def vdisk_params(device: Device, setup_id: int = 0) -> Any:
+    """The handler's VdiskParams for a vdisk_* device (None without the handlers package)."""
+    module = _vdisk_module()
+    if module is None or not device.handler.startswith("vdisk_"):
+        return None
+    try:
+        return module.parse_attributes(
+            device.handler, device.name, device.params, setup_id=setup_id
+        )
+    except TcmuScstError as err:
+        raise device.where.error(str(err)) from err
+
+
 def _fallback_encoding(device: Device) -> str:
-    mode = device.handler.removeprefix("vdisk_")
-    items = {"mode": mode, **device.params} if device.handler.startswith("vdisk_") else {}
+    # Only while tcmu_scst.handlers is not installed (source tree): key=value;... with
+    # percent-encoded values, so no ',' or ':' reaches the kernel.
     if device.handler in PASSTHROUGH_HANDLERS:
-        items = {"hctl": device.name.replace(":", "-")}
-    if device.handler == "vcdrom":
-        items = dict(device.params)
+        items = {"hctl": device.name}
+    elif device.handler == "vcdrom":
+        items = {"n": device.name, **device.params}
+    else:
+        items = {"n": device.name, "mode": device.handler.removeprefix("vdisk_"), **device.params}
     return ";".join(f"{k}={quote(v, safe='/._-')}" for k, v in items.items())
 
 
-def encode_dev_config(device: Device) -> str:
+def encode_dev_config(device: Device, setup_id: int = 0) -> str:
     """``<subtype>/<encoded parameters>``, at most 255 bytes, without ',' or ':'."""
-    module = _vdisk_module()
-    encoder: Callable[[Device], str] | None = getattr(module, "scst_dev_config", None)
-    body = encoder(device) if encoder is not None else _fallback_encoding(device)
-    config = f"{subtype_of(device)}/{body}"
+    params = vdisk_params(device, setup_id)
+    if params is not None:
+        try:
+            config: str = _vdisk_module().to_dev_config(params)
+        except TcmuScstError as err:
+            raise device.where.error(str(err)) from err
+    else:
+        config = f"{subtype_of(device)}/{_fallback_encoding(device)}"
     if "," in config or ":" in config or len(config.encode()) > 255:
         raise device.where.error(
             f"device {device.name}: its TCMU dev_config {config[:40]!r}... is longer than 255 "
@@ -92,7 +111,8 @@ def size_of(device: Device) -> int:
             return int(device.params["size"])
         if "size_mb" in device.params:
             return int(device.params["size_mb"]) << 20
-        return NULLIO_DEFAULT_SIZE
+        params = vdisk_params(device)
+        return int(params.nullio_size) if params is not None else NULLIO_DEFAULT_SIZE
     filename = device.params.get("filename")
     if not filename:
         return 0
@@ -109,7 +129,7 @@ def size_of(device: Device) -> int:
     return info.st_size
 
 
-def check_device_files(device: Device) -> None:
+def check_device_files(device: Device, setup_id: int = 0) -> None:
     """System checks for ``config check``: backing files exist, sizes are sane."""
     size = block_size_of(device)
     if size < 512 or size & (size - 1):
@@ -141,4 +161,4 @@ def check_device_files(device: Device) -> None:
         )
     if filename and os.path.isdir(filename):
         raise device.where.error(f"device {device.name}: {filename} is a directory, not a file")
-    encode_dev_config(device)
+    encode_dev_config(device, setup_id)

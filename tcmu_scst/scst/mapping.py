@@ -325,7 +325,7 @@ def map_config(
         state.backstores.append(
             Backstore(
                 dev.name,
-                devconfig.encode_dev_config(dev),
+                devconfig.encode_dev_config(dev, config.setup_id or 0),
                 size_of(dev),
                 devconfig.block_size_of(dev),
                 nl_reply_supported,
