@@ -236,12 +236,12 @@ class FakeConfigfs(Configfs):
         """The log, optionally only operations of one kind."""
         return [o for o in self.log if op is None or o.op == op]
 
-    def index_of(self, op: str, path_suffix: str, value: str | None = None) -> int:
-        """Position in the log of the first ``op`` on a path ending with ``path_suffix``."""
+    def index_of(self, op: str, path_part: str, value: str | None = None) -> int:
+        """Position in the log of the first ``op`` on a path containing ``path_part``."""
         for i, o in enumerate(self.log):
-            if o.op == op and o.path.endswith(path_suffix) and value in (None, o.value):
+            if o.op == op and path_part in o.path and value in (None, o.value):
                 return i
-        raise AssertionError(f"no {op} on *{path_suffix} in the fake configfs log")
+        raise AssertionError(f"no {op} on *{path_part}* in the fake configfs log")
 
     def kernel_set(self, rel: str, text: str) -> None:
         """Change a file's content as the kernel would (sessions, counters): not logged."""
@@ -733,17 +733,25 @@ class FakeConfigfs(Configfs):
             self._set(rel, str(number) if leaf == "cmdsn_depth" else str(int(bool(number))))
             return
         if leaf == "tag":
-            tag = value.rstrip("\n")
-            self._set(rel, "" if tag == "NULL" else tag)
+            if len(value) >= 64:  # MAX_ACL_TAG_SIZE
+                raise _fail(errno.EINVAL, "ACL tag must be shorter than 64 bytes")
+            self._set(rel, "" if value.startswith("NULL") else value.rstrip("\n"))
             return
-        if len(parts) >= 4 and parts[-2] in ("attrib", "auth") and leaf in _AUTH_FILES:
-            text = value.rstrip("\n")
-            self._set(rel, "" if text == "NULL" else text)
+        if len(parts) >= 4 and parts[-2] in ("auth", "discovery_auth") and leaf in _AUTH_FILES:
+            # The kernel keeps the text (show() prints "NULL" back) and clears the flag.
+            self._set(rel, value.rstrip("\n"))
+            self._update_authenticate_target("/".join(parts[:-1]))
             return
         if self._parts(owner)[-1:] == ["attrib"]:
             self._set(rel, str(_parse_int(value, leaf)))
             return
         self._set(rel, value.rstrip("\n"))
+
+    def _update_authenticate_target(self, auth_rel: str) -> None:
+        flag = f"{auth_rel}/authenticate_target"
+        if self.path(flag).is_file():
+            mutual = [self._get(f"{auth_rel}/{k}") for k in ("userid_mutual", "password_mutual")]
+            self._set(flag, "1" if all(v and v != "NULL" for v in mutual) else "0")
 
     def _store_device(self, dev_rel: str, leaf: str, value: str) -> None:
         dev = self._devices[dev_rel]

@@ -1,0 +1,164 @@
+"""User backstore helpers (tcmu_scst.kernel.lio) on the fake configfs."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.errors import ConfigError, ConfigfsError
+from tcmu_scst.kernel.lio import (
+    UserBackstore,
+    UserBackstoreOptions,
+    hba_indexes,
+    parse_user_info,
+    validate_object_name,
+)
+from tcmu_scst.testing.fake_configfs import FakeConfigfs
+
+OPTS = UserBackstoreOptions(dev_config="file//var/lib/d1.img", dev_size=1 << 30, serial="d1")
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeConfigfs:
+    return FakeConfigfs(tmp_path)
+
+
+def test_create_order_and_defaults(fake: FakeConfigfs) -> None:
+    dev = UserBackstore.create(fake, "d1", OPTS)
+    assert dev.rel == "core/user_0/d1"
+    controls = [o.value for o in fake.ops("write") if o.path.endswith("/control")]
+    assert controls == [
+        "dev_config=file//var/lib/d1.img",
+        f"dev_size={1 << 30}",
+        "hw_block_size=512",
+        "hw_max_sectors=2048",
+        "max_data_area_mb=64",
+    ]
+    # serial before enable, enable after every control write
+    serial_at = fake.index_of("write", "wwn/vpd_unit_serial")
+    enable_at = fake.index_of("write", "d1/enable")
+    last_control = max(i for i, o in enumerate(fake.log) if o.path.endswith("/control"))
+    assert last_control < serial_at < enable_at
+    assert dev.enabled and fake.is_enabled(dev.rel)
+    assert dev.serial() == "d1"
+    info = dev.info()
+    assert (info.config, info.size, info.max_data_area_mb) == (OPTS.dev_config, 1 << 30, 64)
+    assert info.hw_max_sectors == 2048
+    assert dev.uio_name == "tcm-user/0/d1/file//var/lib/d1.img"
+    assert fake.uio_names[0] == dev.uio_name
+
+
+def test_hw_max_sectors_follows_block_size(fake: FakeConfigfs) -> None:
+    opts = UserBackstoreOptions(dev_config="rbd/x", dev_size=4096, hw_block_size=4096)
+    assert "hw_max_sectors=256" in opts.control_tokens()
+
+
+def test_nl_reply_and_timeouts(fake: FakeConfigfs) -> None:
+    opts = UserBackstoreOptions(
+        dev_config="a/b", dev_size=0, nl_reply_supported=-1, cmd_time_out=5, qfull_time_out=2
+    )
+    dev = UserBackstore.create(fake, "d2", opts)
+    assert dev.attrib("nl_reply_supported") == "-1"
+    assert dev.attrib("cmd_time_out") == "5"
+    assert dev.attrib("qfull_time_out") == "2"
+    assert fake.index_of("write", "d2/enable") < fake.index_of("write", "attrib/cmd_time_out")
+
+
+def test_hba_index_is_lowest_unused_across_plugins(fake: FakeConfigfs) -> None:
+    fake.mkdir("core/fileio_0")
+    fake.mkdir("core/iblock_2")
+    a = UserBackstore.create(fake, "a", UserBackstoreOptions("x/y", 0))
+    b = UserBackstore.create(fake, "b", UserBackstoreOptions("x/y", 0))
+    assert (a.hba_index, b.hba_index) == (1, 3)
+    a.delete()
+    assert hba_indexes(fake) == {0, 2, 3}
+    c = UserBackstore.create(fake, "c", UserBackstoreOptions("x/y", 0))
+    assert c.hba_index == 1
+
+
+def test_find_all_and_delete(fake: FakeConfigfs) -> None:
+    UserBackstore.create(fake, "a", UserBackstoreOptions("x/y", 0))
+    b = UserBackstore.create(fake, "b", UserBackstoreOptions("x/y", 0))
+    assert [d.name for d in UserBackstore.all(fake)] == ["a", "b"]
+    found = UserBackstore.find(fake, "b")
+    assert found is not None and found.rel == b.rel
+    assert UserBackstore.find(fake, "zz") is None
+    b.delete()
+    assert not fake.exists(b.rel) and not fake.exists(b.hba)
+    with pytest.raises(ConfigError, match="already exists"):
+        UserBackstore.create(fake, "a", UserBackstoreOptions("x/y", 0))
+
+
+def test_failed_create_leaves_nothing(tmp_path: Path) -> None:
+    fake = FakeConfigfs(tmp_path)
+    opts = UserBackstoreOptions("x/y", 0, cmd_time_out=1)
+    # make cmd_time_out fail by making the file read-only in the fake
+    original = fake._store_device_attrib
+
+    def refuse(dev_rel: str, leaf: str, value: str) -> None:
+        if leaf == "cmd_time_out":
+            raise OSError(errno.EINVAL, "refused")
+        original(dev_rel, leaf, value)
+
+    fake._store_device_attrib = refuse  # type: ignore[method-assign]
+    with pytest.raises(ConfigfsError) as exc:
+        UserBackstore.create(fake, "a", opts)
+    assert exc.value.errno == errno.EINVAL
+    assert fake.listdir("core") == ["alua"]
+
+
+def test_dev_config_validation() -> None:
+    with pytest.raises(ConfigError, match="','"):
+        UserBackstoreOptions("file//a,b", 0).control_tokens()
+    with pytest.raises(ConfigError, match="subtype"):
+        UserBackstoreOptions("noslash", 0).control_tokens()
+    with pytest.raises(ConfigError, match="longer"):
+        UserBackstoreOptions("f/" + "x" * 300, 0).control_tokens()
+
+
+def test_names_validate_only_what_configfs_needs() -> None:
+    assert validate_object_name("Disk_1:weird.Name", "backstore") == "Disk_1:weird.Name"
+    for bad in ("", "a/b", "a b", "a\nb", "x" * 256, ".."):
+        with pytest.raises(ConfigError):
+            validate_object_name(bad, "backstore")
+
+
+def test_actions_and_reconfig(fake: FakeConfigfs) -> None:
+    dev = UserBackstore.create(fake, "a", UserBackstoreOptions("x/y", 4096))
+    dev.block()
+    assert dev.blocked
+    dev.reset_ring(2)
+    dev.unblock()
+    assert not dev.blocked
+    with pytest.raises(ConfigError):
+        dev.reset_ring(3)
+    dev.set_dev_size(8192)
+    dev.set_write_cache(True)
+    dev.set_dev_config("x/z")
+    assert dev.info().size == 8192
+    assert dev.attrib("emulate_write_cache") == "1"
+    assert dev.uio_name == "tcm-user/0/a/x/z"
+    assert [e for e, _ in fake.netlink_events if e.startswith("RECONFIG")] == [
+        "RECONFIG:dev_size",
+        "RECONFIG:emulate_write_cache",
+        "RECONFIG:dev_config",
+    ]
+
+
+def test_parse_real_info_formats() -> None:
+    text = (
+        "Status: DEACTIVATED  Max Queue Depth: 0  SectorSize: 512  HwMaxSectors: 128\n"
+        "        Config: NULL Size: 0 MaxDataAreaMB: 1024 DataPagesPerBlk: 1 "
+        "CmdRingSizeMB: 8\n"
+    )
+    info = parse_user_info(text)
+    assert info.config is None and info.size == 0 and info.cmd_ring_size_mb == 8
+    assert info.status == "DEACTIVATED" and info.max_queue_depth == 0
+    old = "Status: ACTIVATED  Max Queue Depth: 128  SectorSize: 512  HwMaxSectors: 128\n"
+    old += "        Config: file/a b Size: 42 MaxDataAreaMB: 64\n"
+    info = parse_user_info(old)
+    assert info.config == "file/a b" and info.size == 42 and info.data_pages_per_blk is None
+    with pytest.raises(ConfigfsError):
+        parse_user_info("garbage")
