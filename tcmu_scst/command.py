@@ -14,6 +14,7 @@ import enum
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 # SAM status codes (the real values; CHECK CONDITION is 2, not Linux's old >>1 value).
 GOOD = 0x00
@@ -35,14 +36,15 @@ class Direction(enum.Enum):
     BIDI = "bidi"
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """What a handler answers for a command.
 
     ``data_in_len`` is how many bytes of Data-In the handler placed at the start of
     the command's buffer. The ring tells the kernel exactly that many (READ_LEN), so
     bytes the handler did not write never reach the initiator. ``None`` means the
     command transfers no Data-In.
+
+    (A NamedTuple rather than a dataclass: one is built per command on the hot path.)
     """
 
     status: int = GOOD
@@ -62,9 +64,9 @@ class DataBuffer:
 
     __slots__ = ("views", "length")
 
-    def __init__(self, views: Sequence[memoryview]) -> None:
-        self.views: list[memoryview] = list(views)
-        self.length: int = sum(len(v) for v in self.views)
+    def __init__(self, views: Sequence[memoryview], length: int = -1) -> None:
+        self.views: list[memoryview] = views if isinstance(views, list) else list(views)
+        self.length: int = length if length >= 0 else sum(map(len, self.views))
 
     def __len__(self) -> int:
         return self.length
@@ -116,8 +118,11 @@ class DataBuffer:
 
     def preadv(self, fd: int, file_offset: int, offset: int = 0, length: int | None = None) -> int:
         """Read from ``fd`` at ``file_offset`` straight into the buffer; returns bytes read."""
-        views = self.slices(offset, length)
-        want = sum(len(v) for v in views)
+        if offset == 0 and (length is None or length == self.length):
+            views, want = self.views, self.length  # the common case: the whole buffer
+        else:
+            views = self.slices(offset, length)
+            want = sum(map(len, views))
         got = os.preadv(fd, views, file_offset)
         while 0 < got < want:  # short read: continue where it stopped
             rest = DataBuffer(views).slices(got)
@@ -129,8 +134,11 @@ class DataBuffer:
 
     def pwritev(self, fd: int, file_offset: int, offset: int = 0, length: int | None = None) -> int:
         """Write the buffer's bytes to ``fd`` at ``file_offset``; returns bytes written."""
-        views = self.slices(offset, length)
-        want = sum(len(v) for v in views)
+        if offset == 0 and (length is None or length == self.length):
+            views, want = self.views, self.length
+        else:
+            views = self.slices(offset, length)
+            want = sum(map(len, views))
         done = os.pwritev(fd, views, file_offset)
         while done < want:
             rest = DataBuffer(views).slices(done)
@@ -141,6 +149,12 @@ class DataBuffer:
 EMPTY_BUFFER = DataBuffer(())
 
 
+class CompletionSink(Protocol):
+    """Where a command's result goes: the ring that produced it."""
+
+    def complete(self, cmd: Command, result: Result, *, notify: bool = ...) -> None: ...
+
+
 class Command:
     """A SCSI command taken off the ring.
 
@@ -149,11 +163,11 @@ class Command:
     part. The direction itself is not in the ring entry; the SCSI layer derives it
     from the CDB.
 
-    ``complete(result)`` hands the result back to the ring. It may be called from any
+    :meth:`complete` hands the result back to the ring. It may be called from any
     thread, exactly once.
     """
 
-    __slots__ = ("cmd_id", "cdb", "data", "bidi_in", "complete", "serial")
+    __slots__ = ("cmd_id", "cdb", "data", "bidi_in", "serial", "generation", "_sink", "_callback")
 
     def __init__(
         self,
@@ -168,8 +182,19 @@ class Command:
         self.cdb = cdb
         self.data = data
         self.bidi_in = bidi_in
-        self.complete: Callable[[Result], None] = complete or _no_completion
         self.serial = serial  # monotonically increasing per ring, for logs and tests
+        self.generation = 0  # the ring generation it came from (see Ring.reset)
+        self._sink: CompletionSink | None = None
+        self._callback = complete
+
+    def complete(self, result: Result) -> None:
+        """Post the result (thread-safe; exactly once)."""
+        if self._sink is not None:
+            self._sink.complete(self, result)
+        elif self._callback is not None:
+            self._callback(result)
+        else:
+            raise RuntimeError("command is not attached to a ring")
 
     @property
     def opcode(self) -> int:
@@ -177,10 +202,6 @@ class Command:
 
     def __repr__(self) -> str:
         return f"Command(id={self.cmd_id}, cdb={self.cdb.hex()}, data={self.data.length})"
-
-
-def _no_completion(result: Result) -> None:
-    raise RuntimeError("command is not attached to a ring")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ touches a byte of the data area outside the iovecs of a command it was given
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -39,16 +40,22 @@ _INTERNAL_FAILURE: Final = Result(
 
 RingItem = Command | TmrNotice
 
+# Header + request fields + the first iovec, read in one call (tcmu-abi §2.2-2.3):
+# len_op, cmd_id, kflags, uflags @0; iov_cnt, iov_bidi_cnt, iov_dif_cnt @8; hole @20;
+# cdb_off @24; two u64 pads @32/@40; iov[0] = (base, len) @48.
+_ENTRY_ONE_IOV: Final = struct.Struct("<IHBBIII4xQ16xQQ")
+# The response written over a slot, from offset 4: cmd_id, kflags, uflags @4-7,
+# scsi_status @8, pads @9-11, read_len @12.
+_RESPONSE: Final = struct.Struct("<HBBB3xI")
+_TAIL: Final = abi.MB_CMD_TAIL
+_IOVEC: Final = abi.IOVEC
+_ZEROS: Final = bytes(abi.TCMU_SENSE_BUFFERSIZE)
+_CDB_LEN: Final = tuple(abi.cdb_length(op) for op in range(256))
 
-class _Slot:
-    """One entry between the published ``cmd_tail`` and our read position."""
 
-    __slots__ = ("length", "offset", "is_cmd")
-
-    def __init__(self, offset: int, length: int, is_cmd: bool) -> None:
-        self.offset = offset  # ring-relative
-        self.length = length
-        self.is_cmd = is_cmd
+# A pending slot between the published cmd_tail and our read position is a tuple
+# (ring offset, length, is_cmd): cheaper than an object on the hot path.
+_Slot = tuple[int, int, bool]
 
 
 class Ring:
@@ -98,7 +105,6 @@ class Ring:
         self._slots: deque[_Slot] = deque()
         self._inflight: dict[int, Command] = {}
         self._unnotified: bool = False
-        self._serial: int = 0
         self._malformed: list[Command] = []
         self.generation: int = 0  # bumped by reset(); stale completions are dropped
 
@@ -124,41 +130,93 @@ class Ring:
         PAD entries are skipped; entries with an op we do not know are flagged
         ``TCMU_UFLAG_UNKNOWN_OP`` and skipped (tcmu-abi §2.5).
         """
-        items: list[RingItem] = []
         head = self.head
+        pos = self._read_pos
+        if pos == head:
+            return []
         if head >= self.cmdr_size or head % 8:
             raise RingError(f"kernel cmd_head {head} outside a {self.cmdr_size}-byte ring")
-        mv = self._mv
-        pos = self._read_pos
+        items: list[RingItem] = []
         new_slots: list[_Slot] = []
+        commands: list[Command] = []
+        mv = self._mv
+        cmdr_off, cmdr_size, data_off, map_size = (
+            self.cmdr_off, self.cmdr_size, self.data_off, self.map_size,
+        )
+        generation = self.generation
+        unpack_entry = _ENTRY_ONE_IOV.unpack_from
+        cdb_len_of = _CDB_LEN
         while pos != head:
-            off = self.cmdr_off + pos
-            word = abi.HDR.unpack_from(mv, off)[0]
-            op = word & abi.TCMU_OP_MASK
-            length = word & ~abi.TCMU_OP_MASK
-            if length < abi.HDR_SIZE or pos + length > self.cmdr_size:
+            off = cmdr_off + pos
+            # header + request + the first iovec in one call (the common case)
+            lo, cmd_id, _kf, _uf, iov_cnt, bidi_cnt, _dif, cdb_off, base0, len0 = unpack_entry(
+                mv, off
+            )
+            op = lo & 7
+            length = lo & ~7
+            if length < 8 or pos + length > cmdr_size:
                 raise RingError(
                     f"ring entry at {pos} has length {length}: entries never wrap and are "
                     f">= 8 bytes; the ring is corrupt"
                 )
-            if op == abi.TCMU_OP_CMD:
-                items.append(self._parse_cmd(off, length))
-                new_slots.append(_Slot(pos, length, True))
+            if op == 1:  # TCMU_OP_CMD
+                cmd = Command(cmd_id, b"")
+                cmd.generation = generation
+                cmd._sink = self
+                problem = ""
+                if 48 + 16 * (iov_cnt + bidi_cnt) > length:
+                    problem = f"{iov_cnt}+{bidi_cnt} iovecs overflow a {length}-byte entry"
+                elif not cmdr_off <= cdb_off < data_off - 8:
+                    problem = f"CDB offset {cdb_off} outside the command ring"
+                else:
+                    opcode = mv[cdb_off]
+                    clen = cdb_len_of[opcode] if opcode != 0x7F else mv[cdb_off + 7] + 8
+                    if cdb_off + clen > data_off:
+                        problem = f"{clen}-byte CDB at {cdb_off} runs past the command ring"
+                    else:
+                        cmd.cdb = mv[cdb_off : cdb_off + clen].tobytes()
+                if problem:
+                    pass
+                elif iov_cnt == 1 and not bidi_cnt:
+                    if base0 < data_off or base0 + len0 > map_size:
+                        problem = f"iovec {base0:#x}+{len0} outside the data area"
+                    else:
+                        cmd.data = DataBuffer([mv[base0 : base0 + len0]], len0)
+                elif iov_cnt or bidi_cnt:
+                    views: list[memoryview] = []
+                    iov_off = off + abi.OFF_REQ_IOV
+                    for _ in range(iov_cnt + bidi_cnt):
+                        ibase, ilen = _IOVEC.unpack_from(mv, iov_off)
+                        iov_off += 16
+                        if ibase < data_off or ibase + ilen > map_size:
+                            problem = f"iovec {ibase:#x}+{ilen} outside the data area"
+                            break
+                        views.append(mv[ibase : ibase + ilen])
+                    if not problem:
+                        cmd.data = DataBuffer(views[:iov_cnt])
+                        cmd.bidi_in = DataBuffer(views[iov_cnt:]) if bidi_cnt else None
+                if problem:
+                    log.error("cmd_id %d: %s; failing the command", cmd_id, problem)
+                    cmd.cdb = cmd.cdb or b"\x00"
+                    self._malformed.append(cmd)
+                items.append(cmd)
+                commands.append(cmd)
+                new_slots.append((pos, length, True))
             else:
                 if op == abi.TCMU_OP_TMR:
                     items.append(self._parse_tmr(off, length))
                 elif op != abi.TCMU_OP_PAD:
                     mv[off + abi.OFF_HDR_UFLAGS] |= abi.TCMU_UFLAG_UNKNOWN_OP
                     log.warning("ring entry at %d has unknown op %d: skipped", pos, op)
-                new_slots.append(_Slot(pos, length, False))
-            pos = (pos + length) % self.cmdr_size
+                new_slots.append((pos, length, False))
+            pos = (pos + length) % cmdr_size
         self._read_pos = pos
-        if new_slots:
-            with self._lock:
-                for item in items:
-                    if isinstance(item, Command):
-                        self._inflight[item.cmd_id] = item
-                self._slots.extend(new_slots)
+        with self._lock:
+            inflight = self._inflight
+            for cmd in commands:
+                inflight[cmd.cmd_id] = cmd
+            self._slots.extend(new_slots)
+            if not new_slots[0][2]:
                 self._skip_leading_non_cmd()
         if self._malformed:
             # The kernel never produces these; if it ever does, fail the command
@@ -170,46 +228,6 @@ class Ring:
             items = [i for i in items if id(i) not in bad]
         return items
 
-    def _parse_cmd(self, off: int, length: int) -> Command:
-        mv = self._mv
-        cmd_id = abi.HDR.unpack_from(mv, off)[1]
-        iov_cnt, bidi_cnt, _dif, cdb_off = abi.REQ.unpack_from(mv, off + abi.OFF_REQ)
-        base = abi.OFF_REQ_IOV + abi.IOVEC_SIZE * (iov_cnt + bidi_cnt)
-        self._serial += 1
-        cmd = Command(cmd_id, b"", serial=self._serial)
-        cmd.complete = self._completer(cmd)
-        problem = ""
-        if base > length:
-            problem = f"{iov_cnt}+{bidi_cnt} iovecs overflow a {length}-byte entry"
-        elif not self.cmdr_off <= cdb_off < self.data_off:
-            problem = f"CDB offset {cdb_off} outside the command ring"
-        else:
-            opcode = mv[cdb_off]
-            byte7 = mv[cdb_off + 7] if cdb_off + 7 < self.data_off else 0
-            cdb_len = abi.cdb_length(opcode, byte7)
-            if cdb_off + cdb_len > self.data_off:
-                problem = f"{cdb_len}-byte CDB at {cdb_off} runs past the command ring"
-            else:
-                cmd.cdb = bytes(mv[cdb_off : cdb_off + cdb_len])
-        views: list[memoryview] = []
-        if not problem:
-            iov_off = off + abi.OFF_REQ_IOV
-            for _ in range(iov_cnt + bidi_cnt):
-                ibase, ilen = abi.IOVEC.unpack_from(mv, iov_off)
-                iov_off += abi.IOVEC_SIZE
-                if ibase < self.data_off or ibase + ilen > self.map_size:
-                    problem = f"iovec {ibase:#x}+{ilen} outside the data area"
-                    break
-                views.append(mv[ibase : ibase + ilen])
-        if problem:
-            log.error("cmd_id %d: %s; failing it with INTERNAL TARGET FAILURE", cmd_id, problem)
-            cmd.cdb = cmd.cdb or b"\x00"
-            self._malformed.append(cmd)
-            return cmd
-        cmd.data = DataBuffer(views[:iov_cnt])
-        cmd.bidi_in = DataBuffer(views[iov_cnt:]) if bidi_cnt else None
-        return cmd
-
     def _parse_tmr(self, off: int, length: int) -> TmrNotice:
         tmr_type, cmd_cnt = abi.TMR.unpack_from(self._mv, off + abi.OFF_TMR)
         room = (length - abi.OFF_TMR_IDS) // 2
@@ -220,76 +238,70 @@ class Ring:
         return TmrNotice(tmr_type, ids)
 
     # -- completing -----------------------------------------------------------------
-    def _completer(self, cmd: Command) -> Callable[[Result], None]:
-        generation = self.generation
-
-        def complete(result: Result) -> None:
-            self.complete(cmd, result, generation=generation)
-
-        return complete
-
-    def complete(
-        self, cmd: Command, result: Result, *, notify: bool = True, generation: int | None = None
-    ) -> None:
+    def complete(self, cmd: Command, result: Result, *, notify: bool = True) -> None:
         """Post ``result`` for ``cmd`` (any thread) and, with ``notify``, tell the kernel.
 
         A completion for a command the ring no longer holds (already completed, or
         dropped by a ring reset) is ignored with a log line: writing it would make the
         kernel declare the ring broken (tcmu-abi §2.5, rule 5).
         """
+        # Work out the response outside the lock.
+        status = result.status & 0xFF
+        data_in = result.data_in_len
+        uflags = 0
+        read_len = 0
+        if data_in is not None:
+            target = cmd.bidi_in if cmd.bidi_in is not None else cmd.data
+            buf_len = target.length
+            read_len = data_in if 0 <= data_in < buf_len else (buf_len if data_in > 0 else 0)
+            if read_len == 0 and buf_len and status == 0:
+                # The kernel treats read_len 0 as "complete normally" and would send
+                # the whole buffer, stale bytes included: send zeros instead.
+                target.fill_zero()
+                read_len = buf_len
+            uflags = abi.TCMU_UFLAG_READ_LEN
+        mv = self._mv
         with self._lock:
-            if generation is not None and generation != self.generation:
+            if cmd.generation != self.generation:
                 log.info("cmd_id %d completed after a ring reset: dropped", cmd.cmd_id)
                 return
             if self._inflight.get(cmd.cmd_id) is not cmd:
                 log.error("cmd_id %d completed twice or unknown: dropped", cmd.cmd_id)
                 return
             del self._inflight[cmd.cmd_id]
-            self._skip_leading_non_cmd()
-            slot = self._slots.popleft()  # the oldest pending CMD slot ("steal" it)
-            self._write_response(self.cmdr_off + slot.offset, cmd, result)
-            self._done_pos = (slot.offset + slot.length) % self.cmdr_size
-            self._skip_leading_non_cmd()
+            slots = self._slots
+            if not slots[0][2]:
+                self._skip_leading_non_cmd()
+            slot_pos, slot_len, _ = slots.popleft()  # the oldest pending CMD slot ("steal" it)
+            off = self.cmdr_off + slot_pos
+            # cmd_id, kflags (the kernel's 0), uflags, status, pads, read_len in one
+            # store; len_op (bytes 0-3) is never touched.
+            _RESPONSE.pack_into(mv, off + 4, cmd.cmd_id, 0, uflags, status, read_len)
+            if status == CHECK_CONDITION:
+                sense = result.sense[: abi.TCMU_SENSE_BUFFERSIZE]
+                mv[off + 16 : off + 16 + len(sense)] = sense
+                mv[off + 16 + len(sense) : off + 112] = _ZEROS[: 96 - len(sense)]
+            self._done_pos = (slot_pos + slot_len) % self.cmdr_size
+            if slots and not slots[0][2]:
+                self._skip_leading_non_cmd()
             # cmd_tail is stored last, after every response byte (release order).
-            abi.MB_CMD_TAIL.pack_into(self._mv, abi.OFF_MB_CMD_TAIL, self._done_pos)
+            _TAIL.pack_into(mv, 64, self._done_pos)
             self._unnotified = True
         if notify:
             self.flush()
 
-    def _write_response(self, off: int, cmd: Command, result: Result) -> None:
-        mv = self._mv
-        status = result.status & 0xFF
-        uflags = 0
-        read_len = 0
-        sense, data_in = result.sense, result.data_in_len
-        if data_in is not None:
-            buf_len = cmd.bidi_in.length if cmd.bidi_in is not None else cmd.data.length
-            read_len = max(0, min(data_in, buf_len))
-            if read_len == 0 and buf_len and status == 0:
-                # The kernel treats read_len 0 as "complete normally" and would send
-                # the whole buffer, stale bytes included: send zeros instead.
-                target = cmd.bidi_in if cmd.bidi_in is not None else cmd.data
-                target.fill_zero()
-                read_len = buf_len
-            uflags |= abi.TCMU_UFLAG_READ_LEN
-        # hdr.cmd_id and uflags; len_op (bytes 0-3) and kflags are never touched.
-        abi.HDR_CMD_ID.pack_into(mv, off + abi.OFF_HDR_CMD_ID, cmd.cmd_id)
-        mv[off + abi.OFF_HDR_UFLAGS] = uflags
-        mv[off + abi.OFF_RSP_SCSI_STATUS] = status
-        abi.RSP_READ_LEN.pack_into(mv, off + abi.OFF_RSP_READ_LEN, read_len)
-        if status == CHECK_CONDITION:
-            sense = sense[: abi.TCMU_SENSE_BUFFERSIZE]
-            mv[off + abi.OFF_RSP_SENSE : off + abi.OFF_RSP_SENSE + abi.TCMU_SENSE_BUFFERSIZE] = (
-                sense + bytes(abi.TCMU_SENSE_BUFFERSIZE - len(sense))
-            )
+    def complete_many(self, done: list[tuple[Command, Result]]) -> None:
+        """Post several results without notifying; call :meth:`flush` afterwards."""
+        for cmd, result in done:
+            self.complete(cmd, result, notify=False)
 
     def _skip_leading_non_cmd(self) -> None:
         """Move the published tail past PAD/TMR/unknown entries at its front (lock held)."""
         slots = self._slots
         moved = False
-        while slots and not slots[0].is_cmd:
-            slot = slots.popleft()
-            self._done_pos = (slot.offset + slot.length) % self.cmdr_size
+        while slots and not slots[0][2]:
+            slot_pos, slot_len, _ = slots.popleft()
+            self._done_pos = (slot_pos + slot_len) % self.cmdr_size
             moved = True
         if moved:
             abi.MB_CMD_TAIL.pack_into(self._mv, abi.OFF_MB_CMD_TAIL, self._done_pos)
