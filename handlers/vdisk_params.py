@@ -383,6 +383,15 @@ def to_attributes(params: VdiskParams) -> tuple[str, dict[str, str]]:
     """
     allowed = ATTRIBUTES[params.handler_name]
     default = VdiskParams(name=params.name)
+    lost = [
+        key for key in _BOOL_ATTRS
+        if key not in allowed and getattr(params, key) != getattr(default, key)
+    ]
+    if lost:
+        raise ConfigError(
+            f"vdisk {params.name}: {params.handler_name} has no {', '.join(lost)} attribute; "
+            "drop the flag"
+        )
     out: dict[str, str] = {}
     if params.filename and "filename" in allowed:
         out["filename"] = params.filename
