@@ -14,6 +14,7 @@ import abc
 from typing import ClassVar
 
 from tcmu_scst.command import Command, Result, TmrNotice
+from tcmu_scst.errors import HandlerError
 
 
 class Handler(abc.ABC):
@@ -37,6 +38,18 @@ class Handler(abc.ABC):
 
     def on_tmr(self, notice: TmrNotice) -> None:
         """A task-management notification (abort, LUN reset). Default: nothing to do."""
+
+    def resize(self, size: int) -> int:
+        """RECONFIG of ``dev_size``: pick up a resized backing store; returns the new size.
+
+        Implementations queue CAPACITY DATA HAS CHANGED for the initiators. The
+        default refuses (the daemon answers the kernel with -EOPNOTSUPP).
+        """
+        raise HandlerError(f"{self.handler_name or type(self).__name__}: no online resize")
+
+    def set_write_cache(self, enabled: bool) -> None:
+        """RECONFIG of ``emulate_write_cache``: switch write-back caching (WCE)."""
+        raise HandlerError(f"{self.handler_name or type(self).__name__}: write cache is fixed")
 
     def close(self) -> None:
         """Release the backing store. Called once, after the last command completed."""
