@@ -287,22 +287,35 @@ class FileBackend:
             raise BackendError(f"{self.path} is open read-only", errno.EROFS)
         try:
             if self._direct:
-                # A concurrent read-modify-write of a shared unit must not write
-                # stale bytes back into the hole.
                 a = self._direct.align
-                start, end = offset - offset % a, -(-(offset + length) // a) * a
-                with self._direct.locks.hold(start, end):
-                    self._discard(offset, length)
+                inner0, inner1 = -(-offset // a) * a, (offset + length) - (offset + length) % a
+                if inner0 >= inner1:
+                    self._pwrite(offset, [memoryview(bytes(length))], 0)
+                    return
+                # Partial sectors at the ends (a 512-byte block on a 4 KiB-sector
+                # device) cannot be deallocated: they are written with zeros.
+                if inner0 > offset:
+                    self._pwrite(offset, [memoryview(bytes(inner0 - offset))], 0)
+                if offset + length > inner1:
+                    self._pwrite(inner1, [memoryview(bytes(offset + length - inner1))], 0)
+                # A concurrent read-modify-write of a shared unit must not write stale
+                # bytes back into the hole.
+                with self._direct.locks.hold(inner0, inner1):
+                    self._deallocate(inner0, inner1 - inner0)
             else:
-                self._discard(offset, length)
+                self._deallocate(offset, length)
         except OSError as exc:
             raise self._error(f"discard of {length} bytes at {offset}", exc) from None
 
-    def _discard(self, offset: int, length: int) -> None:
-        if self.is_block_device:
-            sysio.block_discard(self.fd, offset, length)
-        else:
+    def _deallocate(self, offset: int, length: int) -> None:
+        try:
             sysio.punch_hole(self.fd, offset, length)
+        except OSError as exc:
+            # A block device without WRITE ZEROES support: BLKDISCARD would leave
+            # old data readable (no zeroing guarantee), so write the zeros instead.
+            if not self.is_block_device or exc.errno != errno.EOPNOTSUPP:
+                raise
+            sysio.zero_range(self.fd, offset, length)
 
     def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
         if self.is_block_device:

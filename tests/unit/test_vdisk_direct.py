@@ -221,3 +221,15 @@ def test_direct_io_reads_past_eof_as_zeros(tmp_path: Path) -> None:
     finally:
         os.close(fd)
         os.close(buffered)
+
+
+def test_discard_of_partial_units_zeroes_the_edges(tmp_path: Path) -> None:
+    backend = open_direct(tmp_path, 64 * 1024)
+    force_alignment(backend, 4096)
+    backend.write_bytes(0, b"\x77" * 16384)
+    backend.discard(512, 8192)  # partial units at both ends, one whole unit inside
+    data = backend.read_bytes(0, 16384)
+    assert data == b"\x77" * 512 + bytes(8192) + b"\x77" * (16384 - 8704)
+    backend.discard(5120, 1024)  # inside a single unit
+    assert backend.read_bytes(4096, 4096) == bytes(4096)
+    backend.close()
