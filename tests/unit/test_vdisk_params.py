@@ -255,11 +255,11 @@ def test_validation_errors(params: VdiskParams, message: str) -> None:
 # -- round trips --------------------------------------------------------------------------------
 
 names = st.text(
-    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/"),
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/"),
     min_size=1, max_size=16,
 )
 paths = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=60
+    st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=60
 ).map(lambda s: "/" + s)
 id_text = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20)
 block_sizes = st.sampled_from([512, 1024, 2048, 4096, 8192])
