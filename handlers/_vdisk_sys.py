@@ -1,7 +1,7 @@
 """Linux system calls the vdisk backends need and Python's ``os`` module lacks.
 
 fallocate(PUNCH_HOLE / ZERO_RANGE) through libc (``os.posix_fallocate`` cannot
-punch), and the block-device ioctls BLKGETSIZE64, BLKSSZGET, BLKROTATIONAL. Every
+punch), and the block-device ioctls BLKGETSIZE64 and BLKSSZGET. Every
 function raises ``OSError`` with the kernel's errno; callers translate it.
 """
 
@@ -19,10 +19,9 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 
-# <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 126)
+# <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104)
 BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
-BLKROTATIONAL = 0x127E
 
 _libc: ctypes.CDLL | None = None
 
@@ -68,12 +67,6 @@ def block_device_sector_size(fd: int) -> int:
     """Logical sector size of the block device (BLKSSZGET): the O_DIRECT alignment."""
     out = fcntl.ioctl(fd, BLKSSZGET, bytes(4))
     return int(struct.unpack("=i", out)[0])
-
-
-def block_device_rotational(fd: int) -> bool:
-    """True when the kernel reports the device as rotational (BLKROTATIONAL)."""
-    out = fcntl.ioctl(fd, BLKROTATIONAL, bytes(2))
-    return bool(struct.unpack("=H", out)[0])
 
 
 def data_extents(fd: int, offset: int, length: int) -> list[tuple[int, int, bool]]:

@@ -341,3 +341,18 @@ def test_read_only_file_system_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(os, "open", erofs_open)
     with pytest.raises(HandlerError, match=r"read-only file system; open it READ_ONLY"):
         FileBackend(path, 512, FileMode())
+
+
+def test_enospc_reaches_the_sbc_layer_as_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+
+    def full_disk(*args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwritev", full_disk)
+    with pytest.raises(BackendError, match=r"write of 512 bytes at 0 on .* No space") as info:
+        backend.write_bytes(0, bytes(512))
+    assert info.value.errno == errno.ENOSPC
+    backend.close()
