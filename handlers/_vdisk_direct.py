@@ -111,12 +111,15 @@ class DirectIO:
         self.align = align
         self.locks = RangeLock()
         self.bounced = 0  # requests that went through a bounce buffer (tests, stats)
+        # Direct I/O straight from/to the caller's memory needs the kernel to pin its
+        # pages; should some mapping refuse (EFAULT), we bounce everything from then on.
+        self.zero_copy = True
 
     # -- alignment -------------------------------------------------------------
 
     def is_aligned(self, offset: int, views: Sequence[memoryview]) -> bool:
         a = self.align
-        if offset % a:
+        if offset % a or not self.zero_copy:
             return False
         for view in views:
             addr = buffer_address(view)
@@ -134,6 +137,15 @@ class DirectIO:
         if not self.is_aligned(offset, views):
             self._bounce_read(offset, views, length)
             return
+        try:
+            self._direct_read(offset, views, length)
+        except OSError as exc:
+            if exc.errno != errno.EFAULT:
+                raise
+            self.zero_copy = False
+            self._bounce_read(offset, views, length)
+
+    def _direct_read(self, offset: int, views: Sequence[memoryview], length: int) -> None:
         got = 0
         rest: list[memoryview] = list(views)
         while got < length:
@@ -182,8 +194,13 @@ class DirectIO:
             # growing the file; they go through the page cache.
             direct_end = min(a1, _floor(os.fstat(self.fd).st_size, self.align))
             if self.is_aligned(offset, views) and offset + length <= direct_end:
-                pwritev_all(self.fd, views, offset, flags)
-                return
+                try:
+                    pwritev_all(self.fd, views, offset, flags)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EFAULT:
+                        raise
+                    self.zero_copy = False  # redo it all through a bounce buffer
             self.bounced += 1
             if direct_end > offset:
                 self._rmw(offset, views, min(offset + length, direct_end), flags)

@@ -6,12 +6,14 @@ tmpfs also supports O_DIRECT since Linux 6.6).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tcmu_scst.handlers._vdisk_direct import DirectIO, RangeLock, aligned_buffer
@@ -232,4 +234,30 @@ def test_discard_of_partial_units_zeroes_the_edges(tmp_path: Path) -> None:
     assert data == b"\x77" * 512 + bytes(8192) + b"\x77" * (16384 - 8704)
     backend.discard(5120, 1024)  # inside a single unit
     assert backend.read_bytes(4096, 4096) == bytes(4096)
+    backend.close()
+
+
+def test_memory_the_kernel_cannot_pin_falls_back_to_bouncing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = open_direct(tmp_path)
+    real_preadv, real_pwritev = os.preadv, os.pwritev
+    caller_memory = page_buffer(os.urandom(4096))
+    pinned_refused = {id(v.obj) for v in caller_memory.views}
+
+    def refuse(real: Any) -> Any:
+        def call(fd: int, views: list[memoryview], *args: Any) -> int:
+            if any(id(v.obj) in pinned_refused for v in views):
+                raise OSError(errno.EFAULT, "Bad address")
+            return int(real(fd, views, *args))
+        return call
+
+    monkeypatch.setattr(os, "preadv", refuse(real_preadv))
+    monkeypatch.setattr(os, "pwritev", refuse(real_pwritev))
+    backend.write(0, 4096, caller_memory)
+    out = page_buffer(bytes(4096))
+    pinned_refused.update(id(v.obj) for v in out.views)
+    backend.read(0, 4096, out)
+    assert out.read() == caller_memory.read()
+    assert backend._direct is not None and not backend._direct.zero_copy
     backend.close()
