@@ -102,7 +102,7 @@ class DirectIO:
     ``buffered_fd`` (the same file without O_DIRECT) serves only the bytes past the
     last whole alignment unit of a file whose size is not a multiple of
     ``align``: a direct write there would have to extend the file.
-    ``write_flags`` is OR-ed into every ``pwritev`` (RWF_DSYNC for FUA).
+    The ``flags`` given to :meth:`write` go to every ``pwritev`` (RWF_DSYNC for FUA).
     """
 
     def __init__(self, fd: int, buffered_fd: int, align: int) -> None:
