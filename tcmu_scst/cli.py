@@ -18,6 +18,7 @@ from tcmu_scst.errors import TcmuScstError
 # name -> (module, one-line help). Order is the order of ``--help``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("tcmu_scst.lab.cli", "boot the real kernel in a microVM: try the target, or --run CMD"),
+    "daemon": ("tcmu_scst.service.cli", "serve TCMU devices: netlink events, rings, control"),
 }
 
 

@@ -1,0 +1,47 @@
+"""``tcmu-scst daemon``: run the TCMU handler in the foreground (systemd Type=notify)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="I/O worker threads per device (SCST's scst_threads; default: CPU count)",
+    )
+    parser.add_argument(
+        "--control-socket",
+        type=Path,
+        default=Path("/run/tcmu-scst/control.sock"),
+        help="root-only control socket for the shell (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: %(default)s)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tcmu_scst.service.daemon import Daemon, notify_systemd
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.threads < 0:
+        raise SystemExit("tcmu-scst daemon: error: --threads must be >= 0")
+    daemon = Daemon(control_socket=args.control_socket, threads=args.threads)
+    daemon.install_signal_handlers()
+    daemon.start()
+    notify_systemd("READY=1")
+    daemon.run()
+    notify_systemd("STOPPING=1")
+    return 0

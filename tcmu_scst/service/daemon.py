@@ -1,0 +1,403 @@
+"""``tcmu-scst daemon``: the TCMU handler process.
+
+It reacts to the kernel's TCM-USER netlink events and serves one ring per device:
+
+* start-up recovery (tcmu-abi §3.4, §4.3): block netlink, release writers stuck
+  waiting for a dead daemon, announce reply support, then for every existing device
+  of ours ``block_dev`` -> ``reset_ring`` -> attach -> unblock, and unblock netlink;
+* ADDED / REMOVED / RECONFIG answered with exactly the matching ``*_DONE`` and the
+  event's DEVICE_ID, after the work is done (the kernel's writer waits for it);
+* events for devices whose dev_config names a handler we do not own are left alone;
+* SIGTERM/SIGINT: every device drained and closed, reply support withdrawn so that
+  configfs writes never hang while no daemon runs.
+
+The main loop is single-threaded (netlink, signals, control socket, hot-plug); each
+device has its own ring thread and worker threads (service.device).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tcmu_scst import __version__
+from tcmu_scst.errors import ConfigError, HandlerError, TcmuScstError
+from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import uio
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.lio import UserBackstore
+from tcmu_scst.kernel.netlink import (
+    AddedDevice,
+    DeviceEvent,
+    ReconfigDevice,
+    RemovedDevice,
+    TcmuModuleParams,
+    TcmuNetlink,
+)
+from tcmu_scst.service import registry
+from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
+from tcmu_scst.service.device import DeviceRunner, RingPort
+
+log = logging.getLogger(__name__)
+
+
+class ServedPort(RingPort, Protocol):
+    """A ring port the daemon can close (a UioDevice; an emulator port in tests)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ServedDevice:
+    """One device this daemon serves."""
+
+    info: uio.UioInfo
+    port: ServedPort
+    runner: DeviceRunner
+    thread: threading.Thread
+    dev_config: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.info.name.hba, self.info.name.device)
+
+    @property
+    def handler(self) -> Handler:
+        return self.runner.handler
+
+
+def errno_of(err: BaseException) -> int:
+    """The negative errno the kernel gets back for a failed request."""
+    if isinstance(err, OSError) and err.errno:
+        return -err.errno
+    cause = err.__cause__
+    if isinstance(cause, OSError) and cause.errno:
+        return -cause.errno
+    if isinstance(err, FileNotFoundError):
+        return -errno.ENOENT
+    if isinstance(err, HandlerError | ConfigError):
+        return -errno.EINVAL
+    return -errno.EIO
+
+
+class Daemon:
+    """Owns every TCMU device whose subtype is in the registry."""
+
+    def __init__(
+        self,
+        *,
+        configfs: Configfs | None = None,
+        netlink: TcmuNetlink | None = None,
+        module_params: TcmuModuleParams | None = None,
+        sysfs_uio: Path = uio.SYSFS_UIO,
+        dev_dir: Path = uio.DEV_DIR,
+        control_socket: Path | None = DEFAULT_SOCKET,
+        threads: int = 2,
+        open_handler: Callable[[str], Handler] = registry.open_handler,
+        owns: Callable[[str], bool] = registry.owns,
+        open_port: Callable[[uio.UioInfo], ServedPort] = uio.UioDevice,
+    ) -> None:
+        self.cfs = configfs or Configfs()
+        self.netlink = netlink if netlink is not None else TcmuNetlink()
+        self.params = module_params or TcmuModuleParams()
+        self.sysfs_uio = sysfs_uio
+        self.dev_dir = dev_dir
+        self.control_path = control_socket
+        self.threads = threads
+        self.open_handler = open_handler
+        self.owns = owns
+        self.open_port = open_port
+        self.devices: dict[tuple[int, str], ServedDevice] = {}
+        self.selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.control: ControlServer | None = None
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+        self._timer_due: dict[int, float] = {}
+        self.reply_supported = False
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Join netlink, recover existing devices, open the control socket."""
+        self.netlink.open()
+        self.params.set_block_netlink(True)
+        try:
+            if self.params.reset_netlink():
+                log.warning("released configfs writers stuck waiting for a previous daemon")
+            self.reply_supported = self.netlink.set_features(True)
+            for info in uio.list_devices(self.sysfs_uio, self.dev_dir):
+                if self.owns(info.name.subtype):
+                    self._recover(info)
+        finally:
+            self.params.set_block_netlink(False)
+        self.selector.register(self.netlink.fileno(), selectors.EVENT_READ, self._on_netlink)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        if self.control_path is not None:
+            self.control = ControlServer(self.control_path, self.handle_request)
+            self.selector.register(self.control, selectors.EVENT_READ, self._on_control)
+        log.info("tcmu-scst daemon %s serving %d device(s)", __version__, len(self.devices))
+
+    def _recover(self, info: uio.UioInfo) -> None:
+        """Attach to a device that existed before we started (tcmu-abi §4.3 recipe)."""
+        backstore = UserBackstore(self.cfs, info.name.hba, info.name.device)
+        try:
+            backstore.block()
+            backstore.reset_ring(1)  # in-ring commands go back to initiators as BUSY
+            self.attach(info)
+        except TcmuScstError as err:
+            log.error("cannot serve %s after restart: %s", info.configfs_dir, err)
+        finally:
+            try:
+                backstore.unblock()
+            except TcmuScstError as err:
+                log.error("cannot unblock %s: %s", info.configfs_dir, err)
+
+    def run(self) -> None:
+        """The main loop; returns after :meth:`stop` (or a signal) with all devices closed."""
+        try:
+            while not self._stop.is_set():
+                for key, _mask in self.selector.select(timeout=1.0):
+                    callback: Callable[[], None] = key.data
+                    callback()
+                self._run_timers()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _s, _f: self.stop())
+
+    def shutdown(self) -> None:
+        for dev in list(self.devices.values()):
+            self.detach(dev)
+        if self.reply_supported:
+            try:
+                # Without a daemon nobody answers: let configfs writes proceed.
+                self.netlink.set_features(False)
+            except TcmuScstError as err:
+                log.warning("could not withdraw netlink reply support: %s", err)
+            self.reply_supported = False
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self.selector.close()
+        self.netlink.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def every(self, seconds: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` from the main loop about every ``seconds`` (e.g. materializer)."""
+        self.timers.append((seconds, callback))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for i, (period, callback) in enumerate(self.timers):
+            if now >= self._timer_due.get(i, 0.0):
+                self._timer_due[i] = now + period
+                try:
+                    callback()
+                except TcmuScstError as err:
+                    log.error("periodic task failed: %s", err)
+
+    # -- devices -------------------------------------------------------------------------
+    def attach(self, info: uio.UioInfo) -> ServedDevice:
+        """Open the handler, map the ring and start serving it."""
+        if info.name.subtype and not self.owns(info.name.subtype):
+            raise HandlerError(f"{info.configfs_dir}: handler {info.name.subtype!r} is not ours")
+        if (info.name.hba, info.name.device) in self.devices:
+            raise HandlerError(f"{info.configfs_dir} is already served")
+        handler = self.open_handler(info.name.config)
+        try:
+            port = self.open_port(info)
+        except BaseException:
+            handler.close()
+            raise
+        try:
+            runner = DeviceRunner(port, handler, threads=self.threads)
+        except BaseException:
+            port.close()
+            handler.close()
+            raise
+        thread = threading.Thread(
+            target=runner.run, name=f"ring-{info.name.device}", daemon=True
+        )
+        dev = ServedDevice(info, port, runner, thread, info.name.config)
+        self.devices[dev.key] = dev
+        thread.start()
+        log.info("serving %s (/dev/uio%d) with %s", info.configfs_dir, info.minor, info.name.config)
+        return dev
+
+    def detach(self, dev: ServedDevice) -> None:
+        """Drain in-flight commands, stop the ring thread, close everything."""
+        dev.runner.stop()
+        dev.thread.join()
+        dev.runner.close()
+        dev.handler.close()
+        dev.port.close()
+        self.devices.pop(dev.key, None)
+        log.info("stopped serving %s", dev.info.configfs_dir)
+
+    def find(self, event: DeviceEvent) -> ServedDevice | None:
+        return self.devices.get((event.hba_index, event.name))
+
+    # -- netlink -----------------------------------------------------------------------------
+    def _on_netlink(self) -> None:
+        try:
+            events = self.netlink.receive()
+        except TcmuScstError as err:
+            log.error("%s", err)
+            self._rescan()
+            return
+        for event in events:
+            self.handle_event(event)
+
+    def handle_event(self, event: DeviceEvent) -> None:
+        """Act on one kernel event and answer it (only for devices we own)."""
+        subtype = event.dev_config.split("/", 1)[0]
+        served = self.find(event)
+        if served is None and not self.owns(subtype):
+            log.debug("ignoring %s for %s: not our handler", type(event).__name__, event.device)
+            return
+        status = 0
+        try:
+            if isinstance(event, AddedDevice):
+                info = uio.read_info(event.minor, self.sysfs_uio, self.dev_dir)
+                self.attach(info)
+            elif isinstance(event, RemovedDevice):
+                if served is not None:
+                    self.detach(served)
+            elif isinstance(event, ReconfigDevice):
+                if served is None:
+                    raise HandlerError(f"{event.device} is not served by this daemon")
+                self.reconfigure(served, event)
+        except (TcmuScstError, OSError) as err:
+            status = errno_of(err)
+            log.error("%s of %s failed: %s", type(event).__name__, event.device, err)
+        if event.needs_reply and self.reply_supported:
+            try:
+                self.netlink.reply(event, status)
+            except TcmuScstError as err:
+                log.error("cannot answer the kernel for %s: %s", event.device, err)
+
+    def reconfigure(self, dev: ServedDevice, event: ReconfigDevice) -> None:
+        if event.dev_size is not None:
+            new = dev.handler.resize(event.dev_size)
+            log.info("%s resized to %d bytes", dev.info.configfs_dir, new)
+        elif event.write_cache is not None:
+            dev.handler.set_write_cache(event.write_cache)
+            state = "on" if event.write_cache else "off"
+            log.info("%s write cache %s", dev.info.configfs_dir, state)
+        elif event.dev_cfg is not None:
+            self._reopen(dev, event.dev_cfg.strip())
+
+    def _reopen(self, dev: ServedDevice, dev_config: str) -> None:
+        """RECONFIG of dev_config: open the new handler, then swap it in while idle."""
+        if dev_config.split("/", 1)[0] != dev.info.name.subtype:
+            raise HandlerError(
+                f"{dev.info.configfs_dir}: dev_config may not change handler "
+                f"({dev.info.name.subtype} -> {dev_config.split('/', 1)[0]})"
+            )
+        new_handler = self.open_handler(dev_config)
+        # The kernel is blocked in our reply, but the ring may hold commands: keep the
+        # old handler until every worker is idle, then swap.
+        dev.runner.wait_idle()
+        old = dev.runner.handler
+        dev.runner.handler = new_handler
+        dev.dev_config = dev_config
+        old.close()
+        log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
+
+    def _rescan(self) -> None:
+        """After lost events: attach every device of ours we do not serve yet."""
+        for info in uio.list_devices(self.sysfs_uio, self.dev_dir):
+            key = (info.name.hba, info.name.device)
+            if key not in self.devices and self.owns(info.name.subtype):
+                try:
+                    self.attach(info)
+                except (TcmuScstError, OSError) as err:
+                    log.error("cannot serve %s: %s", info.configfs_dir, err)
+
+    def _on_wake(self) -> None:
+        try:
+            self._wake_r.recv(64)
+        except OSError:
+            pass
+
+    def _on_control(self) -> None:
+        if self.control is not None:
+            self.control.serve_one()
+
+    # -- control socket ------------------------------------------------------------------------
+    def handle_request(self, request: Request) -> Reply:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "version": __version__, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, "threads": self.threads, "devices": self.describe_devices()}
+        if op == "set_threads":
+            value = request.get("threads")
+            if not isinstance(value, int) or not 0 <= value <= 256:
+                return {"ok": False, "error": "threads must be an integer from 0 to 256"}
+            self.threads = value
+            return {"ok": True, "threads": value, "note": "applies to devices opened from now on"}
+        if op == "rescan":
+            self._rescan()
+            return {"ok": True, "devices": self.describe_devices()}
+        return {"ok": False, "error": f"unknown request {op!r}"}
+
+    def describe_devices(self) -> list[dict[str, Any]]:
+        out = []
+        for dev in self.devices.values():
+            stats = dev.runner.stats
+            with stats.lock:
+                out.append(
+                    {
+                        "name": dev.info.name.device,
+                        "hba": dev.info.name.hba,
+                        "minor": dev.info.minor,
+                        "subtype": dev.info.name.subtype,
+                        "dev_config": dev.dev_config,
+                        "threads": dev.runner.threads,
+                        "commands": stats.commands,
+                        "errors": stats.errors,
+                        "handler_failures": stats.handler_failures,
+                        "tmrs": stats.tmrs,
+                        "sizes": {str(k): v for k, v in sorted(stats.size_histogram.items())},
+                    }
+                )
+        return out
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if set."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError as err:
+            log.warning("sd_notify failed: %s", err)

@@ -1,0 +1,287 @@
+"""The daemon's event handling over fakes of its I/O edges.
+
+Fakes: netlink (events in, replies out), sysfs UIO entries, module parameters, the
+fake configfs, and ring ports over the emulator. The daemon's own code, the device
+runner and the ring engine run for real.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.command import Command, Result
+from tcmu_scst.errors import HandlerError
+from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import uio
+from tcmu_scst.kernel.netlink import (
+    TCMU_CMD_ADDED_DEVICE,
+    TCMU_CMD_RECONFIG_DEVICE,
+    TCMU_CMD_REMOVED_DEVICE,
+    AddedDevice,
+    DeviceEvent,
+    ReconfigDevice,
+    RemovedDevice,
+    TcmuModuleParams,
+)
+from tcmu_scst.service import control
+from tcmu_scst.service.daemon import Daemon
+from tcmu_scst.testing.emulator_port import EmulatorPort
+from tcmu_scst.testing.fake_configfs import FakeConfigfs
+from tcmu_scst.testing.ring_emulator import RingEmulator
+
+READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+
+
+class FakeNetlink:
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe2(os.O_NONBLOCK)
+        self.queue: list[DeviceEvent] = []
+        self.replies: list[tuple[int, int, int]] = []  # (done cmd, device_id, status)
+        self.features: list[bool] = []
+        self.opened = False
+
+    def open(self) -> FakeNetlink:
+        self.opened = True
+        return self
+
+    def close(self) -> None:
+        self.opened = False
+
+    def fileno(self) -> int:
+        return self.r
+
+    def push(self, event: DeviceEvent) -> None:
+        self.queue.append(event)
+        os.write(self.w, b"e")
+
+    def receive(self) -> list[DeviceEvent]:
+        try:
+            os.read(self.r, 64)
+        except BlockingIOError:
+            pass
+        out, self.queue = self.queue, []
+        return out
+
+    def reply(self, event: DeviceEvent, status: int = 0) -> None:
+        self.replies.append((event.done_cmd, event.device_id, status))
+
+    def set_features(self, reply_supported: bool = True) -> bool:
+        self.features.append(reply_supported)
+        return True
+
+
+class Disk(Handler):
+    handler_name = "vdisk"
+    closed: list[str] = []
+
+    def __init__(self, config: str) -> None:
+        self.config = config
+        self.size = 1 << 20
+        self.write_back = True
+
+    def handle(self, cmd: Command) -> Result:
+        cmd.data.write(self.config.encode()[: cmd.data.length])
+        return Result(data_in_len=min(len(self.config), cmd.data.length))
+
+    def resize(self, size: int) -> int:
+        self.size = size
+        return size
+
+    def close(self) -> None:
+        Disk.closed.append(self.config)
+
+
+def open_handler(config: str) -> Handler:
+    if "broken" in config:
+        raise HandlerError("vdisk: cannot open /nowhere: No such file or directory")
+    return Disk(config)
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        self.sysfs = tmp / "sysfs"
+        self.sysfs.mkdir()
+        (tmp / "params").mkdir()
+        for name in ("block_netlink", "reset_netlink"):
+            (tmp / "params" / name).write_text("0\n")
+        self.params = TcmuModuleParams(tmp / "params")
+        self.cfs = FakeConfigfs(tmp / "configfs")
+        self.netlink = FakeNetlink()
+        self.emulators: dict[int, RingEmulator] = {}
+        self.daemon = Daemon(
+            configfs=self.cfs,
+            netlink=self.netlink,  # type: ignore[arg-type]
+            module_params=self.params,
+            sysfs_uio=self.sysfs,
+            dev_dir=tmp,
+            control_socket=tmp / "control.sock",
+            threads=2,
+            open_handler=open_handler,
+            owns=lambda subtype: subtype == "vdisk",
+            open_port=self.open_port,
+        )
+        self.thread: threading.Thread | None = None
+
+    def open_port(self, info: uio.UioInfo) -> EmulatorPort:
+        emu = RingEmulator(cmdr_size=8192, data_size=64 * 1024)
+        self.emulators[info.minor] = emu
+        return EmulatorPort(emu)
+
+    def add_uio(self, minor: int, name: str) -> None:
+        base = self.sysfs / f"uio{minor}"
+        (base / "maps" / "map0").mkdir(parents=True)
+        (base / "name").write_text(name + "\n")
+        (base / "version").write_text("2\n")
+        (base / "maps" / "map0" / "size").write_text("0x0000000000100000\n")
+
+    def make_backstore(self, hba: int, name: str, config: str) -> None:
+        self.cfs.mkdir(f"core/user_{hba}")
+        self.cfs.mkdir(f"core/user_{hba}/{name}")
+        self.cfs.write(f"core/user_{hba}/{name}/control", f"dev_config={config}")
+        self.cfs.write(f"core/user_{hba}/{name}/enable", "1")
+
+    def start(self) -> None:
+        self.daemon.start()
+        self.thread = threading.Thread(target=self.daemon.run)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        if self.thread is not None:
+            self.thread.join(10)
+            assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    Disk.closed.clear()
+    r = Rig(tmp_path)
+    yield r
+    if r.thread is not None and r.thread.is_alive():
+        r.stop()
+
+
+def wait_for(cond: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def read_through(rig: Rig, minor: int) -> bytes:
+    emu = rig.emulators[minor]
+    cid = emu.submit(READ10, data_in_len=512)
+    wait_for(lambda: any(c.cmd_id == cid for c in emu.completions))
+    return emu.completion(cid).data_in
+
+
+def test_startup_recovers_existing_devices_in_order(rig: Rig) -> None:
+    rig.make_backstore(1, "disk1", "vdisk/x")
+    rig.add_uio(0, "tcm-user/1/disk1/vdisk/x")
+    rig.add_uio(1, "tcm-user/2/other/qcow/img")  # tcmu-runner's: left alone
+    rig.start()
+    assert set(rig.daemon.devices) == {(1, "disk1")}
+    writes = [(op.path, op.value) for op in rig.cfs.ops("write") if "action" in op.path]
+    assert writes == [
+        ("core/user_1/disk1/action/block_dev", "1"),
+        ("core/user_1/disk1/action/reset_ring", "1"),
+        ("core/user_1/disk1/action/block_dev", "0"),
+    ]
+    assert rig.netlink.features == [True]
+    assert (rig.sysfs.parent / "params" / "block_netlink").read_text().strip() == "0"
+    assert read_through(rig, 0) == b"vdisk/x"
+    rig.stop()
+    assert rig.netlink.features == [True, False]  # reply support withdrawn at exit
+    assert Disk.closed == ["vdisk/x"]
+
+
+def test_added_event_attaches_and_replies(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 77))
+    wait_for(lambda: rig.netlink.replies)
+    assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 77, 0)]
+    assert read_through(rig, 3) == b"vdisk/cfg"
+
+
+def test_event_for_foreign_handler_is_left_alone(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/qcow/img")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/qcow/img", 3, 5))
+    time.sleep(0.2)
+    assert rig.netlink.replies == []
+    assert rig.daemon.devices == {}
+
+
+def test_failed_open_is_answered_with_an_errno(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/broken")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/broken", 3, 9))
+    wait_for(lambda: rig.netlink.replies)
+    assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 9, -errno.EINVAL)]
+    assert rig.daemon.devices == {}
+
+
+def test_removed_event_detaches(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 1))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    rig.netlink.push(RemovedDevice(TCMU_CMD_REMOVED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 1))
+    wait_for(lambda: len(rig.netlink.replies) == 2)
+    assert rig.netlink.replies[1] == (TCMU_CMD_REMOVED_DEVICE + 3, 1, 0)
+    assert rig.daemon.devices == {}
+    assert Disk.closed == ["vdisk/cfg"]
+
+
+def test_reconfig_size_and_unsupported_write_cache(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 2))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    name = "tcm-user/4/d/vdisk/cfg"
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, name, 3, 2, dev_size=4 << 20))
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, name, 3, 2, write_cache=False))
+    wait_for(lambda: len(rig.netlink.replies) == 3)
+    done = TCMU_CMD_RECONFIG_DEVICE + 3
+    assert rig.netlink.replies[1:] == [(done, 2, 0), (done, 2, -errno.EINVAL)]
+    handler = rig.daemon.devices[(4, "d")].handler
+    assert isinstance(handler, Disk) and handler.size == 4 << 20
+
+
+def test_reconfig_dev_config_reopens(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/one")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/one", 3, 2))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    rig.netlink.push(
+        ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, "tcm-user/4/d/vdisk/one", 3, 2, dev_cfg="vdisk/two\n")
+    )
+    wait_for(lambda: len(rig.netlink.replies) == 2)
+    assert rig.netlink.replies[1][2] == 0
+    assert Disk.closed == ["vdisk/one"]
+    assert read_through(rig, 3) == b"vdisk/two"
+
+
+def test_control_socket_status(rig: Rig, tmp_path: Path) -> None:
+    rig.add_uio(0, "tcm-user/1/disk1/vdisk/x")
+    rig.make_backstore(1, "disk1", "vdisk/x")
+    rig.start()
+    read_through(rig, 0)
+    reply = control.request("status", tmp_path / "control.sock")
+    [dev] = reply["devices"]
+    assert dev["name"] == "disk1" and dev["commands"] == 1 and dev["sizes"] == {"512": 1}
+    with pytest.raises(control.ControlError, match="unknown request"):
+        control.request("explode", tmp_path / "control.sock")
+    assert control.daemon_running(tmp_path / "control.sock")
+    rig.stop()
+    assert not control.daemon_running(tmp_path / "control.sock")
