@@ -263,9 +263,8 @@ def test_reconfig_dev_config_reopens(rig: Rig) -> None:
     rig.add_uio(3, "tcm-user/4/d/vdisk/one")
     rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/one", 3, 2))
     wait_for(lambda: len(rig.netlink.replies) == 1)
-    rig.netlink.push(
-        ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, "tcm-user/4/d/vdisk/one", 3, 2, dev_cfg="vdisk/two\n")
-    )
+    name = "tcm-user/4/d/vdisk/one"
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, name, 3, 2, dev_cfg="vdisk/two\n"))
     wait_for(lambda: len(rig.netlink.replies) == 2)
     assert rig.netlink.replies[1][2] == 0
     assert Disk.closed == ["vdisk/one"]
