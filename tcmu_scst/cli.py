@@ -19,6 +19,7 @@ from tcmu_scst.errors import TcmuScstError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("tcmu_scst.lab.cli", "boot the real kernel in a microVM: try the target, or --run CMD"),
     "daemon": ("tcmu_scst.service.cli", "serve TCMU devices: netlink events, rings, control"),
+    "config": ("tcmu_scst.scst.cli", "scst.conf: check, apply to LIO (diff, all-or-nothing), save"),
 }
 
 

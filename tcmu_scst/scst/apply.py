@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
@@ -420,7 +420,6 @@ def record_ownership(desired: DesiredState, ownership: Ownership) -> Ownership:
     """The ownership record after ``desired`` was applied."""
     targets: list[OwnedTarget] = []
     for tgt in desired.targets:
-        previous = ownership.find(tgt.fabric, tgt.wwn)
         targets.append(
             OwnedTarget(
                 fabric=tgt.fabric,
@@ -432,7 +431,7 @@ def record_ownership(desired: DesiredState, ownership: Ownership) -> Ownership:
                 default_map=[[m.number, m.tpg_lun, int(m.write_protect)] for m in tgt.default_map],
                 acl_groups={a.name: a.group for a in tgt.tpg.acls if not a.materialized},
                 materialized=[a.name for a in tgt.tpg.acls if a.materialized],
-                params_original=previous.params_original if previous else {},
+                default_chap=list(astuple(tgt.default_chap)) if tgt.default_chap else [],
             )
         )
     return Ownership(

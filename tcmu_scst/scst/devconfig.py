@@ -15,7 +15,7 @@ import importlib
 import os
 import stat
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
@@ -90,6 +90,28 @@ def encode_dev_config(device: Device, setup_id: int = 0) -> str:
             "bytes or holds ',' or ':'; shorten or rename the backing file path"
         )
     return config
+
+
+def decode_dev_config(name: str, dev_config: str) -> Device:
+    """The model device a live backstore stands for (inverse of :func:`encode_dev_config`)."""
+    subtype, _, body = dev_config.partition("/")
+    module = _vdisk_module()
+    tokens = body.split(";")
+    fallback_form = any(token.startswith("mode=") for token in tokens)
+    if subtype == VDISK_SUBTYPE and module is not None and not fallback_form:
+        try:
+            handler, attrs = module.to_attributes(module.parse_dev_config(dev_config))
+        except TcmuScstError as err:
+            raise ConfigError(f"backstore {name}: {err}") from err
+        return Device(name, handler, dict(attrs))
+    items = dict(token.partition("=")[::2] for token in tokens if token)
+    values = {key: unquote(value) for key, value in items.items()}
+    values.pop("n", None)
+    if subtype == VDISK_SUBTYPE:
+        return Device(name, "vdisk_" + values.pop("mode", "fileio"), values)
+    if subtype in PASSTHROUGH_HANDLERS:
+        return Device(values.get("hctl", name), subtype, {})
+    return Device(name, subtype, values)
 
 
 def block_size_of(device: Device) -> int:

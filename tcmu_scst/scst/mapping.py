@@ -125,6 +125,7 @@ class LioTarget:
     default_case: DefaultCase = "A"
     default_group: str = DEFAULT_GROUP
     default_map: list[MappedLun] = field(default_factory=list)  # case C materializer map
+    default_chap: Chap | None = None  # CHAP for materialized ACLs (case C)
 
 
 @dataclass
@@ -271,6 +272,7 @@ def _fabric_target(
     lio.default_group = default.name
     if case == "C":
         lio.default_map = mapping_of(default)
+        lio.default_chap = target_chap
         named = {name for name, _ in members}
         for name in materialized:
             if name not in named:

@@ -42,7 +42,8 @@ class OwnedTarget:
     default_map: list[list[int]] = field(default_factory=list)  # [lun, tpg_lun, ro]
     acl_groups: dict[str, str] = field(default_factory=dict)  # initiator -> group
     materialized: list[str] = field(default_factory=list)
-    params_original: dict[str, str] = field(default_factory=dict)  # iSCSI param/ before us
+    # CHAP of materialized ACLs: [userid, password, userid_mutual, password_mutual].
+    default_chap: list[str] = field(default_factory=list)
 
 
 @dataclass

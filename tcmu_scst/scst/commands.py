@@ -1,0 +1,106 @@
+"""The work behind ``tcmu-scst config``: load, check, apply, save (printing results)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from tcmu_scst.errors import ConfigError
+from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
+from tcmu_scst.scst import conf, legacy_conf
+from tcmu_scst.scst.apply import apply_config, plan
+from tcmu_scst.scst.devconfig import check_device_files
+from tcmu_scst.scst.live import read_live
+from tcmu_scst.scst.mapping import map_config
+from tcmu_scst.scst.model import ScstConfig
+from tcmu_scst.scst.ownership import load_ownership, write_atomically
+from tcmu_scst.scst.save import live_config
+
+
+def load(path: Path, fmt: str = "auto") -> ScstConfig:
+    """Parse and validate ``path`` in the modern or 0.9.6 format."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found; create it or name another file", str(path)
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file: {err}", str(path)) from err
+    legacy = fmt == "legacy" or (fmt == "auto" and legacy_conf.looks_legacy(text))
+    if legacy:
+        return legacy_conf.parse_legacy(text, str(path))
+    return conf.parse(text, str(path))
+
+
+def check_system(config: ScstConfig) -> list[str]:
+    """Checks that look at the system (backing files...); returns mapping warnings."""
+    for device in config.devices:
+        check_device_files(device, config.setup_id or 0)
+    return map_config(config).warnings
+
+
+def _usable(cfs: Configfs) -> bool:
+    return cfs.available() and (cfs.root != DEFAULT_ROOT or cfs.exists("core"))
+
+
+def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO = sys.stdout) -> int:
+    config = load(path, fmt)
+    warnings = check_system(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=out)
+    summary = f"{path}: OK ({len(config.devices)} devices, {len(config.targets)} targets)"
+    if _usable(cfs):
+        try:
+            ownership = load_ownership(state_file)
+            live = read_live(cfs, ownership)
+            desired = map_config(config, hints=live.index_hints())
+            changes = len(plan(desired, live))
+            summary += f"; apply would make {changes} change(s)"
+        except (ConfigError, OSError) as err:
+            summary += f"; live state not compared ({err})"
+    print(summary, file=out)
+    return 0
+
+
+def apply(
+    path: Path,
+    fmt: str,
+    cfs: Configfs,
+    state_file: Path,
+    *,
+    nl_reply_supported: int = 0,
+    dry_run: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    config = load(path, fmt)
+    check_system(config)
+    if cfs.root == DEFAULT_ROOT:
+        cfs.ensure_mounted()
+    elif not cfs.available():
+        raise ConfigError(f"{cfs.target} does not exist; point --configfs-root at a LIO tree")
+    result = apply_config(
+        cfs, config, state_file, nl_reply_supported=nl_reply_supported, dry_run=dry_run
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=out)
+    for step in result.steps:
+        print(("would " if dry_run else "") + step.description, file=out)
+    if not result.steps:
+        print("nothing to change", file=out)
+    elif not dry_run:
+        print(f"applied {len(result.steps)} step(s), {result.operations} configfs change(s)",
+              file=out)  # fmt: skip
+    return 0
+
+
+def save(path: Path, cfs: Configfs, state_file: Path, out: TextIO = sys.stdout) -> int:
+    if not cfs.available():
+        raise ConfigError(f"{cfs.target} does not exist: is configfs mounted and LIO loaded?")
+    config = live_config(cfs, load_ownership(state_file))
+    # 0600: the file may hold CHAP secrets.
+    write_atomically(path, conf.write(config), mode=0o600)
+    print(f"saved {len(config.devices)} devices, {len(config.targets)} targets to {path}",
+          file=out)  # fmt: skip
+    return 0
