@@ -104,3 +104,4 @@ class BlockDeviceConfig:
     max_unmap_blocks: int = 0x400000  # VPD B0 MAXIMUM UNMAP LBA COUNT
     max_unmap_descriptors: int = 256
     max_write_same_blocks: int = 0x400000
+    max_compare_write_blocks: int = 255  # VPD B0 MAXIMUM COMPARE AND WRITE LENGTH (<= 255)

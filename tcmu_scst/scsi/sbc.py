@@ -1,0 +1,628 @@
+"""SBC-4 block device emulation over a :class:`~tcmu_scst.scsi.block.BlockBackend`.
+
+:class:`SbcDevice` adds the block commands to :class:`~tcmu_scst.scsi.spc.SpcDevice`:
+READ/WRITE (6/10/12/16), VERIFY and WRITE AND VERIFY (10/12/16), SYNCHRONIZE
+CACHE, PRE-FETCH, WRITE SAME, UNMAP, COMPARE AND WRITE, READ CAPACITY (10/16),
+GET LBA STATUS, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL, plus the SBC VPD
+and mode pages. It serves disks (type 00h) and optical memory (07h) alike.
+
+Concurrency: commands run on several worker threads. Reads and writes take their
+block range shared, COMPARE AND WRITE exclusive (:mod:`tcmu_scst.scsi.rangelock`),
+so the compare and the write are atomic against every overlapping command.
+
+Transfer-length mismatches (the kernel's data length is the initiator's expected
+length, tcmu-abi §2.6): Data-In is cut to the buffer (the fabric reports the
+residual); a Data-Out buffer that is not exactly what the CDB describes is refused
+with INVALID FIELD IN COMMAND INFORMATION UNIT, as LIO does for its own backends,
+because writing a guess of the data is worse than failing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from tcmu_scst.command import CONDITION_MET, Command, Result
+from tcmu_scst.errors import ConfigError
+from tcmu_scst.scsi import opcodes as op
+from tcmu_scst.scsi import sbc_pages as pages
+from tcmu_scst.scsi.block import BackendError, BlockBackend, BlockDeviceConfig
+from tcmu_scst.scsi.cdb import be, rw_lba_and_length
+from tcmu_scst.scsi.modes import ModePage
+from tcmu_scst.scsi.rangelock import RangeLock
+from tcmu_scst.scsi.sense import (
+    UA_CAPACITY_DATA_CHANGED,
+    UA_MEDIUM_MAY_HAVE_CHANGED,
+    SenseError,
+)
+from tcmu_scst.scsi.spc import SpcDevice, data_in
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_DEVICE_TYPES = (0x00, 0x07)  # direct access block, optical memory
+
+#: Bytes compared or written per backend call (VERIFY, WRITE SAME): bounds memory.
+CHUNK = 1 << 20
+#: GET LBA STATUS asks the backend about at most this many bytes per command.
+LBA_STATUS_WINDOW = 1 << 36
+_MAX_DESCRIPTOR_BLOCKS = 0xFFFFFFFF
+
+_FUA = 0x08
+_BYTCHK_SHIFT = 1
+
+
+def first_mismatch(a: bytes, b: bytes) -> int:
+    """Index of the first byte where ``a`` and ``b`` differ (they must differ)."""
+    lo, hi = 0, min(len(a), len(b))
+    # Narrow down with slice comparisons (fast in C), then finish byte by byte.
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if a[lo:mid] != b[lo:mid]:
+            hi = mid
+        else:
+            lo = mid
+    for index in range(lo, hi):
+        if a[index] != b[index]:
+            return index
+    return hi
+
+
+def validate_config(config: BlockDeviceConfig) -> None:
+    """Refuse a configuration the emulation cannot honour."""
+    bs = config.block_size
+    if bs < 512 or bs & (bs - 1):
+        raise ConfigError(
+            f"device {config.name}: block size {bs} is not a power of two >= 512; "
+            "use 512, 1024, 2048 or 4096"
+        )
+    if config.device_type not in SUPPORTED_DEVICE_TYPES:
+        raise ConfigError(
+            f"device {config.name}: device type {config.device_type:#x} is not a block "
+            "device; the SBC emulation serves types 0x00 (disk) and 0x07 (optical memory)"
+        )
+    if not 0 <= config.lbppbe <= 15:
+        raise ConfigError(f"device {config.name}: lbppbe {config.lbppbe} is outside 0..15")
+    for field in ("max_transfer_blocks", "max_unmap_descriptors", "max_write_same_blocks"):
+        value = getattr(config, field)
+        if not 1 <= value <= 0xFFFFFFFF:
+            raise ConfigError(f"device {config.name}: {field} {value} is outside 1..2^32-1")
+    if not 1 <= config.max_unmap_blocks <= 0xFFFFFFFF:
+        raise ConfigError(
+            f"device {config.name}: max_unmap_blocks {config.max_unmap_blocks} is outside "
+            "1..2^32-1"
+        )
+
+
+class SbcDevice(SpcDevice):
+    """A block device: SPC plus SBC commands over ``backend``."""
+
+    def __init__(self, config: BlockDeviceConfig, backend: BlockBackend) -> None:
+        validate_config(config)
+        super().__init__(config)
+        self.config = config
+        self.backend = backend
+        self._locks = RangeLock()
+        self._default_write_back = config.write_back
+        self._mode_pages = self._build_mode_pages()
+        for opcode in (op.READ_6, op.READ_10, op.READ_12, op.READ_16):
+            self.register(opcode, None, self._read)
+        for opcode in (op.WRITE_6, op.WRITE_10, op.WRITE_12, op.WRITE_16):
+            self.register(opcode, None, self._write)
+        for opcode in (op.VERIFY, op.VERIFY_12, op.VERIFY_16):
+            self.register(opcode, None, self._verify)
+        for opcode in (op.WRITE_VERIFY, op.WRITE_VERIFY_12, op.WRITE_VERIFY_16):
+            self.register(opcode, None, self._write_and_verify)
+        for opcode in (op.SYNCHRONIZE_CACHE, op.SYNCHRONIZE_CACHE_16):
+            self.register(opcode, None, self._synchronize_cache)
+        for opcode in (op.PRE_FETCH, op.PRE_FETCH_16):
+            self.register(opcode, None, self._pre_fetch)
+        for opcode in (op.WRITE_SAME, op.WRITE_SAME_16):
+            self.register(opcode, None, self._write_same)
+        if config.thin_provisioned:  # LBPU=0 means UNMAP is not a supported command
+            self.register(op.UNMAP, None, self._unmap)
+        self.register(op.COMPARE_AND_WRITE, None, self._compare_and_write)
+        self.register(op.READ_CAPACITY, None, self._read_capacity_10)
+        self.register(op.SERVICE_ACTION_IN_16, op.SAI_READ_CAPACITY_16, self._read_capacity_16)
+        self.register(op.SERVICE_ACTION_IN_16, op.SAI_GET_LBA_STATUS, self._get_lba_status)
+        self.register(op.START_STOP, None, self._start_stop_unit)
+        self.register(op.ALLOW_MEDIUM_REMOVAL, None, self._prevent_allow_medium_removal)
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Number of logical blocks (the backend's size may change: online resize)."""
+        return self.backend.size // self.config.block_size
+
+    def write_protected(self) -> bool:
+        return self.config.read_only
+
+    def _durable(self, fua: bool) -> bool:
+        """Whether a write must reach stable storage before we answer it.
+
+        FUA asks for it; write-through mode (WCE=0) promises it for every write.
+        NV_CACHE declares the cache non-volatile, so neither applies (SCST semantics).
+        """
+        return not self.config.nv_cache and (fua or not self.config.write_back)
+
+    def notify_resized(self) -> None:
+        """The backing store changed size: report CAPACITY DATA HAS CHANGED."""
+        self.unit_attentions.post(*UA_CAPACITY_DATA_CHANGED)
+
+    def notify_medium_changed(self) -> None:
+        """The backing file was replaced: report MEDIUM MAY HAVE CHANGED."""
+        self.unit_attentions.post(*UA_MEDIUM_MAY_HAVE_CHANGED)
+
+    # -- shared checks ---------------------------------------------------------
+
+    def _check_transfer(self, blocks: int, length_field: int) -> None:
+        if blocks > self.config.max_transfer_blocks:
+            raise SenseError.invalid_field_in_cdb(length_field)
+
+    def _check_range(self, lba: int, blocks: int) -> None:
+        if lba + blocks > self.capacity:
+            raise SenseError.lba_out_of_range()
+
+    @staticmethod
+    def _check_data_out(cmd: Command, expected: int) -> None:
+        if len(cmd.data) != expected:
+            log.warning(
+                "%r: Data-Out buffer holds %d bytes, the CDB describes %d; refused",
+                cmd, len(cmd.data), expected,
+            )
+            raise SenseError.invalid_field_in_command_iu()
+
+    @contextmanager
+    def _backend_errors(self, writing: bool) -> Iterator[None]:
+        """Turn backing-store failures into MEDIUM ERROR / SPACE ALLOCATION FAILED."""
+        try:
+            yield
+        except (BackendError, OSError) as error:
+            code = error.errno or 0
+            log.warning("%s: backing store %s failed: %s", self.config.name,
+                        "write" if writing else "read", error)
+            if writing and code == errno.ENOSPC and self.config.thin_provisioned:
+                raise SenseError.space_allocation_failed() from error
+            if writing:
+                raise SenseError.write_error() from error
+            raise SenseError.read_error() from error
+
+    # -- READ / WRITE ------------------------------------------------------------
+
+    def _read(self, cmd: Command, cdb: bytes) -> Result:
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        self._check_transfer(blocks, length_field)
+        self._check_range(lba, blocks)
+        bs = self.config.block_size
+        # DPO is a cache hint and FUA on a read needs nothing more: the backend
+        # reads through the same cache the writes went to.
+        length = min(blocks * bs, len(cmd.data))
+        if length:
+            with self._locks.shared(lba, lba + blocks), self._backend_errors(False):
+                self.backend.read(lba * bs, length, cmd.data, 0)
+        return Result(data_in_len=length)
+
+    def _write(self, cmd: Command, cdb: bytes) -> Result:
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        fua = len(cdb) > 6 and bool(cdb[1] & _FUA)
+        self._check_transfer(blocks, length_field)
+        self._check_range(lba, blocks)
+        if blocks == 0:
+            return Result()
+        bs = self.config.block_size
+        self._check_data_out(cmd, blocks * bs)
+        with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
+            self.backend.write(lba * bs, blocks * bs, cmd.data, 0, fua=self._durable(fua))
+        return Result()
+
+    # -- VERIFY / WRITE AND VERIFY -------------------------------------------------
+
+    def _compare_medium(self, offset: int, expected: Callable[[int, int], bytes], length: int,
+                        info_base: int = 0) -> None:
+        """Compare ``length`` medium bytes from ``offset`` with ``expected(pos, n)``."""
+        pos = 0
+        while pos < length:
+            n = min(CHUNK, length - pos)
+            with self._backend_errors(False):
+                medium = self.backend.read_bytes(offset + pos, n)
+            wanted = expected(pos, n)
+            if medium != wanted:
+                raise SenseError.miscompare(info_base + pos + first_mismatch(wanted, medium))
+            pos += n
+
+    def _read_back(self, offset: int, length: int) -> None:
+        """Verify without compare: the range must be readable."""
+        pos = 0
+        while pos < length:
+            n = min(CHUNK, length - pos)
+            with self._backend_errors(False):
+                self.backend.read_bytes(offset + pos, n)
+            pos += n
+
+    def _verify(self, cmd: Command, cdb: bytes) -> Result:
+        bytchk = (cdb[1] >> _BYTCHK_SHIFT) & 0x03
+        if bytchk == 0b10:
+            raise SenseError.invalid_field_in_cdb(1, 2)
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        if bytchk:
+            self._check_transfer(blocks, length_field)
+        self._check_range(lba, blocks)
+        if blocks == 0 or bytchk == 0:
+            # BYTCHK 0: a medium verification; a virtual medium has no sector to
+            # check beyond the range, which is checked above.
+            return Result()
+        bs = self.config.block_size
+        offset = lba * bs
+        with self._locks.shared(lba, lba + blocks):
+            if bytchk == 0b01:
+                self._check_data_out(cmd, blocks * bs)
+                self._compare_medium(offset, cmd.data.read, blocks * bs)
+            else:
+                # BYTCHK 11b: one block of Data-Out compared with every block. The
+                # INFORMATION offset counts as if that block were repeated.
+                self._check_data_out(cmd, bs)
+                block = cmd.data.read(0, bs)
+                per_chunk = max(1, CHUNK // bs)
+                pattern = block * per_chunk
+
+                def expected(pos: int, n: int) -> bytes:
+                    return pattern[:n]
+
+                for first in range(0, blocks, per_chunk):
+                    count = min(per_chunk, blocks - first)
+                    self._compare_medium(offset + first * bs, expected, count * bs,
+                                         info_base=first * bs)
+        return Result()
+
+    def _write_and_verify(self, cmd: Command, cdb: bytes) -> Result:
+        bytchk = (cdb[1] >> _BYTCHK_SHIFT) & 0x03
+        if bytchk > 0b01:
+            raise SenseError.invalid_field_in_cdb(1, 2)
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        self._check_transfer(blocks, length_field)
+        self._check_range(lba, blocks)
+        if blocks == 0:
+            return Result()
+        bs = self.config.block_size
+        length = blocks * bs
+        self._check_data_out(cmd, length)
+        with self._locks.shared(lba, lba + blocks):
+            with self._backend_errors(True):
+                # Verification is of the medium, so the write must reach it first.
+                self.backend.write(lba * bs, length, cmd.data, 0, fua=not self.config.nv_cache)
+            if bytchk:
+                self._compare_medium(lba * bs, cmd.data.read, length)
+            else:
+                self._read_back(lba * bs, length)
+        return Result()
+
+    # -- SYNCHRONIZE CACHE / PRE-FETCH ----------------------------------------------
+
+    def _synchronize_cache(self, cmd: Command, cdb: bytes) -> Result:
+        lba, blocks, _ = rw_lba_and_length(cdb)
+        self._check_range(lba, blocks)
+        # IMMED is accepted; status is returned after the flush either way.
+        if self.config.nv_cache:
+            return Result()  # NV_CACHE: the cache is declared non-volatile (SCST)
+        bs = self.config.block_size
+        with self._backend_errors(True):
+            self.backend.flush(lba * bs, blocks * bs)
+        return Result()
+
+    def _pre_fetch(self, cmd: Command, cdb: bytes) -> Result:
+        """PRE-FETCH (SBC-4 5.9): CONDITION MET once the blocks are in cache.
+
+        With IMMED=1 we only start the read-ahead and cannot promise that the
+        whole range fits the host cache, so the answer is GOOD (SBC-4: "does not
+        have sufficient capacity").
+        """
+        lba, blocks, _ = rw_lba_and_length(cdb)
+        self._check_range(lba, blocks)
+        immed = bool(cdb[1] & 0x02)
+        if blocks == 0:
+            blocks = self.capacity - lba  # 0 = to the last logical block
+        bs = self.config.block_size
+        if blocks:
+            with self._backend_errors(False):
+                self.backend.prefetch(lba * bs, blocks * bs)
+        return Result() if immed else Result(status=CONDITION_MET)
+
+    # -- WRITE SAME / UNMAP --------------------------------------------------------
+
+    def _write_same(self, cmd: Command, cdb: bytes) -> Result:
+        ten = len(cdb) == 10
+        unmap = bool(cdb[1] & 0x08)
+        ndob = not ten and bool(cdb[1] & 0x01)
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        if unmap and not self.config.thin_provisioned:
+            raise SenseError.invalid_field_in_cdb(1, 3)  # LBPWS/LBPWS10 are 0
+        capacity = self.capacity
+        if blocks == 0:
+            # WSNZ=0: zero means "to the last logical block", still bounded by the
+            # MAXIMUM WRITE SAME LENGTH we report (SBC-4 5.50).
+            if lba > capacity:
+                raise SenseError.lba_out_of_range()
+            blocks = capacity - lba
+        if blocks > self.config.max_write_same_blocks:
+            raise SenseError.invalid_field_in_cdb(length_field)
+        self._check_range(lba, blocks)
+        bs = self.config.block_size
+        if ndob:
+            block = bytes(bs)
+        else:
+            self._check_data_out(cmd, bs)
+            block = cmd.data.read(0, bs)
+        if blocks == 0:
+            return Result()
+        offset, length = lba * bs, blocks * bs
+        with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
+            # Deallocated blocks read as zeros (LBPRZ=1), so only a zero block may
+            # be unmapped instead of written.
+            if unmap and not any(block):
+                self._discard(offset, length)
+            else:
+                self._write_pattern(offset, length, block)
+        return Result()
+
+    def _write_pattern(self, offset: int, length: int, block: bytes) -> None:
+        per_chunk = max(1, CHUNK // len(block))
+        chunk = block * per_chunk
+        durable = self._durable(False)
+        pos = 0
+        while pos < length:
+            n = min(len(chunk), length - pos)
+            self.backend.write_bytes(offset + pos, chunk[:n], fua=durable)
+            pos += n
+
+    def _discard(self, offset: int, length: int) -> None:
+        self.backend.discard(offset, length)
+        if self._durable(False):
+            self.backend.flush(offset, length)  # write-through: make the hole stick
+
+    def _unmap(self, cmd: Command, cdb: bytes) -> Result:
+        """UNMAP (SBC-4 5.32): validate the whole parameter list, then deallocate."""
+        param_len = be(cdb, 7, 2)
+        if param_len == 0:
+            return Result()
+        if param_len < 8:
+            raise SenseError.parameter_list_length_error()
+        params = cmd.data.read(0, min(param_len, len(cmd.data)))
+        if len(params) < 8:
+            raise SenseError.parameter_list_length_error()
+        data_len = be(params, 0, 2)
+        bd_len = be(params, 2, 2)
+        if data_len + 2 > len(params) or bd_len + 8 > len(params):
+            raise SenseError.parameter_list_length_error()
+        if bd_len + 6 > data_len:
+            raise SenseError.invalid_field_in_parameter_list(2)
+        count = bd_len // 16  # an incomplete last descriptor is ignored (SBC-4)
+        if count > self.config.max_unmap_descriptors:
+            raise SenseError.invalid_field_in_parameter_list(2)
+        capacity = self.capacity
+        ranges: list[tuple[int, int]] = []
+        total = 0
+        for index in range(count):
+            at = 8 + 16 * index
+            lba, blocks = be(params, at, 8), be(params, at + 8, 4)
+            if lba + blocks > capacity:
+                raise SenseError.lba_out_of_range()
+            total += blocks
+            if blocks:
+                ranges.append((lba, blocks))
+        if total > self.config.max_unmap_blocks:
+            raise SenseError.invalid_field_in_parameter_list(8 + 8)
+        bs = self.config.block_size
+        for lba, blocks in ranges:
+            with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
+                self._discard(lba * bs, blocks * bs)
+        return Result()
+
+    # -- COMPARE AND WRITE ------------------------------------------------------------
+
+    def _compare_and_write(self, cmd: Command, cdb: bytes) -> Result:
+        """Compare N blocks with the first half of Data-Out, write the second half (SBC-4 5.3)."""
+        lba = be(cdb, 2, 8)
+        blocks = cdb[13]
+        fua = bool(cdb[1] & _FUA)
+        if blocks > pages.max_compare_write_blocks(self.config):
+            raise SenseError.invalid_field_in_cdb(13)
+        self._check_range(lba, blocks)
+        if blocks == 0:
+            return Result()
+        bs = self.config.block_size
+        length = blocks * bs
+        self._check_data_out(cmd, 2 * length)
+        with self._locks.exclusive(lba, lba + blocks):
+            with self._backend_errors(False):
+                medium = self.backend.read_bytes(lba * bs, length)
+            verify = cmd.data.read(0, length)
+            if medium != verify:
+                raise SenseError.miscompare(first_mismatch(verify, medium))
+            with self._backend_errors(True):
+                self.backend.write(lba * bs, length, cmd.data, length, fua=self._durable(fua))
+        return Result()
+
+    # -- READ CAPACITY / GET LBA STATUS -------------------------------------------------
+
+    def _read_capacity_10(self, cmd: Command, cdb: bytes) -> Result:
+        if not cdb[8] & 0x01 and be(cdb, 2, 4):
+            raise SenseError.invalid_field_in_cdb(2)  # LBA set without PMI (SBC-3)
+        last = max(self.capacity - 1, 0)
+        data = min(last, 0xFFFFFFFF).to_bytes(4, "big") + self.config.block_size.to_bytes(4, "big")
+        return data_in(cmd, data, len(data))
+
+    def _read_capacity_16(self, cmd: Command, cdb: bytes) -> Result:
+        if not cdb[14] & 0x01 and be(cdb, 2, 8):
+            raise SenseError.invalid_field_in_cdb(2)
+        alloc = be(cdb, 10, 4)
+        data = bytearray(32)
+        data[0:8] = max(self.capacity - 1, 0).to_bytes(8, "big")
+        data[8:12] = self.config.block_size.to_bytes(4, "big")
+        data[13] = self.config.lbppbe & 0x0F
+        if self.config.thin_provisioned:
+            data[14] = 0x80 | 0x40  # LBPME, LBPRZ
+        return data_in(cmd, bytes(data), alloc)
+
+    def _get_lba_status(self, cmd: Command, cdb: bytes) -> Result:
+        """GET LBA STATUS (SBC-4 5.7): mapped/deallocated extents from the starting LBA."""
+        start = be(cdb, 2, 8)
+        alloc = be(cdb, 10, 4)
+        capacity = self.capacity
+        if start >= capacity:
+            raise SenseError.lba_out_of_range()
+        if alloc == 0:
+            return data_in(cmd, b"", 0)
+        bs = self.config.block_size
+        end = min(capacity, start + LBA_STATUS_WINDOW // bs)
+        if self.config.thin_provisioned:
+            with self._backend_errors(False):
+                extents = self.backend.mapped(start * bs, (end - start) * bs)
+            status = lba_extents(extents, start, end, bs)
+        else:
+            status = [(start, end - start, True)]
+        room = max(1, (alloc - 8) // 16)
+        body = bytearray()
+        for lba, blocks, mapped in status:
+            while blocks and len(body) < 16 * room:
+                n = min(blocks, _MAX_DESCRIPTOR_BLOCKS)
+                body += lba.to_bytes(8, "big") + n.to_bytes(4, "big")
+                body += bytes((0x00 if mapped else 0x01, 0, 0, 0))
+                lba += n
+                blocks -= n
+        data = (len(body) + 4).to_bytes(4, "big") + bytes(4) + bytes(body)
+        return data_in(cmd, data, alloc)
+
+    # -- START STOP UNIT / PREVENT ALLOW MEDIUM REMOVAL -----------------------------------
+
+    def _start_stop_unit(self, cmd: Command, cdb: bytes) -> Result:
+        """START STOP UNIT (SBC-4 5.25): START=0 stops media access until START=1."""
+        if cdb[4] >> 4:  # POWER CONDITION: only START_VALID (0h) is supported
+            raise SenseError.invalid_field_in_cdb(4, 7)
+        if cdb[3] & 0x0F:  # POWER CONDITION MODIFIER must be 0 with START_VALID
+            raise SenseError.invalid_field_in_cdb(3, 3)
+        loej = bool(cdb[4] & 0x02)
+        if loej and not self.config.removable:
+            raise SenseError.invalid_field_in_cdb(4, 1)
+        if cdb[4] & 0x01:
+            self.started = True
+            return Result()
+        if not cdb[4] & 0x04 and not self.config.nv_cache:  # NO_FLUSH=0: flush first
+            with self._backend_errors(True):
+                self.backend.flush(0, 0)
+        self.started = False
+        return Result()
+
+    def _prevent_allow_medium_removal(self, cmd: Command, cdb: bytes) -> Result:
+        if cdb[4] & 0x02:  # PREVENT 10b/11b are obsolete (MMC only)
+            raise SenseError.invalid_field_in_cdb(4, 1)
+        return Result()
+
+    # -- VPD and mode pages ----------------------------------------------------------
+
+    def vpd_pages(self) -> dict[int, Callable[[], bytes]]:
+        result = super().vpd_pages()
+        result[pages.VPD_BLOCK_LIMITS] = lambda: pages.vpd_block_limits(self.config)
+        result[pages.VPD_BLOCK_DEVICE_CHARACTERISTICS] = (
+            lambda: pages.vpd_block_device_characteristics(self.config)
+        )
+        result[pages.VPD_LOGICAL_BLOCK_PROVISIONING] = (
+            lambda: pages.vpd_logical_block_provisioning(self.config)
+        )
+        return result
+
+    def _build_mode_pages(self) -> dict[int, ModePage]:
+        recovery = pages.rw_error_recovery_page()
+        control = pages.control_page()
+        exceptions = pages.informational_exceptions_page()
+
+        def fixed(page: bytes) -> ModePage:
+            return ModePage(page[0], lambda: page, lambda: page,
+                            lambda: pages.unchangeable(page))
+
+        return {
+            pages.MODE_RW_ERROR_RECOVERY: fixed(recovery),
+            pages.MODE_CACHING: ModePage(
+                pages.MODE_CACHING,
+                current=lambda: pages.caching_page(self._write_cache_enabled()),
+                default=lambda: pages.caching_page(
+                    self._default_write_back and not self.config.nv_cache
+                ),
+                changeable=lambda: pages.caching_page_changeable(self.config),
+                apply=self._apply_caching_page,
+            ),
+            pages.MODE_CONTROL: fixed(control),
+            pages.MODE_INFORMATIONAL_EXCEPTIONS: fixed(exceptions),
+        }
+
+    def mode_pages(self) -> Mapping[int, ModePage]:
+        return self._mode_pages
+
+    def _write_cache_enabled(self) -> bool:
+        # SCST reports an NV_CACHE device as write-through (WCE=0).
+        return self.config.write_back and not self.config.nv_cache
+
+    def _apply_caching_page(self, page: bytes) -> None:
+        write_back = bool(page[2] & pages.WCE)
+        if self.config.write_back and not write_back and not self.config.nv_cache:
+            # Going write-through promises durability for what we acknowledged
+            # under write-back too: flush before saying yes.
+            with self._backend_errors(True):
+                self.backend.flush(0, 0)
+        self.config.write_back = write_back
+
+    def mode_device_specific(self) -> int:
+        # WP when read-only; DPOFUA: DPO and FUA are supported.
+        return (0x80 if self.config.read_only else 0x00) | 0x10
+
+    def mode_block_descriptor(self, long_lba: bool) -> bytes:
+        capacity = self.capacity
+        bs = self.config.block_size
+        if long_lba:
+            return capacity.to_bytes(8, "big") + bytes(4) + bs.to_bytes(4, "big")
+        return min(capacity, 0xFFFFFFFF).to_bytes(4, "big") + b"\x00" + bs.to_bytes(3, "big")
+
+    def check_mode_block_descriptor(self, descriptor: bytes, offset: int, long_lba: bool) -> None:
+        """Only the current geometry (or NUMBER OF LOGICAL BLOCKS 0: keep it) is accepted."""
+        capacity = self.capacity
+        if long_lba:
+            blocks, block_len, len_at = be(descriptor, 0, 8), be(descriptor, 12, 4), 12
+        else:
+            blocks, block_len, len_at = be(descriptor, 0, 4), be(descriptor, 5, 3), 5
+            capacity = min(capacity, 0xFFFFFFFF)
+        if blocks not in (0, capacity):
+            raise SenseError.invalid_field_in_parameter_list(offset)
+        if block_len != self.config.block_size:
+            raise SenseError.invalid_field_in_parameter_list(offset + len_at)
+
+
+def lba_extents(
+    extents: list[tuple[int, int, bool]], start: int, end: int, block_size: int
+) -> list[tuple[int, int, bool]]:
+    """Turn byte extents into block extents covering ``[start, end)``.
+
+    A block is deallocated only if every byte of it lies in an unmapped extent; a
+    block the backend did not describe counts as mapped (the safe answer).
+    """
+    holes: list[tuple[int, int]] = []
+    for offset, length, is_mapped in sorted(extents):
+        if is_mapped or length <= 0:
+            continue
+        first = max(-(-offset // block_size), start)
+        last = min((offset + length) // block_size, end)
+        if first < last:
+            if holes and holes[-1][1] >= first:
+                holes[-1] = (holes[-1][0], max(holes[-1][1], last))
+            else:
+                holes.append((first, last))
+    result: list[tuple[int, int, bool]] = []
+    pos = start
+    for first, last in holes:
+        if first > pos:
+            result.append((pos, first - pos, True))
+        result.append((first, last - first, False))
+        pos = last
+    if pos < end:
+        result.append((pos, end - pos, True))
+    return result
