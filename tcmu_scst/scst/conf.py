@@ -115,8 +115,13 @@ class _Frame:
     items: list[Node] = field(default_factory=list)
 
 
-def _tokenize(text: str, source: str, line: int) -> list[str]:
-    tokens: list[str] = []
+# A bare brace token; a quoted "{" or "}" is an ordinary value.
+OPEN, CLOSE = object(), object()
+
+
+def _tokenize(text: str, source: str, line: int) -> list[str | object]:
+    tokens: list[str | object] = []
+    quoted = False
     current: list[str] = []
     have = False  # a token is in progress (also true for an empty "" token)
     i = 0
@@ -140,21 +145,30 @@ def _tokenize(text: str, source: str, line: int) -> list[str]:
             if end >= len(text):
                 raise ConfigError("unterminated double quote; close it with '\"'", source, line)
             current.extend(chunk)
-            have = True
+            have = quoted = True
             i = end + 1
             continue
         if ch.isspace():
             if have:
-                tokens.append("".join(current))
-                current, have = [], False
+                tokens.append(_token(current, quoted))
+                current, have, quoted = [], False, False
             i += 1
             continue
         current.append(ch)
         have = True
         i += 1
     if have:
-        tokens.append("".join(current))
+        tokens.append(_token(current, quoted))
     return tokens
+
+
+def _token(chars: list[str], quoted: bool) -> str | object:
+    text = "".join(chars)
+    if not quoted and text == "{":
+        return OPEN
+    if not quoted and text == "}":
+        return CLOSE
+    return text
 
 
 def parse_tree(text: str, source: str = "") -> list[Node]:
@@ -165,25 +179,26 @@ def parse_tree(text: str, source: str = "") -> list[Node]:
         tokens = _tokenize(raw, source, number)
         if not tokens:
             continue
-        if tokens == ["}"]:
+        if tokens == [CLOSE]:
             if len(stack) == 1:
                 raise ConfigError("'}' closes no section; remove it", source, number)
             frame = stack.pop()
             frame.node.children = frame.items
             frame.node.closed_at = number
             continue
-        if "{" in tokens[:-1] or "}" in tokens:
+        if OPEN in tokens[:-1] or CLOSE in tokens:
             raise ConfigError(
                 "'{' must end a line and '}' must stand alone on its line", source, number
             )
-        if tokens[-1] == "{":
-            if len(tokens) == 1:
+        words = [t for t in tokens if isinstance(t, str)]
+        if tokens[-1] is OPEN:
+            if not words:
                 raise ConfigError("a section needs a name before '{'", source, number)
-            node = Node(tokens[0], tokens[1:-1], number, [])
+            node = Node(words[0], words[1:], number, [])
             stack[-1].items.append(node)
             stack.append(_Frame(node))
             continue
-        stack[-1].items.append(Node(tokens[0], tokens[1:], number))
+        stack[-1].items.append(Node(words[0], words[1:], number))
     if len(stack) > 1:
         open_node = stack[-1].node
         raise ConfigError(
