@@ -30,6 +30,7 @@ from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages as pages
 from tcmu_scst.scsi.block import BackendError, BlockBackend, BlockDeviceConfig
 from tcmu_scst.scsi.cdb import be, rw_lba_and_length
+from tcmu_scst.scsi.identity import naa_designator
 from tcmu_scst.scsi.modes import ModePage
 from tcmu_scst.scsi.rangelock import RangeLock
 from tcmu_scst.scsi.sense import (
@@ -88,6 +89,7 @@ def validate_config(config: BlockDeviceConfig) -> None:
         value = getattr(config, field)
         if not 1 <= value <= 0xFFFFFFFF:
             raise ConfigError(f"device {config.name}: {field} {value} is outside 1..2^32-1")
+    naa_designator(config)  # raises ConfigError for a malformed naa_id
     if not 1 <= config.max_unmap_blocks <= 0xFFFFFFFF:
         raise ConfigError(
             f"device {config.name}: max_unmap_blocks {config.max_unmap_blocks} is outside "
