@@ -1,0 +1,214 @@
+"""VdiskHandler end to end: SCSI CDBs in Command objects through SbcDevice to real files."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
+
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
+from tcmu_scst.errors import HandlerError
+
+MiB = 1 << 20
+DATA_PROTECT = 0x7
+UNIT_ATTENTION = 0x6
+
+
+def make_file(tmp_path: Path, size: int = MiB) -> str:
+    path = tmp_path / "disk.img"
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return str(path)
+
+
+def command(cdb: bytes, data: bytes | int = 0) -> Command:
+    """A command whose buffer holds ``data`` (Data-Out) or ``data`` zero bytes (Data-In)."""
+    buf = bytearray(data)
+    return Command(1, cdb, DataBuffer([memoryview(buf)] if buf else []))
+
+
+def run(handler: VdiskHandler, cmd: Command) -> Result:
+    result = handler.handle(cmd)
+    assert result is not None
+    return result
+
+
+def sense_key(result: Result) -> tuple[int, int, int]:
+    s = result.sense
+    if s[0] & 0x7F in (0x72, 0x73):
+        return s[1] & 0xF, s[2], s[3]
+    return s[2] & 0xF, s[12], s[13]
+
+
+def settle(handler: VdiskHandler) -> None:
+    """Consume pending unit attentions (power on, capacity changed) with TEST UNIT READY."""
+    for _ in range(8):
+        result = run(handler, command(bytes(6)))
+        if result.status == GOOD:
+            return
+        assert sense_key(result)[0] == UNIT_ATTENTION
+    raise AssertionError("TEST UNIT READY never became GOOD")
+
+
+def read10(lba: int, blocks: int, flags: int = 0) -> bytes:
+    return struct.pack(">BBIBHB", 0x28, flags, lba, 0, blocks, 0)
+
+
+def write10(lba: int, blocks: int, flags: int = 0) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A, flags, lba, 0, blocks, 0)
+
+
+def read_capacity16() -> bytes:
+    return struct.pack(">BBQIBB", 0x9E, 0x10, 0, 32, 0, 0)
+
+
+def opened(params: VdiskParams) -> VdiskHandler:
+    handler = VdiskHandler(params)
+    settle(handler)
+    return handler
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[Any, ...]]:
+    calls: list[tuple[Any, ...]] = []
+    real: Callable[..., Any] = getattr(os, name)
+
+    def wrapper(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(os, name, wrapper)
+    return calls
+
+
+def test_write_then_read_through_cdbs(tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    h = opened(VdiskParams(name="disk1", filename=path))
+    data = os.urandom(4 * 512)
+    assert run(h, command(write10(8, 4), data)).status == GOOD
+    rd = command(read10(8, 4), 4 * 512)
+    result = run(h, rd)
+    assert result.status == GOOD and rd.data.read() == data
+    h.close()
+    with open(path, "rb") as f:
+        f.seek(8 * 512)
+        assert f.read(4 * 512) == data
+
+
+def test_read_capacity_and_identity(tmp_path: Path) -> None:
+    h = opened(VdiskParams(name="disk1", filename=make_file(tmp_path, 8 * MiB), blocksize=4096))
+    rc = command(read_capacity16(), 32)
+    assert run(h, rc).status == GOOD
+    last_lba, block_size = struct.unpack(">QI", rc.data.read(0, 12))
+    assert (last_lba, block_size) == (8 * MiB // 4096 - 1, 4096)
+    inq = command(bytes([0x12, 0, 0, 0, 96, 0]), 96)
+    assert run(h, inq).status == GOOD
+    assert inq.data.read(8, 8) == b"SCST_FIO"
+    assert inq.data.read(16, 16).rstrip() == b"disk1"
+    vpd80 = command(bytes([0x12, 1, 0x80, 0, 64, 0]), 64)
+    assert run(h, vpd80).status == GOOD
+    length = vpd80.data.read(3, 1)[0]
+    assert vpd80.data.read(4, length).rstrip(b" \0").decode() == h.params.effective_usn
+    h.close()
+
+
+def test_inline_is_for_commands_without_io(tmp_path: Path) -> None:
+    h = opened(VdiskParams(name="d", filename=make_file(tmp_path)))
+    assert h.is_inline(command(bytes([0x12, 0, 0, 0, 36, 0]), 36))
+    assert not h.is_inline(command(read10(0, 1), 512))
+    assert not h.is_inline(command(write10(0, 1), bytes(512)))
+    h.close()
+
+
+def test_nullio_reads_zeros_into_a_dirty_buffer() -> None:
+    h = opened(VdiskParams(name="n", nullio=True, size=64 * MiB))
+    assert run(h, command(write10(0, 2), b"\xab" * 1024)).status == GOOD
+    rd = Command(2, read10(0, 2), DataBuffer([memoryview(bytearray(b"\xff" * 1024))]))
+    result = run(h, rd)
+    assert result.status == GOOD and rd.data.read() == bytes(1024)
+    assert h.size == 64 * MiB
+    h.close()
+
+
+def test_read_only_refuses_writes_with_data_protect(tmp_path: Path) -> None:
+    h = opened(VdiskParams(name="ro", filename=make_file(tmp_path), read_only=True))
+    result = run(h, command(write10(0, 1), bytes(512)))
+    assert result.status == CHECK_CONDITION
+    assert sense_key(result)[:2] == (DATA_PROTECT, 0x27)
+    h.close()
+
+
+def test_unmap_punches_a_hole_on_a_thin_device(tmp_path: Path) -> None:
+    path = make_file(tmp_path, 4 * MiB)
+    h = opened(VdiskParams(name="tp", filename=path, thin_provisioned=True))
+    blocks = 2 * MiB // 512
+    assert run(h, command(write10(0, 2048), os.urandom(MiB))).status == GOOD
+    assert run(h, command(write10(2048, 2048), os.urandom(MiB))).status == GOOD
+    run(h, command(bytes([0x35]) + bytes(9)))  # SYNCHRONIZE CACHE(10)
+    before = os.stat(path).st_blocks
+    descriptor = struct.pack(">QI4x", 0, blocks)
+    plist = struct.pack(">HH4x", 6 + len(descriptor), len(descriptor)) + descriptor
+    unmap = struct.pack(">BB4xBHB", 0x42, 0, 0, len(plist), 0)
+    assert run(h, command(unmap, plist)).status == GOOD
+    assert os.stat(path).st_blocks < before
+    rd = command(read10(0, 8), b"\xcc" * 4096)
+    assert run(h, rd).status == GOOD and rd.data.read() == bytes(4096)
+    h.close()
+
+
+def test_synchronize_cache_syncs_unless_nv_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_cache = bytes([0x35]) + bytes(9)
+    h = opened(VdiskParams(name="wb", filename=make_file(tmp_path)))
+    syncs = spy(monkeypatch, "fdatasync")
+    assert run(h, command(sync_cache)).status == GOOD
+    assert len(syncs) == 1
+    h.close()
+    nv = opened(VdiskParams(name="nv", filename=str(tmp_path / "disk.img"), nv_cache=True))
+    assert run(nv, command(sync_cache)).status == GOOD
+    assert len(syncs) == 1
+    nv.close()
+
+
+def test_fua_write_is_durable_before_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = opened(VdiskParams(name="fua", filename=make_file(tmp_path)))
+    calls = spy(monkeypatch, "pwritev")
+    assert run(h, command(write10(0, 1, flags=0x08), bytes(512))).status == GOOD  # FUA bit
+    assert calls and all(call[3] & os.RWF_DSYNC for call in calls)
+    h.close()
+
+
+def test_resync_size_after_growing_the_file(tmp_path: Path) -> None:
+    path = make_file(tmp_path, MiB)
+    h = opened(VdiskParams(name="grow", filename=path))
+    os.truncate(path, 3 * MiB)
+    assert h.resync_size() == 3 * MiB
+    settle(h)  # CAPACITY DATA HAS CHANGED, if the emulation reports it
+    rc = command(read_capacity16(), 32)
+    assert run(h, rc).status == GOOD
+    assert struct.unpack(">Q", rc.data.read(0, 8))[0] == 3 * MiB // 512 - 1
+    h.close()
+
+
+def test_from_dev_config_and_proc_read_line(tmp_path: Path) -> None:
+    params = VdiskParams(name="dc", filename=make_file(tmp_path, 2 * MiB), write_through=True)
+    h = VdiskHandler.from_dev_config(to_dev_config(params))
+    assert h.params == params
+    assert h.mode_names() == "FILEIO WRITE_THROUGH"
+    assert h.proc_read_line().split() == ["dc", "2", "512", "WT", params.filename]
+    h.close()
+    h.close()  # idempotent
+
+
+def test_open_failure_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(HandlerError, match=r"backing file .* does not exist"):
+        VdiskHandler(VdiskParams(name="x", filename=str(tmp_path / "missing")))
+    with pytest.raises(HandlerError, match="smaller than one 512-byte block"):
+        VdiskHandler(VdiskParams(name="x", filename=make_file(tmp_path, 100)))
+    assert len(os.listdir("/proc/self/fd")) == before
