@@ -11,16 +11,19 @@ Emulated rules (target_core_*configfs.c, tcm_loop, iscsi_target, tcm_qla2xxx, tc
 
 - default groups/files cannot be removed (EPERM); a directory holding user-made children or
   symlinks cannot be removed (ENOTEMPTY); an object that a symlink points at cannot be
-  removed (EBUSY; conservative, see ``_do_rmdir``);
+  removed (EBUSY; measured on 6.1 for an exported device);
 - ``mkdir <fabric>`` autoloads only iscsi and loopback; others need :meth:`modprobe` (EINVAL);
 - TPG numbering: ``tpgt_<u16>``; loopback < 32; qla2xxx and tcm_fc only ``tpgt_1``;
-- iSCSI: one portal ``ip:port`` per IQN across its TPGs (EEXIST); portals only on iSCSI (ENOSYS);
+- iSCSI: one portal ``ip:port`` per IQN across its TPGs (EINVAL on 6.1); portals only on iSCSI
+  (ENOSYS);
 - TCMU ``control``: ``,``/newline separated ``key=value``; unknown keys ignored, so a ','
   inside ``dev_config`` silently truncates it; ring sizing refused after enable (EINVAL);
 - ``enable``: 1 configures the device (a second 1 is EEXIST), registers a fake UIO name;
 - LUN link: target must be a device (EINVAL), enabled (ENODEV), one per LUN (EEXIST);
   ``cmd_time_out`` refused while exported (EINVAL);
+- LUN/mapped-LUN link to an object of the wrong kind: EFAULT (measured on 6.1);
 - mapped-LUN link: target must be ``lun/lun_L`` of the same TPG (EINVAL), holding a device;
+  a TPG LUN link may be removed while mapped LUNs still point at the LUN (allowed on 6.1);
 - loopback ``nexus``: read without one is ENODEV, a second one EEXIST, "NULL" drops it but is
   EPERM while LUNs are linked; the initiator prefix must match the WWN's (EINVAL).
 """
@@ -343,7 +346,7 @@ class FakeConfigfs(Configfs):
             sub_rel = self.relative(sub)
             if sub.is_symlink() or (sub.is_dir() and sub_rel in self._user_dirs):
                 raise _fail(errno.ENOTEMPTY, f"{sub_rel} is still inside {rel}")
-        # Fake's conservative choice: an object some link points at stays until unlinked.
+        # An object some link points at stays until unlinked (EBUSY, measured on 6.1).
         for link in self._all_links():
             if self._link_target_rel(link) == rel:
                 raise _fail(errno.EBUSY, f"{rel} is the target of {self.relative(link)}")
@@ -371,7 +374,6 @@ class FakeConfigfs(Configfs):
         if not path.is_symlink():
             raise _fail(errno.EPERM if path.exists() else errno.ENOENT, f"{rel} is not a link")
         target_rel = self._link_target_rel(path)
-        self._check_unlink(rel)
         super()._do_unlink(path)
         if target_rel in self._devices:
             self._refresh_info(target_rel)
@@ -594,7 +596,8 @@ class FakeConfigfs(Configfs):
             raise _fail(errno.EINVAL, f"portal {addr!r} is not <ip>:<port> or [ipv6]:<port>")
         for other_rel, other in self._tpgs.items():
             if other.fabric == "iscsi" and other.wwn == tpg.wwn and addr in other.portals:
-                raise _fail(errno.EEXIST, f"portal {addr} already on {other_rel}")
+                # Measured on 6.1: EINVAL reaches userspace (the doc's EEXIST does not).
+                raise _fail(errno.EINVAL, f"portal {addr} already on {other_rel}")
         self._user_dir(rel)
         tpg.portals.add(addr)
         self._kfile(f"{rel}/iser", "0", RW)
@@ -664,16 +667,24 @@ class FakeConfigfs(Configfs):
         if len(parts) == 6 and parts[3] == "lun":
             dev = self._devices.get(target_rel)
             if dev is None:
-                raise _fail(errno.EINVAL, f"{target_rel} is not a backstore device")
+                # Measured on 6.1: the kernel answers EFAULT, not EINVAL.
+                raise _fail(errno.EFAULT, f"{target_rel} is not a backstore device")
             if not dev.enabled:
                 raise _fail(errno.ENODEV, f"device {target_rel} is not enabled")
             if any(p.is_symlink() for p in holder.iterdir()):
                 raise _fail(errno.EEXIST, f"{'/'.join(parts[:5])} already holds a device")
             return
         if len(parts) == 7 and parts[3] == "acls":
-            if not target_rel.startswith(f"{tpg_rel}/lun/") or not _LUN_RE.match(
-                target_rel.rsplit("/", 1)[-1]
-            ):
+            target_parts = self._parts(target_rel)
+            is_lun = (
+                len(target_parts) == 5
+                and target_parts[3] == "lun"
+                and _LUN_RE.match(target_parts[4]) is not None
+            )
+            if not is_lun:
+                # Measured on 6.1: a link to a non-LUN object is EFAULT.
+                raise _fail(errno.EFAULT, f"{target_rel} is not a TPG LUN")
+            if not target_rel.startswith(f"{tpg_rel}/lun/"):
                 raise _fail(errno.EINVAL, f"{target_rel} is not a LUN of {tpg_rel}")
             if not any(p.is_symlink() for p in self.path(target_rel).iterdir()):
                 raise _fail(errno.ENODEV, f"{target_rel} holds no device")
@@ -692,15 +703,6 @@ class FakeConfigfs(Configfs):
     def _linked(self, link_rel: str, target_rel: str) -> None:
         if target_rel in self._devices:
             self._refresh_info(target_rel)
-
-    def _check_unlink(self, rel: str) -> None:
-        parts = self._parts(rel)
-        if len(parts) == 6 and parts[3] == "lun":
-            tpg_lun = "/".join(parts[:5])
-            for link in self._all_links():
-                if self._link_target_rel(link) == tpg_lun:
-                    # Conservative (unverified on a kernel): keep teardown order strict.
-                    raise _fail(errno.EBUSY, f"{tpg_lun} is still mapped by {link}")
 
     # ---- attribute stores --------------------------------------------------------------
 
@@ -876,7 +878,7 @@ class FakeConfigfs(Configfs):
     def _refresh_info(self, dev_rel: str) -> None:
         dev = self._devices[dev_rel]
         status = "ACTIVATED" if self._exported(dev_rel) else "DEACTIVATED"
-        depth = 128 if dev.enabled else 0
+        depth = 0  # measured on 6.1: TCMU devices print 0 here, enabled and exported
         block = self._get(f"{dev_rel}/attrib/hw_block_size")
         sectors = self._get(f"{dev_rel}/attrib/hw_max_sectors")
         core = (

@@ -124,6 +124,10 @@ class FakeTcmuKernel:
             attrs.append(("TCMU_ATTR_WRITECACHE", int(change["write_cache"])))
         self.emit(TCMU_CMD_RECONFIG_DEVICE, attrs)
 
+    def deliver(self, datagram: bytes) -> None:
+        """Queue raw bytes as if the kernel had sent them (e.g. a recorded fixture)."""
+        self._queue_msg(datagram)
+
     def pending(self) -> dict[int, int]:
         return dict(self._pending)
 

@@ -69,6 +69,7 @@ def test_user_backstore_export_and_teardown(cfs: Configfs) -> None:
         qfull_time_out=5,
     )
     dev = UserBackstore.create(cfs, "kt_cfs", opts)
+    uio_name = dev.uio_name
     loop: LoopbackTpg | None = None
     iscsi: IscsiTpg | None = None
     try:
@@ -95,6 +96,7 @@ def test_user_backstore_export_and_teardown(cfs: Configfs) -> None:
         assert loop.nexus is not None and loop.nexus.startswith("naa.")
         assert loop.luns() == {0: dev.rel}
         assert dev.info().status == "ACTIVATED"
+        print("info after export:", cfs.read(f"{dev.rel}/info"))
         with pytest.raises(ConfigfsError) as exc:
             dev.set_cmd_time_out(3)
         assert exc.value.errno == errno.EINVAL
@@ -131,7 +133,7 @@ def test_user_backstore_export_and_teardown(cfs: Configfs) -> None:
         dev.delete()
     assert not cfs.exists(f"iscsi/{IQN}")
     assert not cfs.exists(dev.hba)
-    assert dev.uio_name not in uio_names()
+    assert uio_name not in uio_names()
 
 
 def _probe(cfs: Configfs, record: Callable[..., None]) -> None:

@@ -114,7 +114,7 @@ def test_lun_link_rules(fake: FakeConfigfs) -> None:
     fake.write(f"{DEV}/enable", "1")
     fake.symlink(DEV, f"{LOOP_TPG}/lun/lun_0/a")
     assert _errno(fake.symlink, DEV, f"{LOOP_TPG}/lun/lun_0/b") == errno.EEXIST
-    assert _errno(fake.symlink, "core/user_0", f"{LOOP_TPG}/lun/lun_0/c") == errno.EINVAL
+    assert _errno(fake.symlink, "core/user_0", f"{LOOP_TPG}/lun/lun_0/c") == errno.EFAULT
     assert "Status: ACTIVATED" in fake.read(f"{DEV}/info")
     assert _errno(fake.write, f"{DEV}/attrib/cmd_time_out", "10") == errno.EINVAL
     assert _errno(fake.rmdir, f"{LOOP_TPG}/lun/lun_0") == errno.ENOTEMPTY
@@ -157,7 +157,7 @@ def test_iscsi_portals_acls_and_mapped_luns(fake: FakeConfigfs) -> None:
     fake.mkdir(f"iscsi/{IQN}/tpgt_2")
     assert fake.read(f"{ISCSI_TPG}/attrib/generate_node_acls") == "0"
     fake.mkdir(f"{ISCSI_TPG}/np/0.0.0.0:3260")
-    assert _errno(fake.mkdir, f"iscsi/{IQN}/tpgt_2/np/0.0.0.0:3260") == errno.EEXIST
+    assert _errno(fake.mkdir, f"iscsi/{IQN}/tpgt_2/np/0.0.0.0:3260") == errno.EINVAL
     fake.mkdir(f"iscsi/{IQN}/tpgt_2/np/[::1]:3260")
     assert _errno(fake.mkdir, f"{ISCSI_TPG}/np/nonsense") == errno.EINVAL
     fake.mkdir(f"{ISCSI_TPG}/lun/lun_0")
@@ -177,7 +177,8 @@ def test_iscsi_portals_acls_and_mapped_luns(fake: FakeConfigfs) -> None:
     fake.write(f"{acl}/tag", "group1")
     assert fake.read(f"{acl}/tag") == "group1"
     assert _errno(fake.rmdir, acl) == errno.ENOTEMPTY
-    assert _errno(fake.unlink, f"{ISCSI_TPG}/lun/lun_0/a") == errno.EBUSY
+    assert _errno(fake.symlink, DEV, f"{acl}/lun_5/n") == errno.EFAULT
+    fake.unlink(f"{ISCSI_TPG}/lun/lun_0/a")  # allowed on 6.1 even while mapped
 
 
 def test_portal_freed_on_rmdir(fake: FakeConfigfs) -> None:
