@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -212,3 +213,78 @@ def test_open_failure_leaves_no_descriptor_behind(tmp_path: Path) -> None:
     with pytest.raises(HandlerError, match="smaller than one 512-byte block"):
         VdiskHandler(VdiskParams(name="x", filename=make_file(tmp_path, 100)))
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def ring_buffer(data: bytes | int, split: int) -> DataBuffer:
+    """Two page-aligned iovecs like the ring's data area, cut at ``split`` bytes."""
+    raw = bytes(data) if isinstance(data, int) else data
+    first = memoryview(mmap.mmap(-1, max(split, 1)))[:split]
+    second = memoryview(mmap.mmap(-1, max(len(raw) - split, 1)))[: len(raw) - split]
+    first[:] = raw[:split]
+    second[:] = raw[split:]
+    return DataBuffer([first, second])
+
+
+MODES = {
+    "fileio": {},
+    "o_direct": {"o_direct": True},
+    "write_through": {"write_through": True},
+    "nv_cache": {"nv_cache": True},
+    "o_direct_wt": {"o_direct": True, "write_through": True},
+}
+
+
+@pytest.mark.parametrize("block_size", [512, 1024, 2048, 4096])
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_and_block_size_stores_the_data(
+    tmp_path: Path, mode: str, block_size: int
+) -> None:
+    path = make_file(tmp_path, MiB)
+    h = opened(VdiskParams(name="m", filename=path, blocksize=block_size, **MODES[mode]))
+    data = os.urandom(3 * block_size)
+    for split in (block_size, 4096, 100):  # aligned, page-sized, odd iovec boundaries
+        if split >= len(data):
+            continue
+        wr = Command(1, write10(5, 3), ring_buffer(data, split))
+        assert run(h, wr).status == GOOD
+        rd = Command(2, read10(5, 3), ring_buffer(len(data), split))
+        result = run(h, rd)
+        assert result.status == GOOD and rd.data.read() == data
+        data = os.urandom(3 * block_size)
+    h.close()
+    with open(path, "rb") as f:
+        f.seek(5 * block_size)
+        stored = f.read(3 * block_size)
+    rd_again = opened(VdiskParams(name="m", filename=path, blocksize=block_size))
+    check = command(read10(5, 3), 3 * block_size)
+    assert run(rd_again, check).status == GOOD and check.data.read() == stored
+    rd_again.close()
+
+
+def test_write_same_unmap_and_get_lba_status_on_a_thin_device(tmp_path: Path) -> None:
+    path = make_file(tmp_path, 4 * MiB)
+    h = opened(VdiskParams(name="tp", filename=path, thin_provisioned=True))
+    assert run(h, command(write10(0, 2048), os.urandom(MiB))).status == GOOD
+    # WRITE SAME(16), UNMAP bit, 1024 blocks of zeros from LBA 1024.
+    ws = struct.pack(">BBQIBB", 0x93, 0x08, 1024, 1024, 0, 0)
+    assert run(h, command(ws, bytes(512))).status == GOOD
+    rd = command(read10(1024, 16), b"\x99" * 8192)
+    assert run(h, rd).status == GOOD and rd.data.read() == bytes(8192)
+    # GET LBA STATUS from LBA 1024: the first descriptor is deallocated (status 1).
+    gls = struct.pack(">BBQIBB", 0x9E, 0x12, 1024, 64, 0, 0)
+    status = command(gls, 64)
+    assert run(h, status).status == GOOD
+    lba, blocks, provisioning = struct.unpack(">QIB", status.data.read(8, 13))
+    assert lba == 1024 and blocks >= 1024 and provisioning & 0xF == 1
+    h.close()
+
+
+def test_nullio_default_size_exceeds_read_capacity_10() -> None:
+    h = opened(VdiskParams(name="big", nullio=True))
+    rc10 = command(bytes([0x25]) + bytes(9), 8)
+    assert run(h, rc10).status == GOOD
+    assert struct.unpack(">II", rc10.data.read()) == (0xFFFFFFFF, 512)
+    rc16 = command(read_capacity16(), 32)
+    assert run(h, rc16).status == GOOD
+    assert struct.unpack(">Q", rc16.data.read(0, 8))[0] == 5 * 2**40 // 2 // 512 - 1
+    h.close()
