@@ -225,12 +225,12 @@ def ring_buffer(data: bytes | int, split: int) -> DataBuffer:
     return DataBuffer([first, second])
 
 
-MODES = {
-    "fileio": {},
-    "o_direct": {"o_direct": True},
-    "write_through": {"write_through": True},
-    "nv_cache": {"nv_cache": True},
-    "o_direct_wt": {"o_direct": True, "write_through": True},
+MODES: dict[str, tuple[str, ...]] = {
+    "fileio": (),
+    "o_direct": ("o_direct",),
+    "write_through": ("write_through",),
+    "nv_cache": ("nv_cache",),
+    "o_direct_wt": ("o_direct", "write_through"),
 }
 
 
@@ -240,7 +240,10 @@ def test_every_mode_and_block_size_stores_the_data(
     tmp_path: Path, mode: str, block_size: int
 ) -> None:
     path = make_file(tmp_path, MiB)
-    h = opened(VdiskParams(name="m", filename=path, blocksize=block_size, **MODES[mode]))
+    params = VdiskParams(name="m", filename=path, blocksize=block_size)
+    for flag in MODES[mode]:
+        setattr(params, flag, True)
+    h = opened(params)
     data = os.urandom(3 * block_size)
     for split in (block_size, 4096, 100):  # aligned, page-sized, odd iovec boundaries
         if split >= len(data):
