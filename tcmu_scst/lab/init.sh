@@ -10,6 +10,9 @@ EXIT="<<<tcmu-scst-lab:exit="
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# The target core writes APTPL reservations and ALUA state through kernel threads,
+# whose root is this initramfs: give it the directories it expects.
+mkdir -p /var/target/pr /var/target/alua
 
 say() { echo "tcmu-scst-lab: $*" > /dev/console; }
 finish() {
