@@ -57,6 +57,7 @@ __all__ = [
     "check_block_size",
     "crc32c_linux",
     "open_backend",
+    "open_dev_config",
     "parse_attributes",
     "parse_dev_config",
     "parse_proc_open",
@@ -173,6 +174,11 @@ class VdiskHandler(Handler):
         if not self._closed:
             self._closed = True
             self.backend.close()
+
+
+def open_dev_config(dev_config: str) -> VdiskHandler:
+    """The daemon's factory (``service.registry``): open a ``vdisk/...`` device."""
+    return VdiskHandler.from_dev_config(dev_config)
 
 
 def _sbc_device(config: BlockDeviceConfig, backend: Backend) -> SbcDevice:

@@ -291,3 +291,12 @@ def test_nullio_default_size_exceeds_read_capacity_10() -> None:
     assert run(h, rc16).status == GOOD
     assert struct.unpack(">Q", rc16.data.read(0, 8))[0] == 5 * 2**40 // 2 // 512 - 1
     h.close()
+
+
+def test_the_daemon_registry_opens_vdisk_devices(tmp_path: Path) -> None:
+    from tcmu_scst.service.registry import open_handler
+
+    params = VdiskParams(name="reg", filename=make_file(tmp_path), thin_provisioned=True)
+    handler = open_handler(to_dev_config(params))
+    assert isinstance(handler, VdiskHandler) and handler.params == params
+    handler.close()
