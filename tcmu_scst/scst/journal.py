@@ -2,7 +2,8 @@
 
 Every change goes to the wrapped tree and leaves an inverse in the journal:
 
-* ``mkdir X`` -> ``rmdir X`` (writes below X need no inverse: the rmdir undoes them);
+* ``mkdir X`` -> ``rmdir X`` (writes below X need no inverse: the rmdir undoes them;
+  objects made and removed again in the same transaction leave nothing to undo);
 * ``symlink`` -> ``unlink``; ``unlink`` -> ``symlink`` to the old target, then the
   mapped LUN's ``write_protect`` again (the kernel applies it to the linked entry);
 * ``write`` of an existing object's attribute -> write of the value read before;
@@ -92,26 +93,35 @@ class Journal(Configfs):
             self.undo.append((rel, lambda: self.inner.write(rel, restore)))
 
     def mkdir(self, rel: str) -> None:
+        # Always journaled, also inside a new directory: configfs only removes a
+        # directory once every user-made child is gone, so undo removes them one by one.
         self.inner.mkdir(rel)
         self.operations += 1
-        if not self._inside_created(rel):
-            self.created.add(rel)
-            self.undo.append((rel, lambda: self.inner.rmdir(rel)))
+        self.created.add(rel)
+        self.undo.append((rel, lambda: self.inner.rmdir(rel)))
 
     def symlink(self, target_rel: str, link_rel: str) -> None:
         self.inner.symlink(target_rel, link_rel)
         self.operations += 1
-        if not self._inside_created(link_rel):
-            self.undo.append((link_rel, lambda: self.inner.unlink(link_rel)))
+        self.created.add(link_rel)
+        self.undo.append((link_rel, lambda: self.inner.unlink(link_rel)))
+
+    def _forget(self, rel: str) -> None:
+        """``rel`` was made and removed in this transaction: nothing to undo for it."""
+        self.created.discard(rel)
+        self.undo = [(p, u) for p, u in self.undo if p != rel and not p.startswith(rel + "/")]
 
     def unlink(self, rel: str) -> None:
+        if rel in self.created:
+            self.inner.unlink(rel)
+            self.operations += 1
+            self._forget(rel)
+            return
         target = self.inner.readlink(rel)
         mapped = _MAPPED_LINK.match(rel)
         protect = self._try_read(f"{mapped.group(1)}/write_protect") if mapped else None
         self.inner.unlink(rel)
         self.operations += 1
-        if self._inside_created(rel):
-            return
 
         def relink() -> None:
             self.inner.symlink(target, rel)
@@ -122,11 +132,9 @@ class Journal(Configfs):
 
     def rmdir(self, rel: str) -> None:
         if rel in self.created:
-            # Made in this transaction: forget it and everything journaled below it.
             self.inner.rmdir(rel)
             self.operations += 1
-            self.created.discard(rel)
-            self.undo = [(p, u) for p, u in self.undo if p != rel and not p.startswith(rel + "/")]
+            self._forget(rel)
             return
         restore = self._snapshot(rel)
         self.inner.rmdir(rel)
