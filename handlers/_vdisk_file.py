@@ -307,6 +307,23 @@ class FileBackend:
         except OSError as exc:
             raise self._error(f"discard of {length} bytes at {offset}", exc) from None
 
+    def check_discard(self) -> None:
+        """Refuse thin provisioning now if the file system cannot punch holes.
+
+        Punching past the end of the file (KEEP_SIZE) touches no data yet fails
+        with EOPNOTSUPP exactly where a real UNMAP would. Block devices need no
+        check: without WRITE ZEROES they fall back to writing zeros.
+        """
+        if self.is_block_device or self.mode.read_only:
+            return
+        try:
+            sysio.punch_hole(self.fd, max(os.fstat(self.fd).st_size, self._size), self.block_size)
+        except OSError as exc:
+            raise self._fail(
+                f"thin_provisioned needs hole punching, which the file system holding "
+                f"{self.path} refuses ({exc.strerror}); drop thin_provisioned or move the file"
+            ) from None
+
     def _deallocate(self, offset: int, length: int) -> None:
         try:
             sysio.punch_hole(self.fd, offset, length)

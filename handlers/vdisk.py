@@ -85,7 +85,14 @@ def open_backend(params: VdiskParams) -> Backend:
         o_direct=params.o_direct,
         blockio=params.blockio,
     )
-    return FileBackend(params.filename, params.blocksize, mode, label=params.name)
+    backend = FileBackend(params.filename, params.blocksize, mode, label=params.name)
+    if params.thin_provisioned:
+        try:
+            backend.check_discard()
+        except HandlerError:
+            backend.close()
+            raise
+    return backend
 
 
 def block_device_config(params: VdiskParams) -> BlockDeviceConfig:

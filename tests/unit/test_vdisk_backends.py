@@ -356,3 +356,26 @@ def test_enospc_reaches_the_sbc_layer_as_errno(
         backend.write_bytes(0, bytes(512))
     assert info.value.errno == errno.ENOSPC
     backend.close()
+
+
+def test_thin_provisioning_probe_passes_without_touching_the_file(tmp_path: Path) -> None:
+    path = make_file(tmp_path, MiB)
+    backend = open_backend(VdiskParams(name="tp", filename=path, thin_provisioned=True))
+    assert os.stat(path).st_size == MiB
+    backend.close()
+
+
+def test_thin_provisioning_on_a_file_system_without_holes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tcmu_scst.handlers import _vdisk_sys
+
+    def no_holes(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(_vdisk_sys, "punch_hole", no_holes)
+    before = len(os.listdir("/proc/self/fd"))
+    params = VdiskParams(name="tp", filename=make_file(tmp_path), thin_provisioned=True)
+    with pytest.raises(HandlerError, match="thin_provisioned needs hole punching"):
+        open_backend(params)
+    assert len(os.listdir("/proc/self/fd")) == before
