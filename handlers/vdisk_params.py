@@ -246,6 +246,32 @@ def parse_proc_open(line: str, *, setup_id: int = 0) -> VdiskParams:
     return params.validate()
 
 
+@dataclass(frozen=True, slots=True)
+class ProcCommand:
+    """One line written to 0.9.6's ``/proc/scsi_tgt/vdisk/vdisk``."""
+
+    action: str  # "open", "close" or "resync_size"
+    name: str
+    params: VdiskParams | None = None  # for "open" only
+
+
+def parse_proc_command(line: str, *, setup_id: int = 0) -> ProcCommand:
+    """Parse ``open NAME ...``, ``close NAME`` or ``resync_size NAME``."""
+    words = line.split()
+    action = words[0] if words else ""
+    if action == "open":
+        params = parse_proc_open(line, setup_id=setup_id)
+        return ProcCommand("open", params.name, params)
+    if action in ("close", "resync_size"):
+        if len(words) != 2:
+            raise ConfigError(f"vdisk {action}: give exactly one device NAME: {action} NAME")
+        return ProcCommand(action, words[1])
+    raise ConfigError(
+        f"vdisk: unknown action {action!r}; use open|close|resync_size NAME "
+        "[FILE_NAME [BLOCK_SIZE] [WRITE_THROUGH READ_ONLY O_DIRECT NULLIO NV_CACHE BLOCKIO]]"
+    )
+
+
 def _parse_proc_number(name: str, word: str) -> int:
     try:
         return int(word, 0)

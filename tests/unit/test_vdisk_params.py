@@ -336,3 +336,16 @@ def test_proc_round_trip(params: VdiskParams) -> None:
             to_proc_open(params)
         return
     assert parse_proc_open(to_proc_open(params), setup_id=params.setup_id) == params
+
+
+def test_proc_commands_open_close_resync() -> None:
+    from tcmu_scst.handlers.vdisk import ProcCommand, parse_proc_command
+
+    opened = parse_proc_command("open d1 /f 4096 NV_CACHE")
+    assert opened.action == "open" and opened.params is not None and opened.params.nv_cache
+    assert parse_proc_command("close d1\n") == ProcCommand("close", "d1")
+    assert parse_proc_command("resync_size d1") == ProcCommand("resync_size", "d1")
+    with pytest.raises(ConfigError, match="give exactly one device NAME: close NAME"):
+        parse_proc_command("close")
+    with pytest.raises(ConfigError, match=r"unknown action .change.; use open\|close\|resync"):
+        parse_proc_command("change d1 /f")
