@@ -45,7 +45,8 @@ def _usable(cfs: Configfs) -> bool:
     return cfs.available() and (cfs.root != DEFAULT_ROOT or cfs.exists("core"))
 
 
-def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO = sys.stdout) -> int:
+def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     config = load(path, fmt)
     warnings = check_system(config)
     for warning in warnings:
@@ -72,8 +73,9 @@ def apply(
     *,
     nl_reply_supported: int = 0,
     dry_run: bool = False,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
+    out = out or sys.stdout
     config = load(path, fmt)
     check_system(config)
     if cfs.root == DEFAULT_ROOT:
@@ -95,7 +97,8 @@ def apply(
     return 0
 
 
-def save(path: Path, cfs: Configfs, state_file: Path, out: TextIO = sys.stdout) -> int:
+def save(path: Path, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     if not cfs.available():
         raise ConfigError(f"{cfs.target} does not exist: is configfs mounted and LIO loaded?")
     config = live_config(cfs, load_ownership(state_file))
