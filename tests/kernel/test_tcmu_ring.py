@@ -94,8 +94,9 @@ class RawRig:
         if op == 0x12:  # INQUIRY
             if cmd.cdb[1] & 1:
                 return Result(CHECK_CONDITION, INVALID_FIELD)
-            data = bytes([0x03, 0, 0x05, 0x02, 31, 0, 0, 0x02]) + b"TCMUSCST" + b"RING TEST".ljust(16)
-            data += b"0001"
+            # peripheral type 3 (processor), SPC-3, 36 bytes
+            data = bytes([0x03, 0, 0x05, 0x02, 31, 0, 0, 0x02]) + b"TCMUSCST"
+            data += b"RING TEST".ljust(16) + b"0001"
             n = cmd.data.write(data[: int.from_bytes(cmd.cdb[3:5], "big")])
             return Result(data_in_len=n)
         if op == 0x28:  # READ(10): a pattern of the LBA
