@@ -11,10 +11,12 @@ block range shared, COMPARE AND WRITE exclusive (:mod:`tcmu_scst.scsi.rangelock`
 so the compare and the write are atomic against every overlapping command.
 
 Transfer-length mismatches (the kernel's data length is the initiator's expected
-length, tcmu-abi §2.6): Data-In is cut to the buffer (the fabric reports the
-residual); a Data-Out buffer that is not exactly what the CDB describes is refused
-with INVALID FIELD IN COMMAND INFORMATION UNIT, as LIO does for its own backends,
-because writing a guess of the data is worse than failing.
+length, tcmu-abi §2.6) follow SAM-5 5.4.3: only what both the CDB and the buffer
+cover is transferred. Data-In is cut to the buffer; a longer Data-Out buffer has
+its excess ignored; a shorter one is processed for the whole blocks it holds.
+A buffer that ends inside a block cannot be written without inventing data, so it
+is refused with INVALID FIELD IN COMMAND INFORMATION UNIT (0E/03) before anything
+is written. COMPARE AND WRITE needs all its 2 x N blocks.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class SbcDevice(SpcDevice):
         self.backend = backend
         self._locks = RangeLock()
         self._default_write_back = config.write_back
+        #: PREVENT ALLOW MEDIUM REMOVAL state (device-wide, like everything here).
+        self.prevent_removal = False
         self._mode_pages = self._build_mode_pages()
         for opcode in (op.READ_6, op.READ_10, op.READ_12, op.READ_16):
             self.register(opcode, None, self._read)
@@ -167,13 +171,25 @@ class SbcDevice(SpcDevice):
         if lba + blocks > self.capacity:
             raise SenseError.lba_out_of_range()
 
-    @staticmethod
-    def _check_data_out(cmd: Command, expected: int) -> None:
-        if len(cmd.data) != expected:
+    def _data_out_blocks(self, cmd: Command, blocks: int) -> int:
+        """How many of ``blocks`` the Data-Out buffer really holds (SAM-5 overrun rules)."""
+        bs = self.config.block_size
+        have = len(cmd.data)
+        if have >= blocks * bs:
+            return blocks
+        if have % bs:
             log.warning(
-                "%r: Data-Out buffer holds %d bytes, the CDB describes %d; refused",
-                cmd, len(cmd.data), expected,
+                "%r: Data-Out buffer of %d bytes ends inside a %d-byte block; refused",
+                cmd, have, bs,
             )
+            raise SenseError.invalid_field_in_command_iu()
+        return have // bs
+
+    @staticmethod
+    def _require_data_out(cmd: Command, needed: int) -> None:
+        if len(cmd.data) < needed:
+            log.warning("%r: Data-Out buffer holds %d bytes, the command needs %d; refused",
+                        cmd, len(cmd.data), needed)
             raise SenseError.invalid_field_in_command_iu()
 
     @contextmanager
@@ -211,10 +227,10 @@ class SbcDevice(SpcDevice):
         fua = len(cdb) > 6 and bool(cdb[1] & _FUA)
         self._check_transfer(blocks, length_field)
         self._check_range(lba, blocks)
+        blocks = self._data_out_blocks(cmd, blocks)
         if blocks == 0:
             return Result()
         bs = self.config.block_size
-        self._check_data_out(cmd, blocks * bs)
         with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
             self.backend.write(lba * bs, blocks * bs, cmd.data, 0, fua=self._durable(fua))
         return Result()
@@ -259,12 +275,12 @@ class SbcDevice(SpcDevice):
         offset = lba * bs
         with self._locks.shared(lba, lba + blocks):
             if bytchk == 0b01:
-                self._check_data_out(cmd, blocks * bs)
+                blocks = self._data_out_blocks(cmd, blocks)
                 self._compare_medium(offset, cmd.data.read, blocks * bs)
             else:
                 # BYTCHK 11b: one block of Data-Out compared with every block. The
                 # INFORMATION offset counts as if that block were repeated.
-                self._check_data_out(cmd, bs)
+                self._require_data_out(cmd, bs)
                 block = cmd.data.read(0, bs)
                 per_chunk = max(1, CHUNK // bs)
                 pattern = block * per_chunk
@@ -285,11 +301,11 @@ class SbcDevice(SpcDevice):
         lba, blocks, length_field = rw_lba_and_length(cdb)
         self._check_transfer(blocks, length_field)
         self._check_range(lba, blocks)
+        blocks = self._data_out_blocks(cmd, blocks)
         if blocks == 0:
             return Result()
         bs = self.config.block_size
         length = blocks * bs
-        self._check_data_out(cmd, length)
         with self._locks.shared(lba, lba + blocks):
             with self._backend_errors(True):
                 # Verification is of the medium, so the write must reach it first.
@@ -323,8 +339,10 @@ class SbcDevice(SpcDevice):
         lba, blocks, _ = rw_lba_and_length(cdb)
         self._check_range(lba, blocks)
         immed = bool(cdb[1] & 0x02)
-        if blocks == 0:
-            blocks = self.capacity - lba  # 0 = to the last logical block
+        if blocks == 0:  # 0 = from LBA to the last logical block
+            if lba >= self.capacity:
+                raise SenseError.lba_out_of_range()
+            blocks = self.capacity - lba
         bs = self.config.block_size
         if blocks:
             with self._backend_errors(False):
@@ -342,9 +360,9 @@ class SbcDevice(SpcDevice):
             raise SenseError.invalid_field_in_cdb(1, 3)  # LBPWS/LBPWS10 are 0
         capacity = self.capacity
         if blocks == 0:
-            # WSNZ=0: zero means "to the last logical block", still bounded by the
-            # MAXIMUM WRITE SAME LENGTH we report (SBC-4 5.50).
-            if lba > capacity:
+            # WSNZ=0: zero means "from LBA to the last logical block", still bounded
+            # by the MAXIMUM WRITE SAME LENGTH we report (SBC-4 5.50).
+            if lba >= capacity:
                 raise SenseError.lba_out_of_range()
             blocks = capacity - lba
         if blocks > self.config.max_write_same_blocks:
@@ -354,7 +372,7 @@ class SbcDevice(SpcDevice):
         if ndob:
             block = bytes(bs)
         else:
-            self._check_data_out(cmd, bs)
+            self._require_data_out(cmd, bs)
             block = cmd.data.read(0, bs)
         if blocks == 0:
             return Result()
@@ -435,7 +453,7 @@ class SbcDevice(SpcDevice):
             return Result()
         bs = self.config.block_size
         length = blocks * bs
-        self._check_data_out(cmd, 2 * length)
+        self._require_data_out(cmd, 2 * length)
         with self._locks.exclusive(lba, lba + blocks):
             with self._backend_errors(False):
                 medium = self.backend.read_bytes(lba * bs, length)
@@ -499,26 +517,40 @@ class SbcDevice(SpcDevice):
     # -- START STOP UNIT / PREVENT ALLOW MEDIUM REMOVAL -----------------------------------
 
     def _start_stop_unit(self, cmd: Command, cdb: bytes) -> Result:
-        """START STOP UNIT (SBC-4 5.25): START=0 stops media access until START=1."""
-        if cdb[4] >> 4:  # POWER CONDITION: only START_VALID (0h) is supported
-            raise SenseError.invalid_field_in_cdb(4, 7)
-        if cdb[3] & 0x0F:  # POWER CONDITION MODIFIER must be 0 with START_VALID
-            raise SenseError.invalid_field_in_cdb(3, 3)
-        loej = bool(cdb[4] & 0x02)
+        """START STOP UNIT (SBC-4 5.25).
+
+        START=0 stops media access (NOT READY, INITIALIZING COMMAND REQUIRED)
+        until START=1. On a removable device LOEJ=1 also ejects (MEDIUM NOT
+        PRESENT) or loads the medium; a load reports MEDIUM MAY HAVE CHANGED.
+        """
+        byte4 = cdb[4]
+        if byte4 >> 4:
+            # A POWER CONDITION other than START_VALID: a virtual unit has no
+            # power states to enter, and START/LOEJ are then ignored (SBC-4).
+            return Result()
+        start, loej, no_flush = bool(byte4 & 0x01), bool(byte4 & 0x02), bool(byte4 & 0x04)
         if loej and not self.config.removable:
             raise SenseError.invalid_field_in_cdb(4, 1)
-        if cdb[4] & 0x01:
+        if start:
+            if loej and not self.medium_present:
+                self.medium_present = True
+                self.unit_attentions.post(*UA_MEDIUM_MAY_HAVE_CHANGED)
             self.started = True
             return Result()
-        if not cdb[4] & 0x04 and not self.config.nv_cache:  # NO_FLUSH=0: flush first
+        if loej and self.prevent_removal:
+            raise SenseError.medium_removal_prevented()
+        if not no_flush and not self.config.nv_cache and self.medium_present:
             with self._backend_errors(True):
                 self.backend.flush(0, 0)
         self.started = False
+        if loej:
+            self.medium_present = False
         return Result()
 
     def _prevent_allow_medium_removal(self, cmd: Command, cdb: bytes) -> Result:
         if cdb[4] & 0x02:  # PREVENT 10b/11b are obsolete (MMC only)
             raise SenseError.invalid_field_in_cdb(4, 1)
+        self.prevent_removal = bool(cdb[4] & 0x01)
         return Result()
 
     # -- VPD and mode pages ----------------------------------------------------------

@@ -188,6 +188,14 @@ class SenseError(Exception):
         return cls(NOT_READY, 0x04, 0x02)
 
     @classmethod
+    def medium_not_present(cls) -> SenseError:  # 3A/00
+        return cls(NOT_READY, 0x3A, 0x00)
+
+    @classmethod
+    def medium_removal_prevented(cls) -> SenseError:  # 53/02
+        return cls(ILLEGAL_REQUEST, 0x53, 0x02)
+
+    @classmethod
     def unit_attention(cls, asc: int, ascq: int) -> SenseError:
         return cls(UNIT_ATTENTION, asc, ascq)
 

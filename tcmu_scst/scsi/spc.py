@@ -2,7 +2,7 @@
 
 :class:`SpcDevice` answers INQUIRY (standard and VPD 00h/80h/83h), REQUEST SENSE,
 TEST UNIT READY, REPORT SUPPORTED OPERATION CODES and MODE SENSE/SELECT, keeps
-the unit attention queue and the started/stopped state, and dispatches every
+the unit attention queue and the started/medium state, and dispatches every
 other command to handlers a subclass registers (``scsi.sbc`` for disks).
 
 :meth:`SpcDevice.execute` never raises: a bad CDB is a CHECK CONDITION, and an
@@ -76,6 +76,8 @@ class SpcDevice:
         self.unit_attentions = UnitAttentionQueue()
         #: False after START STOP UNIT with START=0: media access gets NOT READY.
         self.started = True
+        #: False after a removable medium was ejected (START STOP UNIT, LOEJ=1).
+        self.medium_present = True
         self._handlers: dict[tuple[int, int | None], CommandHandler] = {}
         self._specs: dict[tuple[int, int | None], OpSpec] = {}
         self.register(op.TEST_UNIT_READY, None, self._test_unit_ready)
@@ -141,8 +143,10 @@ class SpcDevice:
             raise SenseError.invalid_opcode()
         check_cdb(cdb, spec)
         cdb = bytes(cdb[: spec.cdb_len])
-        if spec.media_access and not self.started:
-            raise SenseError.not_ready_initializing_command_required()
+        if spec.media_access:
+            not_ready = self.not_ready_error()
+            if not_ready is not None:
+                raise not_ready
         if spec.writes_medium and self.write_protected():
             raise SenseError.write_protected()
         return self._handlers[spec.key](cmd, cdb)
@@ -151,6 +155,14 @@ class SpcDevice:
 
     def write_protected(self) -> bool:
         return False
+
+    def not_ready_error(self) -> SenseError | None:
+        """Why media access fails right now (NOT READY), or None when the unit is ready."""
+        if not self.medium_present:
+            return SenseError.medium_not_present()
+        if not self.started:
+            return SenseError.not_ready_initializing_command_required()
+        return None
 
     def vpd_pages(self) -> dict[int, Callable[[], bytes]]:
         """VPD page code -> builder of the page's bytes after the 4-byte header."""
@@ -229,8 +241,9 @@ class SpcDevice:
     # -- TEST UNIT READY / REQUEST SENSE ------------------------------------
 
     def _test_unit_ready(self, cmd: Command, cdb: bytes) -> Result:
-        if not self.started:
-            raise SenseError.not_ready_initializing_command_required()
+        not_ready = self.not_ready_error()
+        if not_ready is not None:
+            raise not_ready
         return Result()
 
     def _request_sense(self, cmd: Command, cdb: bytes) -> Result:
@@ -240,8 +253,8 @@ class SpcDevice:
         attention = self.unit_attentions.pop()
         if attention is not None:
             sense = attention.sense
-        elif not self.started:
-            sense = SenseError.not_ready_initializing_command_required().sense
+        elif (not_ready := self.not_ready_error()) is not None:
+            sense = not_ready.sense
         else:
             sense = build_sense(NO_SENSE, 0x00, 0x00)
         if desc:

@@ -102,6 +102,7 @@ def test_pre_fetch() -> None:
     assert [c[1:3] for c in backend.calls if c[0] == "prefetch"] == [
         (BS, 2 * BS), (BS, 2 * BS), ((BLOCKS - 4) * BS, 4 * BS)]
     assert run(dev.execute, h.rw_cdb(op.PRE_FETCH, BLOCKS, 1)).sense.code == (5, 0x21, 0)
+    assert run(dev.execute, h.rw_cdb(op.PRE_FETCH, BLOCKS, 0)).sense.code == (5, 0x21, 0)
 
 
 # -- WRITE SAME ------------------------------------------------------------------------
@@ -121,6 +122,8 @@ def test_write_same_zero_blocks_means_to_the_end() -> None:
     assert run(dev.execute, h.rw_cdb(op.WRITE_SAME_16, BLOCKS - 10, 0),
                data_out=block).status == GOOD
     assert backend.data[(BLOCKS - 10) * BS :] == block * 10
+    at_end = run(dev.execute, h.rw_cdb(op.WRITE_SAME_16, BLOCKS, 0), data_out=block)
+    assert at_end.sense.code == (5, 0x21, 0x00)
     limited, _ = make_disk(max_write_same_blocks=8)
     reply = run(limited.execute, h.rw_cdb(op.WRITE_SAME_16, BLOCKS - 10, 0), data_out=block)
     assert reply.sense.field == (True, 10, 7)
@@ -137,8 +140,10 @@ def test_write_same_limits_and_fields() -> None:
     assert lbdata.sense.field == (True, 1, 1)
     not_thin = run(dev.execute, h.rw_cdb(op.WRITE_SAME, 0, 1, byte1=0x08), data_out=block)
     assert not_thin.sense.field == (True, 1, 3)
-    wrong = run(dev.execute, h.rw_cdb(op.WRITE_SAME, 0, 1), data_out=bytes(2 * BS))
-    assert wrong.sense.code == (5, 0x0E, 0x03)
+    short = run(dev.execute, h.rw_cdb(op.WRITE_SAME, 0, 1), data_out=bytes(BS - 1))
+    assert short.sense.code == (5, 0x0E, 0x03)
+    longer = run(dev.execute, h.rw_cdb(op.WRITE_SAME, 0, 1), data_out=bytes(2 * BS))
+    assert longer.status == GOOD
     past = run(dev.execute, h.rw_cdb(op.WRITE_SAME, BLOCKS - 1, 2), data_out=block)
     assert past.sense.code == (5, 0x21, 0)
 
@@ -289,10 +294,39 @@ def test_stop_with_no_flush_and_bad_fields() -> None:
     dev, backend = make_disk()
     assert run(dev.execute, h.start_stop(start=False, no_flush=True)).status == GOOD
     assert backend.flushes == 0
-    assert run(dev.execute, h.start_stop(start=True, power=2)).sense.field == (True, 4, 7)
     assert run(dev.execute, h.start_stop(start=True, loej=True)).sense.field == (True, 4, 1)
-    removable, _ = make_disk(removable=True)
-    assert run(removable.execute, h.start_stop(start=True, loej=True)).status == GOOD
+
+
+def test_power_conditions_are_accepted_and_ignore_start_and_loej() -> None:
+    dev, backend = make_disk(removable=True)
+    for power in range(1, 16):
+        assert run(dev.execute, h.start_stop(start=False, loej=True, power=power)).status == GOOD
+    assert run(dev.execute, h.TEST_UNIT_READY).status == GOOD
+    assert backend.flushes == 0
+
+
+def test_removable_eject_and_load() -> None:
+    dev, backend = make_disk(removable=True)
+    assert run(dev.execute, h.start_stop(start=False, loej=True)).status == GOOD
+    assert backend.flushes == 1
+    assert run(dev.execute, h.TEST_UNIT_READY).sense.code == (2, 0x3A, 0x00)
+    reply = run(dev.execute, h.rw_cdb(op.READ_10, 0, 1), in_len=BS)
+    assert reply.sense.code == (2, 0x3A, 0x00)
+    assert run(dev.execute, h.start_stop(start=True, loej=True)).status == GOOD
+    assert run(dev.execute, h.TEST_UNIT_READY).sense.code == (6, 0x28, 0x00)
+    assert run(dev.execute, h.TEST_UNIT_READY).status == GOOD
+
+
+def test_eject_refused_while_removal_is_prevented() -> None:
+    dev, _ = make_disk(removable=True)
+    prevent = bytes((op.ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 1, 0))
+    allow = bytes((op.ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 0, 0))
+    assert run(dev.execute, prevent).status == GOOD
+    reply = run(dev.execute, h.start_stop(start=False, loej=True))
+    assert reply.sense.code == (5, 0x53, 0x02)
+    assert run(dev.execute, h.TEST_UNIT_READY).status == GOOD
+    assert run(dev.execute, allow).status == GOOD
+    assert run(dev.execute, h.start_stop(start=False, loej=True)).status == GOOD
 
 
 def test_prevent_allow_medium_removal() -> None:

@@ -98,12 +98,31 @@ def test_read_into_larger_buffer_reports_only_what_was_read() -> None:
     assert reply.buffer[BS:] == bytes([STALE]) * (3 * BS)
 
 
-@pytest.mark.parametrize("size", [BS - 1, 3 * BS, 0])
-def test_write_buffer_length_mismatch_refused(size: int) -> None:
+@pytest.mark.parametrize("size", [BS - 1, BS + 100, 2 * BS - 1])
+def test_write_buffer_ending_inside_a_block_refused(size: int) -> None:
     dev, backend = make_disk()
     reply = run(dev.execute, h.rw_cdb(op.WRITE_10, 0, 2), data_out=b"q" * size)
     assert reply.sense.code == (5, 0x0E, 0x03)
     assert backend.data[: 2 * BS] == bytes(2 * BS)
+
+
+def test_write_longer_buffer_writes_only_what_the_cdb_says() -> None:
+    dev, backend = make_disk()
+    backend.data[: 2 * BS] = b"a" * (2 * BS)
+    reply = run(dev.execute, h.rw_cdb(op.WRITE_10, 0, 1), data_out=b"b" * (2 * BS))
+    assert reply.status == GOOD
+    assert backend.data[: 2 * BS] == b"b" * BS + b"a" * BS
+
+
+def test_write_shorter_buffer_writes_only_the_blocks_it_holds() -> None:
+    dev, backend = make_disk()
+    backend.data[: 2 * BS] = b"a" * (2 * BS)
+    reply = run(dev.execute, h.rw_cdb(op.WRITE_10, 0, 2), data_out=b"b" * BS)
+    assert reply.status == GOOD
+    assert backend.data[: 2 * BS] == b"b" * BS + b"a" * BS
+    empty = run(dev.execute, h.rw_cdb(op.WRITE_10, 0, 1), data_out=b"")
+    assert empty.status == GOOD
+    assert not [c for c in backend.calls if c[0] == "write" and c[2] != BS]
 
 
 def test_fua_and_write_modes() -> None:
@@ -203,8 +222,8 @@ def test_verify_bytchk_3_compares_one_block_with_each() -> None:
     reply = run(dev.execute, h.rw_cdb(op.VERIFY_16, 0, 3, byte1=0x06), data_out=block)
     assert reply.sense.code == (0xE, 0x1D, 0x00)
     assert reply.sense.information == 2 * BS + 5
-    wrong_size = run(dev.execute, h.rw_cdb(op.VERIFY_16, 0, 3, byte1=0x06), data_out=block * 3)
-    assert wrong_size.sense.code == (5, 0x0E, 0x03)
+    short = run(dev.execute, h.rw_cdb(op.VERIFY_16, 0, 3, byte1=0x06), data_out=block[:100])
+    assert short.sense.code == (5, 0x0E, 0x03)
 
 
 def test_verify_read_error() -> None:
