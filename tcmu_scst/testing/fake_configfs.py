@@ -20,7 +20,7 @@ Emulated rules (target_core_*configfs.c, tcm_loop, iscsi_target, tcm_qla2xxx, tc
   inside ``dev_config`` silently truncates it; ring sizing refused after enable (EINVAL);
 - ``enable``: 1 configures the device (a second 1 is EEXIST), registers a fake UIO name;
 - LUN link: target must be a device (EINVAL), enabled (ENODEV), one per LUN (EEXIST);
-  ``cmd_time_out`` refused while exported (EINVAL);
+  ``cmd_time_out`` and ``wwn/vpd_unit_serial`` refused while exported (EINVAL);
 - LUN/mapped-LUN link to an object of the wrong kind: EFAULT (measured on 6.1);
 - mapped-LUN link: target must be ``lun/lun_L`` of the same TPG (EINVAL), holding a device;
   a TPG LUN link may be removed while mapped LUNs still point at the LUN (allowed on 6.1);
@@ -723,6 +723,9 @@ class FakeConfigfs(Configfs):
             self._store_action("/".join(parts[:3]), leaf, value)
             return
         if leaf == "vpd_unit_serial":
+            if self._exported("/".join(parts[:3])):
+                # Measured on 6.1: the serial cannot change while the device is exported.
+                raise _fail(errno.EINVAL, "unit serial is fixed while LUNs export the device")
             serial = value.strip()
             if len(serial) > 254:
                 raise _fail(errno.EOVERFLOW, "unit serial too long")
@@ -730,8 +733,9 @@ class FakeConfigfs(Configfs):
             return
         if leaf in ("write_protect", "cmdsn_depth", "iser", "cxgbit"):
             number = _parse_int(value, leaf)
-            if leaf == "cmdsn_depth" and not 1 <= number <= 512:
-                raise _fail(errno.EINVAL, "cmdsn_depth must be 1..512")
+            if leaf == "cmdsn_depth" and not 0 <= number <= 512:
+                # Measured on 6.1: 513 is refused, 0 is accepted.
+                raise _fail(errno.EINVAL, "cmdsn_depth must be 0..512")
             self._set(rel, str(number) if leaf == "cmdsn_depth" else str(int(bool(number))))
             return
         if leaf == "tag":

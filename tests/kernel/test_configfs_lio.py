@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,33 @@ def _probe(cfs: Configfs, record: Callable[..., None]) -> None:
         None,
     )
     record("rmdir_acl_with_mapped_lun", cfs.rmdir, acl)
+    record("cmdsn_depth_0", cfs.write, f"{acl}/cmdsn_depth", "0")
+    record("cmdsn_depth_513", cfs.write, f"{acl}/cmdsn_depth", "513")
+    cfs.write(f"{acl}/tag", "grp")
+    record("tag_read", cfs.read, f"{acl}/tag")
+    cfs.write(f"{acl}/tag", "NULL")
+    record("tag_after_null", cfs.read, f"{acl}/tag")
+    cfs.write(f"{acl}/auth/userid", "NULL")
+    record("auth_userid_after_null", cfs.read, f"{acl}/auth/userid")
+    cfs.write(f"{acl}/lun_2/write_protect", "1")
+    record("wp_after_write", cfs.read, f"{acl}/lun_2/write_protect")
+    record("unknown_control_key", cfs.write, f"{dev}/control", "bogus_key=1")
+    record("reconfig_dev_size_no_listener", cfs.write, f"{dev}/attrib/dev_size", "2097152")
+    record("reconfig_dev_config_no_listener", cfs.write, f"{dev}/attrib/dev_config", "probe/y")
+    record("dev_size_after_failed_reconfig", cfs.read, f"{dev}/attrib/dev_size")
+    record("vpd_unit_serial_unset", cfs.read, f"{dev}/wwn/vpd_unit_serial")
+    record("vpd_unit_serial_exported", cfs.write, f"{dev}/wwn/vpd_unit_serial", "probe123")
+    cfs.write(f"{dev}/action/block_dev", "1")
+    record("block_dev_read_blocked", cfs.read, f"{dev}/action/block_dev")
+    record("reset_ring_3", cfs.write, f"{dev}/action/reset_ring", "3")
+    cfs.write(f"{dev}/action/block_dev", "0")
+    record("block_dev_read_unblocked", cfs.read, f"{dev}/action/block_dev")
+    record("loopback_nexus_read", cfs.read, f"{loop}/nexus")
+    record("loopback_address", lambda: re.sub(r"^\d+", "H", cfs.read(f"{loop}/address")), None)
+    cfs.write(f"{iqn}/tpgt_1/enable", "1")
+    record("iscsi_tpg_enable_read", cfs.read, f"{iqn}/tpgt_1/enable")
+    record("iscsi_tpg_enable_2", cfs.write, f"{iqn}/tpgt_1/enable", "2")
+    cfs.write(f"{iqn}/tpgt_1/enable", "0")
     record("mkdir_portal_on_loopback", cfs.mkdir, f"{loop}/np/127.0.0.1:3264")
     record("mkdir_unloaded_fabric", cfs.mkdir, "qla2xxx")
     # The two the fake guesses at (EBUSY): last, since success changes the tree.
@@ -227,7 +255,8 @@ def _run_probe(cfs: Configfs) -> dict[str, object]:
 
 @pytest.fixture
 def fake_results(tmp_path: Path) -> Iterator[dict[str, object]]:
-    yield _run_probe(FakeConfigfs(tmp_path))
+    # Nobody listens to TCM-USER in these tests, like the kernel run.
+    yield _run_probe(FakeConfigfs(tmp_path, netlink_listener=False))
 
 
 def test_fake_configfs_matches_kernel_rules(cfs: Configfs, fake_results: dict[str, object]) -> None:
