@@ -47,7 +47,7 @@ _FAIL_TAG = "[FAILED]"
 
 
 @dataclass(frozen=True)
-class TestResult:
+class CaseResult:
     name: str  # FAMILY.Suite.Test
     outcome: Outcome
     reason: str = ""
@@ -68,26 +68,26 @@ def _reason(lines: Sequence[str], tag: str) -> str:
     return ""
 
 
-def _close(test: _Open) -> TestResult:
+def _close(test: _Open) -> CaseResult:
     if test.verdict == "FAILED":
         reason = _reason(test.lines, _FAIL_TAG) or next(
             (ln.strip() for ln in test.lines if re.match(r"^\s+\d+\. ", ln)), ""
         )
-        return TestResult(test.name, "fail", reason)
+        return CaseResult(test.name, "fail", reason)
     if test.verdict == "passed":
         if any(_SKIP_TAG in ln for ln in test.lines):
-            return TestResult(test.name, "skip", _reason(test.lines, _SKIP_TAG))
-        return TestResult(test.name, "pass")
-    return TestResult(test.name, "fail", "no verdict in the output (test crashed?)")
+            return CaseResult(test.name, "skip", _reason(test.lines, _SKIP_TAG))
+        return CaseResult(test.name, "pass")
+    return CaseResult(test.name, "fail", "no verdict in the output (test crashed?)")
 
 
-def parse_cunit(text: str, family: str = DEFAULT_FAMILY) -> list[TestResult]:
+def parse_cunit(text: str, family: str = DEFAULT_FAMILY) -> list[CaseResult]:
     """Outcomes of every test in iscsi-test-cu's verbose CUnit output, in order.
 
     A test that printed ``[SKIPPED]`` counts as a skip even though CUnit says passed.
     Raises LabError when the Run Summary disagrees with what was parsed.
     """
-    results: list[TestResult] = []
+    results: list[CaseResult] = []
     suite = ""
     current: _Open | None = None
     ran: int | None = None
@@ -128,12 +128,12 @@ def parse_cunit(text: str, family: str = DEFAULT_FAMILY) -> list[TestResult]:
     return results
 
 
-def parse_expectations(text: str, source: str = "expectations") -> dict[str, TestResult]:
-    """``NAME  skip|fail  reason`` lines; ``#`` starts a comment."""
-    expected: dict[str, TestResult] = {}
+def parse_expectations(text: str, source: str = "expectations") -> dict[str, CaseResult]:
+    """``NAME  skip|fail  reason`` lines; lines starting with ``#`` are comments."""
+    expected: dict[str, CaseResult] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip() if raw.lstrip().startswith("#") else raw.strip()
-        if not line:
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
         parts = line.split(None, 2)
         if len(parts) < 2 or parts[1] not in ("skip", "fail"):
@@ -141,11 +141,11 @@ def parse_expectations(text: str, source: str = "expectations") -> dict[str, Tes
         if parts[0] in expected:
             raise ConfigError(f"{parts[0]} is listed twice", source, lineno)
         outcome: Outcome = "skip" if parts[1] == "skip" else "fail"
-        expected[parts[0]] = TestResult(parts[0], outcome, parts[2] if len(parts) > 2 else "")
+        expected[parts[0]] = CaseResult(parts[0], outcome, parts[2] if len(parts) > 2 else "")
     return expected
 
 
-def format_expectations(results: Iterable[TestResult], header: str = "") -> str:
+def format_expectations(results: Iterable[CaseResult], header: str = "") -> str:
     """An expectations file listing every non-passing result."""
     rows = [r for r in results if r.outcome != "pass"]
     width = max((len(r.name) for r in rows), default=0)
@@ -165,7 +165,7 @@ class Comparison:
         return not self.regressions
 
 
-def compare(results: Sequence[TestResult], expected: Mapping[str, TestResult]) -> Comparison:
+def compare(results: Sequence[CaseResult], expected: Mapping[str, CaseResult]) -> Comparison:
     cmp = Comparison()
     seen = set()
     for r in results:
@@ -224,7 +224,7 @@ def run_compliance(
     *,
     family: str = DEFAULT_FAMILY,
     log: Path | None = None,
-) -> list[TestResult]:
+) -> list[CaseResult]:
     """Create the backstore, export it on 127.0.0.1:3260 (demo mode), run, tear down."""
     with Teardown() as stack:
         backstore = create_backstore(stack)
@@ -233,7 +233,7 @@ def run_compliance(
     return parse_cunit(output, family)
 
 
-def report(results: Sequence[TestResult], cmp: Comparison) -> str:
+def report(results: Sequence[CaseResult], cmp: Comparison) -> str:
     counts = {o: sum(1 for r in results if r.outcome == o) for o in ("pass", "skip", "fail")}
     lines = [
         f"compliance: {len(results)} tests: {counts['pass']} pass, {counts['skip']} skip, "

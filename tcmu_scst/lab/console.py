@@ -33,35 +33,36 @@ class ConsoleFilter:
         self.exit_status: int | None = None
         self.boot_log: deque[str] = deque(maxlen=boot_log_lines)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""  # text after the last newline not yet shown
+        self._line_buf = ""  # the current, incomplete line
+        self._emitted = 0  # how much of it was already shown (streamed partial line)
 
     def feed(self, chunk: bytes) -> str:
-        text = self._pending + self._decoder.decode(chunk)
-        *lines, partial = text.split("\n")
-        shown = [self._line(line.removesuffix("\r")) for line in lines]
-        out = "".join(s for s in shown if s is not None)
-        self._pending = ""
+        *lines, partial = (self._line_buf + self._decoder.decode(chunk)).split("\n")
+        out = [self._complete(line.removesuffix("\r")) for line in lines]
+        self._line_buf = partial
         if self.started and self.exit_status is None and partial:
             # Stream partial lines (progress output) but hold back anything that may
             # be the start of the exit marker until its line is complete.
             cut = partial.find("<")
-            if cut < 0:
-                out += partial
-            else:
-                out += partial[:cut]
-                self._pending = partial[cut:]
-        else:
-            self._pending = partial
-        return out
+            cut = len(partial) if cut < 0 else cut
+            if cut > self._emitted:
+                out.append(partial[self._emitted : cut])
+                self._emitted = cut
+        return "".join(out)
 
     def flush(self) -> str:
         """Whatever is still held back once the console is closed."""
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
+        rest = self._line_buf + self._decoder.decode(b"", final=True)
+        self._line_buf = ""
         if not rest:
             return ""
-        shown = self._line(rest.removesuffix("\r"))
-        return (shown or "").removesuffix("\n")
+        return self._complete(rest.removesuffix("\r")).removesuffix("\n")
+
+    def _complete(self, line: str) -> str:
+        """Show what is left of a complete line after its streamed head."""
+        shown = self._line(line) or ""
+        already, self._emitted = self._emitted, 0
+        return shown[already:] if already <= len(shown) else shown
 
     def _line(self, line: str) -> str | None:
         """Classify one complete line; return what to show (with newline) or None."""
@@ -83,5 +84,5 @@ class ConsoleFilter:
         if status is not None:
             self.exit_status = status
             head = line[: line.find(EXIT_PREFIX)]
-            return head + "\n" if head else None
+            return head + "\n" if head else None  # output without its final newline
         return line + "\n"

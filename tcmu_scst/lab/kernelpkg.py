@@ -66,8 +66,8 @@ def parse_version(apt_cache_show: str) -> str:
     return match.group(1)
 
 
-def apt_lists_present(lists_dir: str = APT_LISTS) -> bool:
-    return bool(glob.glob(os.path.join(lists_dir, "*_Packages*")))
+def apt_lists_present(lists_dir: str | None = None) -> bool:
+    return bool(glob.glob(os.path.join(lists_dir or APT_LISTS, "*_Packages*")))
 
 
 def resolve(meta: str = META_PACKAGE) -> KernelPackage:

@@ -8,6 +8,7 @@ stop QEMU ourselves (gracefully first if the caller gave us a way to).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import select
@@ -15,10 +16,12 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 from tcmu_scst.errors import LabError
@@ -27,6 +30,7 @@ from tcmu_scst.lab.tools import find_tool
 
 DEFAULT_MEMORY_MB = 3072
 DEFAULT_CPUS = 2
+_PR_SET_PDEATHSIG = 1
 _FORWARD_RE = re.compile(r"^(?:(?P<addr>[0-9.]+):)?(?P<host>\d{1,5}):(?P<guest>\d{1,5})$")
 
 
@@ -119,6 +123,16 @@ def qemu_argv(cfg: VmConfig, qemu: str = "qemu-system-x86_64") -> list[str]:
     return argv
 
 
+def _die_with_parent() -> None:
+    """In the QEMU child before exec: get SIGKILLed if we die, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise LabError("terminated by SIGTERM; the guest was stopped")
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Make sure QEMU is gone: SIGTERM (QEMU exits cleanly on it), then SIGKILL."""
     if proc.poll() is not None:
@@ -160,12 +174,17 @@ def run(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # terminal signals are ours to handle
+            preexec_fn=_die_with_parent,
         )
     except OSError as err:
         raise LabError(f"cannot start QEMU: {err}; install qemu-system-x86") from err
     assert proc.stdout is not None and proc.stdin is not None
     deadline = time.monotonic() + timeout if timeout else None
     stopping = False
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        # A CI cancel (SIGTERM) must not leave QEMU running: turn it into an exception.
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         fd = proc.stdout.fileno()
         while True:
@@ -208,6 +227,8 @@ def run(
         except subprocess.TimeoutExpired:
             qemu_status = -1
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         _stop(proc)
         proc.stdin.close()
         proc.stdout.close()
