@@ -6,18 +6,45 @@ Ordinary reads and writes take the range *shared*: they never wait for each othe
 that overlap a waiting or running exclusive one wait for it, so a stream of
 writes cannot starve it. Exclusive requests are served in arrival order among
 overlapping ones, which rules out deadlock.
+
+The holders are plain objects with ``__enter__``/``__exit__`` rather than
+``contextlib`` generators: every I/O command takes one, and that is measurably
+cheaper on the hot path.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
+
+
+class _Hold:
+    __slots__ = ("_lock", "_span", "_exclusive", "_ticket")
+
+    def __init__(self, lock: RangeLock, span: tuple[int, int], exclusive: bool) -> None:
+        self._lock = lock
+        self._span = span
+        self._exclusive = exclusive
+        self._ticket = -1
+
+    def __enter__(self) -> None:
+        if self._exclusive:
+            self._ticket = self._lock._acquire_exclusive(self._span)
+        else:
+            self._ticket = self._lock._acquire_shared(self._span)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock._release(self._ticket, self._exclusive)
 
 
 class RangeLock:
@@ -30,9 +57,15 @@ class RangeLock:
         # Exclusive requests, waiting or holding, by arrival ticket.
         self._exclusive: dict[int, tuple[int, int]] = {}
 
-    @contextmanager
-    def shared(self, start: int, end: int) -> Iterator[None]:
-        span = (start, end)
+    def shared(self, start: int, end: int) -> _Hold:
+        """``with lock.shared(a, b):`` — coexists with other shared holders."""
+        return _Hold(self, (start, end), False)
+
+    def exclusive(self, start: int, end: int) -> _Hold:
+        """``with lock.exclusive(a, b):`` — alone on the range."""
+        return _Hold(self, (start, end), True)
+
+    def _acquire_shared(self, span: tuple[int, int]) -> int:
         with self._cond:
             while self._exclusive and any(
                 _overlaps(span, other) for other in self._exclusive.values()
@@ -40,28 +73,25 @@ class RangeLock:
                 self._cond.wait()
             ticket = next(self._tickets)
             self._shared[ticket] = span
-        try:
-            yield
-        finally:
-            with self._cond:
-                del self._shared[ticket]
-                if self._exclusive:
-                    self._cond.notify_all()
+            return ticket
 
-    @contextmanager
-    def exclusive(self, start: int, end: int) -> Iterator[None]:
-        span = (start, end)
+    def _acquire_exclusive(self, span: tuple[int, int]) -> int:
         with self._cond:
             ticket = next(self._tickets)
             self._exclusive[ticket] = span
             while self._blocked(ticket, span):
                 self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
+            return ticket
+
+    def _release(self, ticket: int, exclusive: bool) -> None:
+        with self._cond:
+            if exclusive:
                 del self._exclusive[ticket]
                 self._cond.notify_all()
+            else:
+                del self._shared[ticket]
+                if self._exclusive:
+                    self._cond.notify_all()
 
     def _blocked(self, ticket: int, span: tuple[int, int]) -> bool:
         if any(_overlaps(span, other) for other in self._shared.values()):
