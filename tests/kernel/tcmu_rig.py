@@ -1,0 +1,128 @@
+"""Serve a TCMU user backstore with one of our handlers, in the lab guest.
+
+Two ways, both exported through tcm_loop so the kernel's own initiator (sd, sr, st,
+sg) sees the LUN:
+
+* :func:`serve` — no daemon: the test opens the UIO device and runs a
+  :class:`DeviceRunner` with the handler the dev_config names (nobody answers
+  netlink: ``nl_reply_supported=-1``). For handler-focused tests.
+* :class:`DaemonThread` — the real daemon (netlink, recovery, control socket) on a
+  thread of the test process. For control-plane tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import uio
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
+from tcmu_scst.lab import lio
+from tcmu_scst.service import registry
+from tcmu_scst.service.daemon import Daemon
+from tcmu_scst.service.device import DeviceRunner
+
+
+@dataclass
+class Served:
+    backstore: UserBackstore
+    handler: Handler
+    runner: DeviceRunner
+    port: uio.UioDevice
+    lun: lio.LoopLun | None
+
+    @property
+    def path(self) -> Path:
+        return lio.TARGET / self.backstore.rel
+
+
+_counter = iter(range(10_000))
+
+
+def create_backstore(
+    stack: lio.Teardown,
+    dev_config: str,
+    size: int,
+    *,
+    block_size: int = 512,
+    name: str | None = None,
+    nl_reply_supported: int | None = -1,
+    cmd_time_out: int | None = None,
+) -> UserBackstore:
+    name = name or f"tcmu{next(_counter)}"
+    options = UserBackstoreOptions(
+        dev_config=dev_config,
+        dev_size=size,
+        hw_block_size=block_size,
+        nl_reply_supported=nl_reply_supported,
+        cmd_time_out=cmd_time_out,
+    )
+    backstore = UserBackstore.create(Configfs(), name, options)
+    stack.push(f"delete backstore {name}", backstore.delete)
+    return backstore
+
+
+def serve(
+    stack: lio.Teardown,
+    dev_config: str,
+    size: int,
+    *,
+    block_size: int = 512,
+    threads: int = 2,
+    export: bool = True,
+    need_block: bool = True,
+    lun: int = 0,
+    handler: Handler | None = None,
+) -> Served:
+    """Create a user backstore, serve it with its handler, export it on tcm_loop."""
+    backstore = create_backstore(stack, dev_config, size, block_size=block_size)
+    handler = handler or registry.open_handler(dev_config)
+    info = uio.find_device(backstore.hba_index, backstore.name)
+    port = uio.UioDevice(info)
+    runner = DeviceRunner(port, handler, threads=threads)
+    thread = threading.Thread(target=runner.run, name=f"ring-{backstore.name}", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        runner.stop()
+        thread.join(30)
+        runner.close()
+        handler.close()
+        port.close()
+
+    stack.push(f"stop serving {backstore.name}", stop)
+    exported = None
+    if export:
+        exported = lio.export_loop(lio.TARGET / backstore.rel, lun, stack, need_block=need_block)
+    return Served(backstore, handler, runner, port, exported)
+
+
+class DaemonThread:
+    """The real daemon on a thread (control socket under ``tmp``)."""
+
+    def __init__(self, tmp: Path, threads: int = 2) -> None:
+        self.socket = tmp / "control.sock"
+        self.daemon = Daemon(control_socket=self.socket, threads=threads)
+        self.thread = threading.Thread(target=self._run, name="daemon", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as err:  # surfaced by stop()
+            self.error = err
+
+    def start(self) -> DaemonThread:
+        self.daemon.start()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "daemon did not stop"
+        if self.error is not None:
+            raise self.error
