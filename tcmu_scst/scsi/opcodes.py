@@ -220,6 +220,9 @@ COMMANDS: tuple[OpSpec, ...] = (
            _u(0x9E, SAI_READ_CAPACITY_16, *_FF8, *_FF4, 0x01, 0), _IN),
     _op(SERVICE_ACTION_IN_16, SAI_GET_LBA_STATUS, "GET LBA STATUS",
            _u(0x9E, SAI_GET_LBA_STATUS, *_FF8, *_FF4, 0, 0), _IN, _MEDIA),
+    # Answered by the kernel core, never passed to userspace (tcmu-abi §5); in the
+    # table so that REPORT SUPPORTED OPERATION CODES can report it.
+    _op(REPORT_LUNS, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *_FF4, 0, 0), _IN),
     _op(MAINTENANCE_IN, MI_REPORT_SUPPORTED_OPERATION_CODES,
            "REPORT SUPPORTED OPERATION CODES",
            _u(0xA3, MI_REPORT_SUPPORTED_OPERATION_CODES, 0x87, 0xFF, 0xFF, 0xFF, *_FF4, 0, 0),

@@ -80,6 +80,7 @@ class SpcDevice:
         self.medium_present = True
         self._handlers: dict[tuple[int, int | None], CommandHandler] = {}
         self._specs: dict[tuple[int, int | None], OpSpec] = {}
+        self._reported: dict[tuple[int, int | None], OpSpec] = {}
         self.register(op.TEST_UNIT_READY, None, self._test_unit_ready)
         self.register(op.REQUEST_SENSE, None, self._request_sense)
         self.register(op.INQUIRY, None, self._inquiry)
@@ -90,23 +91,41 @@ class SpcDevice:
         self.register(
             op.MAINTENANCE_IN, op.MI_REPORT_SUPPORTED_OPERATION_CODES, self._report_opcodes
         )
+        self.report_only(op.REPORT_LUNS)
 
     # -- dispatch ---------------------------------------------------------
+
+    def report_only(self, opcode: int, service_action: int | None = None) -> None:
+        """List a command the kernel answers before userspace sees it (REPORT LUNS).
+
+        REPORT SUPPORTED OPERATION CODES describes the whole device server, so it
+        includes such commands; should one reach us anyway, it is INVALID COMMAND
+        OPERATION CODE like any command we do not implement.
+        """
+        spec = op.BY_KEY[(opcode, service_action)]
+        self._reported[spec.key] = spec
 
     def register(self, opcode: int, service_action: int | None, handler: CommandHandler) -> None:
         """Answer ``opcode``/``service_action`` with ``handler(cmd, cdb)``."""
         spec = op.BY_KEY[(opcode, service_action)]
         self._specs[spec.key] = spec
+        self._reported[spec.key] = spec
         self._handlers[spec.key] = handler
 
     def unregister(self, opcode: int, service_action: int | None = None) -> None:
         self._specs.pop((opcode, service_action), None)
+        self._reported.pop((opcode, service_action), None)
         self._handlers.pop((opcode, service_action), None)
 
     @property
     def supported(self) -> Mapping[tuple[int, int | None], OpSpec]:
-        """The commands this device answers (what RSOC reports)."""
+        """The commands this device answers itself."""
         return self._specs
+
+    @property
+    def reported(self) -> Mapping[tuple[int, int | None], OpSpec]:
+        """What REPORT SUPPORTED OPERATION CODES lists: ours plus the kernel's."""
+        return self._reported
 
     def spec_for(self, cdb: bytes) -> OpSpec | None:
         spec = op.lookup(cdb)
@@ -264,7 +283,7 @@ class SpcDevice:
     # -- REPORT SUPPORTED OPERATION CODES ----------------------------------
 
     def _report_opcodes(self, cmd: Command, cdb: bytes) -> Result:
-        data, alloc = report_supported_operation_codes(cdb, self._specs)
+        data, alloc = report_supported_operation_codes(cdb, self._reported)
         return data_in(cmd, data, alloc)
 
     # -- MODE SENSE / MODE SELECT -------------------------------------------

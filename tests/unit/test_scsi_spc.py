@@ -264,7 +264,8 @@ def _all_commands(dev: SbcDevice, rctd: bool = False) -> dict[tuple[int, int | N
 def test_rsoc_all_commands_matches_the_device() -> None:
     dev, _ = make_disk()
     listed = _all_commands(dev)
-    assert set(listed) == set(dev.supported)
+    assert set(listed) == set(dev.supported) | {(op.REPORT_LUNS, None)}
+    assert (op.REPORT_LUNS, None) not in dev.supported  # the kernel answers it
     read16 = listed[(op.READ_16, None)]
     assert int.from_bytes(read16[6:8], "big") == 16
     rc16 = listed[(op.SERVICE_ACTION_IN_16, op.SAI_READ_CAPACITY_16)]
@@ -287,6 +288,9 @@ def test_rsoc_one_command() -> None:
     assert data[1] & 0x07 == 0b011
     assert int.from_bytes(data[2:4], "big") == 10
     assert data[4:14] == op.BY_KEY[(op.WRITE_10, None)].usage
+    luns = run(dev.execute, h.rsoc(options=1, opcode=op.REPORT_LUNS), in_len=512).data
+    assert luns[1] & 0x07 == 0b011 and int.from_bytes(luns[2:4], "big") == 12
+    assert run(dev.execute, bytes((op.REPORT_LUNS,)) + bytes(11)).sense.code == (5, 0x20, 0)
     unsupported = run(dev.execute, h.rsoc(options=1, opcode=0xC0), in_len=512).data
     assert unsupported == bytes((0, 0b001, 0, 0))
 
