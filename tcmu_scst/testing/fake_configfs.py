@@ -25,7 +25,9 @@ Emulated rules (target_core_*configfs.c, tcm_loop, iscsi_target, tcm_qla2xxx, tc
 - mapped-LUN link: target must be ``lun/lun_L`` of the same TPG (EINVAL), holding a device;
   a TPG LUN link may be removed while mapped LUNs still point at the LUN (allowed on 6.1);
 - loopback ``nexus``: read without one is ENODEV, a second one EEXIST, "NULL" drops it but is
-  EPERM while LUNs are linked; the initiator prefix must match the WWN's (EINVAL).
+  EPERM while LUNs are linked (and, with ``loopback_scan_ok=False``, forever once a LUN was
+  linked: 6.1's tcm_loop_port_unlink skips the count when the SCSI device never appeared);
+  the initiator prefix must match the WWN's (EINVAL).
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ class _Tpg:
     nexus: str = ""
     enabled: bool = False
     portals: set[str] = field(default_factory=set)
+    port_count: int = 0  # tcm_loop's tl_tpg_port_count
 
 
 def _fail(code: int, why: str) -> OSError:
@@ -215,12 +218,16 @@ class FakeConfigfs(Configfs):
         *,
         loaded_modules: Iterable[str] = (),
         netlink_listener: bool = True,
+        loopback_scan_ok: bool = True,
     ) -> None:
         super().__init__(Path(root))
         self.log: list[FakeOp] = []
         self.loaded_modules: set[str] = {"target_core_mod", *loaded_modules}
         # With no TCM-USER listener the kernel fails RECONFIG writes with ESRCH.
         self.netlink_listener = netlink_listener
+        # False: the SCSI scan of loopback LUNs fails (no handler answers INQUIRY); then
+        # unlinking a LUN leaves tcm_loop's port count up and the nexus cannot be dropped.
+        self.loopback_scan_ok = loopback_scan_ok
         # minor -> uio name, like /sys/class/uio/uio<minor>/name.
         self.uio_names: dict[int, str] = {}
         self.netlink_events: list[tuple[str, str]] = []
@@ -375,6 +382,10 @@ class FakeConfigfs(Configfs):
             raise _fail(errno.EPERM if path.exists() else errno.ENOENT, f"{rel} is not a link")
         target_rel = self._link_target_rel(path)
         super()._do_unlink(path)
+        parts = self._parts(rel)
+        tpg = self._tpgs.get("/".join(parts[:3])) if len(parts) == 6 else None
+        if tpg is not None and tpg.fabric == "loopback" and self.loopback_scan_ok:
+            tpg.port_count -= 1
         if target_rel in self._devices:
             self._refresh_info(target_rel)
         self.log.append(FakeOp("unlink", rel))
@@ -696,11 +707,11 @@ class FakeConfigfs(Configfs):
     def _exported(self, device_rel: str) -> bool:
         return any(self._link_target_rel(link) == device_rel for link in self._all_links())
 
-    def _tpg_lun_links(self, tpg_rel: str) -> int:
-        lun_dir = self.path(f"{tpg_rel}/lun")
-        return sum(1 for p in self._walk(lun_dir) if p.is_symlink())
-
     def _linked(self, link_rel: str, target_rel: str) -> None:
+        parts = self._parts(link_rel)
+        tpg = self._tpgs.get("/".join(parts[:3])) if len(parts) == 6 else None
+        if tpg is not None and tpg.fabric == "loopback":
+            tpg.port_count += 1
         if target_rel in self._devices:
             self._refresh_info(target_rel)
 
@@ -864,7 +875,7 @@ class FakeConfigfs(Configfs):
         if name == "NULL":
             if not tpg.nexus:
                 raise _fail(errno.ENODEV, "no nexus to drop")
-            if self._tpg_lun_links(tpg_rel):
+            if tpg.port_count:
                 raise _fail(errno.EPERM, "LUNs are still linked to this TPG")
             tpg.nexus = ""
             self._set(f"{tpg_rel}/nexus", "")

@@ -225,6 +225,9 @@ def _probe(cfs: Configfs, record: Callable[..., None]) -> None:
     record("mkdir_unloaded_fabric", cfs.mkdir, "qla2xxx")
     # The two the fake guesses at (EBUSY): last, since success changes the tree.
     record("unlink_tpg_lun_still_mapped", cfs.unlink, f"{iqn}/tpgt_1/lun/lun_0/d")
+    cfs.unlink(f"{loop}/lun/lun_0/a")
+    cfs.rmdir(f"{loop}/lun/lun_0")
+    record("nexus_drop_after_failed_scan", cfs.write, f"{loop}/nexus", "NULL")
     record("rmdir_exported_device", cfs.rmdir, dev)
 
 
@@ -256,7 +259,8 @@ def _run_probe(cfs: Configfs) -> dict[str, object]:
 @pytest.fixture
 def fake_results(tmp_path: Path) -> Iterator[dict[str, object]]:
     # Nobody listens to TCM-USER in these tests, like the kernel run.
-    yield _run_probe(FakeConfigfs(tmp_path, netlink_listener=False))
+    # and no handler serves the ring, so tcm_loop's SCSI scans fail.
+    yield _run_probe(FakeConfigfs(tmp_path, netlink_listener=False, loopback_scan_ok=False))
 
 
 def test_fake_configfs_matches_kernel_rules(cfs: Configfs, fake_results: dict[str, object]) -> None:

@@ -195,3 +195,16 @@ def test_parse_acl_info() -> None:
     with pytest.raises(ConfigfsError):
         parse_acl_info("InitiatorName: x\n")
     assert parse_dynamic_sessions("\x00") == []
+
+
+def test_loopback_delete_tolerates_stuck_port_count(tmp_path: Path) -> None:
+    fake = FakeConfigfs(tmp_path, loopback_scan_ok=False)
+    dev = UserBackstore.create(fake, "d1", UserBackstoreOptions("file//x", 1 << 20))
+    tpg = LoopbackTpg.create(fake)
+    tpg.add_lun(0, dev)
+    tpg.remove_lun(0)
+    with pytest.raises(ConfigfsError) as exc:
+        tpg.drop_nexus()
+    assert exc.value.errno == errno.EPERM
+    tpg.delete()  # rmdir of the TPG drops the nexus itself
+    assert not fake.exists(tpg.rel)
