@@ -45,6 +45,8 @@ class ConsoleFilter:
             # be the start of the exit marker until its line is complete.
             cut = partial.find("<")
             cut = len(partial) if cut < 0 else cut
+            if partial.endswith("\r") and cut == len(partial):
+                cut -= 1  # may be the \r of a \r\n split across reads
             if cut > self._emitted:
                 out.append(partial[self._emitted : cut])
                 self._emitted = cut

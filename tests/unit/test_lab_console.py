@@ -65,3 +65,10 @@ def test_init_failures_are_shown_and_reported_before_start() -> None:
 def test_verbose_shows_boot_log_and_invalid_utf8_is_replaced() -> None:
     console = ConsoleFilter(verbose=True)
     assert console.feed(b"[ 0.1] boot \xff line\n") == "[ 0.1] boot \ufffd line\n"
+
+
+def test_crlf_split_across_reads_keeps_the_newline() -> None:
+    console = ConsoleFilter()
+    console.feed(f"{START_MARKER}\r\n".encode())
+    shown = console.feed(b"version 5.0\r") + console.feed(f"\n{exit_line(0)}\r\n".encode())
+    assert shown == "version 5.0\n"
