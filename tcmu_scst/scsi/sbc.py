@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from tcmu_scst.command import CONDITION_MET, Command, Result
+from tcmu_scst.command import Command, Result
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages as pages
@@ -330,15 +330,16 @@ class SbcDevice(SpcDevice):
         return Result()
 
     def _pre_fetch(self, cmd: Command, cdb: bytes) -> Result:
-        """PRE-FETCH (SBC-4 5.9): CONDITION MET once the blocks are in cache.
+        """PRE-FETCH (SBC-4 5.9): start reading the range into the host cache; GOOD.
 
-        With IMMED=1 we only start the read-ahead and cannot promise that the
-        whole range fits the host cache, so the answer is GOOD (SBC-4: "does not
-        have sufficient capacity").
+        SBC-4 returns CONDITION MET only when the blocks *were* transferred to the
+        cache, and GOOD when the cache cannot take them all. The backend's prefetch
+        is a hint (posix_fadvise WILLNEED starts read-ahead and returns at once), so
+        we can never promise the former: GOOD, with IMMED=0 or 1 alike. libiscsi's
+        iscsi-test-cu expects exactly that.
         """
         lba, blocks, _ = rw_lba_and_length(cdb)
         self._check_range(lba, blocks)
-        immed = bool(cdb[1] & 0x02)
         if blocks == 0:  # 0 = from LBA to the last logical block
             if lba >= self.capacity:
                 raise SenseError.lba_out_of_range()
@@ -347,7 +348,7 @@ class SbcDevice(SpcDevice):
         if blocks:
             with self._backend_errors(False):
                 self.backend.prefetch(lba * bs, blocks * bs)
-        return Result() if immed else Result(status=CONDITION_MET)
+        return Result()
 
     # -- WRITE SAME / UNMAP --------------------------------------------------------
 
