@@ -19,6 +19,7 @@ import errno as errno_mod
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -498,8 +499,8 @@ class TcmuModuleParams:
         self._write("block_netlink", "1" if blocked else "0")
 
     def reset_netlink(self) -> bool:
-        """Complete every pending request with EINTR; False if nothing was pending (EBUSY
-        is what the kernel says when netlink is not blocked)."""
+        """Complete every pending request with EINTR; False when the kernel refuses
+        (EBUSY: allowed only while block_netlink is 1)."""
         try:
             self._write("reset_netlink", "1")
         except NetlinkError as err:
@@ -508,13 +509,20 @@ class TcmuModuleParams:
             raise
         return True
 
-    def release_stuck_writers(self) -> None:
-        """tcmu-runner's start-up recipe: block, reset pending requests, unblock."""
+    def release_stuck_writers(self, grace: float = 0.5) -> bool:
+        """tcmu-runner's start-up recipe: block, reset pending requests, unblock.
+
+        Stays blocked for ``grace`` seconds after the reset: a writer released with EINTR
+        may retry at once (Python's os.write does, PEP 475), and the retry must meet
+        EAGAIN, not a fresh wait. Returns False if the kernel refused the reset.
+        """
         self.set_block_netlink(True)
         try:
-            self.reset_netlink()
+            accepted = self.reset_netlink()
+            time.sleep(grace)
         finally:
             self.set_block_netlink(False)
+        return accepted
 
     @property
     def global_max_data_area_mb(self) -> int:

@@ -125,7 +125,7 @@ def test_module_params(tmp_path: Path) -> None:
     params = TcmuModuleParams(tmp_path)
     assert params.block_netlink is False
     assert params.global_max_data_area_mb == 2048
-    params.release_stuck_writers()
+    assert params.release_stuck_writers(grace=0)
     assert (tmp_path / "reset_netlink").read_text() == "1"
     assert (tmp_path / "block_netlink").read_text() == "0"
     params.set_block_netlink(True)
