@@ -25,6 +25,11 @@ class NullBackend:
     def refresh_size(self) -> int:
         return self._size
 
+    def set_size(self, size: int, block_size: int = 512) -> int:
+        """NULLIO has no store: its size is whatever the admin says (RECONFIG dev_size)."""
+        self._size = size - size % block_size
+        return self._size
+
     def read(self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0) -> None:
         buf.fill_zero(buf_offset, length)
 

@@ -14,6 +14,7 @@ daemon all import them from this module.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, ClassVar
 
 from tcmu_scst.command import Command, Result
@@ -176,6 +177,61 @@ class VdiskHandler(Handler):
         size = self.backend.refresh_size()
         self.device.notify_resized()
         return size
+
+    def resize(self, size: int) -> int:
+        """RECONFIG of ``dev_size``: the device takes the size the admin wrote.
+
+        SCST's ``resync_size`` follows the backing file; here the kernel also tells the
+        size. A writable regular file smaller than that is grown (sparse); a block
+        device or read-only file must already be large enough. Shrinking below the
+        backing store's size is refused: it would hide data without the admin cutting
+        the file first. Initiators get CAPACITY DATA HAS CHANGED.
+        """
+        bs = self.params.blocksize
+        if size <= 0 or size % bs:
+            raise HandlerError(
+                f"vdisk {self.params.name}: size {size} is not a positive multiple of the "
+                f"{bs}-byte block size"
+            )
+        backend = self.backend
+        if isinstance(backend, NullBackend):
+            backend.set_size(size, bs)
+            self.device.notify_resized()
+            return size
+        current = backend.refresh_size()
+        if size > current:
+            if self.params.read_only or backend.is_block_device:
+                raise HandlerError(
+                    f"vdisk {self.params.name}: {self.params.filename} holds {current} bytes, "
+                    f"less than {size}; grow it first"
+                )
+            try:
+                os.truncate(self.params.filename, size)
+            except OSError as err:
+                raise HandlerError(
+                    f"vdisk {self.params.name}: cannot grow {self.params.filename} to {size} "
+                    f"bytes: {err.strerror}"
+                ) from err
+            current = backend.refresh_size()
+        elif size < current:
+            raise HandlerError(
+                f"vdisk {self.params.name}: {self.params.filename} holds {current} bytes; "
+                f"shrinking to {size} would hide data: truncate the file first, then resize"
+            )
+        self.device.notify_resized()
+        return current
+
+    def set_write_cache(self, enabled: bool) -> None:
+        """RECONFIG of ``emulate_write_cache``: WCE on or off (MODE SENSE page 08)."""
+        if self.params.nv_cache:
+            raise HandlerError(
+                f"vdisk {self.params.name}: NV_CACHE devices report write-through and "
+                "ignore cache flushes; the write cache setting cannot change"
+            )
+        if not enabled and self.config.write_back:
+            self.backend.flush(0, 0)  # nothing acknowledged stays only in the cache
+        self.config.write_back = enabled
+        self.device.notify_mode_changed()
 
     def proc_read_line(self) -> str:
         """This device's row in the 0.9.6 ``/proc/scsi_tgt/vdisk/vdisk`` listing."""
