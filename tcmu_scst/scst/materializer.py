@@ -6,9 +6,14 @@ mode off and this poller gives every initiator it sees for the first time an exp
 ACL with the default group's LUN map:
 
 * iSCSI: an unknown initiator's login is refused (authorization failure) and the kernel
-  counts it in ``fabric_statistics/iscsi_login_stats/authorize_fails`` and keeps its
-  name in ``iscsi_tgt_attr/fail_intr_name`` (only the last one). The initiator must log
-  in again after the ACL appears (open-iscsi does not retry an authorization failure).
+  logs "iSCSI Initiator Node: <name> is not authorized to access iSCSI target portal
+  group: <tpgt>." to /dev/kmsg. That line is the signal used: on Linux 6.1 (lab) the
+  per-target ``iscsi_tgt_attr/fail_intr_name`` reads "Unknown" after such a refusal
+  (a second "negotiate" failure of the same login overwrites it), so it is only used
+  when it holds a real name with ``last_fail_type`` = authorize. The log line does not
+  name the target IQN, so the ACL is made on every case-C iSCSI target: exactly what
+  SCST would give that initiator on any of them (the default LUN set). The initiator
+  must log in again after the ACL appears (open-iscsi does not retry this failure).
 * qla2xxx: ``demo_mode_login_only=1`` lets unknown ports log in with no LUNs; they are
   listed in ``tpgt_1/dynamic_sessions``. ``mkdir acls/<wwpn>`` converts the session in
   place and the mapped LUNs appear live (REPORTED LUNS DATA HAS CHANGED).
@@ -22,11 +27,14 @@ map) while the target stays in case C and drops them otherwise.
 from __future__ import annotations
 
 import logging
+import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
-from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
 from tcmu_scst.kernel.fabrics import normalize_wwpn, parse_dynamic_sessions
 from tcmu_scst.scst.apply import ApplyError, Step, execute, tpg_handle
 from tcmu_scst.scst.mapping import TPG_TAG
@@ -36,6 +44,52 @@ from tcmu_scst.scst.ownership import OwnedTarget, load_ownership, save_ownership
 log = logging.getLogger("tcmu_scst.scst.materializer")
 
 LOGIN_FAIL_AUTHORIZE = "4"  # iscsi_tgt_attr/last_fail_type for an authorization failure
+_REFUSED = re.compile(
+    r"iSCSI Initiator Node: (\S+) is not authorized to access iSCSI target portal group: "
+    r"(\d+)\."
+)
+
+
+class KernelLog:
+    """New /dev/kmsg messages since the previous call (the first call: the whole buffer)."""
+
+    def __init__(self, path: Path = Path("/dev/kmsg")) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def new_messages(self) -> list[str]:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError as err:
+                log.warning("cannot read %s (%s): no iSCSI login refusals seen", self.path, err)
+                return []
+        messages: list[str] = []
+        while True:
+            try:
+                record = os.read(self._fd, 8192)
+            except BlockingIOError:
+                return messages
+            except BrokenPipeError:
+                continue  # records were overwritten before we read them
+            if not record:
+                return messages
+            messages.append(record.decode("utf-8", "replace").split(";", 1)[-1].strip())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def refused_initiators(messages: list[str]) -> list[str]:
+    """Initiator names the iSCSI target refused for lack of an ACL (tpgt_1: ours)."""
+    names: list[str] = []
+    for message in messages:
+        match = _REFUSED.search(message)
+        if match and match.group(2) == str(TPG_TAG) and match.group(1) not in names:
+            names.append(match.group(1))
+    return names
 
 
 @dataclass(frozen=True)
@@ -51,11 +105,19 @@ class Materializer:
 
     cfs: Configfs
     state_file: Path
+    # Source of kernel log messages; None: /dev/kmsg on the real tree, nothing otherwise.
+    kernel_log: Callable[[], list[str]] | None = None
     _seen_fails: dict[tuple[str, str], str] = field(default_factory=dict)
+    _refused: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kernel_log is None and self.cfs.root == DEFAULT_ROOT:
+            self.kernel_log = KernelLog().new_messages
 
     def poll_once(self) -> list[Materialized]:
         """One pass over every case-C target; returns the ACLs created."""
         ownership = load_ownership(self.state_file)
+        self._refused = refused_initiators(self.kernel_log()) if self.kernel_log else []
         created: list[Materialized] = []
         for owned in ownership.targets:
             if owned.default_case != "C":
@@ -76,7 +138,7 @@ class Materializer:
             return []
         known = set(self.cfs.listdir(f"{tpg_rel}/acls"))
         if owned.fabric == "iscsi":
-            candidates = self._iscsi_refused(owned)
+            candidates = [*self._refused, *self._iscsi_refused(owned)]
         elif owned.fabric == "qla2xxx":
             text = self._read(f"{tpg_rel}/dynamic_sessions") or ""
             candidates = [self._wwpn(n) for n in parse_dynamic_sessions(text)]
@@ -105,8 +167,8 @@ class Materializer:
             return []
         if self._read(f"{stats}/iscsi_tgt_attr/last_fail_type") not in (LOGIN_FAIL_AUTHORIZE,):
             return []
-        name = self._read(f"{stats}/iscsi_tgt_attr/fail_intr_name") or ""
-        return [name.strip()] if name.strip() else []
+        name = (self._read(f"{stats}/iscsi_tgt_attr/fail_intr_name") or "").strip()
+        return [name] if name and name != "Unknown" else []
 
     @staticmethod
     def _wwpn(text: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import apply_config
-from tcmu_scst.scst.materializer import Materialized, Materializer
+from tcmu_scst.scst.materializer import KernelLog, Materialized, Materializer, refused_initiators
 from tcmu_scst.scst.ownership import load_ownership
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
 
@@ -126,3 +126,35 @@ def test_qla2xxx_login_only_sessions_become_acls(tmp_path: Path) -> None:
     assert created == [Materialized("qla2xxx", QLA, "21:00:00:24:ff:31:4c:50")]
     assert cfs.exists(f"{tpg}/acls/21:00:00:24:ff:31:4c:50/lun_0")
     assert not cfs.exists(f"{tpg}/acls/21:00:00:24:ff:31:4c:50/tag")  # no tag on FC
+
+
+KMSG = [
+    "iSCSI Login negotiation failed.",
+    "iSCSI Initiator Node: iqn.from-log is not authorized to access iSCSI target portal group: 1.",
+    "iSCSI Initiator Node: iqn.other-tpg is not authorized to access iSCSI target portal group: 2.",
+]
+
+
+def test_refused_names_come_from_the_kernel_log_line() -> None:
+    assert refused_initiators(KMSG) == ["iqn.from-log"]  # only tpgt_1 is ours
+
+
+def test_kernel_log_refusal_materializes_on_every_case_c_iscsi_target(tmp_path: Path) -> None:
+    second = CASE_C_ISCSI.replace(IQN, "iqn.2024-01.org.test:t2").replace(
+        "TARGET_DRIVER iscsi {\n", ""
+    )[:-2]  # same body, second TARGET in the same driver section
+    cfs, state = setup(tmp_path, CASE_C_ISCSI[:-2] + second + "}\n")
+    batches = [KMSG, []]
+    poller = Materializer(cfs, state, kernel_log=lambda: batches.pop(0))
+    # "Unknown" is what Linux 6.1 leaves in fail_intr_name: never a name to use.
+    refuse(cfs, "Unknown", 1)
+    created = poller.poll_once()
+    assert sorted((m.wwn, m.initiator) for m in created) == [
+        (IQN, "iqn.from-log"),
+        ("iqn.2024-01.org.test:t2", "iqn.from-log"),
+    ]
+    assert poller.poll_once() == []
+
+
+def test_kernel_log_reader_without_access_reports_nothing(tmp_path: Path) -> None:
+    assert KernelLog(tmp_path / "no-kmsg").new_messages() == []

@@ -1,0 +1,167 @@
+"""scst.conf applied to the real LIO (in the lab guest) and checked with libiscsi and sysfs.
+
+The tcmu-scst daemon serves the user backstores (INQUIRY answers carry the device name
+as product id, so each LUN's identity is visible to the initiator).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabrics import LoopbackTpg
+from tcmu_scst.lab import lio
+from tcmu_scst.scst import conf
+from tcmu_scst.scst.apply import apply_config
+from tcmu_scst.scst.materializer import Materializer
+from tcmu_scst.scst.ownership import load_ownership
+
+pytestmark = pytest.mark.kernel
+
+IQN = "iqn.2024-01.org.tcmu-scst:apply"
+INI_A = "iqn.2024-01.org.test:ini-a"
+INI_B = "iqn.2024-01.org.test:ini-b"
+INI_C = "iqn.2024-01.org.test:ini-c"
+PORTAL = "127.0.0.1"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[None]:
+    socket = tmp_path / "control.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcmu_scst.cli", "daemon", "--threads", "1",
+         "--control-socket", str(socket), "--log-level", "warning"],
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not socket.exists():
+        assert proc.poll() is None, "the tcmu-scst daemon exited at start-up"
+        assert time.monotonic() < deadline, "the tcmu-scst daemon did not start"
+        time.sleep(0.1)
+    yield
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, daemon: None) -> Iterator[tuple[Configfs, Path, Path]]:
+    for name in ("d0", "d1"):
+        with open(tmp_path / f"{name}.img", "wb") as f:
+            f.truncate(16 << 20)
+    cfs = Configfs()
+    state = tmp_path / "state.json"
+    yield cfs, state, tmp_path
+    apply_config(cfs, conf.parse("", "empty"), state)  # clears everything we made
+
+
+def devices(tmp_path: Path) -> str:
+    text = "HANDLER vdisk_fileio {\n"
+    for name in ("d0", "d1"):
+        text += f" DEVICE {name} {{\n  filename {tmp_path}/{name}.img\n }}\n"
+    return text + "}\n"
+
+
+def iscsi(body: str) -> str:
+    return (
+        f"TARGET_DRIVER iscsi {{\n TARGET {IQN} {{\n  portal {PORTAL}:3260\n{body}"
+        "  enabled 1\n }\n}\n"
+    )
+
+
+CASE_C = iscsi(
+    "  LUN 0 d0\n"
+    f"  GROUP g1 {{\n   LUN 0 d1\n   LUN 1 d0 {{\n    read_only 1\n   }}\n"
+    f"   INITIATOR {INI_A}\n  }}\n"
+)
+
+
+def inquiry(initiator: str, lun: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["iscsi-inq", "-i", initiator, f"iscsi://{PORTAL}/{IQN}/{lun}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def product(initiator: str, lun: int) -> str:
+    proc = inquiry(initiator, lun)
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.splitlines():
+        if line.startswith("Product:"):  # iscsi-inq prints "Product:<id padded>"
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no product id in {proc.stdout!r}")
+
+
+def discovered(initiator: str) -> str:
+    proc = subprocess.run(
+        ["iscsi-ls", "-i", initiator, f"iscsi://{PORTAL}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
+def test_groups_numbering_materializer_and_case_a_on_iscsi(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    cfs, state, tmp_path = setup
+    result = apply_config(cfs, conf.parse(devices(tmp_path) + CASE_C, "c.conf"), state)
+    assert result.operations > 0
+    tpg = f"iscsi/{IQN}/tpgt_1"
+    assert cfs.read(f"{tpg}/attrib/generate_node_acls") == "0"
+    assert cfs.read(f"{tpg}/acls/{INI_A}/tag") == "g1"
+    assert cfs.read(f"{tpg}/acls/{INI_A}/lun_1/write_protect") == "1"
+    # The group member sees its own numbering.
+    assert product(INI_A, 0) == "d1"
+    assert product(INI_A, 1) == "d0"
+    # An unknown initiator is refused first (case C), then materialized with Default.
+    assert inquiry(INI_B, 0).returncode != 0
+    created = Materializer(cfs, state).poll_once()
+    assert [m.initiator for m in created] == [INI_B]
+    assert product(INI_B, 0) == "d0"
+    assert inquiry(INI_B, 1).returncode != 0  # Default has one LUN only
+    # Same file again: nothing to do on the real kernel either.
+    again = apply_config(cfs, conf.parse(devices(tmp_path) + CASE_C, "c.conf"), state)
+    assert again.steps == []
+    # Case A: no default LUNs -> unknown initiators do not even discover the target.
+    case_a = iscsi(f"  GROUP g1 {{\n   LUN 0 d1\n   INITIATOR {INI_A}\n  }}\n")
+    apply_config(cfs, conf.parse(devices(tmp_path) + case_a, "a.conf"), state)
+    assert cfs.read(f"{tpg}/attrib/demo_mode_discovery") == "0"
+    assert IQN in discovered(INI_A)
+    assert IQN not in discovered(INI_C)
+    assert not cfs.exists(f"{tpg}/acls/{INI_B}")  # the materialized ACL went with case C
+
+
+def test_case_b_demo_mode_serves_unknown_initiators_at_default_numbers(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    cfs, state, tmp_path = setup
+    body = iscsi(f"  LUN 0 d1\n  LUN 1 d0\n  GROUP g {{\n   LUN 0 d0\n   INITIATOR {INI_A}\n  }}\n")
+    apply_config(cfs, conf.parse(devices(tmp_path) + body, "b.conf"), state)
+    assert cfs.read(f"iscsi/{IQN}/tpgt_1/attrib/generate_node_acls") == "1"
+    assert product(INI_C, 0) == "d1" and product(INI_C, 1) == "d0"
+    assert product(INI_A, 0) == "d0"
+
+
+def test_loopback_target_per_group_exports_the_groups_devices(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    cfs, state, tmp_path = setup
+    body = (
+        "TARGET_DRIVER scst_local {\n TARGET local {\n  LUN 0 d0\n"
+        "  GROUP g {\n   LUN 0 d1\n  }\n }\n}\n"
+    )
+    apply_config(cfs, conf.parse(devices(tmp_path) + body, "l.conf"), state)
+    seen = {}
+    for owned in load_ownership(state).targets:
+        hctl = LoopbackTpg(cfs, owned.wwn).hctl(0)
+        nodes = lio.wait_for_scsi_device(hctl)
+        assert nodes.block is not None
+        model = Path(f"/sys/block/{os.path.basename(nodes.block)}/device/model").read_text()
+        seen[owned.scst_group] = model.strip()
+    assert seen == {"Default": "d0", "g": "d1"}
