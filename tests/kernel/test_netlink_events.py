@@ -172,3 +172,32 @@ def test_events_are_received_and_answered() -> None:
     assert isinstance(cfg, ReconfigDevice) and cfg.dev_cfg is not None
     assert cfg.dev_cfg.rstrip("\n") == "kt/renamed"
     assert not params.block_netlink
+
+
+def test_reply_flag_outlives_the_socket_that_set_it() -> None:
+    """tcmu-abi.md §3.4: SET_FEATURES 1 stays in force after its sender closes."""
+    cfs = Configfs()
+    setter = TcmuNetlink().open()
+    assert setter.set_features(True)
+    setter.close()
+    client = TcmuNetlink(RecordingSocket()).open()
+    responder = Responder(client)
+    responder.start()
+    dev: UserBackstore | None = None
+    try:
+        opts = UserBackstoreOptions(dev_config="kt/flag", dev_size=1 << 20)
+        dev = guarded(lambda: UserBackstore.create(cfs, NAME, opts))
+        assert dev.attrib("nl_reply_supported") == "1"
+        doomed = dev
+        guarded(doomed.delete)
+        dev = None
+    finally:
+        if dev is not None:
+            with contextlib.suppress(Exception):
+                guarded(dev.delete)
+        responder.stop.set()
+        responder.join(5)
+        client.set_features(False)
+        client.close()
+    assert [type(e) for e in responder.events] == [AddedDevice, RemovedDevice]
+    assert responder.errors == []
