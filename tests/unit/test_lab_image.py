@@ -142,3 +142,20 @@ def test_kernel_cache_entry_is_complete_only_for_the_current_module_set(tmp_path
     assert not cache.kernel_complete(tmp_path)
     (tmp_path / "kernel.ok").write_text(f"linux-image-x 1.0 {cache.modules_key()}\n")
     assert cache.kernel_complete(tmp_path)
+
+
+def test_missing_host_tools_name_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcmu_scst.lab import tools
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(tools, "_EXTRA_DIRS", ())
+    with pytest.raises(LabError, match="apt-get install qemu-system-x86"):
+        tools.find_tool("qemu-system-x86_64")
+    with pytest.raises(LabError, match="apt-get install apt"):
+        tools.find_tool("apt-get")
+
+
+def test_missing_static_busybox_names_busybox_static(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(initramfs, "BUSYBOX_CANDIDATES", ("/nonexistent/busybox",))
+    with pytest.raises(LabError, match="apt-get install busybox-static"):
+        initramfs.find_static_busybox()
