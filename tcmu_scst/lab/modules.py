@@ -46,6 +46,7 @@ def lab_modules() -> tuple[ModuleSpec, ...]:
     specs = [ModuleSpec(n) for n in required_boot]
     specs.append(ModuleSpec("crc32c_intel", optional=True))  # needs SSE4.2 in the guest CPU
     specs.append(ModuleSpec("scsi_debug", at_boot=False))
+    specs.append(ModuleSpec("isofs", at_boot=False))  # vcdrom tests mount ISO images
     return tuple(specs)
 
 
