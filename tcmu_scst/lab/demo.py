@@ -39,8 +39,9 @@ def connect_help(host_port: int, iqn: str = DEMO_IQN) -> str:
             f"    iscsi-ls iscsi://{portal}",
             f"    iscsi-inq iscsi://{portal}/{iqn}/0",
             f"    iscsi-readcapacity16 iscsi://{portal}/{iqn}/0",
-            "or with open-iscsi:",
-            f"    iscsiadm -m discovery -t sendtargets -p {portal}",
+            "or with open-iscsi (discovery would advertise the guest's own address,",
+            "10.0.2.15, which the host cannot reach: create the node record by hand):",
+            f"    iscsiadm -m node -o new -T {iqn} -p {portal}",
             f"    iscsiadm -m node -T {iqn} -p {portal} --login",
             "Press Ctrl-C to stop the target and the VM.",
         ]
