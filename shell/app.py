@@ -1,0 +1,62 @@
+"""The configshell-fb shell around the /proc/scsi_tgt tree.
+
+configshell's parser silently drops text it cannot parse (``add_group a|b`` runs with
+``a``; lio-and-scst.md §4). :class:`ScstShell` parses every line with ``parseAll``
+first and refuses what does not parse whole; every command's arity is checked by
+configshell from the method signature, and each command validates its values.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from configshell_fb import ConfigShell, ExecutionError
+from pyparsing import ParseException
+
+from tcmu_scst.errors import TcmuScstError
+
+from .context import ShellContext
+from .nodes import Root, execution_error
+
+
+class ScstShell(ConfigShell):  # type: ignore[misc]
+    def __init__(self, ctx: ShellContext, preferences_dir: str | None = None) -> None:
+        super().__init__(preferences_dir)
+        self.ctx = ctx
+        # Short prompts and no colours by default: output is parsed by scripts.
+        self.prefs["color_mode"] = False
+        self.prefs["tree_round_nodes"] = False
+        self.root = Root(self, ctx)
+
+    def run_cmdline(self, cmdline: str) -> None:
+        line = cmdline.strip()
+        if not line or line.startswith("#"):
+            return
+        try:
+            self._parser.parseString(line, parseAll=True)
+        except ParseException as err:
+            raise ExecutionError(
+                f"cannot parse {line!r} at column {err.column}: quotes, '|' and blanks "
+                "inside values are not accepted; write one plain word per value"
+            ) from None
+        try:
+            super().run_cmdline(line)
+        except TcmuScstError as err:
+            raise execution_error(err) from err
+
+    def _cli_loop(self) -> None:
+        # Interactive: an error is printed and the session goes on.
+        while not self._exit:
+            try:
+                super()._cli_loop()
+            except ExecutionError as err:
+                self.log.error(str(err))
+
+
+def build_shell(ctx: ShellContext, *, capture: bool = False, **kwargs: Any) -> ScstShell:
+    """A shell on ``ctx`` (``capture``: output into ``shell.con._stdout``, a StringIO)."""
+    shell = ScstShell(ctx, **kwargs)
+    if capture:
+        shell.con._stdout = io.StringIO()
+    return shell
