@@ -50,6 +50,11 @@ _HINTS: dict[int, str] = {
     errno_mod.EAGAIN: "netlink is blocked (target_core_user block_netlink=1)",
     errno_mod.EINTR: "the netlink request was reset (reset_netlink)",
     errno_mod.ENOSPC: "the kernel ran out of an index or slot",
+    # Measured on 6.1: a LUN link to a non-device, or a mapped-LUN link to a non-LUN.
+    errno_mod.EFAULT: "link target is the wrong kind of object (LUN -> core device, "
+    "mapped LUN -> lun/lun_N of the same TPG)",
+    errno_mod.ESRCH: "no TCM-USER daemon listening: start the tcmu-scst daemon first",
+    errno_mod.ENOSYS: "this fabric does not support that object (portals are iSCSI only)",
 }
 
 

@@ -81,6 +81,8 @@ def test_hints_cover_common_kernel_errnos() -> None:
     assert "value refused by the kernel" in hint_for(errno.EINVAL)
     assert "remove its LUNs/ACLs first" in hint_for(errno.EBUSY)
     assert hint_for(errno.EEXIST) and hint_for(errno.ENOENT) and hint_for(errno.EPERM)
+    assert "wrong kind of object" in hint_for(errno.EFAULT)
+    assert "daemon" in hint_for(errno.ESRCH)
 
 
 def test_available_and_ensure_mounted_on_fake_root(tmp_path: Path) -> None:
