@@ -47,6 +47,7 @@ def lab_modules() -> tuple[ModuleSpec, ...]:
     specs.append(ModuleSpec("crc32c_intel", optional=True))  # needs SSE4.2 in the guest CPU
     specs.append(ModuleSpec("scsi_debug", at_boot=False))
     specs.append(ModuleSpec("isofs", at_boot=False))  # vcdrom tests mount ISO images
+    specs.append(ModuleSpec("ext4", at_boot=False))  # vdisk tests mkfs + mount + fsck
     return tuple(specs)
 
 
