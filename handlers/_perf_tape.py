@@ -86,7 +86,7 @@ class PerfTapeDevice(TypedSpcDevice):
             READ_BLOCK_LIMITS: self._read_block_limits,
             READ_6: self._read,
             WRITE_6: self._write,
-            WRITE_FILEMARKS: lambda cmd, cdb: Result(),  # nothing to record
+            WRITE_FILEMARKS: self._write_filemarks,
             SPACE: self._space,
             ERASE: lambda cmd, cdb: Result(),
             LOAD_UNLOAD: self._load_unload,
@@ -137,6 +137,10 @@ class PerfTapeDevice(TypedSpcDevice):
         self._transfer_bytes(cdb)
         count = be(cdb, 2, 3)
         self.position += count if cdb[1] & 0x01 else (1 if count else 0)
+        return Result()
+
+    def _write_filemarks(self, cmd: Command, cdb: bytes) -> Result:
+        self.position += be(cdb, 2, 3)  # a filemark is a logical object too
         return Result()
 
     # -- positioning ------------------------------------------------------------------
