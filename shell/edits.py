@@ -64,7 +64,7 @@ def add_group(config: ScstConfig, name: str) -> None:
 
 def del_group(config: ScstConfig, name: str) -> None:
     if name == DEFAULT_GROUP:
-        raise ConfigError("Default is the predefined group: it cannot be deleted (clear it instead)")
+        raise ConfigError("Default is the predefined group: it cannot be deleted; clear it instead")
     config.groups.remove(group_or_fail(config, name))
 
 
@@ -175,7 +175,7 @@ def remove_device(config: ScstConfig, name: str, handlers: frozenset[str]) -> De
 def assign(config: ScstConfig, hctl: str, handler: str) -> None:
     """0.9.6 ``assign H:C:I:L HANDLER``: serve a local SCSI device with a pass-through handler."""
     if not _HCTL.match(hctl):
-        raise ConfigError(f"{hctl!r} is not a SCSI address; write host:channel:id:lun, e.g. 1:0:1:0")
+        raise ConfigError(f"{hctl!r} is not a SCSI address; write H:C:I:L, e.g. 1:0:1:0")
     if handler not in PASSTHROUGH_HANDLERS:
         known = " ".join(sorted(PASSTHROUGH_HANDLERS))
         raise ConfigError(f"handler {handler!r} cannot be assigned; use one of: {known}")
@@ -196,7 +196,7 @@ def target_or_fail(config: ScstConfig, fabric: str, name: str) -> Target:
     return tgt
 
 
-def create_target(config: ScstConfig, fabric: str, name: str) -> Target:
+def create_target(config: ScstConfig, fabric: str, name: str) -> None:
     if fabric not in FABRIC_DRIVERS:
         raise ConfigError(f"unknown fabric {fabric}; use one of {', '.join(FABRIC_DRIVERS)}")
     problem = target_name_error(name, fabric)
@@ -207,7 +207,6 @@ def create_target(config: ScstConfig, fabric: str, name: str) -> Target:
     # Disabled until asked: SCST advises configuring access control before enabling.
     tgt = Target(fabric, name, enabled=False)
     config.targets.append(tgt)
-    return tgt
 
 
 def delete_target(config: ScstConfig, fabric: str, name: str) -> None:

@@ -513,7 +513,8 @@ class TargetNode(Node):
         lines = [f"{self.fabric} target {tgt.name}: {'enabled' if tgt.enabled else 'disabled'}"]
         if self.fabric == "iscsi":
             lines.append(f"portals: {' '.join(tgt.portals) or '0.0.0.0:3260 (default)'}")
-            lines.append(f"CHAP: {'user ' + tgt.incoming_users[0][0] if tgt.incoming_users else 'off'}")
+            chap = f"user {tgt.incoming_users[0][0]}" if tgt.incoming_users else "off"
+            lines.append(f"CHAP: {chap}")
         lines += [f"LUN {x.number} {x.device}{' RO' if x.read_only else ''}" for x in tgt.luns]
         lines += [f"group {g.name} (per target): {len(g.luns)} LUN(s)" for g in tgt.groups]
         lines.append("0.9.6 groups under /groups apply here too")

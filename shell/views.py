@@ -20,6 +20,10 @@ from tcmu_scst.scst.model import FABRIC_DRIVERS, Group, ScstConfig
 from tcmu_scst.scst.ownership import Ownership
 
 DEVICE_COLUMN = "Device (host:ch:id:lun or name)"
+# SCST 0.9.6's printf formats, kept as written in scst_proc.c.
+SCSI_TGT_FORMAT = "%-60s%s"
+GROUP_DEVICES_HEADER = "%-60s%s  %s"
+GROUP_DEVICES_ROW = "%-60s%4d%12s"
 SESSIONS_FORMAT = "%-20s %-45s %-35s %-15s"
 SGV_FORMAT = "%-30s %-11s %-11s"
 _FABRIC_OF_DIR = {"iscsi": "iscsi", "loopback": "loopback", "qla2xxx": "qla2xxx", "fc": "tcm_fc"}
@@ -27,16 +31,17 @@ _FABRIC_OF_DIR = {"iscsi": "iscsi", "loopback": "loopback", "qla2xxx": "qla2xxx"
 
 def devices_and_handlers(config: ScstConfig) -> str:
     """``/proc/scsi_tgt/scsi_tgt``: every device and its handler."""
-    lines = ["%-60s%s" % (DEVICE_COLUMN, "Device handler")]
-    lines += ["%-60s%s" % (dev.name, dev.handler) for dev in config.devices]
+    lines = [SCSI_TGT_FORMAT % (DEVICE_COLUMN, "Device handler")]
+    lines += [SCSI_TGT_FORMAT % (dev.name, dev.handler) for dev in config.devices]
     return "\n".join(lines)
 
 
 def group_devices(grp: Group) -> str:
     """``groups/G/devices``."""
-    lines = ["%-60s%s  %s" % (DEVICE_COLUMN, "Virtual lun", "Options")]
+    lines = [GROUP_DEVICES_HEADER % (DEVICE_COLUMN, "Virtual lun", "Options")]
     for lun in sorted(grp.luns, key=lambda item: item.number):
-        lines.append("%-60s%4d%12s" % (lun.device, lun.number, "RO" if lun.read_only else ""))
+        options = "RO" if lun.read_only else ""
+        lines.append(GROUP_DEVICES_ROW % (lun.device, lun.number, options))
     return "\n".join(lines)
 
 
