@@ -27,8 +27,6 @@ _WWPN_HEX = re.compile(r"^[0-9a-f]{16}$")
 _WWPN_COLON = re.compile(r"^([0-9a-f]{2}:){7}[0-9a-f]{2}$")
 _LUN_DIR = re.compile(r"^lun_(\d+)$")
 _TPG_DIR = re.compile(r"^tpgt_(\d+)$")
-# iSCSI TPG attributes for the three SCST "Default" cases are plain attrib/ writes.
-ISCSI_AUTH_FILES = ("userid", "password", "userid_mutual", "password_mutual")
 
 
 def random_alias() -> str:
@@ -180,7 +178,7 @@ class NodeAcl:
             self.cfs.symlink(
                 f"{self.tpg.rel}/lun/lun_{tpg_lun}", f"{rel}/{alias or random_alias()}"
             )
-            # write_protect only takes effect once the link made the device entry.
+            # After the link, as rtslib does: before it there is no device entry to update.
             if self.cfs.read(f"{rel}/write_protect") != str(int(write_protect)):
                 self.cfs.write(f"{rel}/write_protect", str(int(write_protect)))
         except BaseException:
@@ -235,6 +233,9 @@ class NodeAcl:
         """Free text the kernel ignores (we store the SCST group name); None clears it."""
         if tag is not None and (len(tag.encode()) >= 64 or "\n" in tag):
             raise ConfigError(f"ACL tag {tag!r} must be one line shorter than 64 bytes")
+        if tag and tag.startswith("NULL"):
+            # The kernel compares only the first 4 bytes with "NULL" and would clear it.
+            raise ConfigError(f"ACL tag {tag!r} starts with NULL, which the kernel reads as clear")
         if not self.cfs.exists(f"{self.rel}/tag"):
             raise ConfigError(f"{self.tpg.fabric} ACLs have no tag (iSCSI only)")
         self.cfs.write(f"{self.rel}/tag", tag if tag else "NULL")

@@ -81,6 +81,8 @@ def test_iscsi_full_export(fake: FakeConfigfs, dev: UserBackstore) -> None:
     acl = tpg.add_acl(INI)
     acl.map_lun(5, 0, write_protect=True)
     acl.set_tag("Group1")
+    with pytest.raises(ConfigError, match="NULL"):
+        acl.set_tag("NULLgroup")
     acl.set_chap("user", "secret12345", mutual_userid="tgt", mutual_password="secret67890")
     tpg.enable()
     assert tpg.enabled
