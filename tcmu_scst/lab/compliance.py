@@ -15,6 +15,7 @@ the file) but do not fail the run.
 In the guest::
 
     python3 -m tcmu_scst.lab.compliance --fileio --expect tests/kernel/compliance-fileio.txt
+    python3 -m tcmu_scst.lab.compliance --vdisk --expect tests/kernel/compliance-vdisk.txt
     python3 -m tcmu_scst.lab.compliance --backstore /sys/kernel/config/target/core/user_0/d \\
         --expect tests/kernel/compliance-vdisk.txt --record /results/vdisk.txt
 """
@@ -219,6 +220,65 @@ def fileio_backstore(size: int = 256 << 20, backing: Path = Path("/run/complianc
     return create
 
 
+def vdisk_backstore(
+    size: int = 256 << 20,
+    backing: Path = Path("/run/compliance-vdisk.img"),
+    *,
+    block_size: int = 512,
+    threads: int = 2,
+    **params: bool,
+) -> BackstoreFactory:
+    """Factory for OUR vdisk: a TCMU user backstore whose vdisk dev_config names a
+    sparse file, served by a DeviceRunner thread of this process (no daemon: the
+    backstore is created with nl_reply_supported=-1). ``params`` are VdiskParams flags
+    (write_through=True, thin_provisioned=True, ...)."""
+
+    def create(stack: Teardown) -> Path:
+        # Imported here: the fileio path must not need the service/handler layers.
+        import importlib
+        import threading
+
+        from tcmu_scst.kernel import uio
+        from tcmu_scst.kernel.configfs import Configfs
+        from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
+        from tcmu_scst.lab.lio import TARGET
+        from tcmu_scst.service import registry
+        from tcmu_scst.service.device import DeviceRunner
+
+        if backing.exists():
+            backing.unlink()
+        with open(backing, "wb") as handle:
+            handle.truncate(size)
+        stack.push(f"remove {backing}", lambda: backing.unlink(missing_ok=True))
+        # handlers/ installs as tcmu_scst.handlers; from a source tree mypy cannot see it.
+        vdisk_params = importlib.import_module("tcmu_scst.handlers.vdisk_params")
+        vdisk = vdisk_params.VdiskParams(
+            name="compliance1", filename=str(backing), blocksize=block_size, **params
+        )
+        dev_config: str = vdisk_params.to_dev_config(vdisk)
+        options = UserBackstoreOptions(dev_config=dev_config, dev_size=size,
+                                       hw_block_size=block_size, nl_reply_supported=-1)
+        backstore = UserBackstore.create(Configfs(), "compliance1", options)
+        stack.push("delete backstore compliance1", backstore.delete)
+        handler = registry.open_handler(dev_config)
+        port = uio.UioDevice(uio.find_device(backstore.hba_index, backstore.name))
+        runner = DeviceRunner(port, handler, threads=threads)
+        thread = threading.Thread(target=runner.run, name="ring-compliance1", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            runner.stop()
+            thread.join(30)
+            runner.close()
+            handler.close()
+            port.close()
+
+        stack.push("stop serving compliance1", stop)
+        return TARGET / backstore.rel
+
+    return create
+
+
 def run_compliance(
     create_backstore: BackstoreFactory,
     *,
@@ -249,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="libiscsi compliance run (inside the lab)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--fileio", action="store_true", help="LIO fileio on a sparse file")
+    what.add_argument("--vdisk", action="store_true",
+                      help="our vdisk (TCMU user backstore) on a sparse file")
     what.add_argument("--backstore", type=Path, help="configfs path of an enabled core device")
     parser.add_argument("--expect", type=Path, required=True, help="expectations file")
     parser.add_argument("--family", default=DEFAULT_FAMILY)
@@ -257,9 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         expected = parse_expectations(args.expect.read_text(), str(args.expect))
-        factory: BackstoreFactory = (
-            fileio_backstore() if args.fileio else (lambda stack: args.backstore)
-        )
+        factory: BackstoreFactory
+        if args.fileio:
+            factory = fileio_backstore()
+        elif args.vdisk:
+            factory = vdisk_backstore()
+        else:
+            factory = lambda stack: args.backstore  # noqa: E731
+
         results = run_compliance(factory, family=args.family, log=args.log)
     except (TcmuScstError, OSError) as err:
         print(f"compliance: error: {err}", file=sys.stderr)
