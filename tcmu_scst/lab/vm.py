@@ -31,6 +31,7 @@ from tcmu_scst.lab.tools import find_tool
 DEFAULT_MEMORY_MB = 3072
 DEFAULT_CPUS = 2
 _PR_SET_PDEATHSIG = 1
+_POWEROFF_GRACE = 15.0  # seconds between the exit status and QEMU's own exit
 _FORWARD_RE = re.compile(r"^(?:(?P<addr>[0-9.]+):)?(?P<host>\d{1,5}):(?P<guest>\d{1,5})$")
 
 
@@ -180,9 +181,9 @@ def run(
         raise LabError(f"cannot start QEMU: {err}; install qemu-system-x86") from err
     assert proc.stdout is not None and proc.stdin is not None
     deadline = time.monotonic() + timeout if timeout else None
-    stopping = False
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread():
+    stopping = False  # Ctrl-C seen, or the command is done: QEMU may be killed at deadline
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
         # A CI cancel (SIGTERM) must not leave QEMU running: turn it into an exception.
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
@@ -191,7 +192,7 @@ def run(
             try:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if wait == 0.0 and stopping:
-                    break  # the guest ignored the stop request: kill it below
+                    break  # the guest did not power off in time: kill it below
                 if wait == 0.0:
                     raise LabError(
                         f"the guest did not finish within {timeout:g} s; QEMU was killed "
@@ -207,6 +208,10 @@ def run(
                 if text:
                     out.write(text)
                     out.flush()
+                if console.exit_status is not None and not stopping:
+                    # The status is known; give the guest a moment to power off.
+                    stopping = True
+                    deadline = time.monotonic() + _POWEROFF_GRACE
             except KeyboardInterrupt:
                 if graceful_stop is None or stopping:
                     raise
@@ -227,7 +232,7 @@ def run(
         except subprocess.TimeoutExpired:
             qemu_status = -1
     finally:
-        if previous_sigterm is not None:
+        if on_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
         _stop(proc)
         proc.stdin.close()
