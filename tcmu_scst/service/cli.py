@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="root-only control socket for the shell (default: %(default)s)",
     )
     parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=Path("/var/lib/tcmu-scst/lio-state.json"),
+        help="tcmu-scst's LIO state file (written by 'config apply' and the shell); the "
+        "daemon creates ACLs there for initiators of a default group LIO's demo mode cannot "
+        "express (default: %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -38,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads < 0:
         raise SystemExit("tcmu-scst daemon: error: --threads must be >= 0")
-    daemon = Daemon(control_socket=args.control_socket, threads=args.threads)
+    daemon = Daemon(
+        control_socket=args.control_socket, threads=args.threads, state_file=args.state_file
+    )
     daemon.install_signal_handlers()
     daemon.start()
     notify_systemd("READY=1")

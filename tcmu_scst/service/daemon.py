@@ -107,6 +107,8 @@ class Daemon:
         open_handler: Callable[[str], Handler] = registry.open_handler,
         owns: Callable[[str], bool] = registry.owns,
         open_port: Callable[[uio.UioInfo], ServedPort] = uio.UioDevice,
+        state_file: Path | None = None,
+        materialize_every: float = 2.0,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -128,6 +130,10 @@ class Daemon:
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self._timer_due: dict[int, float] = {}
         self.reply_supported = False
+        # SCST's Default group in LIO "case C" (lio-and-scst.md §2.4): unknown
+        # initiators get an ACL with the default LUN map, polled from the main loop.
+        self.state_file = state_file
+        self.materialize_every = materialize_every
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +154,16 @@ class Daemon:
         if self.control_path is not None:
             self.control = ControlServer(self.control_path, self.handle_request)
             self.selector.register(self.control, selectors.EVENT_READ, self._on_control)
+        if self.state_file is not None and self.materialize_every > 0:
+            from tcmu_scst.scst.materializer import Materializer
+
+            materializer = Materializer(self.cfs, self.state_file)
+
+            def materialize() -> None:
+                for acl in materializer.poll_once():
+                    log.info("default group: ACL for %s on %s", acl.initiator, acl.wwn)
+
+            self.every(self.materialize_every, materialize)
         log.info("tcmu-scst daemon %s serving %d device(s)", __version__, len(self.devices))
 
     def _recover(self, info: uio.UioInfo) -> None:

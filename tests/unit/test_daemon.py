@@ -284,3 +284,51 @@ def test_control_socket_status(rig: Rig, tmp_path: Path) -> None:
     assert control.daemon_running(tmp_path / "control.sock")
     rig.stop()
     assert not control.daemon_running(tmp_path / "control.sock")
+
+
+def test_main_loop_runs_the_default_materializer(tmp_path: Path) -> None:
+    """Case C (lio-and-scst.md §2.4): a login-only FC session gets its ACL from the daemon."""
+    from tcmu_scst.scst import conf
+    from tcmu_scst.scst.apply import apply_config
+
+    qla = "21:00:00:24:ff:31:4c:48"
+    cfs_root = tmp_path / "cfs"
+    cfs_root.mkdir()
+    cfs = FakeConfigfs(cfs_root, loaded_modules={"tcm_qla2xxx"})
+    (tmp_path / "d0.img").write_bytes(bytes(512))
+    (tmp_path / "d1.img").write_bytes(bytes(512))
+    text = (
+        "HANDLER vdisk_fileio {\n"
+        f" DEVICE d0 {{\n  filename {tmp_path}/d0.img\n }}\n"
+        f" DEVICE d1 {{\n  filename {tmp_path}/d1.img\n }}\n}}\n"
+        f"TARGET_DRIVER qla2x00t {{\n TARGET {qla} {{\n  LUN 0 d0\n"
+        "  GROUP g {\n   LUN 0 d1\n   INITIATOR 21:00:00:24:ff:31:4c:49\n  }\n  enabled 1\n"
+        " }\n}\n"
+    )
+    state = tmp_path / "state.json"
+    apply_config(cfs, conf.parse(text, "m.conf"), state)
+    (tmp_path / "sysfs").mkdir()
+    (tmp_path / "params").mkdir()
+    for name in ("block_netlink", "reset_netlink"):
+        (tmp_path / "params" / name).write_text("0\n")
+    daemon = Daemon(
+        configfs=cfs,
+        netlink=FakeNetlink(),  # type: ignore[arg-type]
+        module_params=TcmuModuleParams(tmp_path / "params"),
+        sysfs_uio=tmp_path / "sysfs",
+        dev_dir=tmp_path,
+        control_socket=None,
+        state_file=state,
+        materialize_every=0.05,
+        owns=lambda subtype: False,
+    )
+    daemon.start()
+    loop = threading.Thread(target=daemon.run)
+    loop.start()
+    try:
+        tpg = f"qla2xxx/{qla}/tpgt_1"
+        cfs.kernel_set(f"{tpg}/dynamic_sessions", "21:00:00:24:ff:31:4c:50\n\x00")
+        wait_for(lambda: cfs.exists(f"{tpg}/acls/21:00:00:24:ff:31:4c:50/lun_0"))
+    finally:
+        daemon.stop()
+        loop.join(10)
