@@ -547,7 +547,10 @@ class IscsiTpg(Tpg):
         return self.cfs.listdir(f"{self.rel}/np")
 
     def set_chap(self, userid: str | None, password: str | None, **mutual: str | None) -> None:
-        """TPG CHAP credentials: used for demo-mode (dynamic) ACLs only."""
+        """TPG CHAP credentials: used for demo-mode (dynamic) ACLs only.
+
+        CHAP is enforced only while ``attrib/authentication`` is 1 (set it separately).
+        """
         _write_chap(self.cfs, f"{self.rel}/auth", userid, password, mutual)
 
     def delete(self, remove_target: bool = True) -> None:
