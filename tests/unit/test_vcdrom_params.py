@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.handlers.vcdrom_params import (
     VcdromParams,
     parse_attributes,
@@ -14,8 +16,6 @@ from tcmu_scst.handlers.vcdrom_params import (
     to_dev_config,
     to_proc_open,
 )
-
-from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.scst.devconfig import encode_dev_config
 from tcmu_scst.scst.model import Device
 
