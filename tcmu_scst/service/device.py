@@ -144,6 +144,7 @@ class DeviceRunner:
                 self._call_tmr(item)
                 continue
             taken += 1
+            item._sink = self  # completions (sync or async) are counted on their way
             if self.threads == 0 or self.handler.is_inline(item):
                 result = self._execute(item)
                 if result is not None:
@@ -184,6 +185,10 @@ class DeviceRunner:
             return HANDLER_FAILURE
 
     def _finish(self, cmd: Command, result: Result, notify: bool) -> None:
+        self.complete(cmd, result, notify=notify)
+
+    def complete(self, cmd: Command, result: Result, *, notify: bool = True) -> None:
+        """Where ``cmd.complete(result)`` lands, from any thread (CompletionSink)."""
         self.stats.count(cmd, result)
         self.ring.complete(cmd, result, notify=notify)
 

@@ -157,3 +157,37 @@ def test_stop_drains_in_flight_commands() -> None:
     assert len(emu.completions) == 1 and emu.completions[0].status == GOOD
     runner.close()
     port.close()
+
+
+class AsyncDisk(MemoryDisk):
+    """Completes reads later, from a thread of its own (like a pass-through queue)."""
+
+    def handle(self, cmd: Command) -> Result | None:
+        if cmd.opcode == 0x28:
+            def later() -> None:
+                time.sleep(0.05)
+                cmd.data.write(b"L" * 512)
+                cmd.complete(Result(data_in_len=512))
+
+            threading.Thread(target=later).start()
+            return None
+        return super().handle(cmd)
+
+
+def test_async_completion_is_delivered_and_counted() -> None:
+    emu = RingEmulator(cmdr_size=8192, data_size=64 * 1024)
+    port = EmulatorPort(emu)
+    runner = DeviceRunner(port, AsyncDisk(), threads=1)
+    loop = threading.Thread(target=runner.run)
+    loop.start()
+    try:
+        cid = emu.submit(READ10, data_in_len=512)
+        wait_for(lambda: any(c.cmd_id == cid for c in emu.completions))
+        assert emu.completion(cid).data_in == b"L" * 512
+        assert runner.stats.commands == 1
+        assert runner.stats.size_histogram == {512: 1}
+    finally:
+        runner.stop()
+        loop.join(5)
+        runner.close()
+        port.close()
