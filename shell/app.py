@@ -34,7 +34,11 @@ class ScstShell(ConfigShell):  # type: ignore[misc]
         if not line or line.startswith("#"):
             return
         try:
-            self._parser.parseString(line, parseAll=True)
+            # pyparsing 3 spells it parse_string(parse_all=); 2.4 only parseString.
+            if hasattr(self._parser, "parse_string"):
+                self._parser.parse_string(line, parse_all=True)
+            else:
+                self._parser.parseString(line, parseAll=True)
         except ParseException as err:
             raise ExecutionError(
                 f"cannot parse {line!r} at column {err.column}: quotes, '|' and blanks "
