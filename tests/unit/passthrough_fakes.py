@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
-
 from tcmu_scst.handlers.sg_io import SG_IO, SG_SCSI_RESET, SgIoHdr, SgIovec
 
 
@@ -74,7 +73,8 @@ class SimpleDevice:
             bd = struct.pack(">I", 0) + struct.pack(">I", self.tape_block)
             return Reply(data=bytes([11, 0, 0, 8]) + bd)
         if op == 0x28:
-            lba, count = struct.unpack(">I", sent.cdb[2:6])[0], struct.unpack(">H", sent.cdb[7:9])[0]
+            lba = struct.unpack(">I", sent.cdb[2:6])[0]
+            count = struct.unpack(">H", sent.cdb[7:9])[0]
             start = lba * self.block_size
             return Reply(data=bytes(self.storage[start : start + count * self.block_size]))
         if op == 0x2A:
