@@ -66,7 +66,7 @@ def test_iso_mount_change_and_eject(lio_stack: lio.Teardown, tmp_path: Path) -> 
     assert Path(dev).name.startswith("sr"), f"{dev} is not a CD-ROM node"
     sysfs = Path(f"/sys/class/scsi_device/{served.lun.hctl}/device")
     assert (sysfs / "type").read_text().strip() == "5"
-    assert (sysfs / "removable").read_text().strip() == "1"
+    assert Path(f"/sys/block/{Path(dev).name}/removable").read_text().strip() == "1"
 
     mnt = tmp_path / "mnt"
     mount(dev, mnt)

@@ -31,7 +31,7 @@ def image(tmp_path: Path, name: str, blocks: int, extra: int = 0, seed: int = 3)
 
 def go(handler: VcdromHandler, cdb: bytes, in_len: int = 0) -> Reply:
     def execute(cmd: Command) -> Result:
-        result = handler.handle(cmd)
+        result: Result | None = handler.handle(cmd)
         assert result is not None
         return result
 
