@@ -8,7 +8,7 @@ from typing import TextIO
 
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
-from tcmu_scst.scst import conf, legacy_conf
+from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
 from tcmu_scst.scst.live import read_live
@@ -30,8 +30,10 @@ def load(path: Path, fmt: str = "auto") -> ScstConfig:
         raise ConfigError(f"cannot read config file: {err}", str(path)) from err
     legacy = fmt == "legacy" or (fmt == "auto" and legacy_conf.looks_legacy(text))
     if legacy:
-        return legacy_conf.parse_legacy(text, str(path))
-    return conf.parse(text, str(path))
+        # Pass-through devices are applied only while present (hot-plug, issue 7).
+        return hotplug_rules.resolve(legacy_conf.parse_legacy(text, str(path))).config
+    # Modern files may name pass-through devices by identity (hotplug_rules).
+    return hotplug_rules.load_resolved(text, str(path)).config
 
 
 def check_system(config: ScstConfig) -> list[str]:

@@ -30,6 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "express (default: %(default)s)",
     )
     parser.add_argument(
+        "--hotplug-config",
+        type=Path,
+        default=Path("/etc/tcmu-scst/scst.conf"),
+        help="scst.conf kept applied as pass-through devices come and go (udev events; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-hotplug", action="store_true", help="do not listen to udev events"
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -46,8 +56,16 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads < 0:
         raise SystemExit("tcmu-scst daemon: error: --threads must be >= 0")
+    hotplug = None
+    if not args.no_hotplug:
+        from tcmu_scst.service.hotplug import Hotplug
+
+        hotplug = Hotplug(config_path=args.hotplug_config, state_file=args.state_file)
     daemon = Daemon(
-        control_socket=args.control_socket, threads=args.threads, state_file=args.state_file
+        control_socket=args.control_socket,
+        threads=args.threads,
+        state_file=args.state_file,
+        hotplug=hotplug,
     )
     daemon.install_signal_handlers()
     daemon.start()

@@ -47,6 +47,7 @@ from tcmu_scst.kernel.netlink import (
 from tcmu_scst.service import registry
 from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
 from tcmu_scst.service.device import DeviceRunner, RingPort
+from tcmu_scst.service.hotplug import Hotplug
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Daemon:
         open_port: Callable[[uio.UioInfo], ServedPort] = uio.UioDevice,
         state_file: Path | None = None,
         materialize_every: float = 2.0,
+        hotplug: Hotplug | None = None,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -134,6 +136,7 @@ class Daemon:
         # initiators get an ACL with the default LUN map, polled from the main loop.
         self.state_file = state_file
         self.materialize_every = materialize_every
+        self.hotplug = hotplug  # udev events (service.hotplug); None: netlink only
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +167,14 @@ class Daemon:
                     log.info("default group: ACL for %s on %s", acl.initiator, acl.wwn)
 
             self.every(self.materialize_every, materialize)
+        if self.hotplug is not None:
+            self.hotplug.start(
+                self.selector,
+                self.every,
+                configfs=self.cfs,
+                rescan=self._rescan,
+                prune=self._prune_gone,
+            )
         log.info("tcmu-scst daemon %s serving %d device(s)", __version__, len(self.devices))
 
     def _recover(self, info: uio.UioInfo) -> None:
@@ -204,6 +215,8 @@ class Daemon:
             signal.signal(sig, lambda _s, _f: self.stop())
 
     def shutdown(self) -> None:
+        if self.hotplug is not None:
+            self.hotplug.close()  # waits for a running apply (it needs netlink answers)
         for dev in list(self.devices.values()):
             self.detach(dev)
         if self.reply_supported:
@@ -297,8 +310,10 @@ class Daemon:
         status = 0
         try:
             if isinstance(event, AddedDevice):
-                info = uio.read_info(event.minor, self.sysfs_uio, self.dev_dir)
-                self.attach(info)
+                # Already served: the udev path (hot-plug rescan) was first.
+                if served is None:
+                    info = uio.read_info(event.minor, self.sysfs_uio, self.dev_dir)
+                    self.attach(info)
             elif isinstance(event, RemovedDevice):
                 if served is not None:
                     self.detach(served)
@@ -353,6 +368,20 @@ class Daemon:
                 except (TcmuScstError, OSError) as err:
                     log.error("cannot serve %s: %s", info.configfs_dir, err)
 
+    def _prune_gone(self) -> None:
+        """After a uio remove uevent: let go of served devices whose UIO entry vanished
+        (netlink REMOVED normally did it already)."""
+        for dev in list(self.devices.values()):
+            try:
+                now = uio.read_info(dev.info.minor, self.sysfs_uio).name
+                # Same backstore (dev_config may have changed through RECONFIG)?
+                gone = (now.hba, now.device) != (dev.info.name.hba, dev.info.name.device)
+            except (TcmuScstError, OSError):
+                gone = True
+            if gone:
+                log.warning("%s vanished without REMOVED; detaching", dev.info.configfs_dir)
+                self.detach(dev)
+
     def _on_wake(self) -> None:
         try:
             self._wake_r.recv(64)
@@ -379,6 +408,10 @@ class Daemon:
         if op == "rescan":
             self._rescan()
             return {"ok": True, "devices": self.describe_devices()}
+        if op == "hotplug":
+            if self.hotplug is None:
+                return {"ok": False, "error": "hot-plug is off in this daemon"}
+            return self.hotplug.handle_request(request)
         return {"ok": False, "error": f"unknown request {op!r}"}
 
     def describe_devices(self) -> list[dict[str, Any]]:
