@@ -29,7 +29,17 @@ setup(
         "tcmu_scst.shell": "shell",
     },
     package_data={"tcmu_scst.lab": ["*.sh"]},
-    data_files=[("share/tcmu-scst/udev", ["udev/README"])],
+    data_files=[
+        (
+            "share/tcmu-scst/udev",
+            [
+                "udev/README",
+                "udev/60-tcmu-scst.rules",
+                "udev/tcmu-scst.service",
+                "udev/tcmu-scst-restore.service",
+            ],
+        )
+    ],
     install_requires=[
         "pyudev>=0.24",
         "pyroute2>=0.7",

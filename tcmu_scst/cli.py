@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("tcmu_scst.lab.cli", "boot the real kernel in a microVM: try the target, or --run CMD"),
     "daemon": ("tcmu_scst.service.cli", "serve TCMU devices: netlink events, rings, control"),
     "config": ("tcmu_scst.scst.cli", "scst.conf: check, apply to LIO (diff, all-or-nothing), save"),
+    "install": ("tcmu_scst.service.install", "put the udev rule and systemd units in place"),
     "shell": ("tcmu_scst.shell.cli", "admin shell mirroring SCST 0.9.6's /proc/scsi_tgt"),
     "proc": ("tcmu_scst.shell.proc", "perform an SCST 0.9.6 /proc/scsi_tgt write or read"),
 }
