@@ -20,7 +20,8 @@ from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.lab import lio
 from tcmu_scst.scst import conf
-from tcmu_scst.scst.apply import apply_config
+from tcmu_scst.scst.apply import ApplyError, apply_config
+from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.materializer import Materializer
 from tcmu_scst.scst.ownership import load_ownership
 
@@ -40,7 +41,7 @@ def daemon(tmp_path: Path) -> Iterator[None]:
         [sys.executable, "-m", "tcmu_scst.cli", "daemon", "--threads", "1",
          "--control-socket", str(socket), "--log-level", "warning"],
     )  # fmt: skip
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90  # slow when the host is busy
     while not socket.exists():
         assert proc.poll() is None, "the tcmu-scst daemon exited at start-up"
         assert time.monotonic() < deadline, "the tcmu-scst daemon did not start"
@@ -165,3 +166,24 @@ def test_loopback_target_per_group_exports_the_groups_devices(
         model = Path(f"/sys/block/{os.path.basename(nodes.block)}/device/model").read_text()
         seen[owned.scst_group] = model.strip()
     assert seen == {"Default": "d0", "g": "d1"}
+
+
+def test_kernel_error_mid_way_rolls_everything_back(setup: tuple[Configfs, Path, Path]) -> None:
+    cfs, state, tmp_path = setup
+    first = iscsi(f"  LUN 0 d0\n  GROUP g {{\n   LUN 0 d1\n   INITIATOR {INI_A}\n  }}\n")
+    apply_config(cfs, conf.parse(devices(tmp_path) + first, "1.conf"), state)
+    before = read_live(cfs, load_ownership(state))
+    # The second file changes the group, adds a target, and gives that target an iSCSI
+    # parameter value the kernel refuses (EINVAL on the param/ write).
+    second = (
+        iscsi(f"  LUN 0 d1\n  GROUP g {{\n   LUN 0 d0\n   INITIATOR {INI_B}\n  }}\n")
+        + "TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.org.tcmu-scst:other {\n"
+        "  HeaderDigest Bogus\n  LUN 0 d0\n  enabled 1\n }\n}\n"
+    )
+    with pytest.raises(ApplyError, match="all changes undone"):
+        apply_config(cfs, conf.parse(devices(tmp_path) + second, "2.conf"), state)
+    after = read_live(cfs, load_ownership(state))
+    assert after == before
+    assert not cfs.exists("iscsi/iqn.2024-01.org.tcmu-scst:other")
+    assert apply_config(cfs, conf.parse(devices(tmp_path) + first, "1.conf"), state).steps == []
+    assert product(INI_A, 0) == "d1"
