@@ -185,15 +185,15 @@ def export_loop(
     return wait_for_scsi_device(hctl, timeout=timeout, need_block=need_block)
 
 
+def _children(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
 def scsi_device_nodes(hctl: str, sysfs: Path = Path("/sys/class/scsi_device")) -> LoopLun:
     """The /dev nodes of a SCSI device, found through sysfs (no udev in the guest)."""
     device = sysfs / hctl / "device"
-    blocks = sorted(p.name for p in (device / "block").iterdir()) if (
-        device / "block"
-    ).is_dir() else []
-    sgs = sorted(p.name for p in (device / "scsi_generic").iterdir()) if (
-        device / "scsi_generic"
-    ).is_dir() else []
+    blocks = _children(device / "block")
+    sgs = _children(device / "scsi_generic")
     return LoopLun(
         hctl=hctl,
         block=f"/dev/{blocks[0]}" if blocks else None,
