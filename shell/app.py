@@ -9,6 +9,7 @@ configshell from the method signature, and each command validates its values.
 from __future__ import annotations
 
 import io
+import sys
 from typing import Any
 
 from configshell_fb import ConfigShell, ExecutionError
@@ -23,6 +24,9 @@ from .nodes import Root, execution_error
 class ScstShell(ConfigShell):  # type: ignore[misc]
     def __init__(self, ctx: ShellContext, preferences_dir: str | None = None) -> None:
         super().__init__(preferences_dir)
+        # Console is a Borg bound to the sys.stdout of import time; follow the current one.
+        self.con._stdout = sys.stdout
+        self.con._stderr = sys.stderr
         self.ctx = ctx
         # Short prompts and no colours by default: output is parsed by scripts.
         self.prefs["color_mode"] = False

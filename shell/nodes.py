@@ -59,7 +59,23 @@ Usage (SCST 0.9.6 /proc/scsi_tgt; each file is a node of the same name here):
 'show' prints what reading the file printed; 'help COMMAND' explains a command."""
 
 
-class Node(ConfigNode):  # type: ignore[misc]
+class UsageErrors(ConfigNode):  # type: ignore[misc]
+    """Arity errors that name the command and show its usage."""
+
+    def assert_params(self, method: Any, pparams: list[str], kparams: dict[str, str]) -> None:
+        try:
+            super().assert_params(method, pparams, kparams)
+        except ExecutionError as err:
+            command = method.__name__.removeprefix("ui_command_")
+            given = " ".join([*pparams, *(f"{k}={v}" for k, v in kparams.items())])
+            usage = self.get_command_syntax(command)[0].strip()
+            reason = str(err).replace("positionnal", "positional").rstrip(".")
+            raise ExecutionError(
+                f"{command} {given}: {reason[:1].lower()}{reason[1:]}; usage: {usage}"
+            ) from None
+
+
+class Node(UsageErrors):
     """Base: access to the context, output, and the SCST read form via ``show``."""
 
     def __init__(self, name: str, parent: Node) -> None:
@@ -620,7 +636,7 @@ class TargetsNode(Node):
 # ---- root ----------------------------------------------------------------------------------------
 
 
-class Root(ConfigNode):  # type: ignore[misc]
+class Root(UsageErrors):
     """/proc/scsi_tgt/scsi_tgt (and the directory holding everything)."""
 
     def __init__(self, shell: Any, ctx: ShellContext) -> None:

@@ -78,7 +78,10 @@ class RunningStore:
     def load(self) -> LoadResult:
         """The running model; rebuilt from live state when the file is missing or stale."""
         if not self.path.exists():
-            return LoadResult(self._from_live(), f"{self.path} missing: rebuilt from live LIO")
+            config = self._from_live()
+            if not config.devices and not config.targets:
+                return LoadResult(config)  # a first start: nothing to rebuild, nothing to say
+            return LoadResult(config, f"{self.path} missing: rebuilt from live LIO")
         try:
             config = conf.load(self.path)
         except TcmuScstError as err:

@@ -1,0 +1,246 @@
+"""``tcmu-scst proc`` and ``tcmu-scst shell`` end to end: /proc forms, reads, exit status."""
+
+from __future__ import annotations
+
+import argparse
+import select
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tcmu_scst import cli
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.scst import conf
+from tcmu_scst.service.control import ControlServer
+from tcmu_scst.shell import cli as shell_cli
+from tcmu_scst.shell.proc import node_path
+from tcmu_scst.testing.fake_configfs import FakeConfigfs
+
+IQN = "iqn.2024-01.org.test:t1"
+INI = "iqn.1994-05.com.redhat:client"
+TPG = f"iscsi/{IQN}/tpgt_1"
+SESSION_INFO = (
+    f"InitiatorName: {INI}\nInitiatorAlias: \n"
+    "LIO Session ID: 1   ISID: 0x80 4d 5a c1 00 00  TSIH: 1  SessionType: Normal\n"
+    "Session State: TARG_SESS_STATE_LOGGED_IN\n"
+)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeConfigfs:
+    (tmp_path / "cfs").mkdir()
+    cfs = FakeConfigfs(tmp_path / "cfs")
+
+    def use_fake(args: argparse.Namespace) -> Configfs:
+        return cfs
+
+    monkeypatch.setattr(shell_cli, "_configfs", use_fake)
+    return cfs
+
+
+def opts(tmp: Path) -> list[str]:
+    return [
+        "--configfs-root", str(tmp / "cfs"), "--state-dir", str(tmp / "state"),
+        "--control-socket", str(tmp / "daemon.sock"), "--sysfs", str(tmp / "sys"),
+    ]  # fmt: skip
+
+
+def proc(tmp: Path, path: str, *line: str) -> int:
+    return cli.main(["proc", *opts(tmp), path, *line])
+
+
+def shell(tmp: Path, *words: str) -> int:
+    return cli.main(["shell", *opts(tmp), *words])
+
+
+def model(tmp: Path) -> Any:
+    return conf.parse((tmp / "state" / "running.conf").read_text())
+
+
+def test_node_paths() -> None:
+    assert node_path("/proc/scsi_tgt/scsi_tgt") == "/"
+    assert node_path("/proc/scsi_tgt/vdisk/vdisk") == "/vdisk"
+    assert node_path("/proc/scsi_tgt/vcdrom/vcdrom") == "/vcdrom"
+    assert node_path("/proc/scsi_tgt/groups/G/devices") == "/groups/G/devices"
+    assert node_path("vdisk/trace_level") == "/vdisk/trace_level"
+    assert node_path("/proc/scsi_tgt/sessions") == "/sessions"
+
+
+def test_every_proc_write_form(
+    tmp_path: Path, fake: FakeConfigfs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    img = tmp_path / "disk1.img"
+    img.write_bytes(b"\0" * (1 << 20))
+    (tmp_path / "sys/class/scsi_device/1:0:1:0").mkdir(parents=True)
+    P = "/proc/scsi_tgt"
+    writes = [
+        ("vdisk/vdisk", f"open disk1 {img}"),
+        ("vdisk/vdisk", f"open disk2 {img} 4096 WRITE_THROUGH READ_ONLY"),
+        ("vdisk/vdisk", "open disk3 NULLIO"),
+        ("vdisk/vdisk", "close disk3"),
+        ("vdisk/vdisk", "resync_size disk1"),
+        ("vcdrom/vcdrom", "open cd1"),
+        ("vcdrom/vcdrom", f"change cd1 {img}"),
+        ("vcdrom/vcdrom", "close cd1"),
+        ("scsi_tgt", "assign 1:0:1:0 dev_disk"),
+        ("scsi_tgt", "add_group g1"),
+        ("scsi_tgt", "add_group g2"),
+        ("scsi_tgt", "del_group g2"),
+        ("groups/Default/devices", "add disk1 0"),
+        ("groups/Default/devices", "add 1:0:1:0 1 READ_ONLY"),
+        ("groups/Default/devices", "del 1:0:1:0"),
+        ("groups/g1/devices", "add disk2 0 READ_ONLY"),
+        ("groups/g1/devices", "clear"),
+        ("groups/g1/names", f"add {INI}"),
+        ("groups/g1/names", "add iqn.2000-01.com.example:x"),
+        ("groups/g1/names", "del iqn.2000-01.com.example:x"),
+        ("threads", "8"),
+        ("trace_level", "none"),
+        ("trace_level", "value 0x10"),
+        ("trace_level", "add scsi"),
+        ("vdisk/trace_level", "default"),
+        ("vdisk/trace_level", "set mgmt"),
+        ("vdisk/trace_level", "del mgmt"),
+    ]
+    for file, line in writes:
+        assert proc(tmp_path, f"{P}/{file}", line) == 0, (file, line, capsys.readouterr().err)
+    config = model(tmp_path)
+    assert [d.name for d in config.devices] == ["disk1", "disk2", "1:0:1:0"]
+    assert config.threads == 8
+    assert config.group("g2") is None
+    g1 = config.group("g1")
+    assert g1.initiators == [INI] and g1.luns == []
+    assert [(x.number, x.device) for x in config.group("Default").luns] == [(0, "disk1")]
+    capsys.readouterr()
+    assert proc(tmp_path, f"{P}/trace_level") == 0
+    assert capsys.readouterr().out.strip() == "buff | scsi"
+    assert proc(tmp_path, f"{P}/vdisk/vdisk") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].split() == ["disk2", "1", "4096", "WT", "RO", str(img)]
+
+
+def test_proc_refusals(
+    tmp_path: Path, fake: FakeConfigfs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert proc(tmp_path, "/proc/scsi_tgt/scsi_tgt", "ls") == 1
+    assert "does not take 'ls'" in capsys.readouterr().err
+    assert proc(tmp_path, "/proc/scsi_tgt/nosuch", "x") == 1
+    assert "no such /proc/scsi_tgt file" in capsys.readouterr().err
+    assert proc(tmp_path, "/proc/scsi_tgt/groups/Default/devices", "add nosuch 0") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tcmu-scst proc: error: no device nosuch") and err.count("\n") == 1
+    assert proc(tmp_path, "/proc/scsi_tgt/scsi_tgt", "add_group a b") == 1
+    err = capsys.readouterr().err
+    assert "add_group a b: got 2 positional parameters, expected exactly 1" in err
+    assert "usage: add_group group" in err
+
+
+def test_sessions_read_format(
+    tmp_path: Path, fake: FakeConfigfs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert proc(tmp_path, "/proc/scsi_tgt/vdisk/vdisk", "open d0 NULLIO") == 0
+    assert proc(tmp_path, "/proc/scsi_tgt/groups/Default/devices", "add d0 0") == 0
+    assert proc(tmp_path, "/proc/scsi_tgt/scsi_tgt", "add_group g1") == 0
+    assert proc(tmp_path, "/proc/scsi_tgt/groups/g1/devices", "add d0 0") == 0
+    assert proc(tmp_path, "/proc/scsi_tgt/groups/g1/names", f"add {INI}") == 0
+    assert shell(tmp_path, f"/targets/iscsi create {IQN}") == 0
+    assert shell(tmp_path, "/targets/loopback create local") == 0
+    fake.kernel_set(f"{TPG}/acls/{INI}/info", SESSION_INFO)
+    fake.kernel_set(f"{TPG}/acls/{INI}/lun_0/statistics/scsi_auth_intr/num_cmds", "17")
+    fake.kernel_set(f"{TPG}/dynamic_sessions", "iqn.2000-01.com.example:other\n\x00")
+    capsys.readouterr()
+    assert proc(tmp_path, "/proc/scsi_tgt/sessions") == 0
+    lines = capsys.readouterr().out.splitlines()
+    fmt = "%-20s %-45s %-35s %-15s"
+    header = fmt % ("Target name", "Initiator name", "Group name", "Command Count")
+    assert lines[0] == header.rstrip()
+    assert (fmt % ("iscsi", INI, "g1", "17")).rstrip() in lines
+    assert (fmt % ("iscsi", "iqn.2000-01.com.example:other", "Default", "-")).rstrip() in lines
+    assert any(line.startswith("scst_local ") and " Default " in line for line in lines)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[list[dict[str, Any]]]:
+    """A stand-in daemon on the control socket answering status/set_threads/trace_level."""
+    seen: list[dict[str, Any]] = []
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        if request["op"] == "status":
+            devices = [
+                {"name": "d0", "commands": 5, "sizes": {"512": 3, "4096": 1}},
+                {"name": "d1", "commands": 2, "sizes": {"4096": 2}},
+            ]
+            return {"ok": True, "threads": 3, "devices": devices}
+        return {"ok": True}
+
+    server = ControlServer(tmp_path / "daemon.sock", handle)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            if select.select([server], [], [], 0.05)[0]:
+                server.serve_one()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield seen
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_daemon_backed_files(
+    tmp_path: Path,
+    fake: FakeConfigfs,
+    daemon: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert proc(tmp_path, "/proc/scsi_tgt/threads") == 0
+    assert capsys.readouterr().out.strip() == "3"
+    assert proc(tmp_path, "/proc/scsi_tgt/threads", "0x6") == 0
+    assert {"op": "set_threads", "threads": 6} in daemon
+    assert proc(tmp_path, "/proc/scsi_tgt/sgv") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["Name", "Hit", "Total"]
+    assert out[1].split() == ["sgv-512", "-", "3"]
+    assert out[2].split() == ["sgv-4096", "-", "3"]
+    assert out[-1] == "2 device(s) served, 7 command(s) in all"
+    assert proc(tmp_path, "/proc/scsi_tgt/vdisk/trace_level", "add debug") == 0
+    sent = [r for r in daemon if r["op"] == "trace_level"]
+    assert sent and sent[-1]["owner"] == "vdisk" and sent[-1]["mask"] & 0x200
+
+
+def test_shell_one_shot_script_and_stdin(
+    tmp_path: Path,
+    fake: FakeConfigfs,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert shell(tmp_path, "add_group", "g1") == 0
+    assert shell(tmp_path, "add_group", "g1") == 1
+    assert "tcmu-scst shell: error: group g1 already exists" in capsys.readouterr().err
+    script = tmp_path / "setup.tcmu"
+    script.write_text(
+        "# comment\n\n/vdisk open d0 NULLIO\n/groups/g1/devices add d0 0\n"
+        "/groups/g1/devices add d0 1\n/groups/g1/names add never.reached\n"
+    )
+    assert shell(tmp_path, "-f", str(script)) == 1
+    assert f"{script}:5: device d0 is already LUN 0" in capsys.readouterr().err
+    assert model(tmp_path).group("g1").initiators == []  # stopped at the error
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("/groups/g1/names add iqn.x:y\nls /groups\n"))
+    assert shell(tmp_path) == 0
+    assert "g1" in capsys.readouterr().out
+    assert model(tmp_path).group("g1").initiators == ["iqn.x:y"]
+
+
+def test_needs_root_without_test_root(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert cli.main(["shell", "ls"]) == 1
+    assert "needs root; run with sudo" in capsys.readouterr().err
