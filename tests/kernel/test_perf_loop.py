@@ -12,7 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tcmu_scst.handlers.perf import PerfParams, to_dev_config
+from tcmu_scst.handlers._perf_tape import PerfTapeDevice
+from tcmu_scst.handlers.perf import PerfHandler, PerfParams, to_dev_config
 from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
@@ -79,14 +80,21 @@ def test_tape_perf_attaches_to_st(lio_stack: lio.Teardown) -> None:
     st = next(name for name in tapes if name.startswith("nst") and name[3:].isdigit())
     node = f"/dev/{st}"
     assert os.path.exists(node), f"{node} missing ({tapes})"
+    assert isinstance(served.handler, PerfHandler)
+    device = served.handler.device
+    assert isinstance(device, PerfTapeDevice)
     subprocess.run(["mt", "-f", node, "rewind"], check=True, timeout=30)
     dd("if=/dev/urandom", f"of={node}", "bs=64k", "count=4")
-    status = subprocess.run(["mt", "-f", node, "tell"], capture_output=True, text=True,
+    # 4 variable blocks, plus the filemark st writes when a written file is closed.
+    assert device.position == 5 and device.block_length == 0
+    status = subprocess.run(["mt", "-f", node, "status"], capture_output=True, text=True,
                             timeout=30)
-    # 4 blocks, plus the filemark st writes when a written file is closed.
     assert status.returncode == 0, status
-    assert any(f"At block {n}." in status.stdout for n in (4, 5)), status.stdout
+    subprocess.run(["mt", "-f", node, "seek", "10"], check=True, timeout=30)  # LOCATE
+    assert device.position == 10
     subprocess.run(["mt", "-f", node, "rewind"], check=True, timeout=30)
+    assert device.position == 0
     out = subprocess.run(["dd", f"if={node}", "bs=64k", "count=4", "status=none"],
                          capture_output=True, check=True, timeout=60)
     assert out.stdout == bytes(4 * 65536)
+    assert device.position == 4
