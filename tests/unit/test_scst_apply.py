@@ -309,3 +309,25 @@ def test_acl_for_an_initiator_with_a_dynamic_session_is_recreated_clean(
     )), tmp_path)  # fmt: skip
     acl_ops = [o.op for o in cfs.log[mark:] if o.path == f"{TPG}/acls/{INI_A}"]
     assert acl_ops == ["mkdir", "rmdir", "mkdir"]
+
+
+def test_our_subtypes_are_exactly_the_daemons_handlers() -> None:
+    from tcmu_scst.scst.devconfig import SUBTYPES
+    from tcmu_scst.service.registry import FACTORIES
+
+    assert set(FACTORIES) == SUBTYPES
+
+
+def test_disabling_a_target_happens_first_and_enabling_last(
+    cfs: FakeConfigfs, images: Path, tmp_path: Path
+) -> None:
+    apply(cfs, config(images, CASE_C), tmp_path)
+    mark = len(cfs.log)
+    apply(cfs, config(images, CASE_C.replace("enabled 1", "enabled 0")), tmp_path)
+    assert [(o.path, o.value) for o in cfs.log[mark:]] == [(f"{TPG}/enable", "0")]
+    mark = len(cfs.log)
+    apply(cfs, config(images, CASE_C.replace(INI_A, INI_B)), tmp_path)
+    ops = cfs.log[mark:]
+    assert (ops[-1].path, ops[-1].value) == (f"{TPG}/enable", "1")
+    assert (ops[0].op, ops[0].path) == ("unlink", ops[0].path)
+    assert ops[0].path.startswith(f"{TPG}/acls/{INI_A}/")
