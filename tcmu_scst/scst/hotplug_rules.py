@@ -120,6 +120,11 @@ def rule_of(device: Device) -> Rule | None:
     return Rule(device.name, device.handler, Identity(**given))
 
 
+def _is_label(device: Device) -> bool:
+    rule = rule_of(device)
+    return rule is not None and rule.is_label
+
+
 def rules_of(config: ScstConfig) -> list[Rule]:
     return [r for r in (rule_of(d) for d in config.devices) if r is not None]
 
@@ -191,7 +196,9 @@ def resolve(
     resolution = Resolution(result)
     renames: dict[str, str] = {}
     drop: set[str] = set()
-    taken = {d.name for d in config.devices if d.handler not in PASSTHROUGH_HANDLERS}
+    # Names of devices not found by identity: an address named outright wins over a
+    # label that resolves to it (and a label never takes a vdisk's name).
+    taken = {d.name for d in config.devices if not _is_label(d)}
     kept: list[Device] = []
     for dev in result.devices:
         rule = rule_of(dev)
@@ -199,7 +206,7 @@ def resolve(
             kept.append(dev)
             continue
         address = _address_of(rule, find, present, resolution)
-        if address is not None and address in taken:
+        if rule.is_label and address is not None and address in taken:
             resolution.warnings.append(
                 f"pass-through device {rule.name} resolves to {address}, which another "
                 "device of the config already names; left out"
