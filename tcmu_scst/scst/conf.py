@@ -51,8 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError
+from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
 from tcmu_scst.scst.model import (
     FABRIC_DRIVERS,
+    FC_FABRICS,
     Device,
     Group,
     Lun,
@@ -327,7 +329,8 @@ class _Reader:
                 grp.luns.append(self.lun(item))
             elif item.keyword == "INITIATOR":
                 self.plain(item)
-                grp.initiators.append(self.args(item, 1, "one initiator name")[0])
+                name_arg = self.args(item, 1, "one initiator name")[0]
+                grp.initiators.append(self.wwpn(item, name_arg, fabric))
                 grp.initiator_lines.append(self.where(item))
             elif item.keyword == "IncomingUser":
                 grp.incoming_users.append(self.account(item))
@@ -335,8 +338,17 @@ class _Reader:
                 raise self.unknown(item, f"GROUP {name}", "LUN, INITIATOR, IncomingUser")
         return grp
 
+    def wwpn(self, node: Node, name: str, fabric: str | None) -> str:
+        """FC names in the kernel's form (lower-case colon WWPN); others unchanged."""
+        if fabric not in FC_FABRICS:
+            return name
+        try:
+            return normalize_wwpn(name)
+        except ConfigError:
+            return name  # validate() explains what an FC name must look like
+
     def target(self, node: Node, fabric: str) -> Target:
-        name = self.args(node, 1, "a target name")[0]
+        name = self.wwpn(node, self.args(node, 1, "a target name")[0], fabric)
         tgt = Target(fabric, name, enabled=fabric == "loopback", where=self.where(node))
         for item in node.section():
             key = item.keyword
@@ -395,7 +407,11 @@ def normalize_portal(text: str, source: str = "", line: int = 0) -> str:
         host = f"[{text}]"  # bare IPv6 address
     if not port.isdigit() or not 0 < int(port) < 65536 or host in ("", "[]"):
         raise ConfigError(f"portal {text!r} is not IP:PORT with a port 1..65535", source, line)
-    return f"{host}:{int(port)}"
+    try:
+        # The kernel helper's spelling (compressed IPv6), so live np/ names compare equal.
+        return portal_name(host, int(port))
+    except ConfigError as err:
+        raise ConfigError(f"portal {text!r}: {err.reason}", source, line) from None
 
 
 def parse(text: str, source: str = "<string>") -> ScstConfig:

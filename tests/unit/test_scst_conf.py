@@ -200,6 +200,23 @@ def test_normalize_portal_forms() -> None:
     assert conf.normalize_portal("[2001:db8::1]:860") == "[2001:db8::1]:860"
     with pytest.raises(ConfigError, match="missing"):
         conf.normalize_portal("[2001:db8::1")
+    # The kernel helper's spelling, so the live np/ directory compares equal next time.
+    assert conf.normalize_portal("2001:DB8:0::1") == "[2001:db8::1]:3260"
+    with pytest.raises(ConfigError) as info:
+        conf.normalize_portal("storage:3260", "p.conf", 7)
+    assert str(info.value) == (
+        "p.conf:7: portal 'storage:3260': portal address 'storage' is not an IPv4 or IPv6 address"
+    )
+
+
+def test_fc_names_are_normalized_to_the_kernel_form() -> None:
+    config = conf.parse(
+        "TARGET_DRIVER qla2x00t {\n TARGET naa.21000024FF314C48 {\n  GROUP g {\n"
+        "   INITIATOR 21:00:00:24:FF:31:4C:49\n  }\n }\n}\n",
+        "fc.conf",
+    )
+    assert config.targets[0].name == "21:00:00:24:ff:31:4c:48"
+    assert config.targets[0].groups[0].initiators == ["21:00:00:24:ff:31:4c:49"]
 
 
 # ---- property: writer and parser agree on any model ------------------------------------
