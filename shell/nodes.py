@@ -331,14 +331,14 @@ class VdiskNode(HandlerNode):
     def summary(self) -> tuple[str, bool | None]:
         return f"devices: {len(_device_names(self.config, VDISK_HANDLERS))}", None
 
-    def ui_command_open(self, name: str, path: str | None = None, *more: str) -> None:
+    def ui_command_open(self, name: str, path: str | None = None, *flags: str) -> None:
         """open NAME [PATH] [BLOCK_SIZE] [FLAGS...]: open PATH as virtual disk NAME.
 
         FLAGS: WRITE_THROUGH READ_ONLY O_DIRECT NULLIO NV_CACHE BLOCKIO REMOVABLE.
         PATH may be left out only with NULLIO. BLOCK_SIZE is a power of 2 >= 512."""
         from tcmu_scst.handlers import vdisk_params
 
-        words = ["open", name, *([path] if path is not None else []), *more]
+        words = ["open", name, *([path] if path is not None else []), *flags]
         cmd = vdisk_params.parse_proc_command(" ".join(words), setup_id=self.config.setup_id or 0)
         assert cmd.params is not None
         handler, attrs = vdisk_params.to_attributes(cmd.params)

@@ -119,6 +119,7 @@ class Daemon:
         self.dev_dir = dev_dir
         self.control_path = control_socket
         self.threads = threads
+        self.trace_levels: dict[str, int] = {}  # SCST trace_level masks set by the shell
         self.open_handler = open_handler
         self.owns = owns
         self.open_port = open_port
@@ -405,6 +406,12 @@ class Daemon:
                 return {"ok": False, "error": "threads must be an integer from 0 to 256"}
             self.threads = value
             return {"ok": True, "threads": value, "note": "applies to devices opened from now on"}
+        if op == "trace_level":
+            owner, mask = request.get("owner"), request.get("mask")
+            if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
+                return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
+            self.trace_levels[owner] = mask
+            return {"ok": True, "trace_levels": self.trace_levels}
         if op == "rescan":
             self._rescan()
             return {"ok": True, "devices": self.describe_devices()}

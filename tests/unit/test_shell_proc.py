@@ -244,3 +244,19 @@ def test_needs_root_without_test_root(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     assert cli.main(["shell", "ls"]) == 1
     assert "needs root; run with sudo" in capsys.readouterr().err
+
+
+def test_daemon_records_trace_levels(tmp_path: Path, fake: FakeConfigfs) -> None:
+    from tcmu_scst.service.daemon import Daemon
+
+    daemon = Daemon(
+        configfs=fake,
+        netlink=object(),  # type: ignore[arg-type]  # never started: no netlink needed
+        sysfs_uio=tmp_path,
+        dev_dir=tmp_path,
+        control_socket=None,
+    )
+    reply = daemon.handle_request({"op": "trace_level", "owner": "vdisk", "mask": 0x200})
+    assert reply == {"ok": True, "trace_levels": {"vdisk": 0x200}}
+    bad = daemon.handle_request({"op": "trace_level", "owner": "vdisk", "mask": -1})
+    assert bad["ok"] is False and "mask" in bad["error"]
