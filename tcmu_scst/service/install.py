@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ UNITS = (DAEMON_UNIT, RESTORE_UNIT)
 WANTS_DIR = "etc/systemd/system/multi-user.target.wants"
 DEFAULT_CONFIG = Path("/etc/tcmu-scst/scst.conf")
 DEFAULT_LOCK = Path("/run/tcmu-scst/apply.lock")
+_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,9 +121,11 @@ def default_bin() -> str:
 def render(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
-    leftover = [word for word in text.split() if word.startswith("@") and word.endswith("@")]
+    leftover = _PLACEHOLDER.search(text)
     if leftover:
-        raise ConfigError(f"template placeholder {leftover[0]} has no value; reinstall tcmu-scst")
+        raise ConfigError(
+            f"template placeholder {leftover.group()} has no value; reinstall tcmu-scst"
+        )
     if not text.startswith(MARKER):
         text = f"{MARKER}\n{text}"
     return text

@@ -1,0 +1,297 @@
+"""Hot-plug on the real kernel (lab guest: no udevd, so the daemon hears raw uevents).
+
+* a user backstore made by hand is attached through the uevent path alone;
+* scsi_debug + an identity rule in scst.conf: exported on add, withdrawn on removal,
+  then the module unloads with no task stuck in D state;
+* a reboot-like sequence runs the installed units' commands: the setup comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.lio import UserBackstore
+from tcmu_scst.lab import lio
+from tcmu_scst.scst import conf, devconfig
+from tcmu_scst.scst.apply import apply_config
+from tcmu_scst.scst.model import Device
+from tcmu_scst.service import control, install
+from tcmu_scst.service.daemon import Daemon
+from tcmu_scst.service.hotplug import Hotplug
+from tests.kernel import tcmu_rig
+
+pytestmark = pytest.mark.kernel
+
+IQN = "iqn.2024-01.org.tcmu-scst:hotplug"
+TPG_LUNS = lio.TARGET / "iscsi" / IQN / "tpgt_1" / "lun"
+
+
+def wait_until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def d_state_tasks() -> list[str]:
+    stuck = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "D":
+            stuck.append(stat.parent.name)
+    return stuck
+
+
+class NoNetlink:
+    """A netlink stand-in that never delivers: only the uevent path can attach."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+
+    def open(self) -> NoNetlink:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self.r
+
+    def receive(self) -> list[object]:
+        return []
+
+    def reply(self, event: object, status: int = 0) -> None:
+        raise AssertionError("no event was delivered, so none is answered")
+
+    def set_features(self, reply_supported: bool = True) -> bool:
+        return False
+
+
+class DaemonWithHotplug:
+    def __init__(self, tmp: Path, config: Path, netlink: object | None = None) -> None:
+        self.hotplug = Hotplug(
+            config_path=config,
+            state_file=tmp / "state.json",
+            lock_path=tmp / "apply.lock",
+            settle=0.5,
+        )
+        self.daemon = Daemon(
+            control_socket=tmp / "control.sock",
+            threads=2,
+            hotplug=self.hotplug,
+            netlink=netlink,  # type: ignore[arg-type]
+        )
+        self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)
+
+    def __enter__(self) -> DaemonWithHotplug:
+        self.daemon.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "daemon did not stop"
+
+    def serves(self, name: str) -> bool:
+        return any(key[1] == name for key in list(self.daemon.devices))
+
+
+def nullio_dev_config(name: str) -> str:
+    return devconfig.encode_dev_config(Device(name, "vdisk_nullio", {"size_mb": "16"}))
+
+
+def test_a_backstore_made_by_hand_is_attached_through_uevents_alone(
+    lio_stack: lio.Teardown, tmp_path: Path
+) -> None:
+    with DaemonWithHotplug(tmp_path, tmp_path / "none.conf", NoNetlink()) as d:
+        assert d.hotplug.source is not None, "no uevent monitor in the guest"
+        backstore = tcmu_rig.create_backstore(
+            lio_stack, nullio_dev_config("hand0"), 16 << 20, name="hand0"
+        )
+        wait_until(lambda: d.serves("hand0"), "the daemon to attach hand0", 15)
+        assert d.hotplug.events_seen >= 1
+        backstore.delete()  # no REMOVED reaches the daemon: the uio remove uevent must
+        wait_until(lambda: not d.serves("hand0"), "the daemon to let hand0 go", 15)
+
+
+RULE_CONF = f"""\
+HANDLER vdisk_nullio {{
+    DEVICE null0 {{
+        size_mb 16
+    }}
+}}
+HANDLER dev_disk {{
+    DEVICE sdbg {{
+        vendor Linux
+        model scsi_debug
+    }}
+}}
+TARGET_DRIVER iscsi {{
+    TARGET {IQN} {{
+        LUN 0 null0
+        LUN 1 sdbg
+        enabled 1
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def rule_config(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "scst.conf"
+    path.write_text(RULE_CONF)
+    yield path
+    apply_config(Configfs(), conf.parse("", "empty"), tmp_path / "state.json")
+
+
+def scsi_debug_hctl() -> str | None:
+    for entry in Path("/sys/class/scsi_device").glob("*"):
+        if (entry / "device/model").read_text().strip() == "scsi_debug":
+            return entry.name
+    return None
+
+
+def test_scsi_debug_is_exported_by_identity_and_withdrawn_on_removal(
+    rule_config: Path, tmp_path: Path, modprobe: Callable[..., None]
+) -> None:
+    with DaemonWithHotplug(tmp_path, rule_config) as d:
+        # Start-up check: no scsi_debug yet -> only LUN 0 (null0) after the first apply.
+        wait_until(lambda: (TPG_LUNS / "lun_0").is_dir(), "LUN 0 from the start-up apply")
+        assert not (TPG_LUNS / "lun_1").exists()
+        modprobe("scsi_debug", "dev_size_mb=8")
+        wait_until(scsi_debug_hctl, "scsi_debug's device")
+        hctl = scsi_debug_hctl()
+        assert hctl is not None
+        wait_until(lambda: (TPG_LUNS / "lun_1").is_dir(), "LUN 1 for scsi_debug")
+        assert d.serves(hctl), f"{hctl} not served: {d.daemon.describe_devices()}"
+        link = next((TPG_LUNS / "lun_1").iterdir())
+        assert link.resolve().name == hctl
+
+        # Served, the sg node is open: the module is in use, and says so at once.
+        busy = subprocess.run(["rmmod", "scsi_debug"], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        assert busy.returncode != 0 and "in use" in busy.stderr
+
+        # Hot-unplug: the device goes; LUN 1 and its backstore go, LUN 0 stays.
+        Path(f"/sys/class/scsi_device/{hctl}/device/delete").write_text("1")
+        wait_until(lambda: not (TPG_LUNS / "lun_1").exists(), "LUN 1 to go")
+        wait_until(lambda: not d.serves(hctl), "the daemon to let the device go")
+        assert (TPG_LUNS / "lun_0").is_dir()
+        assert hctl not in {b.name for b in UserBackstore.all(Configfs())}
+        done = subprocess.run(["rmmod", "scsi_debug"], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert d_state_tasks() == []
+        assert d.hotplug.last_error == ""
+
+
+# ---- reboot-like: the installed units' commands --------------------------------------
+
+BOOT_CONF = f"""\
+HANDLER vdisk_nullio {{
+    DEVICE boot0 {{
+        size_mb 16
+    }}
+}}
+TARGET_DRIVER iscsi {{
+    TARGET {IQN} {{
+        LUN 0 boot0
+        enabled 1
+    }}
+}}
+"""
+ETC_CONF = Path("/etc/tcmu-scst/scst.conf")
+STATE = Path("/var/lib/tcmu-scst/lio-state.json")
+
+
+def exec_lines(unit: Path, key: str) -> list[list[str]]:
+    out = []
+    for line in unit.read_text().splitlines():
+        if line.startswith(f"{key}="):
+            out.append(shlex.split(line.split("=", 1)[1]))
+    return out
+
+
+def run_unit_pre(unit: Path) -> None:
+    for argv in exec_lines(unit, "ExecStartPre"):
+        optional = argv[0].startswith("-")
+        argv[0] = argv[0].lstrip("-")
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert optional or result.returncode == 0, (argv, result.stderr)
+
+
+def start_daemon(unit: Path) -> subprocess.Popen[bytes]:
+    run_unit_pre(unit)
+    (argv,) = exec_lines(unit, "ExecStart")
+    proc = subprocess.Popen(argv)
+    wait_until(lambda: control.daemon_running(), "the daemon's control socket", 90)
+    return proc
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def units(tmp_path: Path) -> Iterator[Path]:
+    values = {
+        "BIN": f"{sys.executable} -m tcmu_scst.cli",
+        "PYTHON": sys.executable,
+        "CONFIG": str(ETC_CONF),
+        "FLOCK": "/usr/bin/flock",
+        "LOCK": str(install.DEFAULT_LOCK),
+    }
+    install.install(tmp_path / "root", install.Layout.of(False), values, enable=True)
+    ETC_CONF.parent.mkdir(parents=True, exist_ok=True)
+    ETC_CONF.write_text(BOOT_CONF)
+    yield tmp_path / "root/etc/systemd/system"
+    ETC_CONF.unlink()
+    apply_config(Configfs(), conf.parse("", "empty"), STATE)
+
+
+def test_reboot_like_sequence_restores_the_saved_setup(units: Path) -> None:
+    daemon_unit, restore_unit = units / install.DAEMON_UNIT, units / install.RESTORE_UNIT
+    proc = start_daemon(daemon_unit)
+    try:
+        subprocess.run(exec_lines(restore_unit, "ExecStart")[0], check=True, timeout=120)
+        wait_until(lambda: (TPG_LUNS / "lun_0").is_dir(), "the first setup")
+    finally:
+        stop_daemon(proc)
+
+    # "Reboot": the daemon is gone, the kernel's LIO tree is empty, the files remain.
+    saved_state = STATE.read_text()
+    apply_config(Configfs(), conf.parse("", "empty"), STATE)
+    assert not (lio.TARGET / "iscsi" / IQN).exists()
+    assert not any(b.name == "boot0" for b in UserBackstore.all(Configfs()))
+    STATE.write_text(saved_state)
+
+    proc = start_daemon(daemon_unit)  # tcmu-scst.service
+    try:
+        run_unit_pre(restore_unit)  # tcmu-scst-restore.service, after the daemon
+        for argv in exec_lines(restore_unit, "ExecStart"):
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+        assert (TPG_LUNS / "lun_0").is_dir()
+        assert lio.read_attr(lio.TARGET / "iscsi" / IQN / "tpgt_1" / "enable") == "1"
+        status = control.request("status")
+        assert [dev["name"] for dev in status["devices"]] == ["boot0"]
+        hot = control.request("hotplug", action="status")
+        assert hot["listening"] is True and hot["last_error"] == ""
+    finally:
+        stop_daemon(proc)
