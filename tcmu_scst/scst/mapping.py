@@ -212,8 +212,9 @@ def _tpg_attributes(fabric: str, case: str, read_only: bool, chap: bool) -> dict
             "prod_mode_write_protect": "0",
         }
         if case == "B":
+            # cache_dynamic_acls is left alone: with generate_node_acls=1 the kernel
+            # (6.1) keeps it at 1 whatever is written, so it would never compare equal.
             attrs["demo_mode_write_protect"] = "1" if read_only else "0"
-            attrs["cache_dynamic_acls"] = "0"
         return attrs
     if fabric == "qla2xxx":
         attrs = {

@@ -83,15 +83,16 @@ CASE_C = iscsi(
 )
 
 
-def inquiry(initiator: str, lun: int) -> subprocess.CompletedProcess[str]:
+def inquiry(initiator: str, lun: int, chap: str = "") -> subprocess.CompletedProcess[str]:
+    user = f"{chap}@" if chap else ""  # libiscsi URL: iscsi://user%secret@host/iqn/lun
     return subprocess.run(
-        ["iscsi-inq", "-i", initiator, f"iscsi://{PORTAL}/{IQN}/{lun}"],
+        ["iscsi-inq", "-i", initiator, f"iscsi://{user}{PORTAL}/{IQN}/{lun}"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
 
-def product(initiator: str, lun: int) -> str:
-    proc = inquiry(initiator, lun)
+def product(initiator: str, lun: int, chap: str = "") -> str:
+    proc = inquiry(initiator, lun, chap)
     assert proc.returncode == 0, proc.stderr
     for line in proc.stdout.splitlines():
         if line.startswith("Product:"):  # iscsi-inq prints "Product:<id padded>"
@@ -138,15 +139,23 @@ def test_groups_numbering_materializer_and_case_a_on_iscsi(
     assert not cfs.exists(f"{tpg}/acls/{INI_B}")  # the materialized ACL went with case C
 
 
-def test_case_b_demo_mode_serves_unknown_initiators_at_default_numbers(
+def test_case_b_demo_mode_with_chap_serves_unknown_initiators_at_default_numbers(
     setup: tuple[Configfs, Path, Path],
 ) -> None:
     cfs, state, tmp_path = setup
-    body = iscsi(f"  LUN 0 d1\n  LUN 1 d0\n  GROUP g {{\n   LUN 0 d0\n   INITIATOR {INI_A}\n  }}\n")
+    body = iscsi(
+        '  IncomingUser "joe secret123456"\n'
+        f"  LUN 0 d1\n  LUN 1 d0\n  GROUP g {{\n   LUN 0 d0\n   INITIATOR {INI_A}\n  }}\n"
+    )
     apply_config(cfs, conf.parse(devices(tmp_path) + body, "b.conf"), state)
     assert cfs.read(f"iscsi/{IQN}/tpgt_1/attrib/generate_node_acls") == "1"
-    assert product(INI_C, 0) == "d1" and product(INI_C, 1) == "d0"
-    assert product(INI_A, 0) == "d0"
+    chap = "joe%secret123456"
+    assert product(INI_C, 0, chap) == "d1" and product(INI_C, 1, chap) == "d0"
+    assert product(INI_A, 0, chap) == "d0"
+    assert inquiry(INI_C, 0).returncode != 0  # CHAP is enforced for demo-mode logins
+    assert inquiry(INI_A, 0, "joe%wrongsecret99").returncode != 0  # and for ACLs
+    again = apply_config(cfs, conf.parse(devices(tmp_path) + body, "b.conf"), state)
+    assert again.steps == []  # CHAP read back from auth/ compares equal
 
 
 def test_loopback_target_per_group_exports_the_groups_devices(
