@@ -601,12 +601,6 @@ class MmcDevice(TypedSpcDevice):
         page[14:16] = READ_SPEED_KBS.to_bytes(2, "big")  # current read speed (obsolete)
         return bytes(page)
 
-    # -- notifications ---------------------------------------------------------------------
-
-    def post_eject_request(self) -> None:
-        """The operator asked for the medium (the drive's button): tell the initiator."""
-        self._media_event = MEDIA_EJECT_REQUEST
-
 
 def _rw_error_recovery_page() -> bytes:
     """Read/Write Error Recovery (MMC-6 7.3): no retries configurable, nothing reported."""

@@ -168,3 +168,16 @@ def test_inquiry_identity_is_stable(tmp_path: Path) -> None:
     page = bytes((0x12, 1, 0x80, 0, 255, 0))
     assert go(one, page, 255).data == go(two, page, 255).data
     assert go(one, bytes((0x12, 0, 0, 0, 96, 0)), 96).data[8:16] == b"SCST_FIO"
+
+
+def test_an_image_that_shrinks_reads_zeros_not_stale_bytes(tmp_path: Path) -> None:
+    iso = image(tmp_path, "a.iso", 4)
+    handler = VcdromHandler(VcdromParams("cd1", str(iso)))
+    try:
+        with open(iso, "r+b") as f:
+            f.truncate(2 * BS + 10)  # the size the drive reports is not re-read
+        reply = go(handler, read10(2, 2), 2 * BS)
+        assert reply.status == GOOD
+        assert reply.data == iso.read_bytes()[2 * BS :] + bytes(2 * BS - 10)
+    finally:
+        handler.close()
