@@ -114,3 +114,20 @@ def test_reset_device_sends_sg_scsi_reset_device(fd: int) -> None:
 def test_open_missing_node_is_a_handler_error(tmp_path: object) -> None:
     with pytest.raises(HandlerError, match="cannot open /nonexistent/sg0"):
         SgDevice.open("/nonexistent/sg0")
+
+
+def test_views_over_an_mmap_like_the_ring_are_used_in_place(fd: int) -> None:
+    import mmap
+
+    area = mmap.mmap(-1, 3 * 4096)
+    ring = memoryview(area)
+    views = [ring[4096:8192], ring[0:100]]  # out of order, as data-area blocks can be
+    fake = FakeSg(lambda sent: Reply(data=b"\x5a" * 4196))
+    res = SgDevice(fd, ioctl=fake).execute(bytes(10), SgDirection.FROM_DEV, views, 4196)
+    assert fake.sent[0].iovec_count == 2 and res.transferred == 4196
+    assert bytes(ring[4096:8192]) == b"\x5a" * 4096 and bytes(ring[:100]) == b"\x5a" * 100
+    assert bytes(ring[100:4096]) == bytes(3996)  # nothing outside the iovecs was touched
+    for view in views:
+        view.release()
+    ring.release()
+    area.close()  # no export is left behind: the mapping can be closed
