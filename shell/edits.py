@@ -15,6 +15,7 @@ import re
 
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scst.conf import normalize_portal
+from tcmu_scst.scst.mapping import DEFAULT_PORTAL
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     FABRIC_DRIVERS,
@@ -217,6 +218,10 @@ def add_portal(tgt: Target, text: str) -> None:
     portal = normalize_portal(text)
     if portal in tgt.portals:
         raise ConfigError(f"target {tgt.name} already listens on {portal}")
+    if tgt.portals == [DEFAULT_PORTAL]:
+        # The default a portal-less target gets (explicit once rebuilt from live LIO):
+        # the first chosen address replaces it, as LIO refuses both on one port.
+        tgt.portals = []
     tgt.portals.append(portal)
 
 

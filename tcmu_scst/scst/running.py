@@ -88,17 +88,18 @@ class RunningStore:
             return LoadResult(self._from_live(), f"{self.path} unreadable ({err}): rebuilt")
         changes = self.pending_changes(config)
         if changes:
+            shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
             return LoadResult(
                 self._from_live(),
-                f"{self.path} did not match live LIO ({changes} difference(s)): rebuilt "
-                "from live state; 0.9.6 groups with no target may be lost",
+                f"{self.path} did not match live LIO ({shown}): rebuilt from live state; "
+                "0.9.6 groups with no target may be lost",
             )
         return LoadResult(config)
 
-    def pending_changes(self, config: ScstConfig) -> int:
-        """How many apply steps ``config`` is away from the live tree."""
+    def pending_changes(self, config: ScstConfig) -> list[str]:
+        """The apply steps ``config`` is away from the live tree (their descriptions)."""
         if not self.cfs.available():
-            return 0
+            return []
         ownership = load_ownership(self.state_file)
         live = read_live(self.cfs, ownership)
         materialized = {(t.fabric, t.wwn): t.materialized for t in ownership.targets}
@@ -108,7 +109,7 @@ class RunningStore:
             hints=live.index_hints(),
             materialized=materialized,
         )
-        return len(plan(desired, live))
+        return [step.description for step in plan(desired, live)]
 
     def _from_live(self) -> ScstConfig:
         if not self.cfs.available():
