@@ -217,7 +217,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         if self.hotplug is not None:
-            self.hotplug.close()  # waits for a running apply (it needs netlink answers)
+            self.hotplug.close()  # gives a running hot-plug apply a moment to finish
         for dev in list(self.devices.values()):
             self.detach(dev)
         if self.reply_supported:

@@ -242,9 +242,12 @@ class Hotplug:
         every(self.audit_every, self.audit)
         self.check_due = self.clock()  # devices may have come or gone while we were down
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        # Called when the main loop no longer answers netlink: an apply that waits for
+        # an ADDED/REMOVED answer cannot finish now; it is interrupted when the process
+        # exits, and its recorded intent lets the next apply clean up (scst.apply).
         if self._worker is not None:
-            self._worker.join(60)
+            self._worker.join(wait)
         if self.source is not None and self._selector is not None:
             try:
                 self._selector.unregister(self.source.fileno())

@@ -21,15 +21,14 @@ from pathlib import Path
 import pytest
 
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.lio import UserBackstore
+from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.lab import lio
 from tcmu_scst.scst import conf, devconfig
 from tcmu_scst.scst.apply import apply_config
 from tcmu_scst.scst.model import Device
 from tcmu_scst.service import control, install
 from tcmu_scst.service.daemon import Daemon
-from tcmu_scst.service.hotplug import Hotplug
-from tests.kernel import tcmu_rig
+from tcmu_scst.service.hotplug import Hotplug, load_config
 
 pytestmark = pytest.mark.kernel
 
@@ -116,16 +115,19 @@ def nullio_dev_config(name: str) -> str:
 
 
 def test_a_backstore_made_by_hand_is_attached_through_uevents_alone(
-    lio_stack: lio.Teardown, tmp_path: Path
+    configfs: Path, tmp_path: Path
 ) -> None:
+    options = UserBackstoreOptions(
+        dev_config=nullio_dev_config("hand0"), dev_size=16 << 20, nl_reply_supported=-1
+    )
     with DaemonWithHotplug(tmp_path, tmp_path / "none.conf", NoNetlink()) as d:
         assert d.hotplug.source is not None, "no uevent monitor in the guest"
-        backstore = tcmu_rig.create_backstore(
-            lio_stack, nullio_dev_config("hand0"), 16 << 20, name="hand0"
-        )
-        wait_until(lambda: d.serves("hand0"), "the daemon to attach hand0", 15)
-        assert d.hotplug.events_seen >= 1
-        backstore.delete()  # no REMOVED reaches the daemon: the uio remove uevent must
+        backstore = UserBackstore.create(Configfs(), "hand0", options)
+        try:
+            wait_until(lambda: d.serves("hand0"), "the daemon to attach hand0", 15)
+            assert d.hotplug.events_seen >= 1
+        finally:
+            backstore.delete()  # no REMOVED reaches the daemon: the uio remove uevent must
         wait_until(lambda: not d.serves("hand0"), "the daemon to let hand0 go", 15)
 
 
@@ -170,8 +172,9 @@ def test_scsi_debug_is_exported_by_identity_and_withdrawn_on_removal(
     rule_config: Path, tmp_path: Path, modprobe: Callable[..., None]
 ) -> None:
     with DaemonWithHotplug(tmp_path, rule_config) as d:
-        # Start-up check: no scsi_debug yet -> only LUN 0 (null0) after the first apply.
-        wait_until(lambda: (TPG_LUNS / "lun_0").is_dir(), "LUN 0 from the start-up apply")
+        # The boot restore: no scsi_debug yet -> only LUN 0 (null0).
+        apply_config(Configfs(), load_config(rule_config).config, tmp_path / "state.json")
+        assert (TPG_LUNS / "lun_0").is_dir()
         assert not (TPG_LUNS / "lun_1").exists()
         modprobe("scsi_debug", "dev_size_mb=8")
         wait_until(scsi_debug_hctl, "scsi_debug's device")
