@@ -51,5 +51,10 @@ class Handler(abc.ABC):
         """RECONFIG of ``emulate_write_cache``: switch write-back caching (WCE)."""
         raise HandlerError(f"{self.handler_name or type(self).__name__}: write cache is fixed")
 
+    def reconfigure(self, dev_config: str) -> bool:
+        """RECONFIG of ``dev_config``: apply it in place and return True (vcdrom swaps its
+        medium this way), or return False and the daemon opens a new handler instead."""
+        return False
+
     def close(self) -> None:
         """Release the backing store. Called once, after the last command completed."""

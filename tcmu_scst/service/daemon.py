@@ -349,6 +349,10 @@ class Daemon:
                 f"{dev.info.configfs_dir}: dev_config may not change handler "
                 f"({dev.info.name.subtype} -> {dev_config.split('/', 1)[0]})"
             )
+        if dev.runner.handler.reconfigure(dev_config):
+            dev.dev_config = dev_config  # done in place (e.g. a vcdrom medium change)
+            log.info("%s reconfigured in place: %s", dev.info.configfs_dir, dev_config)
+            return
         new_handler = self.open_handler(dev_config)
         # The kernel is blocked in our reply, but the ring may hold commands: keep the
         # old handler until every worker is idle, then swap.

@@ -94,6 +94,12 @@ class Disk(Handler):
         self.size = size
         return size
 
+    def reconfigure(self, dev_config: str) -> bool:
+        if dev_config.startswith("vdisk/medium="):  # an in-place change, like vcdrom's
+            self.config = dev_config
+            return True
+        return False
+
     def close(self) -> None:
         Disk.closed.append(self.config)
 
@@ -332,3 +338,19 @@ def test_main_loop_runs_the_default_materializer(tmp_path: Path) -> None:
     finally:
         daemon.stop()
         loop.join(10)
+
+
+def test_reconfig_in_place_keeps_the_handler(rig: Rig) -> None:
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/one")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/one", 3, 2))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    before = rig.daemon.devices[(4, "d")].handler
+    name = "tcm-user/4/d/vdisk/one"
+    new = "vdisk/medium=b.iso"
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, name, 3, 2, dev_cfg=new))
+    wait_for(lambda: len(rig.netlink.replies) == 2)
+    assert rig.netlink.replies[1][2] == 0
+    assert rig.daemon.devices[(4, "d")].handler is before
+    assert Disk.closed == []
+    assert read_through(rig, 3) == new.encode()
