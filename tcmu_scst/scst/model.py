@@ -23,7 +23,7 @@ item was defined.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tcmu_scst.errors import ConfigError
@@ -366,15 +366,3 @@ def validate(config: ScstConfig) -> None:
                     "account per initiator; keep one (or split the group)"
                 )
 
-
-def iter_luns(config: ScstConfig) -> Iterator[tuple[str, Lun]]:
-    """Every LUN of the config with a readable owner name."""
-    for grp in config.groups:
-        for lun in grp.luns:
-            yield f"group {grp.name}", lun
-    for tgt in config.targets:
-        for lun in tgt.luns:
-            yield f"target {tgt.name}", lun
-        for grp in tgt.groups:
-            for lun in grp.luns:
-                yield f"group {grp.name} of target {tgt.name}", lun
