@@ -164,7 +164,34 @@ def test_tape_serialized_tur_and_read_block_limits(
     through = sg_raw(served.lun.sg, "05", "00", "00", "00", "00", "00", read=6)
     direct = sg_raw(info.sg or "", "05", "00", "00", "00", "00", "00", read=6)
     # The export answers exactly what the device answers (data, or status and sense).
+    print(f"READ BLOCK LIMITS through the export: rc={through.returncode} "
+          f"stdout={through.stdout!r} stderr={through.stderr!r}")
     assert (through.returncode, through.stdout) == (direct.returncode, direct.stdout), (
         f"through: {through.stderr}\ndirect: {direct.stderr}"
     )
     assert "SCSI Status" in through.stderr or through.returncode == 0
+
+
+def test_lun_reset_through_the_export_resets_the_device(
+    modprobe: Callable[..., None], lio_stack: lio.Teardown
+) -> None:
+    """sg_reset -d on the export: LIO's LUN RESET reaches the handler as a TMR
+    notification, and the handler resets scsi_debug (which then raises a reset
+    UNIT ATTENTION on its own node)."""
+    info = load_scsi_debug(modprobe, 0)
+    served = export(lio_stack, info)
+    assert served.lun is not None and served.lun.sg and info.sg
+    (served.path / "attrib/tmr_notification").write_text("1")
+    for _ in range(3):  # eat the power-on UNIT ATTENTION on the direct node
+        sg_raw(info.sg, "00", "00", "00", "00", "00", "00")
+    assert sg_raw(info.sg, "00", "00", "00", "00", "00", "00").returncode == 0
+    tmrs_before = served.runner.stats.tmrs
+    reset = subprocess.run(["sg_reset", "-d", served.lun.sg], capture_output=True, text=True,
+                           timeout=60)
+    assert reset.returncode == 0, reset.stderr
+    deadline = time.monotonic() + 10
+    while served.runner.stats.tmrs == tmrs_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert served.runner.stats.tmrs > tmrs_before, "no TMR notification reached the ring"
+    after = sg_raw(info.sg, "00", "00", "00", "00", "00", "00")
+    assert after.returncode != 0 and "Unit Attention" in after.stderr, after.stderr
