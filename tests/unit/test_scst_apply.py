@@ -331,3 +331,19 @@ def test_disabling_a_target_happens_first_and_enabling_last(
     assert (ops[-1].path, ops[-1].value) == (f"{TPG}/enable", "1")
     assert (ops[0].op, ops[0].path) == ("unlink", ops[0].path)
     assert ops[0].path.startswith(f"{TPG}/acls/{INI_A}/")
+
+
+def test_renamed_device_and_renumbered_group_converge_in_one_apply(
+    cfs: FakeConfigfs, images: Path, tmp_path: Path
+) -> None:
+    apply(cfs, config(images, CASE_C), tmp_path)
+    text = CASE_C.replace("LUN 0 d1", "LUN 0 d2")  # group g1 now sees d2 at LUN 0
+    apply(cfs, config(images, text), tmp_path)
+    live = read_live(cfs, load_ownership(tmp_path / "state.json"))
+    tgt = live.targets[0]
+    acl = tgt.tpg.acls[0]
+    seen = {m.number: (tgt.tpg.luns[m.tpg_lun], m.write_protect) for m in acl.mapped_luns}
+    assert seen == {0: ("d2", False), 1: ("d0", True)}
+    assert "d1" not in tgt.tpg.luns.values()  # no longer exported anywhere here
+    assert "d1" in live.backstores  # but still a device of the config
+    assert apply(cfs, config(images, text), tmp_path) == 0
