@@ -168,6 +168,23 @@ def read_device(hctl: str, sysfs: Path = SYSFS) -> ScsiDeviceInfo:
     )
 
 
+def block_geometry(info: ScsiDeviceInfo, sysfs: Path = SYSFS) -> tuple[int, int] | None:
+    """``(size in bytes, logical block size)`` of a device with a block node, else None.
+
+    What a TCMU backstore for a pass-through disk should be created with (dev_size,
+    hw_block_size); the initiator itself learns both from READ CAPACITY, which is
+    passed through.
+    """
+    if info.block is None:
+        return None
+    block = sysfs / "block" / Path(info.block).name
+    sectors = _read_text(block / "size")
+    logical = _read_text(block / "queue/logical_block_size")
+    if not sectors.isdigit() or not logical.isdigit():
+        return None
+    return int(sectors) * 512, int(logical)  # sysfs "size" is in 512-byte units
+
+
 def _normal_wwid(wwid: str) -> str:
     # sysfs wwid: "naa.6001405...", "t10.Linux   scsi_debug  ...", "eui.<hex>".
     return " ".join(wwid.split())

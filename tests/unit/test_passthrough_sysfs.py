@@ -8,6 +8,7 @@ import pytest
 
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handlers.scsi_sysfs import (
+    block_geometry,
     find_by_identity,
     list_devices,
     read_device,
@@ -87,3 +88,15 @@ def test_find_by_identity(tmp_path: Path) -> None:
     assert find_by_identity(serial="nope", sysfs=sysfs) == []
     with pytest.raises(HandlerError, match="give at least one"):
         find_by_identity(sysfs=sysfs)
+
+
+def test_block_geometry(tmp_path: Path) -> None:
+    sysfs = make_sysfs(tmp_path, "1:0:1:0", 0, block="sdc")
+    (sysfs / "block/sdc/queue").mkdir(parents=True)
+    (sysfs / "block/sdc/size").write_text("32768\n")
+    (sysfs / "block/sdc/queue/logical_block_size").write_text("4096\n")
+    info = read_device("1:0:1:0", sysfs)
+    assert info.block == "/dev/sdc"
+    assert block_geometry(info, sysfs) == (16 << 20, 4096)
+    tape = make_sysfs(tmp_path / "t", "2:0:0:0", 1)
+    assert block_geometry(read_device("2:0:0:0", tape), tape) is None
