@@ -92,6 +92,11 @@ _SG_DIRECTIONS = {
 _DEFAULT_BLOCK = {ops.TYPE_DISK: 512, ops.TYPE_MOD: 512, ops.TYPE_CDROM: 2048}
 _CAPACITY_TYPES = frozenset(_DEFAULT_BLOCK)
 _PROBE_TRIES = 3  # a fresh device answers its first commands with UNIT ATTENTION
+#: How long close() waits for a command still in the device before leaving the fd to
+#: the worker (it closes it when the SG_IO returns): a tape ERASE may take hours.
+CLOSE_WAIT = 30.0
+#: CDB length by opcode group (what the ring uses too, tcmu-abi §2.3).
+_GROUP_CDB_LEN = (6, 10, 10, 12, 16, 12, 10, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,8 @@ class PassthroughHandler(Handler):
         self._gone = False
         self._refused_ops: set[int] = set()
         self._worker: threading.Thread | None = None
+        self._worker_exited = False
+        self._worker_owns_fd = False
         try:
             self._probe()
         except BaseException:
@@ -215,7 +222,15 @@ class PassthroughHandler(Handler):
         for cmd in leftover:
             cmd.complete(TASK_ABORTED_RESULT)
         if self._worker is not None:
-            self._worker.join(self.timeout_ms / 1000 + 5)
+            self._worker.join(CLOSE_WAIT)
+            with self._lock:
+                if not self._worker_exited:
+                    # Closing the fd under a running SG_IO could hand its number to
+                    # another open; the worker closes it when the command returns.
+                    self._worker_owns_fd = True
+                    log.warning("%s: a command is still in the device; %s stays open "
+                                "until it returns", self.label, self.info.sg)
+                    return
         self.device.close()
 
     # -- execution --------------------------------------------------------------------
@@ -226,6 +241,9 @@ class PassthroughHandler(Handler):
                 while not self._queue and not self._closing:
                     self._wakeup.wait()
                 if not self._queue:
+                    self._worker_exited = True
+                    if self._worker_owns_fd:
+                        self.device.close()
                     return
                 cmd = self._queue.popleft()
             try:
@@ -254,6 +272,8 @@ class PassthroughHandler(Handler):
         """How ``cmd`` goes to the device, or the refusal the initiator gets instead."""
         if cmd.bidi_in is not None:
             return INVALID_OPCODE  # bidirectional commands (XDWRITEREAD) are obsolete
+        if len(cmd.cdb) < _GROUP_CDB_LEN[cmd.cdb[0] >> 5]:
+            return INVALID_FIELD_IN_CDB  # shorter than its opcode says: never decode past it
         buffer_len = cmd.data.length
         opcode = cmd.cdb[0]
         decoded = ops.decode(cmd.cdb, self.state)

@@ -284,3 +284,12 @@ def test_timeout_reaches_the_ioctl(opener: Opener) -> None:
     handler.handle(cmd(bytes(6)))
     assert fake.sent[-1].timeout == 7000
     handler.close()
+
+
+def test_cdb_shorter_than_its_opcode_group_is_refused(opener: Opener) -> None:
+    fake = FakeSg()
+    handler = opener(fake=fake)
+    before = len(fake.sent)
+    assert sense_of(handler.handle(cmd(bytes([0x89, 0, 0, 0, 0, 0]), 512))) == (0x5, 0x24, 0)
+    assert len(fake.sent) == before
+    handler.close()

@@ -194,3 +194,24 @@ def test_reset_on_a_gone_device_is_skipped(tmp_path: Path, serialized: bool) -> 
     handler.on_tmr(TmrNotice(TMR_LUN_RESET, ()))
     assert fake.resets == []
     handler.close()
+
+
+def test_close_leaves_the_fd_to_a_worker_stuck_in_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tcmu_scst.handlers.passthrough as module
+
+    monkeypatch.setattr(module, "CLOSE_WAIT", 0.05)
+    gate = Gate()
+    handler = open_tape(tmp_path, FakeSg(gate))
+    gate.active = True
+    done = Completions()
+    handler.handle(done.command(1, TUR))
+    assert gate.started.acquire(timeout=10)
+    handler.close()  # returns although command 1 is still in the device
+    assert handler.device.fd >= 0
+    gate.release.release()
+    assert done.wait(1)[1].status == GOOD
+    assert handler._worker is not None
+    handler._worker.join(10)
+    assert handler.device.fd == -1  # the worker closed it when the SG_IO returned
