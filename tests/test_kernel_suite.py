@@ -5,6 +5,7 @@ Plain ``python3 -m pytest`` on the host runs the unit tests, deselects tests/ker
 ``python3 -m pytest -m kernel tests/kernel -v`` inside the guest and fails if that run
 fails. Set TCMU_SCST_SKIP_VM=1 for quick local unit runs: this test is then not even
 collected (CI must not set it). Inside the guest it is never collected either.
+TCMU_SCST_KERNEL_SUITE_ARGS (default ``tests/kernel``) picks what the inner pytest runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-INNER_COMMAND = "python3 -m pytest -m kernel tests/kernel -v -p no:cacheprovider"
+# TCMU_SCST_KERNEL_SUITE_ARGS narrows the inner run for local work (e.g. one file);
+# CI leaves it unset: all of tests/kernel.
+INNER_ARGS = os.environ.get("TCMU_SCST_KERNEL_SUITE_ARGS", "tests/kernel")
+INNER_COMMAND = f"python3 -m pytest -m kernel {INNER_ARGS} -v -p no:cacheprovider"
 # CI budget: the whole run (unit + kernel + compliance) must stay under 45 minutes.
 TIMEOUT = float(os.environ.get("TCMU_SCST_KERNEL_SUITE_TIMEOUT", "1800"))
 PYTEST_NO_TESTS = 5
