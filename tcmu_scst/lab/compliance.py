@@ -189,16 +189,31 @@ def run_iscsi_test_cu(
 ) -> str:
     """Run the family against ``url``; return the output (also written to ``log``)."""
     argv = ["iscsi-test-cu", "--dataloss", "--Verbose-scsi", "--test", family, url]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
-    except FileNotFoundError as err:
-        raise LabError("iscsi-test-cu not found; install it: apt-get install libiscsi-bin") from err
-    output = proc.stdout + proc.stderr
     if log is not None:
-        log.write_text(output)
+        # Streamed, not written at the end: a run that stalls still shows where.
+        try:
+            with open(log, "w") as sink:
+                returncode = subprocess.run(
+                    argv, stdout=sink, stderr=subprocess.STDOUT, check=False
+                ).returncode
+        except FileNotFoundError as err:
+            raise LabError(
+                "iscsi-test-cu not found; install it: apt-get install libiscsi-bin"
+            ) from err
+        output = log.read_text(errors="replace")
+    else:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
+                                  check=False)
+            returncode = proc.returncode
+        except FileNotFoundError as err:
+            raise LabError(
+                "iscsi-test-cu not found; install it: apt-get install libiscsi-bin"
+            ) from err
+        output = proc.stdout + proc.stderr
     if "Run Summary:" not in output:
         raise LabError(
-            f"iscsi-test-cu exited {proc.returncode} without a Run Summary: "
+            f"iscsi-test-cu exited {returncode} without a Run Summary: "
             + " ".join(output.strip().splitlines()[-3:])
         )
     return output
@@ -256,8 +271,11 @@ def vdisk_backstore(
             name="compliance1", filename=str(backing), blocksize=block_size, **params
         )
         dev_config: str = vdisk_params.to_dev_config(vdisk)
+        # cmd_time_out: a command the handler never completes fails after 30 s instead
+        # of hanging iscsi-test-cu (which has no timeout of its own).
         options = UserBackstoreOptions(dev_config=dev_config, dev_size=size,
-                                       hw_block_size=block_size, nl_reply_supported=-1)
+                                       hw_block_size=block_size, nl_reply_supported=-1,
+                                       cmd_time_out=30)
         backstore = UserBackstore.create(Configfs(), "compliance1", options)
         stack.push("delete backstore compliance1", backstore.delete)
         handler = registry.open_handler(dev_config)
