@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,18 @@ WCE = {"FILEIO": 1, "WRITE_THROUGH": 0, "NV_CACHE": 0, "READ_ONLY": 1, "O_DIRECT
        "BLOCKIO": 1, "NULLIO": 1}
 
 
+def _trace(line: str) -> None:
+    """One line per command in /results/vdisk-modes-trace.log when the lab mounted it:
+    the last line shows what a stalled run was waiting for."""
+    if os.path.ismount("/results") and os.access("/results", os.W_OK):
+        with open("/results/vdisk-modes-trace.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
 def run(*argv: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    _trace(" ".join(argv))
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    _trace(f"  -> {proc.returncode} {proc.stderr.strip()[-300:]!r}")
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}: "
                              f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -55,6 +66,7 @@ def run(*argv: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
 
 
 def raw(*argv: str) -> bytes:
+    _trace(" ".join(argv))
     proc = subprocess.run(argv, capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr.decode(errors='replace')}"
     return proc.stdout
@@ -94,6 +106,8 @@ class Vdisk:
 
 def make_vdisk(stack: lio.Teardown, tmp: Path, mode: str, block_size: int,
                thin: bool = False) -> Vdisk:
+    _trace(f"== {mode} {block_size} thin={thin}")
+    stack.push("trace", lambda: _trace(f"== {mode} {block_size}: teardown finished"))
     flags = dict(MODES[mode])
     backing: Path | None = None
     filename = ""
