@@ -49,6 +49,7 @@ _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
 # Only for validating a labelled device as a plain SCST device (names, LUN rules).
 _STAND_IN_HANDLER = "vdisk_nullio"
 _SYSFS_MODULE = "tcmu_scst.handlers.scsi_sysfs"
+LOOPBACK_PROC_NAME = "tcm_loopback"  # tcm_loop's SCSI host template
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,16 @@ def sysfs_lookup(sysfs: Path = SYSFS) -> tuple[FindByIdentity, IsPresent]:
             wwn=identity.wwn,
             sysfs=sysfs,
         )
-        return [info.hctl for info in infos]
+        return [info.hctl for info in infos if not _is_loopback(info.hctl)]
+
+    def _is_loopback(hctl: str) -> bool:
+        # A LUN we export through tcm_loop shows the same identity (INQUIRY and VPD pass
+        # through): matching it would make the rule ambiguous or export a loop.
+        host = sysfs / "class/scsi_host" / f"host{hctl.split(':', 1)[0]}" / "proc_name"
+        try:
+            return host.read_text().strip() == LOOPBACK_PROC_NAME
+        except OSError:
+            return False
 
     def present(hctl: str) -> bool:
         return (sysfs / "class/scsi_device" / hctl / "device").is_dir()

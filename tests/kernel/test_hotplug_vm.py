@@ -162,8 +162,10 @@ def rule_config(tmp_path: Path) -> Iterator[Path]:
 
 
 def scsi_debug_hctl() -> str | None:
+    """scsi_debug's own device (not a re-export of it through tcm_loop)."""
     for entry in Path("/sys/class/scsi_device").glob("*"):
-        if (entry / "device/model").read_text().strip() == "scsi_debug":
+        host = Path(f"/sys/class/scsi_host/host{entry.name.split(':')[0]}/proc_name")
+        if host.read_text().strip() == "scsi_debug":
             return entry.name
     return None
 
@@ -298,3 +300,47 @@ def test_reboot_like_sequence_restores_the_saved_setup(units: Path) -> None:
         assert hot["listening"] is True and hot["last_error"] == ""
     finally:
         stop_daemon(proc)
+
+
+# ---- what the initiator sees: REPORTED LUNS DATA HAS CHANGED ------------------------
+
+LOOP_WWN = "naa.5001405abcdef012"
+LOOP_CONF = (
+    RULE_CONF.replace("TARGET_DRIVER iscsi", "TARGET_DRIVER scst_local")
+    .replace(f"TARGET {IQN}", f"TARGET {LOOP_WWN}")
+    .replace("        enabled 1\n", "")
+)
+
+
+def test_the_remaining_lun_reports_the_change_after_an_unplug(
+    tmp_path: Path, modprobe: Callable[..., None]
+) -> None:
+    path = tmp_path / "scst.conf"
+    path.write_text(LOOP_CONF)
+    tpg = lio.TARGET / "loopback" / LOOP_WWN / "tpgt_1"
+    try:
+        with DaemonWithHotplug(tmp_path, path) as d:
+            modprobe("scsi_debug", "dev_size_mb=8")
+            wait_until(scsi_debug_hctl, "scsi_debug's device")
+            hctl = scsi_debug_hctl()
+            assert hctl is not None
+            d.hotplug.request_check()
+            wait_until(lambda: (tpg / "lun/lun_1").is_dir(), "LUN 1 on tcm_loop")
+            host, channel, target = lio.read_attr(tpg / "address").split(":")
+            lun0 = lio.wait_for_scsi_device(f"{host}:{channel}:{target}:0")
+            lio.wait_for_scsi_device(f"{host}:{channel}:{target}:1")
+            sg = lun0.sg
+            assert sg is not None
+            subprocess.run(["sg_turs", sg], capture_output=True, timeout=30)  # old UAs
+            Path(f"/sys/class/scsi_device/{hctl}/device/delete").write_text("1")
+            wait_until(lambda: not (tpg / "lun/lun_1").exists(), "LUN 1 to go")
+            assert not Path(f"/sys/class/scsi_device/{host}:{channel}:{target}:1").exists()
+            turs = subprocess.run(["sg_turs", "-v", sg], capture_output=True,
+                                  text=True, timeout=30)  # fmt: skip
+            report = (turs.stdout + turs.stderr).lower()
+            assert "reported luns data has changed" in report, report
+            again = subprocess.run(["sg_turs", sg], capture_output=True, timeout=30)
+            assert again.returncode == 0  # a unit attention, not I/O errors forever
+            assert d.hotplug.last_error == ""
+    finally:
+        apply_config(Configfs(), conf.parse("", "empty"), tmp_path / "state.json")

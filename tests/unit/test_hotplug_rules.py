@@ -108,6 +108,16 @@ def test_a_label_matching_two_devices_is_left_out_with_a_warning(tmp_path: Path)
     assert "add serial or wwn" in res.warnings[0]
 
 
+def test_our_own_tcm_loop_re_export_does_not_count(tmp_path: Path) -> None:
+    add_scsi(tmp_path, "2:0:0:0", serial="SER-A")
+    add_scsi(tmp_path, "7:0:1:1", serial="SER-A")  # the same disk seen through tcm_loop
+    for host, proc_name in (("host2", "scsi_debug"), ("host7", "tcm_loopback")):
+        (tmp_path / "class/scsi_host" / host).mkdir(parents=True)
+        (tmp_path / "class/scsi_host" / host / "proc_name").write_text(proc_name + "\n")
+    res = resolve(parse(conf_text(BACKUP, "LUN 0 backup0")), *sysfs_lookup(tmp_path))
+    assert res.present == {"backup0": "2:0:0:0"} and res.warnings == []
+
+
 def test_wwn_matches_the_sysfs_wwid_with_or_without_prefix(tmp_path: Path) -> None:
     add_scsi(tmp_path, "4:0:0:1", wwid="naa.5000c500a1b2c3d4")
     for wwn in ("naa.5000c500a1b2c3d4", "5000C500A1B2C3D4"):
