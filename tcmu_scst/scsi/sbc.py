@@ -451,6 +451,11 @@ class SbcDevice(SpcDevice):
             raise SenseError.invalid_field_in_cdb(13)
         self._check_range(lba, blocks)
         if blocks == 0:
+            if len(cmd.data):
+                # 0 blocks with a Data-Out buffer: the initiator meant a count the 1-byte
+                # field cannot hold (256 is sent as 0); refuse it rather than ignore
+                # the data it expects to be compared and written (libiscsi expects 24/00).
+                raise SenseError.invalid_field_in_cdb(13)
             return Result()
         bs = self.config.block_size
         length = blocks * bs

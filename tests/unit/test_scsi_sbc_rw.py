@@ -293,6 +293,9 @@ def test_compare_and_write_fields() -> None:
     assert past.sense.code == (5, 0x21, 0)
     short = run(dev.execute, h.compare_and_write(0, 2), data_out=bytes(2 * BS))
     assert short.sense.code == (5, 0x0E, 0x03)
+    # 256 blocks encoded in the 1-byte field is 0, with 512 blocks of Data-Out
+    wrapped = run(dev.execute, h.compare_and_write(0, 0), data_out=bytes(512 * BS))
+    assert wrapped.sense.field == (True, 13, 7)
     run(dev.execute, h.compare_and_write(0, 1, byte1=0x08), data_out=bytes(2 * BS))
     assert [c[3] for c in backend.calls if c[0] == "write"] == [True]
 
