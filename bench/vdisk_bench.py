@@ -165,7 +165,7 @@ def measure(label: str, factory: Factory, size: int, runtime: int) -> dict[str, 
 def table(results: dict[str, dict[str, float]], ours: str) -> str:
     labels = list(results)
     others = [lab for lab in labels if lab != ours]
-    head = f"| {'workload':<18} | " + " | ".join(f"{lab:>12}" for lab in labels)
+    head = f"| {'workload':<24} | " + " | ".join(f"{lab:>12}" for lab in labels)
     head += "".join(f" | {ours}/{o}" for o in others) + " |"
     rows = [head, "|" + "---|" * (1 + len(labels) + len(others))]
     for job in JOBS:
@@ -174,7 +174,7 @@ def table(results: dict[str, dict[str, float]], ours: str) -> str:
         for other in others:
             theirs = results[other].get(job.name, 0.0)
             ratios.append(f"{results[ours][job.name] / theirs:.2f}" if theirs else "-")
-        rows.append(f"| {job.name + ' ' + job.unit:<18} | " + " | ".join(cells)
+        rows.append(f"| {job.name + ' ' + job.unit:<24} | " + " | ".join(cells)
                     + "".join(f" | {r}" for r in ratios) + " |")
     return "\n".join(rows)
 
