@@ -319,8 +319,8 @@ class Hotplug:
         try:
             self.check_once()
         except Exception as err:  # a worker must log, never die silently
-            self.last_error = str(err)
-            log.error("hot-plug check failed: %s", err)
+            # e.g. configfs not mounted yet: logged once, retried by the next event/audit.
+            self._record_failure(f"check failed: {err}", None)
 
     def check_once(self) -> bool:
         """Apply the config if the pass-through devices differ; True if it applied."""

@@ -440,3 +440,25 @@ def test_notify_without_a_daemon_succeeds_quietly(
     assert notify("add", "scsi", tmp_path / "none.sock") == 0
     assert "the tcmu-scst daemon is not running" in capsys.readouterr().err
     assert main(["bogus"]) == 2
+
+
+def test_an_unreadable_configfs_is_logged_once_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tcmu_scst.kernel.configfs import Configfs
+
+    s = Setup(tmp_path)
+    s.start()
+    assert s.hotplug.cfs is not None
+    s.hotplug.cfs = Configfs(tmp_path / "not-mounted")
+    add_scsi(s.sysfs, "2:0:0:0", serial="2000")
+    s.settle()
+    s.hotplug.audit()
+    s.settle()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "not-mounted/target/core" in errors[0].getMessage()
+    s.hotplug.cfs = s.cfs  # configfs is there now: the next audit exports the disk
+    s.hotplug.audit()
+    s.settle()
+    assert live_passthrough(s.cfs) == {"2:0:0:0"} and s.hotplug.last_error == ""
+    s.hotplug.close()
