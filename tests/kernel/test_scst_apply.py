@@ -196,3 +196,26 @@ def test_kernel_error_mid_way_rolls_everything_back(setup: tuple[Configfs, Path,
     assert not cfs.exists("iscsi/iqn.2024-01.org.tcmu-scst:other")
     assert apply_config(cfs, conf.parse(devices(tmp_path) + first, "1.conf"), state).steps == []
     assert product(INI_A, 0) == "d1"
+
+
+def write10(initiator: str, lun: int) -> str:
+    """libiscsi's WRITE(10) test against one LUN; its CUnit output."""
+    proc = subprocess.run(
+        ["iscsi-test-cu", "--dataloss", "--test", "SCSI.Write10.Simple",
+         f"--initiator-name={initiator}", f"iscsi://{PORTAL}/{IQN}/{lun}"],
+        capture_output=True, text=True, errors="replace", timeout=300, check=False,
+    )  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
+def test_read_only_lun_refuses_writes_for_that_group_only(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    cfs, state, tmp_path = setup
+    apply_config(cfs, conf.parse(devices(tmp_path) + CASE_C, "c.conf"), state)
+    writable = write10(INI_A, 0)  # d1, read-write for g1
+    protected = write10(INI_A, 1)  # d0, READ_ONLY for g1
+    assert "Run Summary" in writable and "Run Summary" in protected, writable + protected
+    assert "Test: Simple ...passed" in writable, writable
+    # LIO's per-mapped-LUN write_protect, generic in the core, also for TCMU devices.
+    assert "sense key DATA PROTECTION(0x07) / ASCQ WRITE_PROTECTED(0x2700)" in protected
