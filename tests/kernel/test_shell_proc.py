@@ -28,13 +28,16 @@ INI_G1 = "iqn.2024-01.org.test:shell-g1"
 INI_OTHER = "iqn.2024-01.org.test:shell-other"
 PORTAL = "127.0.0.1"
 PROC = "/proc/scsi_tgt"
+SIZE = 8 << 30
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Path]:
     for name in ("disk1", "disk2"):
         with open(tmp_path / f"{name}.img", "wb") as f:
-            f.truncate(16 << 20)
+            # Sparse and large: iscsi-perf reads the whole LUN once, and must still be
+            # logged in while /proc/scsi_tgt/sessions is read.
+            f.truncate(SIZE)
     daemon = DaemonThread(tmp_path).start()
     try:
         yield tmp_path
@@ -70,7 +73,7 @@ def product(initiator: str, lun: int) -> str:
 
 def perf(initiator: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["iscsi-perf", "-i", initiator, "-t", "8", "-m", "2", f"iscsi://{PORTAL}/{IQN}/0"],
+        ["iscsi-perf", "-i", initiator, "-m", "2", f"iscsi://{PORTAL}/{IQN}/0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -123,6 +126,14 @@ def test_readme_examples_serve_an_iscsi_initiator(
                 break
             time.sleep(0.5)
         print("\n".join(rows))
+        if not any(INI_G1 in r for r in rows):
+            tpg = f"iscsi/{IQN}/tpgt_1"
+            cfs = Configfs()
+            raw = cfs.read(f"{tpg}/acls/{INI_G1}/info") + cfs.read(f"{tpg}/dynamic_sessions")
+            for p in sessions:
+                p.kill()
+            errors = [(p.wait(), p.stderr.read() if p.stderr else b"") for p in sessions]
+            raise AssertionError(f"no g1 session listed; configfs: {raw!r}; iscsi-perf: {errors}")
         assert rows[0].split() == ["Target", "name", "Initiator", "name", "Group", "name",
                                    "Command", "Count"]  # fmt: skip
         g1_row = next(r.split() for r in rows if INI_G1 in r)
@@ -132,6 +143,7 @@ def test_readme_examples_serve_an_iscsi_initiator(
         assert other_row[:3] == ["iscsi", INI_OTHER, "Default"]
     finally:
         for p in sessions:
+            p.terminate()
             p.wait(timeout=60)
 
     capsys.readouterr()
@@ -140,5 +152,5 @@ def test_readme_examples_serve_an_iscsi_initiator(
     assert "sgv-4096" in sgv or "sgv-512" in sgv, sgv
     assert proc(rig, "vdisk/vdisk") == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split() == ["disk1", "16", "512", f"{rig}/disk1.img"]
-    assert table[2].split() == ["disk2", "16", "4096", f"{rig}/disk2.img"]
+    assert table[1].split() == ["disk1", str(SIZE >> 20), "512", f"{rig}/disk1.img"]
+    assert table[2].split() == ["disk2", str(SIZE >> 20), "4096", f"{rig}/disk2.img"]
