@@ -196,6 +196,7 @@ def test_scsi_debug_is_exported_by_identity_and_withdrawn_on_removal(
         Path(f"/sys/class/scsi_device/{hctl}/device/delete").write_text("1")
         wait_until(lambda: not (TPG_LUNS / "lun_1").exists(), "LUN 1 to go")
         wait_until(lambda: not d.serves(hctl), "the daemon to let the device go")
+        wait_until(lambda: not d.hotplug.busy, "the apply to finish (HBA removal)")
         assert (TPG_LUNS / "lun_0").is_dir()
         assert hctl not in {b.name for b in UserBackstore.all(Configfs())}
         done = subprocess.run(["rmmod", "scsi_debug"], capture_output=True, text=True,
