@@ -393,7 +393,12 @@ class VcdromNode(HandlerNode):
 
     @staticmethod
     def _device(name: str, path: str | None) -> Device:
-        device = Device(name, "vcdrom", {"filename": path} if path else {})
+        from tcmu_scst.handlers import vcdrom_params
+
+        # The handler's own rules: 0.9.6 name length, absolute image path...
+        command = vcdrom_params.parse_proc_command(f"open {name} {path or ''}")
+        handler, attrs = vcdrom_params.to_attributes(command.params())
+        device = Device(name, handler, attrs)
         devconfig.check_device_files(device)
         return device
 

@@ -65,11 +65,13 @@ def vdisk_table(config: ScstConfig) -> str:
 
 def vcdrom_table(config: ScstConfig) -> str:
     """``vcdrom/vcdrom``: Name, Size(MB), File name."""
-    fmt = "%-17s %-11s %s"
-    lines = [fmt % ("Name", "Size(MB)", "File name")]
+    from tcmu_scst.handlers import vcdrom_params
+
+    lines = [vcdrom_params.proc_read_header()]
     for dev in config.devices:
         if dev.handler == "vcdrom":
-            lines.append(fmt % (dev.name, size_of(dev) >> 20, dev.params.get("filename", "")))
+            params = vcdrom_params.parse_attributes(dev.name, dev.params)
+            lines.append(vcdrom_params.proc_read_line(params, size_of(dev)))
     return "\n".join(lines)
 
 

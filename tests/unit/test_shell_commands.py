@@ -218,7 +218,7 @@ def test_vcdrom_open_change_close(rig: Rig) -> None:
     rig.run("/vcdrom open cd2")
     table = rig.run("/vcdrom show").splitlines()
     assert table[1].split() == ["cd1", "1", str(rig.iso)]
-    assert table[2].split() == ["cd2", "0"]
+    assert table[2].split() == ["cd2", "0", "none"]  # an empty drive
     other = rig.tmp / "other.iso"
     other.write_bytes(b"\0" * (2 << 20))
     hba = next(h for h in rig.cfs.listdir("core") if rig.cfs.exists(f"core/{h}/cd1"))
@@ -232,6 +232,7 @@ def test_vcdrom_open_change_close(rig: Rig) -> None:
     rig.run("/vcdrom close cd2")
     assert rig.ctx.config.device("cd2") is None
     rig.fails("/vcdrom change nosuch", "no virtual CD-ROM")
+    rig.fails("/vcdrom open cd3 relative.iso", "vcdrom")
 
 
 def test_assign_passthrough(rig: Rig) -> None:
