@@ -140,10 +140,13 @@ def _create_backstore(backstore: Backstore) -> Step:
         dev_size=backstore.dev_size,
         hw_block_size=backstore.hw_block_size,
         nl_reply_supported=backstore.nl_reply_supported,
+        cmd_time_out=backstore.cmd_time_out,
     )
 
     def run(cfs: Configfs) -> None:
-        UserBackstore.create(cfs, backstore.name, options)
+        created = UserBackstore.create(cfs, backstore.name, options)
+        if backstore.tmr_notification:
+            created.set_attrib("tmr_notification", 1)
 
     return Step(f"create backstore {backstore.name} ({backstore.dev_config})", run)
 

@@ -28,14 +28,29 @@ CDROM_BLOCK_SIZE = 2048
 NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2  # SCST's VDISK_NULLIO_SIZE (fallback only)
 
 _VDISK_MODULE = "tcmu_scst.handlers.vdisk_params"
+_PASSTHROUGH_MODULE = "tcmu_scst.handlers.passthrough_params"
+_SYSFS_MODULE = "tcmu_scst.handlers.scsi_sysfs"
+# Real pass-through handlers (not the perf ones, which emulate): their options
+# (serialized, timeout, vendor opcodes) travel in dev_config.
+REAL_PASSTHROUGH = frozenset(
+    {"dev_disk", "dev_tape", "dev_processor", "dev_cdrom", "dev_modisk", "dev_changer", "dev_raid"}
+)
+# Tapes and changers run commands for hours (rewind, inventory): the kernel's per-command
+# timeout (30 s by default) would fail them; the initiator keeps its own timeouts.
+NO_KERNEL_TIMEOUT = frozenset({"dev_tape", "dev_changer"})
+
+
+def _optional_module(name: str) -> Any:
+    """A handlers module, or None where the handlers package is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def _vdisk_module() -> Any:
     """The vdisk parameter model, or None where the handlers package is not installed."""
-    try:
-        return importlib.import_module(_VDISK_MODULE)
-    except ImportError:
-        return None
+    return _optional_module(_VDISK_MODULE)
 
 
 def subtype_of(device: Device) -> str:
@@ -77,9 +92,16 @@ def _fallback_encoding(device: Device) -> str:
 def encode_dev_config(device: Device, setup_id: int = 0) -> str:
     """``<subtype>/<encoded parameters>``, at most 255 bytes, without ',' or ':'."""
     params = vdisk_params(device, setup_id)
+    passthrough = _optional_module(_PASSTHROUGH_MODULE)
     if params is not None:
         try:
             config: str = _vdisk_module().to_dev_config(params)
+        except TcmuScstError as err:
+            raise device.where.error(str(err)) from err
+    elif device.handler in REAL_PASSTHROUGH and passthrough is not None:
+        try:
+            pt = passthrough.parse_attributes(device.handler, device.name, device.params)
+            config = passthrough.to_dev_config(pt)
         except TcmuScstError as err:
             raise device.where.error(str(err)) from err
     else:
@@ -109,14 +131,38 @@ def decode_dev_config(name: str, dev_config: str) -> Device:
     values.pop("n", None)
     if subtype == VDISK_SUBTYPE:
         return Device(name, "vdisk_" + values.pop("mode", "fileio"), values)
+    passthrough = _optional_module(_PASSTHROUGH_MODULE)
+    if subtype in REAL_PASSTHROUGH and passthrough is not None:
+        try:
+            handler, attrs = passthrough.to_attributes(passthrough.parse_dev_config(dev_config))
+        except TcmuScstError as err:
+            raise ConfigError(f"backstore {name}: {err}") from err
+        pt = passthrough.parse_dev_config(dev_config)
+        return Device(pt.hctl, handler, dict(attrs))
     if subtype in PASSTHROUGH_HANDLERS:
         return Device(values.get("hctl", name), subtype, {})
     return Device(name, subtype, values)
 
 
+def _passthrough_geometry(device: Device) -> tuple[int, int] | None:
+    """(size, logical block size) of a present pass-through disk, from sysfs."""
+    sysfs = _optional_module(_SYSFS_MODULE)
+    if sysfs is None or device.handler not in REAL_PASSTHROUGH:
+        return None
+    try:
+        info = sysfs.read_device(device.name)
+    except (TcmuScstError, OSError):
+        return None  # absent now: hot-plug exports it when it appears
+    geometry: tuple[int, int] | None = sysfs.block_geometry(info)
+    return geometry
+
+
 def block_size_of(device: Device) -> int:
     if device.handler == "vcdrom":
         return CDROM_BLOCK_SIZE
+    geometry = _passthrough_geometry(device)
+    if geometry is not None:
+        return geometry[1]
     text = device.params.get("blocksize", str(DEFAULT_BLOCK_SIZE))
     try:
         return int(text)
@@ -135,6 +181,9 @@ def size_of(device: Device) -> int:
             return int(device.params["size_mb"]) << 20
         params = vdisk_params(device)
         return int(params.nullio_size) if params is not None else NULLIO_DEFAULT_SIZE
+    geometry = _passthrough_geometry(device)
+    if geometry is not None:
+        return geometry[0]
     filename = device.params.get("filename")
     if not filename:
         return 0

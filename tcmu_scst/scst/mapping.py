@@ -76,6 +76,8 @@ class Backstore:
     dev_size: int
     hw_block_size: int
     nl_reply_supported: int
+    cmd_time_out: int | None = None  # None: the kernel's default (30 s)
+    tmr_notification: bool = False  # pass-through handlers act on aborts and resets
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,8 @@ def map_config(
                 size_of(dev),
                 devconfig.block_size_of(dev),
                 nl_reply_supported,
+                cmd_time_out=0 if dev.handler in devconfig.NO_KERNEL_TIMEOUT else None,
+                tmr_notification=dev.handler in devconfig.REAL_PASSTHROUGH,
             )
         )
     for target in config.targets:
