@@ -15,6 +15,7 @@ from typing import Any
 
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
+from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import ScstConfig
 from tcmu_scst.scst.ownership import DEFAULT_STATE_FILE, Ownership, load_ownership
 from tcmu_scst.scst.running import DEFAULT_RUNNING, RunningStore
@@ -39,6 +40,7 @@ class ShellContext:
     config: ScstConfig = field(init=False, default_factory=ScstConfig)
     load_note: str | None = field(init=False, default=None)
     _daemon_warned: bool = field(init=False, default=False)
+    _known_text: str | None = field(init=False, default=None)  # the model file we hold
 
     def __post_init__(self) -> None:
         state_file = (
@@ -65,17 +67,20 @@ class ShellContext:
         result = self.store.load()
         self.config = result.config
         self.load_note = result.note
+        self._known_text = self.store.read_text() if result.note is None else None
 
     def ownership(self) -> Ownership:
         return load_ownership(self.store.state_file)
 
     def change(self, edit: Edit) -> None:
         """Apply ``edit`` to a copy of the model, then commit it (all-or-nothing)."""
-        new = copy.deepcopy(self.config)
-        edit(new)
         with self.store.locked():
+            self._follow_other_shells()
+            new = copy.deepcopy(self.config)
+            edit(new)
             result = self.store.commit(new)
-        self.config = new
+            self.config = new
+            self._known_text = self.store.read_text()
         for warning in result.warnings:
             self.warn(f"warning: {warning}")
         if new.devices and not self._daemon_warned and not self.daemon_running():
@@ -84,6 +89,22 @@ class ShellContext:
                 "warning: the tcmu-scst daemon is not running, so I/O to the devices will "
                 "hang until it starts: run 'tcmu-scst daemon' (or systemctl start tcmu-scst)"
             )
+
+    def record(self, config: ScstConfig) -> None:
+        """Store ``config`` as the model after a change made to LIO directly (a new medium)."""
+        with self.store.locked():
+            self.store.store(config)
+            self.config = config
+            self._known_text = self.store.read_text()
+
+    def _follow_other_shells(self) -> None:
+        """Another shell committed since we loaded: edit its model, not our old copy."""
+        text = self.store.read_text()
+        if text is None or self._known_text is None or text == self._known_text:
+            return
+        self.config = conf.parse(text, str(self.store.path))
+        self._known_text = text
+        self.warn("note: the running model was changed by another tcmu-scst shell; reloaded")
 
     def replace(self, config: ScstConfig) -> None:
         """Make ``config`` the running model and the live setup."""

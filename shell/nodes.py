@@ -425,8 +425,7 @@ class VcdromNode(HandlerNode):
         # backstore (what apply would do) would drop the initiators' LUNs.
         backstore = _backstore(self.ctx, name)
         backstore.set_dev_config(devconfig.encode_dev_config(new_device, new.setup_id or 0))
-        self.ctx.store.store(new)
-        self.ctx.config = new
+        self.ctx.record(new)
 
     def ui_complete_change(self, parameters: dict[str, str], text: str, current: str) -> list[str]:
         if current == "name":

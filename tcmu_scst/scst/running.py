@@ -125,6 +125,13 @@ class RunningStore:
         self.store(config)
         return result
 
+    def read_text(self) -> str | None:
+        """The stored model file as text (None when absent or unreadable)."""
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
     def store(self, config: ScstConfig) -> None:
         """Write the model file only (for changes made to LIO directly, e.g. a new medium)."""
         # 0600: the model may hold CHAP secrets.

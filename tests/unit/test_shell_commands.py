@@ -342,3 +342,13 @@ def test_completion(rig: Rig) -> None:
     assert "scsi_serializing " in rig.shell.root.get_node("/trace_level").ui_complete_add(
         {}, "scsi_s", "token"
     )
+
+
+def test_two_shells_do_not_lose_each_others_changes(rig: Rig) -> None:
+    rig.run("/vdisk open disk2 NULLIO")
+    other = rig.new_shell()
+    rig.run("add_group g1")
+    other.run_cmdline("add_group g2")  # opened before g1 existed
+    assert any("changed by another tcmu-scst shell" in w for w in rig.warnings)
+    names = [g.name for g in conf.parse(rig.running_text()).groups]
+    assert names == ["g1", "g2"]
