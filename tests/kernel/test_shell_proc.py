@@ -154,3 +154,42 @@ def test_readme_examples_serve_an_iscsi_initiator(
     table = capsys.readouterr().out.splitlines()
     assert table[1].split() == ["disk1", str(SIZE >> 20), "512", f"{rig}/disk1.img"]
     assert table[2].split() == ["disk2", str(SIZE >> 20), "4096", f"{rig}/disk2.img"]
+
+
+IQN_CD = "iqn.2024-01.org.tcmu-scst:shell-cd"
+
+
+def test_vcdrom_change_reaches_the_daemon(rig: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tcmu_scst.service import control
+
+    for name, sectors in (("cd1", 512), ("cd2", 1024)):
+        (rig / f"{name}.iso").write_bytes(b"\0" * 2048 * sectors)
+    assert proc(rig, "vcdrom/vcdrom", f"open cd1 {rig}/cd1.iso") == 0, capsys.readouterr().err
+    assert proc(rig, "groups/Default/devices", "add cd1 0") == 0, capsys.readouterr().err
+    for command in (
+        f"/targets/iscsi create {IQN_CD}",
+        f"/targets/iscsi/{IQN_CD} add_portal {PORTAL}:3262",
+        f"/targets/iscsi/{IQN_CD} enable",
+    ):
+        assert shell(rig, command) == 0, (command, capsys.readouterr().err)
+    url = f"iscsi://{PORTAL}:3262/{IQN_CD}/0"
+    inq = subprocess.run(["iscsi-inq", "-i", INI_OTHER, url], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert inq.returncode == 0 and "cd1" in inq.stdout, inq.stdout + inq.stderr
+    assert proc(rig, "vcdrom/vcdrom", f"change cd1 {rig}/cd2.iso") == 0, capsys.readouterr().err
+
+    def served_config() -> str:
+        status = control.request("status", rig / "control.sock")
+        return str(next(d["dev_config"] for d in status["devices"] if d["name"] == "cd1"))
+
+    deadline = time.monotonic() + 30
+    while "cd2.iso" not in served_config() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "cd2.iso" in served_config()  # the daemon got RECONFIG and swapped the medium
+    capsys.readouterr()
+    assert proc(rig, "vcdrom/vcdrom") == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row == ["cd1", "2", f"{rig}/cd2.iso"]
+    inq = subprocess.run(["iscsi-inq", "-i", INI_OTHER, url], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert inq.returncode == 0, inq.stderr  # the LUN survived the change
