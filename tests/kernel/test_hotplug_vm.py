@@ -184,7 +184,7 @@ def test_scsi_debug_is_exported_by_identity_and_withdrawn_on_removal(
         assert hctl is not None
         wait_until(lambda: (TPG_LUNS / "lun_1").is_dir(), "LUN 1 for scsi_debug")
         assert d.serves(hctl), f"{hctl} not served: {d.daemon.describe_devices()}"
-        link = next((TPG_LUNS / "lun_1").iterdir())
+        link = next(p for p in (TPG_LUNS / "lun_1").iterdir() if p.is_symlink())
         assert link.resolve().name == hctl
 
         # Served, the sg node is open: the module is in use, and says so at once.
