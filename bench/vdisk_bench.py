@@ -154,7 +154,7 @@ def measure(label: str, factory: Factory, size: int, runtime: int) -> dict[str, 
         assert lun.block is not None
         # Fill the device: reads must hit written blocks on every backstore.
         subprocess.run(["dd", "if=/dev/zero", f"of={lun.block}", "bs=1M", "oflag=direct",
-                        "status=none"], check=True)
+                        f"count={size // MiB}", "status=none"], check=True)
         numbers: dict[str, float] = {}
         for job in JOBS:
             numbers[job.name] = fio(lun.block, job, runtime)
