@@ -21,6 +21,7 @@ import threading
 from typing import Any, Final, Protocol
 
 from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
+from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel.ring import Ring
 
@@ -83,6 +84,7 @@ class DeviceRunner:
         self._busy = 0  # commands handed to workers and not yet completed
         self._busy_lock = threading.Lock()
         self._idle = threading.Condition(self._busy_lock)
+        self.gone = ""  # why the device stopped being servable, if it did
 
     # -- lifecycle -----------------------------------------------------------------
     def start_workers(self) -> None:
@@ -105,6 +107,11 @@ class DeviceRunner:
                 self.drain()
                 poller.poll()
             self.drain()
+        except UioError as err:
+            # The device went away under us (its uio unregistered without REMOVED, e.g.
+            # a hot-unplug): nothing more can be completed; let the daemon let go of it.
+            self.gone = str(err)
+            log.warning("ring loop stopped: %s", err)
         finally:
             self._shutdown_workers()
 
@@ -121,7 +128,11 @@ class DeviceRunner:
         for t in self._workers:
             t.join()
         self._workers.clear()
-        self.ring.flush()
+        if not self.gone:
+            try:
+                self.ring.flush()
+            except UioError as err:
+                self.gone = str(err)
 
     def close(self) -> None:
         os.close(self._wake_r)
@@ -190,7 +201,14 @@ class DeviceRunner:
     def complete(self, cmd: Command, result: Result, *, notify: bool = True) -> None:
         """Where ``cmd.complete(result)`` lands, from any thread (CompletionSink)."""
         self.stats.count(cmd, result)
-        self.ring.complete(cmd, result, notify=notify)
+        try:
+            self.ring.complete(cmd, result, notify=notify)
+        except UioError as err:
+            # The notify write failed: the device is gone; the ring loop stops too.
+            if not self.gone:
+                self.gone = str(err)
+                log.warning("completion notify failed: %s", err)
+            self.stop()
 
     def _call_tmr(self, notice: TmrNotice) -> None:
         try:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, Result, TmrNotice
+from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import abi
 from tcmu_scst.service.device import DeviceRunner
@@ -191,3 +192,38 @@ def test_async_completion_is_delivered_and_counted() -> None:
         loop.join(5)
         runner.close()
         port.close()
+
+
+class VanishingPort(EmulatorPort):
+    """The uio device disappears: the next event read and notify fail with EIO."""
+
+    def __init__(self, emulator: RingEmulator) -> None:
+        super().__init__(emulator)
+        self.vanished = False
+
+    def read_event(self) -> int | None:
+        if self.vanished:
+            raise UioError("event read on /dev/uio9 failed: Input/output error")
+        return super().read_event()
+
+    def notify(self) -> None:
+        if self.vanished:
+            raise UioError("notify write on /dev/uio9 failed: Input/output error")
+        super().notify()
+
+
+def test_device_vanishing_stops_the_loop_cleanly() -> None:
+    emu = RingEmulator(cmdr_size=8192, data_size=64 * 1024)
+    port = VanishingPort(emu)
+    runner = DeviceRunner(port, MemoryDisk(), threads=2)
+    loop = threading.Thread(target=runner.run)
+    loop.start()
+    cid = emu.submit(TUR)
+    wait_for(lambda: any(c.cmd_id == cid for c in emu.completions))
+    port.vanished = True
+    emu.submit(READ10, data_in_len=512)  # wakes the loop; the event read fails
+    loop.join(5)
+    assert not loop.is_alive()
+    assert "Input/output error" in runner.gone
+    runner.close()
+    port.close()
