@@ -1,5 +1,7 @@
 """tcmu-scst: SCST's device handlers and management model on LIO through TCMU."""
 
+from pathlib import Path
+
 from setuptools import setup
 
 setup(
@@ -7,7 +9,7 @@ setup(
     version="0.1.0",
     description="SCST device handlers and management model on the mainline Linux "
     "SCSI target (LIO), served from userspace through TCMU",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     license="GPL-2.0-only",
     python_requires=">=3.11",

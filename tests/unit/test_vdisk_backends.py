@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tcmu_scst.command import DataBuffer
+from tcmu_scst.errors import HandlerError
 from tcmu_scst.handlers._vdisk_file import FileBackend, FileMode
 from tcmu_scst.handlers._vdisk_null import NullBackend
 from tcmu_scst.handlers.vdisk import VdiskParams, open_backend
 from tcmu_scst.handlers.vdisk_params import NULLIO_DEFAULT_SIZE
-
-from tcmu_scst.command import DataBuffer
-from tcmu_scst.errors import HandlerError
 from tcmu_scst.scsi.block import BackendError
 
 MiB = 1 << 20

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tcmu_scst.handlers._vdisk_direct import DirectIO, RangeLock, aligned_buffer
-from tcmu_scst.handlers._vdisk_file import FileBackend, FileMode
 
 from tcmu_scst.command import DataBuffer
+from tcmu_scst.handlers._vdisk_direct import DirectIO, RangeLock, aligned_buffer
+from tcmu_scst.handlers._vdisk_file import FileBackend, FileMode
 
 MiB = 1 << 20
 

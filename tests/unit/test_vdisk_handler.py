@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
 
 from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
 from tcmu_scst.errors import HandlerError
+from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
 
 MiB = 1 << 20
 DATA_PROTECT = 0x7

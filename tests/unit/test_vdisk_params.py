@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.handlers.vdisk import (
     VdiskParams,
     block_device_config,
@@ -18,8 +20,6 @@ from tcmu_scst.handlers.vdisk import (
     to_dev_config,
     to_proc_open,
 )
-
-from tcmu_scst.errors import ConfigError, HandlerError
 
 # -- (a) 0.9.6 open command ----------------------------------------------------------------
 

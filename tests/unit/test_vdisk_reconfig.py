@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from tcmu_scst.handlers.vdisk import VdiskHandler
-from tcmu_scst.handlers.vdisk_params import VdiskParams
 
 from tcmu_scst.command import Command, DataBuffer
 from tcmu_scst.errors import HandlerError
+from tcmu_scst.handlers.vdisk import VdiskHandler
+from tcmu_scst.handlers.vdisk_params import VdiskParams
 
 MiB = 1 << 20
 
