@@ -179,7 +179,7 @@ def test_pages_show_what_the_mode_promises(
     lbp = vpd(disk.dev, 0xB2)
     assert lbp[5] & 0x80 == 0, "LBPU set on a fully provisioned device"
 
-    cap = raw("sg_readcap", "-l", "-r", disk.dev)
+    cap = raw("sg_readcap", "--readonly", "-l", "-r", disk.dev)
     assert int.from_bytes(cap[0:8], "big") + 1 == SIZE // block_size
     assert int.from_bytes(cap[8:12], "big") == block_size
     assert cap[14] & 0x80 == 0, "LBPME on a fully provisioned device"
@@ -206,7 +206,7 @@ def test_thin_and_non_rotational_pages(lio_stack: lio.Teardown, tmp_path: Path) 
     served = serve(lio_stack, to_dev_config(params), SIZE)
     assert served.lun is not None and served.lun.block
     dev = served.lun.block
-    cap = raw("sg_readcap", "-l", "-r", dev)
+    cap = raw("sg_readcap", "--readonly", "-l", "-r", dev)
     assert cap[14] & 0x80, "LBPME must be set for a thin device"
     assert cap[14] & 0x40, "LBPRZ: unmapped blocks read as zeros"
     assert int.from_bytes(vpd(dev, 0xB1)[4:6], "big") == 1, "rate 1 = non-rotating"
