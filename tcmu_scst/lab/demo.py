@@ -1,9 +1,10 @@
 """The try-it-now target, run INSIDE the lab guest: ``python3 -m tcmu_scst.lab.demo``.
 
-Today it exports a LIO fileio backstore on a sparse file over iSCSI in demo mode.
-When the project's TCMU daemon exists, swap :func:`create_demo_backstores` for one that
-starts it and returns its user_N device(s): nothing else here needs to change.
-Stops (and removes every configfs object) on a line on stdin, EOF, or SIGTERM.
+The product's own path, end to end: the tcmu-scst daemon (on a thread) serves a
+FILEIO vdisk on a sparse file through TCMU, and a small scst.conf (that vdisk as LUN 0
+of an iSCSI target whose Default group everyone gets) is applied exactly as
+``tcmu-scst config apply`` would. Stops on a line on stdin, EOF, or SIGTERM: an empty
+config is applied (which removes every object the demo made), then the daemon stops.
 """
 
 from __future__ import annotations
@@ -11,22 +12,70 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from tcmu_scst.errors import TcmuScstError
-from tcmu_scst.lab.lio import Teardown, create_fileio, export_iscsi_demo
+from tcmu_scst.lab.lio import Teardown
 
 DEMO_IQN = "iqn.2003-01.org.tcmu-scst:demo"
 DEMO_SIZE = 1 << 30  # 1 GiB, sparse, in guest RAM (tmpfs) only as far as written
 DEMO_DIR = Path("/run/tcmu-scst-demo")
 
+DEMO_CONF = """\
+# The lab demo: one FILEIO vdisk, exported to every initiator over iSCSI.
+HANDLER vdisk_fileio {{
+    DEVICE disk0 {{
+        filename {image}
+    }}
+}}
+TARGET_DRIVER iscsi {{
+    TARGET {iqn} {{
+        LUN 0 disk0
+        enabled 1
+    }}
+}}
+"""
 
-def create_demo_backstores(stack: Teardown) -> list[Path]:
-    """THE backstore(s) the demo exports: swap in the TCMU vdisk here."""
+
+def demo_config_text(image: Path, iqn: str = DEMO_IQN) -> str:
+    return DEMO_CONF.format(image=image, iqn=iqn)
+
+
+def start_demo_target(stack: Teardown) -> None:
+    """Start the daemon, apply the demo config; undo both through ``stack``."""
+    from tcmu_scst.kernel.configfs import Configfs
+    from tcmu_scst.scst import conf
+    from tcmu_scst.scst.apply import apply_config
+    from tcmu_scst.service.daemon import Daemon
+
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    return [create_fileio("demo0", DEMO_DIR / "disk0.img", DEMO_SIZE, stack)]
+    image = DEMO_DIR / "disk0.img"
+    with open(image, "wb") as f:
+        f.truncate(DEMO_SIZE)
+    state = DEMO_DIR / "lio-state.json"
+    daemon = Daemon(control_socket=DEMO_DIR / "control.sock", threads=2, state_file=state)
+    daemon.start()
+    loop = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    loop.start()
+
+    def stop_daemon() -> None:
+        daemon.stop()
+        loop.join(30)
+
+    stack.push("stop the tcmu-scst daemon", stop_daemon)
+    text = demo_config_text(image)
+    (DEMO_DIR / "scst.conf").write_text(text)
+    cfs = Configfs()
+    apply_config(cfs, conf.parse(text, str(DEMO_DIR / "scst.conf")), state)
+
+    def clear() -> None:
+        # An empty config removes everything the demo made (declarative apply).
+        apply_config(cfs, conf.parse("", "empty"), state)
+
+    stack.push("clear the demo setup", clear)
 
 
 def connect_help(host_port: int, iqn: str = DEMO_IQN) -> str:
@@ -34,7 +83,9 @@ def connect_help(host_port: int, iqn: str = DEMO_IQN) -> str:
     portal = "127.0.0.1" if host_port == 3260 else f"127.0.0.1:{host_port}"
     return "\n".join(
         [
-            f"iSCSI target {iqn} (LUN 0) is listening on the host at {portal}.",
+            f"iSCSI target {iqn} is listening on the host at {portal}.",
+            "LUN 0 is a 1 GiB FILEIO vdisk served from userspace by the tcmu-scst daemon",
+            f"(TCMU), set up from {DEMO_DIR}/scst.conf.",
             "From the host, with libiscsi-bin:",
             f"    iscsi-ls iscsi://{portal}",
             f"    iscsi-inq iscsi://{portal}/{iqn}/0",
@@ -59,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     try:
         with Teardown() as stack:
-            export_iscsi_demo(DEMO_IQN, create_demo_backstores(stack), stack)
+            start_demo_target(stack)
             print(connect_help(args.host_port), flush=True)
             sys.stdin.readline()  # the host writes a line on Ctrl-C
             print("tcmu-scst demo: removing the target", flush=True)

@@ -145,8 +145,9 @@ class Daemon:
         self.netlink.open()
         self.params.set_block_netlink(True)
         try:
-            if self.params.reset_netlink():
-                log.warning("released configfs writers stuck waiting for a previous daemon")
+            # Completes (EINTR) any configfs write left waiting for a daemon that died;
+            # the kernel does not say whether one was pending.
+            self.params.reset_netlink()
             self.reply_supported = self.netlink.set_features(True)
             for info in uio.list_devices(self.sysfs_uio, self.dev_dir):
                 if self.owns(info.name.subtype):

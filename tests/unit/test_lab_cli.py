@@ -78,3 +78,20 @@ def test_demo_connect_help_names_the_host_port() -> None:
     assert "iscsi-ls iscsi://127.0.0.1:13260" in text
     assert f"iscsi-inq iscsi://127.0.0.1:13260/{demo.DEMO_IQN}/0" in text
     assert "iscsi-ls iscsi://127.0.0.1\n" in demo.connect_help(3260) + "\n"
+
+
+def test_demo_config_is_a_valid_scst_conf(tmp_path: Path) -> None:
+    """The demo's scst.conf parses, validates and maps to one vdisk LUN in demo mode."""
+    from tcmu_scst.scst import conf
+    from tcmu_scst.scst.mapping import map_config
+
+    image = tmp_path / "disk0.img"
+    image.write_bytes(bytes(4096))
+    config = conf.parse(demo.demo_config_text(image), "demo.conf")
+    [device] = config.devices
+    assert (device.name, device.handler) == ("disk0", "vdisk_fileio")
+    state = map_config(config)
+    [backstore] = state.backstores
+    assert backstore.dev_config.startswith("vdisk/")
+    [target] = state.targets
+    assert target.wwn == demo.DEMO_IQN
