@@ -14,7 +14,12 @@ from tcmu_scst.lab import runner
 def run_job(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     job = tmp_path / "job.sh"
     job.write_text(script)
-    return subprocess.run(["/bin/sh", str(job)], capture_output=True, text=True, check=False)
+    # The guest's init starts the job with almost no environment; so does this test, so
+    # that the developer's own variables (TCMU_SCST_SKIP_VM, ...) cannot leak in.
+    env = {"PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        ["/bin/sh", str(job)], capture_output=True, text=True, check=False, env=env
+    )
 
 
 def test_job_runs_in_the_directory_and_returns_the_status(tmp_path: Path) -> None:
