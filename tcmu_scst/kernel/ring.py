@@ -47,7 +47,8 @@ _ENTRY_ONE_IOV: Final = struct.Struct("<IHBBIII4xQ16xQQ")
 # The response written over a slot, from offset 4: cmd_id, kflags, uflags @4-7,
 # scsi_status @8, pads @9-11, read_len @12.
 _RESPONSE: Final = struct.Struct("<HBBB3xI")
-_TAIL: Final = abi.MB_CMD_TAIL
+_HEAD_WORD: Final = abi.OFF_MB_CMD_HEAD // 4
+_TAIL_WORD: Final = abi.OFF_MB_CMD_TAIL // 4
 _IOVEC: Final = abi.IOVEC
 _ZEROS: Final = bytes(abi.TCMU_SENSE_BUFFERSIZE)
 _CDB_LEN: Final = tuple(abi.cdb_length(op) for op in range(256))
@@ -94,6 +95,11 @@ class Ring:
             raise RingError(
                 f"ring indexes out of range (head {head}, tail {tail}, size {cmdr_size})"
             )
+        # The two indexes are shared with the kernel while it runs: load and store them
+        # as single aligned 32-bit accesses. struct's "<I" packs and unpacks byte by
+        # byte in CPython, so a concurrent reader could see a torn value (the kernel
+        # then walks into never-written, zero-length "entries" and spins forever).
+        self._words = self._mv[: abi.MAILBOX_SIZE].cast("I")
         self.flags: int = flags
         self.cmdr_off: int = cmdr_off
         self.cmdr_size: int = cmdr_size
@@ -111,8 +117,8 @@ class Ring:
     # -- reading ------------------------------------------------------------------
     @property
     def head(self) -> int:
-        """The kernel's producer index (a plain 4-byte load is acquire on x86)."""
-        return int(abi.MB_CMD_HEAD.unpack_from(self._mv, abi.OFF_MB_CMD_HEAD)[0])
+        """The kernel's producer index (one aligned 4-byte load: acquire on x86)."""
+        return int(self._words[_HEAD_WORD])
 
     @property
     def tail(self) -> int:
@@ -284,8 +290,9 @@ class Ring:
             self._done_pos = (slot_pos + slot_len) % self.cmdr_size
             if slots and not slots[0][2]:
                 self._skip_leading_non_cmd()
-            # cmd_tail is stored last, after every response byte (release order).
-            _TAIL.pack_into(mv, 64, self._done_pos)
+            # cmd_tail is stored last, after every response byte (release order on x86),
+            # in one aligned 4-byte store.
+            self._words[_TAIL_WORD] = self._done_pos
             self._unnotified = True
         if notify:
             self.flush()
@@ -304,7 +311,7 @@ class Ring:
             self._done_pos = (slot_pos + slot_len) % self.cmdr_size
             moved = True
         if moved:
-            abi.MB_CMD_TAIL.pack_into(self._mv, abi.OFF_MB_CMD_TAIL, self._done_pos)
+            self._words[_TAIL_WORD] = self._done_pos
             self._unnotified = True
 
     def flush(self) -> bool:
