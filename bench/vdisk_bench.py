@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.lab import lio
 from tcmu_scst.service import registry
-from tcmu_scst.service.device import DeviceRunner
+from tcmu_scst.service.device import serve_in_thread
 
 MiB = 1 << 20
 WORK_DIR = Path("/run/vdisk-bench")
@@ -82,17 +81,7 @@ def _serve_vdisk(threads: int) -> Factory:
         stack.push("delete benchv", backstore.delete)
         handler = registry.open_handler(dev_config)
         port = uio.UioDevice(uio.find_device(backstore.hba_index, backstore.name))
-        runner = DeviceRunner(port, handler, threads=threads)
-        thread = threading.Thread(target=runner.run, name="ring-benchv", daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            runner.stop()
-            thread.join(30)
-            runner.close()
-            handler.close()
-            port.close()
-
+        _runner, stop = serve_in_thread(port, handler, threads, "benchv")
         stack.push("stop benchv", stop)
         return lio.TARGET / backstore.rel
 

@@ -251,14 +251,13 @@ def vdisk_backstore(
     def create(stack: Teardown) -> Path:
         # Imported here: the fileio path must not need the service/handler layers.
         import importlib
-        import threading
 
         from tcmu_scst.kernel import uio
         from tcmu_scst.kernel.configfs import Configfs
         from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
         from tcmu_scst.lab.lio import TARGET
         from tcmu_scst.service import registry
-        from tcmu_scst.service.device import DeviceRunner
+        from tcmu_scst.service.device import serve_in_thread
 
         if backing.exists():
             backing.unlink()
@@ -280,17 +279,7 @@ def vdisk_backstore(
         stack.push("delete backstore compliance1", backstore.delete)
         handler = registry.open_handler(dev_config)
         port = uio.UioDevice(uio.find_device(backstore.hba_index, backstore.name))
-        runner = DeviceRunner(port, handler, threads=threads)
-        thread = threading.Thread(target=runner.run, name="ring-compliance1", daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            runner.stop()
-            thread.join(30)
-            runner.close()
-            handler.close()
-            port.close()
-
+        _runner, stop = serve_in_thread(port, handler, threads, "compliance1")
         stack.push("stop serving compliance1", stop)
         return TARGET / backstore.rel
 

@@ -18,6 +18,7 @@ import os
 import queue
 import select
 import threading
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
@@ -215,3 +216,28 @@ class DeviceRunner:
             self.handler.on_tmr(notice)
         except Exception:
             log.exception("handler %s failed on %r", type(self.handler).__name__, notice)
+
+
+def serve_in_thread(
+    port: RingPort, handler: Handler, threads: int, name: str
+) -> tuple[DeviceRunner, Callable[[], None]]:
+    """Run a :class:`DeviceRunner` for ``port`` on a thread of its own.
+
+    Returns the runner and ``stop``.
+
+    ``stop()`` drains in-flight commands, then closes the runner, the handler and the
+    port (which must have ``close()``). For tools and tests that serve one device
+    without the daemon (kernel tests, the compliance runner, benchmarks).
+    """
+    runner = DeviceRunner(port, handler, threads=threads)
+    thread = threading.Thread(target=runner.run, name=f"ring-{name}", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        runner.stop()
+        thread.join(30)
+        runner.close()
+        handler.close()
+        port.close()  # type: ignore[attr-defined]
+
+    return runner, stop

@@ -23,7 +23,7 @@ from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.lab import lio
 from tcmu_scst.service import registry
 from tcmu_scst.service.daemon import Daemon
-from tcmu_scst.service.device import DeviceRunner
+from tcmu_scst.service.device import DeviceRunner, serve_in_thread
 
 
 @dataclass
@@ -82,17 +82,7 @@ def serve(
     handler = handler or registry.open_handler(dev_config)
     info = uio.find_device(backstore.hba_index, backstore.name)
     port = uio.UioDevice(info)
-    runner = DeviceRunner(port, handler, threads=threads)
-    thread = threading.Thread(target=runner.run, name=f"ring-{backstore.name}", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        runner.stop()
-        thread.join(30)
-        runner.close()
-        handler.close()
-        port.close()
-
+    runner, stop = serve_in_thread(port, handler, threads, backstore.name)
     stack.push(f"stop serving {backstore.name}", stop)
     exported = None
     if export:

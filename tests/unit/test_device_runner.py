@@ -227,3 +227,21 @@ def test_device_vanishing_stops_the_loop_cleanly() -> None:
     assert "Input/output error" in runner.gone
     runner.close()
     port.close()
+
+
+def test_serve_in_thread_serves_and_stops_cleanly() -> None:
+    from tcmu_scst.service.device import serve_in_thread
+
+    emu = RingEmulator(cmdr_size=8192, data_size=64 * 1024)
+    port = EmulatorPort(emu)
+    handler = MemoryDisk()
+    closed: list[str] = []
+    handler.close = lambda: closed.append("handler")  # type: ignore[method-assign]
+    runner, stop = serve_in_thread(port, handler, 2, "t")
+    cid = emu.submit(TUR)
+    wait_for(lambda: any(c.cmd_id == cid for c in emu.completions))
+    assert runner.stats.commands == 1
+    stop()
+    assert closed == ["handler"]
+    with pytest.raises(OSError):
+        port.read_event()  # the port was closed by stop()
