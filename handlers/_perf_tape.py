@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tcmu_scst.command import Command, Direction, Result
+from tcmu_scst.command import Command, Direction, Result, data_in_result
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.block import BlockDeviceConfig
 from tcmu_scst.scsi.cdb import be
@@ -131,7 +131,7 @@ class PerfTapeDevice(TypedSpcDevice):
         if length:
             cmd.data.fill_zero(0, length)
         self.position += be(cdb, 2, 3) if cdb[1] & 0x01 else (1 if length else 0)
-        return Result(data_in_len=length)
+        return data_in_result(length)
 
     def _write(self, cmd: Command, cdb: bytes) -> Result:
         self._transfer_bytes(cdb)

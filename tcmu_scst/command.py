@@ -58,6 +58,21 @@ class Result(NamedTuple):
 
 RESULT_GOOD = Result()
 
+# Results are immutable: one GOOD-with-Data-In result per length serves every read
+# of that length (building a NamedTuple costs as much as parsing a ring entry).
+_DATA_IN_RESULTS: dict[int, Result] = {}
+_DATA_IN_RESULTS_MAX = 4096
+
+
+def data_in_result(length: int) -> Result:
+    """GOOD with ``length`` bytes of Data-In (a shared, cached :class:`Result`)."""
+    result = _DATA_IN_RESULTS.get(length)
+    if result is None:
+        if len(_DATA_IN_RESULTS) >= _DATA_IN_RESULTS_MAX:
+            _DATA_IN_RESULTS.clear()
+        result = _DATA_IN_RESULTS[length] = Result(GOOD, b"", length)
+    return result
+
 
 class DataBuffer:
     """A scatter list over the shared mapping (one memoryview per iovec)."""
@@ -118,11 +133,11 @@ class DataBuffer:
 
     def preadv(self, fd: int, file_offset: int, offset: int = 0, length: int | None = None) -> int:
         """Read from ``fd`` at ``file_offset`` straight into the buffer; returns bytes read."""
-        if offset == 0 and (length is None or length == self.length):
-            views, want = self.views, self.length  # the common case: the whole buffer
-        else:
+        if offset or (length is not None and length != self.length):
             views = self.slices(offset, length)
             want = sum(map(len, views))
+        else:
+            views, want = self.views, self.length  # the common case: the whole buffer
         got = os.preadv(fd, views, file_offset)
         while 0 < got < want:  # short read: continue where it stopped
             rest = DataBuffer(views).slices(got)
@@ -167,7 +182,7 @@ class Command:
     thread, exactly once.
     """
 
-    __slots__ = ("cmd_id", "cdb", "data", "bidi_in", "serial", "generation", "_sink", "_callback")
+    __slots__ = ("cmd_id", "cdb", "data", "bidi_in", "generation", "_sink", "_callback")
 
     def __init__(
         self,
@@ -176,16 +191,16 @@ class Command:
         data: DataBuffer = EMPTY_BUFFER,
         bidi_in: DataBuffer | None = None,
         complete: Callable[[Result], None] | None = None,
-        serial: int = 0,
+        sink: CompletionSink | None = None,
+        generation: int = 0,
     ) -> None:
         self.cmd_id = cmd_id
         self.cdb = cdb
         self.data = data
         self.bidi_in = bidi_in
-        self.serial = serial  # monotonically increasing per ring, for logs and tests
-        self.generation = 0  # the ring generation it came from (see Ring.reset)
-        self._sink: CompletionSink | None = None
         self._callback = complete
+        self._sink = sink  # the ring (or a runner in front of it) that takes the result
+        self.generation = generation  # the ring generation it came from (see Ring.reset)
 
     def complete(self, result: Result) -> None:
         """Post the result (thread-safe; exactly once)."""

@@ -19,10 +19,17 @@ import logging
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from tcmu_scst.command import CHECK_CONDITION, Command, DataBuffer, Result, TmrNotice
+from tcmu_scst.command import (
+    CHECK_CONDITION,
+    EMPTY_BUFFER,
+    Command,
+    DataBuffer,
+    Result,
+    TmrNotice,
+)
 from tcmu_scst.errors import RingError
 from tcmu_scst.kernel import abi
 
@@ -51,12 +58,14 @@ _HEAD_WORD: Final = abi.OFF_MB_CMD_HEAD // 4
 _TAIL_WORD: Final = abi.OFF_MB_CMD_TAIL // 4
 _IOVEC: Final = abi.IOVEC
 _ZEROS: Final = bytes(abi.TCMU_SENSE_BUFFERSIZE)
-_CDB_LEN: Final = tuple(abi.cdb_length(op) for op in range(256))
-
-
-# A pending slot between the published cmd_tail and our read position is a tuple
-# (ring offset, length, is_cmd): cheaper than an object on the hot path.
-_Slot = tuple[int, int, bool]
+# CDB length by opcode; 0 for VARIABLE LENGTH (0x7F), whose length is byte 7 + 8.
+_CDB_LEN: Final = tuple(
+    0 if op == abi.VARIABLE_LENGTH_CMD else abi.cdb_length(op) for op in range(256)
+)
+_SLACK: Final = bytes(_ENTRY_ONE_IOV.size)
+# One-iovec buffers kept for reuse (see Ring._buffer): enough for a deep queue of
+# any command sizes; a ring that needs more just rebuilds some.
+_BUFFER_CACHE_SIZE: Final = 4096
 
 
 class Ring:
@@ -108,10 +117,14 @@ class Ring:
         self._lock = threading.Lock()
         self._read_pos: int = tail  # next entry to read
         self._done_pos: int = tail  # published cmd_tail
-        self._slots: deque[_Slot] = deque()
+        # Ring positions of the CMD entries read and not yet answered, oldest first.
+        # Everything between two of them (PAD, TMR, unknown ops) needs no answer, so
+        # cmd_tail is always the oldest of these, or the read position when none is.
+        self._pending: deque[int] = deque()
         self._inflight: dict[int, Command] = {}
         self._unnotified: bool = False
         self._malformed: list[Command] = []
+        self._buffers: dict[int, DataBuffer] = {}  # iov_base -> one-iovec buffer
         self.generation: int = 0  # bumped by reset(); stale completions are dropped
 
     # -- reading ------------------------------------------------------------------
@@ -143,96 +156,156 @@ class Ring:
         if head >= self.cmdr_size or head % 8:
             raise RingError(f"kernel cmd_head {head} outside a {self.cmdr_size}-byte ring")
         items: list[RingItem] = []
-        new_slots: list[_Slot] = []
-        commands: list[Command] = []
-        mv = self._mv
-        cmdr_off, cmdr_size, data_off, map_size = (
-            self.cmdr_off, self.cmdr_size, self.data_off, self.map_size,
-        )
-        generation = self.generation
-        unpack_entry = _ENTRY_ONE_IOV.unpack_from
-        cdb_len_of = _CDB_LEN
+        pending: list[int] = []
         while pos != head:
-            off = cmdr_off + pos
-            # header + request + the first iovec in one call (the common case)
-            lo, cmd_id, _kf, _uf, iov_cnt, bidi_cnt, _dif, cdb_off, base0, len0 = unpack_entry(
-                mv, off
-            )
-            op = lo & 7
-            length = lo & ~7
-            if length < 8 or pos + length > cmdr_size:
-                raise RingError(
-                    f"ring entry at {pos} has length {length}: entries never wrap and are "
-                    f">= 8 bytes; the ring is corrupt"
-                )
-            if op == 1:  # TCMU_OP_CMD
-                cmd = Command(cmd_id, b"")
-                cmd.generation = generation
-                cmd._sink = self
-                problem = ""
-                if 48 + 16 * (iov_cnt + bidi_cnt) > length:
-                    problem = f"{iov_cnt}+{bidi_cnt} iovecs overflow a {length}-byte entry"
-                elif not cmdr_off <= cdb_off < data_off - 8:
-                    problem = f"CDB offset {cdb_off} outside the command ring"
-                else:
-                    opcode = mv[cdb_off]
-                    clen = cdb_len_of[opcode] if opcode != 0x7F else mv[cdb_off + 7] + 8
-                    if cdb_off + clen > data_off:
-                        problem = f"{clen}-byte CDB at {cdb_off} runs past the command ring"
-                    else:
-                        cmd.cdb = mv[cdb_off : cdb_off + clen].tobytes()
-                if problem:
-                    pass
-                elif iov_cnt == 1 and not bidi_cnt:
-                    if base0 < data_off or base0 + len0 > map_size:
-                        problem = f"iovec {base0:#x}+{len0} outside the data area"
-                    else:
-                        cmd.data = DataBuffer([mv[base0 : base0 + len0]], len0)
-                elif iov_cnt or bidi_cnt:
-                    views: list[memoryview] = []
-                    iov_off = off + abi.OFF_REQ_IOV
-                    for _ in range(iov_cnt + bidi_cnt):
-                        ibase, ilen = _IOVEC.unpack_from(mv, iov_off)
-                        iov_off += 16
-                        if ibase < data_off or ibase + ilen > map_size:
-                            problem = f"iovec {ibase:#x}+{ilen} outside the data area"
-                            break
-                        views.append(mv[ibase : ibase + ilen])
-                    if not problem:
-                        cmd.data = DataBuffer(views[:iov_cnt])
-                        cmd.bidi_in = DataBuffer(views[iov_cnt:]) if bidi_cnt else None
-                if problem:
-                    log.error("cmd_id %d: %s; failing the command", cmd_id, problem)
-                    cmd.cdb = cmd.cdb or b"\x00"
-                    self._malformed.append(cmd)
-                items.append(cmd)
-                commands.append(cmd)
-                new_slots.append((pos, length, True))
-            else:
-                if op == abi.TCMU_OP_TMR:
-                    items.append(self._parse_tmr(off, length))
-                elif op != abi.TCMU_OP_PAD:
-                    mv[off + abi.OFF_HDR_UFLAGS] |= abi.TCMU_UFLAG_UNKNOWN_OP
-                    log.warning("ring entry at %d has unknown op %d: skipped", pos, op)
-                new_slots.append((pos, length, False))
-            pos = (pos + length) % cmdr_size
-        self._read_pos = pos
+            # The new entries up to head, or up to the end of the ring when the kernel
+            # wrapped (a PAD fills the end then, §2.5.3), copied out in one call: their
+            # CDBs and iovecs are ours from here on, whatever overwrites the slots.
+            # The zero slack lets one struct call read a full entry's worth even at a
+            # short PAD or TMR that ends the span.
+            end = head if head > pos else self.cmdr_size
+            span = self._mv[self.cmdr_off + pos : self.cmdr_off + end].tobytes() + _SLACK
+            self._parse_span(span, end - pos, pos, items, pending)
+            pos = end % self.cmdr_size
         with self._lock:
-            inflight = self._inflight
-            for cmd in commands:
-                inflight[cmd.cmd_id] = cmd
-            self._slots.extend(new_slots)
-            if not new_slots[0][2]:
-                self._skip_leading_non_cmd()
+            self._read_pos = pos
+            self._pending.extend(pending)
+            self._publish_tail()  # past leading PAD/TMR entries, if any
         if self._malformed:
             # The kernel never produces these; if it ever does, fail the command
             # rather than touch memory it did not give us.
-            for cmd in self._malformed:
-                self.complete(cmd, _INTERNAL_FAILURE, notify=False)
-            bad = set(map(id, self._malformed))
+            bad = self._malformed[:]
             self._malformed.clear()
-            items = [i for i in items if id(i) not in bad]
+            self.complete_many([(cmd, _INTERNAL_FAILURE) for cmd in bad])
+            bad_ids = set(map(id, bad))
+            items = [i for i in items if id(i) not in bad_ids]
         return items
+
+    def _parse_span(
+        self, span: bytes, span_len: int, pos: int, items: list[RingItem], pending: list[int]
+    ) -> None:
+        """Parse the entries copied out of ring positions ``[pos, pos + span_len)``.
+
+        The hot path: one ``struct`` call per entry reads the header, the request and
+        the first iovec; a command with at most one iovec and its CDB in its entry
+        (all the kernel produces but scattered and bidirectional buffers) is built
+        right here, its buffer a cached view. Commands enter ``_inflight`` before
+        anyone can complete them: nobody sees them until ``fetch`` returns.
+        """
+        # Where the span sits in the mapping, for the absolute offsets the kernel
+        # writes (cdb_off and iov_base are offsets from the start of the mapping).
+        span_base = self.cmdr_off + pos
+        unpack_entry = _ENTRY_ONE_IOV.unpack_from
+        cdb_len_of = _CDB_LEN
+        buffers = self._buffers
+        inflight = self._inflight
+        generation = self.generation
+        rel = 0
+        while rel < span_len:
+            lo, cmd_id, _kf, _uf, iov_cnt, bidi_cnt, _dif, cdb_off, base0, len0 = unpack_entry(
+                span, rel
+            )
+            length = lo & ~7
+            entry_end = rel + length
+            if length < 8 or entry_end > span_len:
+                raise RingError(
+                    f"ring entry at {pos + rel} has length {length}: entries never wrap, "
+                    "never cross cmd_head and are >= 8 bytes; the ring is corrupt"
+                )
+            if lo & 7 == abi.TCMU_OP_CMD:
+                cdb_at = cdb_off - span_base  # in the span
+                data: DataBuffer | None = None
+                if iov_cnt <= 1 and not bidi_cnt and rel + 48 + 16 * iov_cnt <= cdb_at < entry_end:
+                    opcode = span[cdb_at]
+                    cdb_end = cdb_at + (cdb_len_of[opcode] or span[cdb_at + 7] + 8)
+                    if cdb_end > entry_end:
+                        pass
+                    elif iov_cnt == 0:
+                        data = EMPTY_BUFFER
+                    else:
+                        data = buffers.get(base0)
+                        if data is None or data.length != len0:
+                            data = self._buffer(base0, len0)
+                if data is not None:
+                    cmd = Command(cmd_id, span[cdb_at:cdb_end], data, None, None, self, generation)
+                else:
+                    cmd = self._parse_command(span, rel, span_base)
+                inflight[cmd_id] = cmd
+                items.append(cmd)
+                pending.append(pos + rel)
+            elif lo & 7 == abi.TCMU_OP_TMR:
+                items.append(self._parse_tmr(span_base + rel, length))
+            elif lo & 7 != abi.TCMU_OP_PAD:
+                self._mv[span_base + rel + abi.OFF_HDR_UFLAGS] |= abi.TCMU_UFLAG_UNKNOWN_OP
+                log.warning("ring entry at %d has unknown op %d: skipped", pos + rel, lo & 7)
+            rel = entry_end
+
+    def _parse_command(self, span: bytes, rel: int, span_base: int) -> Command:
+        """Any CMD entry, every field checked (scattered, bidirectional, or malformed)."""
+        fields = _ENTRY_ONE_IOV.unpack_from(span, rel)
+        lo, cmd_id, _kf, _uf, iov_cnt, bidi_cnt, _dif, cdb_off = fields[:8]
+        length = lo & ~7
+        cdb = b"\x00"
+        problem = ""
+        views: list[memoryview] = []
+        if 48 + 16 * (iov_cnt + bidi_cnt) > length:
+            problem = f"{iov_cnt}+{bidi_cnt} iovecs overflow a {length}-byte entry"
+        else:
+            cdb_rel = cdb_off - span_base
+            opcode = span[cdb_rel] if rel + 48 <= cdb_rel < rel + length else -1
+            if opcode >= 0:
+                clen = _CDB_LEN[opcode] or span[cdb_rel + 7] + 8
+            if opcode >= 0 and cdb_rel + clen <= rel + length:
+                cdb = span[cdb_rel : cdb_rel + clen]
+            else:
+                cdb, problem = self._read_cdb(cdb_off)
+            if not problem:
+                views, problem = self._read_iovecs(span, rel, iov_cnt + bidi_cnt)
+        cmd = Command(cmd_id, cdb, EMPTY_BUFFER, None, None, self, self.generation)
+        if problem:
+            log.error("cmd_id %d: %s; failing the command", cmd_id, problem)
+            self._malformed.append(cmd)
+        elif views:
+            cmd.data = DataBuffer(views[:iov_cnt])
+            cmd.bidi_in = DataBuffer(views[iov_cnt:]) if bidi_cnt else None
+        return cmd
+
+    def _read_cdb(self, cdb_off: int) -> tuple[bytes, str]:
+        """A CDB outside its entry (the kernel never does that): checked, from the map."""
+        if not self.cmdr_off <= cdb_off < self.data_off - 8:
+            return b"\x00", f"CDB offset {cdb_off} outside the command ring"
+        mv = self._mv
+        opcode = mv[cdb_off]
+        clen = _CDB_LEN[opcode] or mv[cdb_off + 7] + 8
+        if cdb_off + clen > self.data_off:
+            return b"\x00", f"{clen}-byte CDB at {cdb_off} runs past the command ring"
+        return mv[cdb_off : cdb_off + clen].tobytes(), ""
+
+    def _read_iovecs(self, span: bytes, rel: int, count: int) -> tuple[list[memoryview], str]:
+        views: list[memoryview] = []
+        iov_off = rel + abi.OFF_REQ_IOV
+        for _ in range(count):
+            ibase, ilen = _IOVEC.unpack_from(span, iov_off)
+            iov_off += 16
+            if ibase < self.data_off or ibase + ilen > self.map_size:
+                return [], f"iovec {ibase:#x}+{ilen} outside the data area"
+            views.append(self._mv[ibase : ibase + ilen])
+        return views, ""
+
+    def _buffer(self, base: int, length: int) -> DataBuffer | None:
+        """The one-iovec buffer at ``base``, kept for reuse.
+
+        The kernel hands out the lowest free data blocks first, so the same few
+        (base, length) pairs come back all the time; a buffer is only a view of the
+        mapping, immutable, and so shareable by commands that are never in flight at
+        the same time over the same bytes. Bounded: cleared when it grows large.
+        """
+        if base < self.data_off or base + length > self.map_size:
+            return None  # outside the data area: _parse_command says why
+        if len(self._buffers) >= _BUFFER_CACHE_SIZE:
+            self._buffers.clear()
+        buf = self._buffers[base] = DataBuffer([self._mv[base : base + length]], length)
+        return buf
 
     def _parse_tmr(self, off: int, length: int) -> TmrNotice:
         tmr_type, cmd_cnt = abi.TMR.unpack_from(self._mv, off + abi.OFF_TMR)
@@ -251,68 +324,86 @@ class Ring:
         dropped by a ring reset) is ignored with a log line: writing it would make the
         kernel declare the ring broken (tcmu-abi §2.5, rule 5).
         """
-        # Work out the response outside the lock.
-        status = result.status & 0xFF
-        data_in = result.data_in_len
-        uflags = 0
-        read_len = 0
-        if data_in is not None:
-            target = cmd.bidi_in if cmd.bidi_in is not None else cmd.data
-            buf_len = target.length
-            read_len = data_in if 0 <= data_in < buf_len else (buf_len if data_in > 0 else 0)
-            if read_len == 0 and buf_len and status == 0:
-                # The kernel treats read_len 0 as "complete normally" and would send
-                # the whole buffer, stale bytes included: send zeros instead.
-                target.fill_zero()
-                read_len = buf_len
-            uflags = abi.TCMU_UFLAG_READ_LEN
+        self.complete_many(((cmd, result),), notify=notify)
+
+    def complete_many(
+        self, done: Iterable[tuple[Command, Result]], *, notify: bool = False
+    ) -> None:
+        """Post several results under one lock and one ``cmd_tail`` store.
+
+        Without ``notify`` the kernel is not told; call :meth:`flush` afterwards
+        (the ring loop does, once per batch).
+        """
         mv = self._mv
+        cmdr_off = self.cmdr_off
+        pack_response = _RESPONSE.pack_into
+        read_len_flag = abi.TCMU_UFLAG_READ_LEN
         with self._lock:
-            if cmd.generation != self.generation:
-                log.info("cmd_id %d completed after a ring reset: dropped", cmd.cmd_id)
-                return
-            if self._inflight.get(cmd.cmd_id) is not cmd:
-                log.error("cmd_id %d completed twice or unknown: dropped", cmd.cmd_id)
-                return
-            del self._inflight[cmd.cmd_id]
-            slots = self._slots
-            if not slots[0][2]:
-                self._skip_leading_non_cmd()
-            slot_pos, slot_len, _ = slots.popleft()  # the oldest pending CMD slot ("steal" it)
-            off = self.cmdr_off + slot_pos
-            # cmd_id, kflags (the kernel's 0), uflags, status, pads, read_len in one
-            # store; len_op (bytes 0-3) is never touched.
-            _RESPONSE.pack_into(mv, off + 4, cmd.cmd_id, 0, uflags, status, read_len)
-            if status == CHECK_CONDITION:
-                sense = result.sense[: abi.TCMU_SENSE_BUFFERSIZE]
-                mv[off + 16 : off + 16 + len(sense)] = sense
-                mv[off + 16 + len(sense) : off + 112] = _ZEROS[: 96 - len(sense)]
-            self._done_pos = (slot_pos + slot_len) % self.cmdr_size
-            if slots and not slots[0][2]:
-                self._skip_leading_non_cmd()
-            # cmd_tail is stored last, after every response byte (release order on x86),
-            # in one aligned 4-byte store.
-            self._words[_TAIL_WORD] = self._done_pos
-            self._unnotified = True
+            inflight = self._inflight
+            oldest = self._pending.popleft
+            posted = False
+            for cmd, (status, sense, data_in) in done:
+                cmd_id = cmd.cmd_id
+                if inflight.get(cmd_id) is not cmd:
+                    self._drop(cmd)
+                    continue
+                del inflight[cmd_id]
+                status &= 0xFF
+                if data_in is None:
+                    uflags = read_len = 0
+                else:
+                    uflags = read_len_flag
+                    if 0 < data_in <= cmd.data.length and cmd.bidi_in is None:
+                        read_len = data_in  # the common case, decided inline
+                    else:
+                        read_len = self._read_len(cmd, status, data_in)
+                # The oldest pending CMD slot takes the response ("steals" it, §2.5).
+                off = cmdr_off + oldest()
+                # cmd_id, kflags (the kernel's 0), uflags, status, pads, read_len in one
+                # store; len_op (bytes 0-3) is never touched.
+                pack_response(mv, off + 4, cmd_id, 0, uflags, status, read_len)
+                if status == CHECK_CONDITION:
+                    sense = sense[: abi.TCMU_SENSE_BUFFERSIZE]
+                    mv[off + 16 : off + 16 + len(sense)] = sense
+                    mv[off + 16 + len(sense) : off + 112] = _ZEROS[: 96 - len(sense)]
+                posted = True
+            if posted:
+                self._publish_tail()
         if notify:
             self.flush()
 
-    def complete_many(self, done: list[tuple[Command, Result]]) -> None:
-        """Post several results without notifying; call :meth:`flush` afterwards."""
-        for cmd, result in done:
-            self.complete(cmd, result, notify=False)
-
-    def _skip_leading_non_cmd(self) -> None:
-        """Move the published tail past PAD/TMR/unknown entries at its front (lock held)."""
-        slots = self._slots
-        moved = False
-        while slots and not slots[0][2]:
-            slot_pos, slot_len, _ = slots.popleft()
-            self._done_pos = (slot_pos + slot_len) % self.cmdr_size
-            moved = True
-        if moved:
-            self._words[_TAIL_WORD] = self._done_pos
+    def _publish_tail(self) -> None:
+        """Move cmd_tail to the oldest unanswered command, or to the read position
+        (lock held). Entries before it are answered CMDs and PAD/TMR entries."""
+        tail = self._pending[0] if self._pending else self._read_pos
+        if tail != self._done_pos:
+            self._done_pos = tail
+            # cmd_tail is stored last, after every response byte (release order on
+            # x86), in one aligned 4-byte store.
+            self._words[_TAIL_WORD] = tail
             self._unnotified = True
+
+    def _drop(self, cmd: Command) -> None:
+        if cmd.generation != self.generation:
+            log.info("cmd_id %d completed after a ring reset: dropped", cmd.cmd_id)
+        else:
+            log.error("cmd_id %d completed twice or unknown: dropped", cmd.cmd_id)
+
+    @staticmethod
+    def _read_len(cmd: Command, status: int, data_in: int) -> int:
+        """READ_LEN for a Data-In completion: exactly what the handler produced."""
+        target = cmd.bidi_in if cmd.bidi_in is not None else cmd.data
+        buf_len = target.length
+        if 0 < data_in <= buf_len:
+            return data_in
+        if data_in > 0:
+            return buf_len
+        if buf_len and status == 0:
+            # The kernel treats read_len 0 as "complete normally" and would send the
+            # whole buffer, stale bytes included: send zeros instead.
+            target.fill_zero()
+            return buf_len
+        return 0
 
     def flush(self) -> bool:
         """Tell the kernel about completions posted since the last flush (one write).
@@ -337,7 +428,7 @@ class Ring:
         with self._lock:
             dropped = list(self._inflight.values())
             self._inflight.clear()
-            self._slots.clear()
+            self._pending.clear()
             self.generation += 1
             self._read_pos = 0
             self._done_pos = 0

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from tcmu_scst.command import Command, DataBuffer, Direction, Result
+from tcmu_scst.command import Command, DataBuffer, Direction, Result, data_in_result
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages
@@ -363,7 +363,7 @@ class MmcDevice(TypedSpcDevice):
                 except (BackendError, OSError) as error:
                     log.warning("%s: reading the image failed: %s", self.config.name, error)
                     raise SenseError.read_error() from error
-        return Result(data_in_len=length)
+        return data_in_result(length)
 
     # -- READ TOC/PMA/ATIP ----------------------------------------------------------
 

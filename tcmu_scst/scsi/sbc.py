@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from tcmu_scst.command import Command, Result
+from tcmu_scst.command import Command, Result, data_in_result
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages as pages
@@ -220,7 +220,7 @@ class SbcDevice(SpcDevice):
         if length:
             with self._locks.shared(lba, lba + blocks), self._backend_errors(False):
                 self.backend.read(lba * bs, length, cmd.data, 0)
-        return Result(data_in_len=length)
+        return data_in_result(length)
 
     def _write(self, cmd: Command, cdb: bytes) -> Result:
         lba, blocks, length_field = rw_lba_and_length(cdb)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from tcmu_scst.command import GOOD, Command, Result
+from tcmu_scst.command import Command, Result, data_in_result
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.cdb import be, check_cdb
 from tcmu_scst.scsi.identity import (
@@ -60,7 +60,7 @@ def data_in(cmd: Command, payload: bytes, allocation_length: int) -> Result:
     byte of the buffer that this command did not fill.
     """
     placed = cmd.data.write(payload[:allocation_length]) if allocation_length else 0
-    return Result(status=GOOD, data_in_len=placed)
+    return data_in_result(placed)
 
 
 def designator(code_set: int, designator_type: int, value: bytes) -> bytes:

@@ -149,6 +149,7 @@ class DeviceRunner:
         """Take every new entry off the ring and dispatch it; returns commands taken."""
         items = self.ring.fetch()
         taken = 0
+        inline_done: list[tuple[Command, Result]] = []
         for item in items:
             if isinstance(item, TmrNotice):
                 with self.stats.lock:
@@ -160,11 +161,14 @@ class DeviceRunner:
             if self.threads == 0 or self.handler.is_inline(item):
                 result = self._execute(item)
                 if result is not None:
-                    self._finish(item, result, notify=False)
+                    self.stats.count(item, result)
+                    inline_done.append((item, result))
             else:
                 with self._busy_lock:
                     self._busy += 1
                 self._queue.put(item)
+        # Inline results go out together: one lock and one cmd_tail store.
+        self.ring.complete_many(inline_done)
         self.ring.flush()
         try:
             os.read(self._wake_r, 64)

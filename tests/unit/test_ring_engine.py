@@ -303,3 +303,135 @@ def test_completions_from_many_threads(emu: RingEmulator) -> None:
     for comp in emu.completions:
         assert comp.data_in == comp.cmd_id.to_bytes(2, "little") * 256
     assert not emu.broken and emu.problems == []
+
+
+# -- batched completion, cached buffers, and entries the kernel never writes ------------
+
+
+def test_complete_many_posts_a_batch_with_one_tail_store(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    ids = [emu.submit(READ10, data_in_len=512) for _ in range(4)]
+    cmds = commands(ring)
+    stores: list[int] = []
+    words = ring._words
+
+    class Spy:
+        """The mailbox words, recording every cmd_tail store."""
+
+        def __getitem__(self, i: int) -> int:
+            return int(words[i])
+
+        def __setitem__(self, i: int, value: int) -> None:
+            if i == abi.OFF_MB_CMD_TAIL // 4:
+                stores.append(value)
+            words[i] = value
+
+    ring._words = Spy()  # type: ignore[assignment]
+    for c in cmds:
+        c.data.write(bytes([c.cmd_id]) * 512)
+    # Out of ring order, with a double completion in the batch: dropped, not written.
+    batch = [(cmds[2], Result(data_in_len=512)), (cmds[0], Result(data_in_len=512))]
+    batch += [(cmds[0], Result()), (cmds[3], Result(CHECK_CONDITION, SENSE))]
+    batch += [(cmds[1], Result(data_in_len=100))]
+    ring.complete_many(batch)
+    assert stores == [emu.head]  # one store, after every response
+    assert emu.completions == []  # not told yet
+    ring.flush()
+    got = {c.cmd_id: c for c in emu.completions}
+    assert sorted(got) == sorted(ids)
+    assert got[ids[0]].data_in == bytes([ids[0]]) * 512
+    assert got[ids[1]].data_in == bytes([ids[1]]) * 100 and got[ids[1]].read_len == 100
+    assert got[ids[3]].status == CHECK_CONDITION and got[ids[3]].sense[:18] == SENSE
+    assert not emu.broken and emu.problems == []
+
+
+def test_complete_many_with_notify_tells_the_kernel_once(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    for _ in range(3):
+        emu.submit(TUR)
+    ring.complete_many([(c, Result()) for c in commands(ring)], notify=True)
+    assert emu.notifications == 1 and len(emu.completions) == 3
+
+
+def test_buffers_of_successive_commands_at_one_place_are_reused(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    emu.submit(READ10, data_in_len=4096)
+    [first] = commands(ring)
+    first.data.write(b"1" * 4096)
+    ring.complete(first, Result(data_in_len=4096))
+    cid = emu.submit(READ10, data_in_len=4096)  # the lowest free block again
+    [second] = commands(ring)
+    assert second.data is first.data  # the same view of the same block
+    second.data.write(b"2" * 4096)
+    ring.complete(second, Result(data_in_len=4096))
+    assert emu.completion(cid).data_in == b"2" * 4096
+    cid = emu.submit(READ10, data_in_len=512)  # same block, another length: a new view
+    [third] = commands(ring)
+    assert third.data is not first.data and third.data.length == 512
+    ring.complete(third, Result(data_in_len=0))
+    assert emu.completion(cid).data_in == bytes(512)
+
+
+def _entry_offset(emu: RingEmulator, cmd_id: int) -> int:
+    return abi.MAILBOX_SIZE + emu.pending[cmd_id].offset
+
+
+def _assert_failed_internally(ring: Ring, emu: RingEmulator, cmd_id: int) -> None:
+    assert ring.flush() is True  # posted by fetch, told with the batch's notification
+    comp = emu.completion(cmd_id)
+    assert comp.status == CHECK_CONDITION
+    assert comp.sense[2] == 0x04 and comp.sense[12:14] == bytes([0x44, 0x00])
+    assert not emu.broken and emu.problems == []
+
+
+def test_iovec_outside_the_data_area_fails_the_command(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(READ10, data_in_len=512)
+    good = emu.submit(TUR)
+    off = _entry_offset(emu, cid)
+    abi.IOVEC.pack_into(emu.mv, off + abi.OFF_REQ_IOV, emu.map_size - 256, 512)
+    items = ring.fetch()
+    assert [i.cmd_id for i in items if isinstance(i, Command)] == [good]
+    _assert_failed_internally(ring, emu, cid)
+
+
+def test_iovec_count_overflowing_the_entry_fails_the_command(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(READ10, data_in_len=512)
+    off = _entry_offset(emu, cid)
+    emu.mv[off + 8 : off + 12] = (1000).to_bytes(4, "little")  # iov_cnt
+    assert ring.fetch() == []
+    _assert_failed_internally(ring, emu, cid)
+
+
+def test_cdb_outside_the_command_ring_fails_the_command(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(TUR)
+    off = _entry_offset(emu, cid)
+    abi.REQ.pack_into(emu.mv, off + abi.OFF_REQ, 0, 0, 0, emu.data_off + 16)  # cdb_off
+    assert ring.fetch() == []
+    _assert_failed_internally(ring, emu, cid)
+
+
+def test_cdb_elsewhere_in_the_command_ring_is_read_from_there(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cid = emu.submit(TUR)
+    other = emu.submit(READ10, data_in_len=512)
+    off = _entry_offset(emu, cid)
+    other_cdb = _entry_offset(emu, other) + abi.cmd_entry_base_size(1)
+    abi.REQ.pack_into(emu.mv, off + abi.OFF_REQ, 0, 0, 0, other_cdb)
+    first, second = commands(ring)
+    assert first.cmd_id == cid and first.cdb == READ10  # copied from where it points
+    assert second.cdb == READ10 and second.data.length == 512
+    ring.complete_many([(first, Result()), (second, Result(data_in_len=512))], notify=True)
+    assert emu.completion(cid).status == GOOD and not emu.broken
+
+
+def test_variable_length_cdb_is_cut_by_its_byte_7(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    cdb = bytes([0x7F, 0, 0, 0, 0, 0, 0, 0x18]) + bytes(range(1, 25))  # 32 bytes
+    emu.submit(cdb, data_in_len=512)
+    [cmd] = commands(ring)
+    assert cmd.cdb == cdb and cmd.data.length == 512
+    ring.complete(cmd, Result(data_in_len=0))
+    assert not emu.broken
