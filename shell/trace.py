@@ -1,4 +1,4 @@
-"""SCST's ``trace_level`` files: tokens, the write forms and the read form.
+"""SCST's ``trace_level`` files in the shell: the write forms and the read form.
 
 Write forms (every trace_level file)::
 
@@ -6,51 +6,24 @@ Write forms (every trace_level file)::
     value DEC|0xHEX|0OCT
     set|add|del TOKEN
 
-Reading gives the set tokens joined by ``" | "``, or ``none``. The bit values follow
-SCST's scst_debug.h / scst_priv.h as remembered, not verified against 0.9.6 (see the
-report); the token names are the 0.9.6 ones (lio-and-scst.md §5.1).
+Reading gives the set tokens joined by ``" | "``, or ``none``. The token table, the
+file the masks are kept in and what the daemon does with them are in
+:mod:`tcmu_scst.service.trace` (the daemon reads the same file).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from tcmu_scst.errors import ConfigError
+from tcmu_scst.service.trace import (
+    ROOT,
+    TraceStore,
+    default_mask,
+    render,
+    tokens_for,
+)
 
-COMMON_TOKENS: dict[str, int] = {
-    "out_of_mem": 0x00000001,
-    "minor": 0x00000002,
-    "sg": 0x00000004,
-    "mem": 0x00000008,
-    "buff": 0x00000010,
-    "entryexit": 0x00000020,
-    "pid": 0x00000040,
-    "line": 0x00000080,
-    "function": 0x00000100,
-    "debug": 0x00000200,
-    "special": 0x00000400,
-    "scsi": 0x00000800,
-    "mgmt": 0x00001000,
-    "mgmt_minor": 0x00002000,
-    "mgmt_dbg": 0x00004000,
-}
-ROOT_TOKENS: dict[str, int] = {
-    **COMMON_TOKENS,
-    "retry": 0x80000000,
-    "scsi_serializing": 0x40000000,
-    "recv_bot": 0x20000000,
-    "send_bot": 0x10000000,
-    "recv_top": 0x08000000,
-    "send_top": 0x04000000,
-}
-DEFAULT_TOKENS = ("out_of_mem", "minor", "pid", "line", "function", "special", "mgmt",
-                  "mgmt_minor")  # fmt: skip
-ROOT = "scsi_tgt"
-
-
-def tokens_for(owner: str) -> dict[str, int]:
-    return ROOT_TOKENS if owner == ROOT else COMMON_TOKENS
+__all__ = ["ROOT", "TraceStore", "apply_write", "default_mask", "parse_number", "render",
+           "tokens_for"]  # fmt: skip
 
 
 def parse_number(text: str) -> int:
@@ -63,16 +36,6 @@ def parse_number(text: str) -> int:
         return int(text, 10)
     except ValueError:
         raise ConfigError(f"{text!r} is not a number; write DEC, 0xHEX or 0OCT") from None
-
-
-def default_mask(owner: str) -> int:
-    table = tokens_for(owner)
-    return sum(table[t] for t in DEFAULT_TOKENS)
-
-
-def render(owner: str, mask: int) -> str:
-    names = [name for name, bit in tokens_for(owner).items() if mask & bit]
-    return " | ".join(names) if names else "none"
 
 
 def apply_write(owner: str, mask: int, words: list[str]) -> int:
@@ -104,29 +67,3 @@ def apply_write(owner: str, mask: int, words: list[str]) -> int:
             return bit
         return mask | bit if action == "add" else mask & ~bit
     raise ConfigError(f"trace_level: unknown action {action!r}; {usage}")
-
-
-class TraceStore:
-    """Trace levels per owner (``scsi_tgt`` or a handler), kept in a small JSON file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, int]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot read {self.path}: {err}; delete it to reset levels") from err
-        return {str(k): int(v) for k, v in dict(data).items()}
-
-    def get(self, owner: str) -> int:
-        return self.load().get(owner, default_mask(owner))
-
-    def set(self, owner: str, mask: int) -> None:
-        from tcmu_scst.scst.ownership import write_atomically
-
-        levels = self.load()
-        levels[owner] = mask
-        write_atomically(self.path, json.dumps(levels, sort_keys=True) + "\n", mode=0o644)

@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from tcmu_scst.service.trace import DEFAULT_TRACE_FILE, TraceDecorations
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -40,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-hotplug", action="store_true", help="do not listen to udev events"
     )
     parser.add_argument(
+        "--trace-file",
+        type=Path,
+        default=DEFAULT_TRACE_FILE,
+        help="SCST trace_level masks, as the shell keeps them (default: %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -54,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # trace_level's pid/function/line bits decorate what the daemon logs.
+    decorations = TraceDecorations()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(decorations)
     if args.threads < 0:
         raise SystemExit("tcmu-scst daemon: error: --threads must be >= 0")
     hotplug = None
@@ -66,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         state_file=args.state_file,
         hotplug=hotplug,
+        trace_file=args.trace_file,
+        decorations=decorations,
     )
     daemon.install_signal_handlers()
     daemon.start()

@@ -48,6 +48,14 @@ from tcmu_scst.service import registry
 from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
 from tcmu_scst.service.device import DeviceRunner, RingPort
 from tcmu_scst.service.hotplug import Hotplug
+from tcmu_scst.service.trace import (
+    ROOT,
+    CommandTracer,
+    TraceDecorations,
+    TraceFlags,
+    TraceStore,
+    effective_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,8 @@ class Daemon:
         state_file: Path | None = None,
         materialize_every: float = 2.0,
         hotplug: Hotplug | None = None,
+        trace_file: Path | None = None,
+        decorations: TraceDecorations | None = None,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -120,6 +130,9 @@ class Daemon:
         self.control_path = control_socket
         self.threads = threads
         self.trace_levels: dict[str, int] = {}  # SCST trace_level masks set by the shell
+        self.trace_file = trace_file  # where the shell keeps them; read at start
+        self.decorations = decorations  # the log handler's pid/function/line filter
+        self._log_levels: dict[str, int] = {}  # logger levels before 'debug' tracing
         self.open_handler = open_handler
         self.owns = owns
         self.open_port = open_port
@@ -142,6 +155,12 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         """Join netlink, recover existing devices, open the control socket."""
+        if self.trace_file is not None:
+            try:
+                self.trace_levels = TraceStore(self.trace_file).load()
+            except ConfigError as err:
+                log.warning("trace levels: %s; using SCST's defaults", err)
+        self.apply_traces()
         self.netlink.open()
         self.params.set_block_netlink(True)
         try:
@@ -274,6 +293,7 @@ class Daemon:
         )
         dev = ServedDevice(info, port, runner, thread, info.name.config)
         self.devices[dev.key] = dev
+        self._trace_device(dev)
         thread.start()
         log.info("serving %s (/dev/uio%d) with %s", info.configfs_dir, info.minor, info.name.config)
         return dev
@@ -416,6 +436,7 @@ class Daemon:
             if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
                 return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
             self.trace_levels[owner] = mask
+            self.apply_traces()
             return {"ok": True, "trace_levels": self.trace_levels}
         if op == "rescan":
             self._rescan()
@@ -425,6 +446,34 @@ class Daemon:
                 return {"ok": False, "error": "hot-plug is off in this daemon"}
             return self.hotplug.handle_request(request)
         return {"ok": False, "error": f"unknown request {op!r}"}
+
+    # -- SCST trace_level (service.trace) ---------------------------------------------------
+    def apply_traces(self) -> None:
+        """Give every device the tracing its core and handler masks ask for."""
+        root = TraceFlags.from_mask(effective_mask(self.trace_levels, ROOT))
+        if self.decorations is not None:
+            self.decorations.flags = root
+        self._set_debug("tcmu_scst", root.debug)
+        for dev in self.devices.values():
+            self._trace_device(dev)
+
+    def _trace_device(self, dev: ServedDevice) -> None:
+        handler = dev.handler
+        mask = effective_mask(self.trace_levels, handler.handler_name)
+        flags = TraceFlags.from_mask(mask)
+        name = dev.info.name.device
+        dev.runner.tracer = CommandTracer(name, flags) if flags.per_command else None
+        # The handler's own 'debug' bit: its module's logger (the core's bit covers all).
+        own = TraceFlags.from_mask(self.trace_levels.get(handler.handler_name, 0))
+        self._set_debug(type(handler).__module__, own.debug)
+
+    def _set_debug(self, logger_name: str, on: bool) -> None:
+        logger = logging.getLogger(logger_name)
+        if on:
+            self._log_levels.setdefault(logger_name, logger.level)
+            logger.setLevel(logging.DEBUG)
+        elif logger_name in self._log_levels:
+            logger.setLevel(self._log_levels.pop(logger_name))
 
     def describe_devices(self) -> list[dict[str, Any]]:
         out = []

@@ -25,6 +25,7 @@ from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
 from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel.ring import Ring
+from tcmu_scst.service.trace import CommandTracer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class DeviceRunner:
         self.threads = threads
         self.ring = Ring(port.map, port.notify)
         self.stats = Stats()
+        # SCST trace_level for this device (service.trace); None: nothing per command.
+        self.tracer: CommandTracer | None = None
         self._queue: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -150,18 +153,25 @@ class DeviceRunner:
         items = self.ring.fetch()
         taken = 0
         inline_done: list[tuple[Command, Result]] = []
+        tracer = self.tracer
         for item in items:
             if isinstance(item, TmrNotice):
                 with self.stats.lock:
                     self.stats.tmrs += 1
+                if tracer is not None:
+                    tracer.tmr(item)
                 self._call_tmr(item)
                 continue
             taken += 1
             item._sink = self  # completions (sync or async) are counted on their way
+            if tracer is not None:
+                tracer.received(item)
             if self.threads == 0 or self.handler.is_inline(item):
                 result = self._execute(item)
                 if result is not None:
                     self.stats.count(item, result)
+                    if tracer is not None:
+                        tracer.completed(item, result)
                     inline_done.append((item, result))
             else:
                 with self._busy_lock:
@@ -206,6 +216,9 @@ class DeviceRunner:
     def complete(self, cmd: Command, result: Result, *, notify: bool = True) -> None:
         """Where ``cmd.complete(result)`` lands, from any thread (CompletionSink)."""
         self.stats.count(cmd, result)
+        tracer = self.tracer
+        if tracer is not None:  # before the ring: the buffers are still ours
+            tracer.completed(cmd, result)
         try:
             self.ring.complete(cmd, result, notify=notify)
         except UioError as err:
