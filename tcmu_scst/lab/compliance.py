@@ -16,6 +16,8 @@ In the guest::
 
     python3 -m tcmu_scst.lab.compliance --fileio --expect tests/kernel/compliance-fileio.txt
     python3 -m tcmu_scst.lab.compliance --vdisk --expect tests/kernel/compliance-vdisk.txt
+    python3 -m tcmu_scst.lab.compliance --vdisk --vdisk-flag thin_provisioned \\
+        --vdisk-flag removable --expect tests/kernel/compliance-vdisk-thin-removable.txt
     python3 -m tcmu_scst.lab.compliance --backstore /sys/kernel/config/target/core/user_0/d \\
         --expect tests/kernel/compliance-vdisk.txt --record /results/vdisk.txt
 """
@@ -241,12 +243,14 @@ def vdisk_backstore(
     *,
     block_size: int = 512,
     threads: int = 2,
+    flags: Iterable[str] = (),
     **params: bool,
 ) -> BackstoreFactory:
     """Factory for OUR vdisk: a TCMU user backstore whose vdisk dev_config names a
     sparse file, served by a DeviceRunner thread of this process (no daemon: the
     backstore is created with nl_reply_supported=-1). ``params`` are VdiskParams flags
-    (write_through=True, thin_provisioned=True, ...)."""
+    (write_through=True, thin_provisioned=True, ...); ``flags`` names more to set."""
+    params = {**dict.fromkeys(flags, True), **params}
 
     def create(stack: Teardown) -> Path:
         # Imported here: the fileio path must not need the service/handler layers.
@@ -312,6 +316,14 @@ def report(results: Sequence[CaseResult], cmp: Comparison) -> str:
     return "\n".join(lines)
 
 
+def _vdisk_flags() -> set[str]:
+    import dataclasses
+    import importlib
+
+    params = importlib.import_module("tcmu_scst.handlers.vdisk_params").VdiskParams
+    return {f.name for f in dataclasses.fields(params) if f.type in ("bool", bool)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="libiscsi compliance run (inside the lab)")
     what = parser.add_mutually_exclusive_group(required=True)
@@ -319,18 +331,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     what.add_argument("--vdisk", action="store_true",
                       help="our vdisk (TCMU user backstore) on a sparse file")
     what.add_argument("--backstore", type=Path, help="configfs path of an enabled core device")
+    parser.add_argument("--vdisk-flag", action="append", default=[], metavar="FLAG",
+                        help="with --vdisk: a vdisk flag to set (thin_provisioned, removable, "
+                        "write_through, ...); repeatable")
     parser.add_argument("--expect", type=Path, required=True, help="expectations file")
     parser.add_argument("--family", default=DEFAULT_FAMILY)
     parser.add_argument("--log", type=Path, help="write iscsi-test-cu's full output here")
     parser.add_argument("--record", type=Path, help="write the observed expectations here")
     args = parser.parse_args(argv)
+    if args.vdisk_flag:
+        known = _vdisk_flags()
+        unknown = sorted(set(args.vdisk_flag) - known)
+        if not args.vdisk or unknown:
+            parser.error(f"--vdisk-flag goes with --vdisk and takes one of {sorted(known)}")
     try:
         expected = parse_expectations(args.expect.read_text(), str(args.expect))
         factory: BackstoreFactory
         if args.fileio:
             factory = fileio_backstore()
         elif args.vdisk:
-            factory = vdisk_backstore()
+            factory = vdisk_backstore(flags=args.vdisk_flag)
         else:
             factory = lambda stack: args.backstore  # noqa: E731
 

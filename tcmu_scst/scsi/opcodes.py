@@ -32,6 +32,7 @@ WRITE_VERIFY = 0x2E
 VERIFY = 0x2F
 PRE_FETCH = 0x34
 SYNCHRONIZE_CACHE = 0x35
+READ_DEFECT_DATA = 0x37
 WRITE_BUFFER = 0x3B
 READ_BUFFER = 0x3C
 WRITE_SAME = 0x41
@@ -48,6 +49,7 @@ RECEIVE_COPY_RESULTS = 0x84
 READ_16 = 0x88
 COMPARE_AND_WRITE = 0x89
 WRITE_16 = 0x8A
+ORWRITE_16 = 0x8B
 WRITE_VERIFY_16 = 0x8E
 VERIFY_16 = 0x8F
 PRE_FETCH_16 = 0x90
@@ -61,6 +63,7 @@ READ_12 = 0xA8
 WRITE_12 = 0xAA
 WRITE_VERIFY_12 = 0xAE
 VERIFY_12 = 0xAF
+READ_DEFECT_DATA_12 = 0xB7
 
 # Service actions.
 SAI_READ_CAPACITY_16 = 0x10
@@ -193,6 +196,9 @@ COMMANDS: tuple[OpSpec, ...] = (
     # SYNC_NV (04h) is obsolete; accepted and ignored.
     _op(SYNCHRONIZE_CACHE, None, "SYNCHRONIZE CACHE(10)",
            _u(0x35, 0x06, *_FF4, _GRP, 0xFF, 0xFF, 0), _NONE, _MEDIA),
+    # REQ_PLIST 10h, REQ_GLIST 08h, DEFECT LIST FORMAT 07h.
+    _op(READ_DEFECT_DATA, None, "READ DEFECT DATA(10)",
+           _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), _IN),
     # ANCHOR and the obsolete PBDATA/LBDATA are not supported.
     _op(WRITE_SAME, None, "WRITE SAME(10)", _u(0x41, 0x08, *_FF4, _GRP, 0xFF, 0xFF, 0),
            _OUT, _IOW),
@@ -206,6 +212,8 @@ COMMANDS: tuple[OpSpec, ...] = (
     _op(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
            _u(0x89, _RW1, *_FF8, 0, 0, 0, 0xFF, _GRP, 0), _OUT, _IOW),
     _op(WRITE_16, None, "WRITE(16)", _u(0x8A, _RW1, *_FF8, *_FF4, _GRP, 0), _OUT, _IOW),
+    # ORPROTECT (no protection information) is left out, as WRPROTECT is for WRITE.
+    _op(ORWRITE_16, None, "ORWRITE(16)", _u(0x8B, _RW1, *_FF8, *_FF4, _GRP, 0), _OUT, _IOW),
     _op(WRITE_VERIFY_16, None, "WRITE AND VERIFY(16)",
            _u(0x8E, _V1, *_FF8, *_FF4, _GRP, 0), _OUT, _IOW),
     _op(VERIFY_16, None, "VERIFY(16)", _u(0x8F, _V1, *_FF8, *_FF4, _GRP, 0), _OUT, _IO),
@@ -232,6 +240,9 @@ COMMANDS: tuple[OpSpec, ...] = (
     _op(WRITE_VERIFY_12, None, "WRITE AND VERIFY(12)",
            _u(0xAE, _V1, *_FF4, *_FF4, _GRP, 0), _OUT, _IOW),
     _op(VERIFY_12, None, "VERIFY(12)", _u(0xAF, _V1, *_FF4, *_FF4, _GRP, 0), _OUT, _IO),
+    # Byte 1 as READ DEFECT DATA(10)'s byte 2; ADDRESS DESCRIPTOR INDEX in bytes 2-5.
+    _op(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)",
+           _u(0xB7, 0x1F, *_FF4, *_FF4, 0, 0), _IN),
 )
 
 BY_KEY: dict[tuple[int, int | None], OpSpec] = {spec.key: spec for spec in COMMANDS}

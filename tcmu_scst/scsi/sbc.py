@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from tcmu_scst.command import Command, Result, data_in_result
+from tcmu_scst.command import Command, DataBuffer, Result, data_in_result
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages as pages
@@ -129,7 +129,10 @@ class SbcDevice(SpcDevice):
         if config.thin_provisioned:  # LBPU=0 means UNMAP is not a supported command
             self.register(op.UNMAP, None, self._unmap)
         self.register(op.COMPARE_AND_WRITE, None, self._compare_and_write)
+        self.register(op.ORWRITE_16, None, self._orwrite)
         self.register(op.READ_CAPACITY, None, self._read_capacity_10)
+        self.register(op.READ_DEFECT_DATA, None, self._read_defect_data)
+        self.register(op.READ_DEFECT_DATA_12, None, self._read_defect_data)
         self.register(op.SERVICE_ACTION_IN_16, op.SAI_READ_CAPACITY_16, self._read_capacity_16)
         self.register(op.SERVICE_ACTION_IN_16, op.SAI_GET_LBA_STATUS, self._get_lba_status)
         self.register(op.START_STOP, None, self._start_stop_unit)
@@ -470,6 +473,31 @@ class SbcDevice(SpcDevice):
                 self.backend.write(lba * bs, length, cmd.data, length, fua=self._durable(fua))
         return Result()
 
+    def _orwrite(self, cmd: Command, cdb: bytes) -> Result:
+        """ORWRITE(16): OR the Data-Out into the blocks (SBC-4 5.8).
+
+        Read, OR and write happen under an exclusive range lock, so no other command
+        sees or changes the blocks in between.
+        """
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        fua = bool(cdb[1] & _FUA)
+        self._check_transfer(blocks, length_field)
+        self._check_range(lba, blocks)
+        blocks = self._data_out_blocks(cmd, blocks)
+        if blocks == 0:
+            return Result()
+        bs = self.config.block_size
+        length = blocks * bs
+        with self._locks.exclusive(lba, lba + blocks):
+            with self._backend_errors(False):
+                medium = self.backend.read_bytes(lba * bs, length)
+            data_out = cmd.data.read(0, length)
+            ored = int.from_bytes(medium, "little") | int.from_bytes(data_out, "little")
+            mixed = DataBuffer([memoryview(ored.to_bytes(length, "little"))])
+            with self._backend_errors(True):
+                self.backend.write(lba * bs, length, mixed, 0, fua=self._durable(fua))
+        return Result()
+
     # -- READ CAPACITY / GET LBA STATUS -------------------------------------------------
 
     def _read_capacity_10(self, cmd: Command, cdb: bytes) -> Result:
@@ -478,6 +506,22 @@ class SbcDevice(SpcDevice):
         last = max(self.capacity - 1, 0)
         data = min(last, 0xFFFFFFFF).to_bytes(4, "big") + self.config.block_size.to_bytes(4, "big")
         return data_in(cmd, data, len(data))
+
+    def _read_defect_data(self, cmd: Command, cdb: bytes) -> Result:
+        """READ DEFECT DATA(10/12): a file or a block device has no defects to list.
+
+        Both lists are valid and empty, in the format asked for (SBC-3 5.14/5.15);
+        only the reserved format 111b is refused.
+        """
+        long_form = cdb[0] == op.READ_DEFECT_DATA_12
+        at = 1 if long_form else 2
+        flags = cdb[at] & 0x1F  # REQ_PLIST, REQ_GLIST -> PLISTV, GLISTV; the format
+        if flags & 0x07 == 0x07:
+            raise SenseError.invalid_field_in_cdb(at, 2)
+        if long_form:
+            # GENERATION CODE 0 (not supported), DEFECT LIST LENGTH 0.
+            return data_in(cmd, bytes([0, flags]) + bytes(6), be(cdb, 6, 4))
+        return data_in(cmd, bytes([0, flags, 0, 0]), be(cdb, 7, 2))
 
     def _read_capacity_16(self, cmd: Command, cdb: bytes) -> Result:
         if not cdb[14] & 0x01 and be(cdb, 2, 8):

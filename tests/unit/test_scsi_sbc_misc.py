@@ -336,3 +336,28 @@ def test_prevent_allow_medium_removal() -> None:
     assert run(dev.execute, bytes((op.ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 0, 0))).status == GOOD
     bad = run(dev.execute, bytes((op.ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 2, 0)))
     assert bad.sense.field == (True, 4, 1)
+
+
+# -- READ DEFECT DATA ---------------------------------------------------------------------
+
+
+def test_read_defect_data_10_lists_nothing_in_the_format_asked() -> None:
+    dev, _ = make_disk()
+    cdb = bytes([0x37, 0, 0x18 | 0x05, 0, 0, 0, 0, 0, 32, 0])  # PLIST+GLIST, physical sector
+    reply = run(dev.execute, cdb, in_len=32)
+    assert reply.status == GOOD and reply.data == bytes([0, 0x1D, 0, 0])
+    plain = run(dev.execute, bytes([0x37, 0, 0, 0, 0, 0, 0, 0, 32, 0]), in_len=32)
+    assert plain.data == bytes(4)  # libiscsi's ReadDefectData10.Simple
+    short = run(dev.execute, bytes([0x37, 0, 0x10, 0, 0, 0, 0, 0, 2, 0]), in_len=32)
+    assert short.result.data_in_len == 2 and short.data == bytes([0, 0x10])
+
+
+def test_read_defect_data_12_header_and_refusals() -> None:
+    dev, _ = make_disk()
+    cdb = bytes([0xB7, 0x08 | 0x03, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0])  # GLIST, long block
+    reply = run(dev.execute, cdb, in_len=64)
+    assert reply.status == GOOD and reply.data == bytes([0, 0x0B]) + bytes(6)
+    bad_format = run(dev.execute, bytes([0xB7, 0x07]) + bytes(10), in_len=64)
+    assert bad_format.sense.code == (5, 0x24, 0x00) and bad_format.sense.field == (True, 1, 2)
+    reserved = run(dev.execute, bytes([0x37, 0x01, 0, 0, 0, 0, 0, 0, 32, 0]), in_len=32)
+    assert reserved.sense.code == (5, 0x24, 0x00)  # a reserved CDB bit: refused

@@ -311,3 +311,36 @@ def test_is_io_classifies_blocking_commands() -> None:
     assert not dev.is_io(cmd(h.inquiry()))
     assert not dev.is_io(cmd(h.read_capacity16()))
     assert not dev.is_io(cmd(h.unmap(24)))  # not thin: not supported, answered inline
+
+
+# -- ORWRITE -----------------------------------------------------------------------------
+
+
+def test_orwrite_ors_the_data_into_the_blocks() -> None:
+    dev, backend = make_disk()
+    backend.data[20 * BS : 22 * BS] = bytes([0xA5]) * (2 * BS)
+    reply = run(dev.execute, h.rw_cdb(op.ORWRITE_16, 20, 2), data_out=bytes([0x5A]) * (2 * BS))
+    assert reply.status == GOOD
+    assert backend.data[20 * BS : 22 * BS] == b"\xff" * (2 * BS)
+    assert backend.data[19 * BS : 20 * BS] == bytes(BS)  # neighbours untouched
+    assert backend.data[22 * BS : 23 * BS] == bytes(BS)
+    mixed = pattern(1, 9)
+    backend.data[30 * BS : 31 * BS] = pattern(1, 4)
+    run(dev.execute, h.rw_cdb(op.ORWRITE_16, 30, 1), data_out=mixed)
+    expected = bytes(a | b for a, b in zip(pattern(1, 4), mixed, strict=True))
+    assert backend.data[30 * BS : 31 * BS] == expected
+
+
+def test_orwrite_fields_and_refusals() -> None:
+    dev, backend = make_disk()
+    assert run(dev.execute, h.rw_cdb(op.ORWRITE_16, 0, 0), data_out=b"").status == GOOD
+    past = run(dev.execute, h.rw_cdb(op.ORWRITE_16, BLOCKS - 1, 2), data_out=bytes(2 * BS))
+    assert past.sense.code == (5, 0x21, 0)
+    protect = run(dev.execute, h.rw_cdb(op.ORWRITE_16, 0, 1, byte1=0x20), data_out=bytes(BS))
+    assert protect.sense.field == (True, 1, 5)  # ORPROTECT: no protection information
+    run(dev.execute, h.rw_cdb(op.ORWRITE_16, 0, 1, byte1=0x18), data_out=bytes(BS))  # DPO+FUA
+    assert [c[3] for c in backend.calls if c[0] == "write"] == [True]  # FUA kept
+    ro, ro_backend = make_disk(read_only=True)
+    refused = run(ro.execute, h.rw_cdb(op.ORWRITE_16, 0, 1), data_out=bytes(BS))
+    assert refused.sense.code == (7, 0x27, 0x00)
+    assert not [c for c in ro_backend.calls if c[0] == "write"]
