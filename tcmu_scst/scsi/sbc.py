@@ -174,6 +174,14 @@ class SbcDevice(SpcDevice):
         if lba + blocks > self.capacity:
             raise SenseError.lba_out_of_range()
 
+    def _write_extent(self, cmd: Command, cdb: bytes) -> tuple[int, int]:
+        """(LBA, blocks to write) of a WRITE-family CDB, checked against the device and
+        cut to what the Data-Out buffer holds; 0 blocks means nothing to do."""
+        lba, blocks, length_field = rw_lba_and_length(cdb)
+        self._check_transfer(blocks, length_field)
+        self._check_range(lba, blocks)
+        return lba, self._data_out_blocks(cmd, blocks)
+
     def _data_out_blocks(self, cmd: Command, blocks: int) -> int:
         """How many of ``blocks`` the Data-Out buffer really holds (SAM-5 overrun rules)."""
         bs = self.config.block_size
@@ -226,11 +234,8 @@ class SbcDevice(SpcDevice):
         return data_in_result(length)
 
     def _write(self, cmd: Command, cdb: bytes) -> Result:
-        lba, blocks, length_field = rw_lba_and_length(cdb)
         fua = len(cdb) > 6 and bool(cdb[1] & _FUA)
-        self._check_transfer(blocks, length_field)
-        self._check_range(lba, blocks)
-        blocks = self._data_out_blocks(cmd, blocks)
+        lba, blocks = self._write_extent(cmd, cdb)
         if blocks == 0:
             return Result()
         bs = self.config.block_size
@@ -301,10 +306,7 @@ class SbcDevice(SpcDevice):
         bytchk = (cdb[1] >> _BYTCHK_SHIFT) & 0x03
         if bytchk > 0b01:
             raise SenseError.invalid_field_in_cdb(1, 2)
-        lba, blocks, length_field = rw_lba_and_length(cdb)
-        self._check_transfer(blocks, length_field)
-        self._check_range(lba, blocks)
-        blocks = self._data_out_blocks(cmd, blocks)
+        lba, blocks = self._write_extent(cmd, cdb)
         if blocks == 0:
             return Result()
         bs = self.config.block_size
@@ -479,11 +481,8 @@ class SbcDevice(SpcDevice):
         Read, OR and write happen under an exclusive range lock, so no other command
         sees or changes the blocks in between.
         """
-        lba, blocks, length_field = rw_lba_and_length(cdb)
         fua = bool(cdb[1] & _FUA)
-        self._check_transfer(blocks, length_field)
-        self._check_range(lba, blocks)
-        blocks = self._data_out_blocks(cmd, blocks)
+        lba, blocks = self._write_extent(cmd, cdb)
         if blocks == 0:
             return Result()
         bs = self.config.block_size
