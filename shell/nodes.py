@@ -499,7 +499,7 @@ class Threads(Node):
         return f"{saved if saved is not None else '-'} (daemon not running: configured value)"
 
     def ui_command_set(self, number: str) -> None:
-        """set DEC|0xHEX|0OCT: thread count (the daemon uses it for devices opened later)."""
+        """set DEC|0xHEX|0OCT: worker threads per device (every device, at once)."""
         value = trace.parse_number(number)
         if not 1 <= value <= 256:
             raise ConfigError(f"threads {value} is out of range 1..256")

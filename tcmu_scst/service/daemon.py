@@ -161,6 +161,7 @@ class Daemon:
             except ConfigError as err:
                 log.warning("trace levels: %s; using SCST's defaults", err)
         self.apply_traces()
+        self._configured_threads()
         self.netlink.open()
         self.params.set_block_netlink(True)
         try:
@@ -429,8 +430,8 @@ class Daemon:
             value = request.get("threads")
             if not isinstance(value, int) or not 0 <= value <= 256:
                 return {"ok": False, "error": "threads must be an integer from 0 to 256"}
-            self.threads = value
-            return {"ok": True, "threads": value, "note": "applies to devices opened from now on"}
+            self.set_threads(value)
+            return {"ok": True, "threads": value}
         if op == "trace_level":
             owner, mask = request.get("owner"), request.get("mask")
             if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
@@ -446,6 +447,30 @@ class Daemon:
                 return {"ok": False, "error": "hot-plug is off in this daemon"}
             return self.hotplug.handle_request(request)
         return {"ok": False, "error": f"unknown request {op!r}"}
+
+    def _configured_threads(self) -> None:
+        """``threads`` from the applied scst.conf (or the shell's /threads) beats the
+        command line's --threads: the state file keeps the admin's last word."""
+        if self.state_file is None:
+            return
+        from tcmu_scst.scst.ownership import load_ownership
+
+        try:
+            configured = load_ownership(self.state_file).threads
+        except ConfigError as err:
+            log.warning("threads: %s; keeping %d", err, self.threads)
+            return
+        if configured is not None and configured != self.threads:
+            log.info("threads %d from %s (command line: %d)", configured, self.state_file,
+                     self.threads)
+            self.threads = configured
+
+    def set_threads(self, count: int) -> None:
+        """Worker threads per device, for every device now and for those opened later."""
+        self.threads = count
+        for dev in self.devices.values():
+            dev.runner.set_threads(count)
+        log.info("%d worker threads per device", count)
 
     # -- SCST trace_level (service.trace) ---------------------------------------------------
     def apply_traces(self) -> None:

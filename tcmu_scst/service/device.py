@@ -13,6 +13,7 @@ The ring loop never blocks on disk: a handler says which commands are cheap
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -83,6 +84,9 @@ class DeviceRunner:
         self.tracer: CommandTracer | None = None
         self._queue: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
+        self._workers_lock = threading.Lock()
+        self._retiring = 0  # workers sent a None that have not taken it yet
+        self._worker_ids = itertools.count()
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._busy = 0  # commands handed to workers and not yet completed
@@ -92,10 +96,36 @@ class DeviceRunner:
 
     # -- lifecycle -----------------------------------------------------------------
     def start_workers(self) -> None:
-        for i in range(self.threads):
-            t = threading.Thread(target=self._worker, name=f"tcmu-io-{i}", daemon=True)
+        with self._workers_lock:
+            self._spawn(self.threads)
+
+    def _spawn(self, count: int) -> None:
+        for _ in range(count):
+            t = threading.Thread(
+                target=self._worker, name=f"tcmu-io-{next(self._worker_ids)}", daemon=True
+            )
             t.start()
             self._workers.append(t)
+
+    def set_threads(self, count: int) -> None:
+        """Change the worker count while serving (SCST's ``/proc/scsi_tgt/threads``).
+
+        New workers start at once; surplus ones leave after the commands queued before
+        them (a ``None`` each). With 0, new commands run on the ring thread.
+        """
+        if count < 0:
+            raise ValueError("threads must be >= 0")
+        with self._workers_lock:
+            if self._stopping.is_set():
+                self.threads = count
+                return
+            running = len(self._workers) - self._retiring
+            if count > running:
+                self._spawn(count - running)
+            self.threads = count
+            for _ in range(running - count):
+                self._retiring += 1
+                self._queue.put(None)
 
     def run(self) -> None:
         """The ring loop: returns after :meth:`stop` once every command is completed."""
@@ -127,11 +157,15 @@ class DeviceRunner:
             pass
 
     def _shutdown_workers(self) -> None:
-        for _ in self._workers:
-            self._queue.put(None)
-        for t in self._workers:
+        with self._workers_lock:
+            workers = list(self._workers)
+            for _ in range(len(workers) - self._retiring):
+                self._queue.put(None)
+        for t in workers:
             t.join()
-        self._workers.clear()
+        with self._workers_lock:
+            self._workers.clear()
+            self._retiring = 0
         if not self.gone:
             try:
                 self.ring.flush()
@@ -190,6 +224,10 @@ class DeviceRunner:
         while True:
             cmd = self._queue.get()
             if cmd is None:
+                with self._workers_lock:
+                    self._workers.remove(threading.current_thread())
+                    if self._retiring:
+                        self._retiring -= 1
                 return
             try:
                 result = self._execute(cmd)

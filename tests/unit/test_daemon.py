@@ -354,3 +354,39 @@ def test_reconfig_in_place_keeps_the_handler(rig: Rig) -> None:
     assert rig.daemon.devices[(4, "d")].handler is before
     assert Disk.closed == []
     assert read_through(rig, 3) == new.encode()
+
+
+def test_set_threads_applies_to_running_devices_and_new_ones(rig: Rig, tmp_path: Path) -> None:
+    rig.add_uio(0, "tcm-user/1/disk1/vdisk/x")
+    rig.make_backstore(1, "disk1", "vdisk/x")
+    rig.start()
+    runner = rig.daemon.devices[(1, "disk1")].runner
+    wait_for(lambda: len(runner._workers) == 2)
+    reply = control.request("set_threads", tmp_path / "control.sock", threads=4)
+    assert reply["threads"] == 4 and runner.threads == 4
+    wait_for(lambda: len(runner._workers) == 4)
+    assert read_through(rig, 0) == b"vdisk/x"
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 77))
+    wait_for(lambda: rig.netlink.replies)
+    assert rig.daemon.devices[(4, "d")].runner.threads == 4
+    with pytest.raises(control.ControlError, match="0 to 256"):
+        control.request("set_threads", tmp_path / "control.sock", threads=-1)
+
+
+def test_threads_from_the_applied_config_beat_the_command_line(tmp_path: Path) -> None:
+    from tcmu_scst.scst.ownership import Ownership, save_ownership
+
+    state = tmp_path / "lio-state.json"
+    save_ownership(state, Ownership(threads=6))
+    rig = Rig(tmp_path)
+    rig.daemon.state_file = state
+    rig.daemon.materialize_every = 0
+    rig.add_uio(0, "tcm-user/1/disk1/vdisk/x")
+    rig.make_backstore(1, "disk1", "vdisk/x")
+    rig.start()
+    try:
+        assert rig.daemon.threads == 6
+        assert rig.daemon.devices[(1, "disk1")].runner.threads == 6
+    finally:
+        rig.stop()

@@ -245,3 +245,45 @@ def test_serve_in_thread_serves_and_stops_cleanly() -> None:
     assert closed == ["handler"]
     with pytest.raises(OSError):
         port.read_event()  # the port was closed by stop()
+
+
+def test_thread_count_changes_while_serving(
+    rig: tuple[RingEmulator, MemoryDisk, DeviceRunner],
+) -> None:
+    emu, handler, runner = rig
+
+    def io_threads() -> set[str]:
+        return {t.name for t in runner._workers if t.is_alive()}
+
+    def read_all(count: int) -> None:
+        done = len(emu.completions)
+        for i in range(count):
+            emu.submit(bytes([0x28, 0, 0, 0, 0, i, 0, 0, 1, 0]), data_in_len=512)
+        wait_for(lambda: len(emu.completions) == done + count)
+
+    wait_for(lambda: len(io_threads()) == 3)
+    runner.set_threads(5)
+    assert len(io_threads()) == 5
+    read_all(20)
+    # Shrink while I/O is blocked: the queued commands still complete, then 2 leave.
+    handler.gate.clear()
+    for i in range(4):
+        emu.submit(bytes([0x28, 0, 0, 0, 0, i, 0, 0, 1, 0]), data_in_len=512)
+    runner.set_threads(2)
+    handler.gate.set()
+    wait_for(lambda: len(emu.completions) == 24)
+    wait_for(lambda: len(io_threads()) == 2)
+    # 0: everything on the ring thread.
+    runner.set_threads(0)
+    wait_for(lambda: not io_threads())
+    handler.threads_seen.clear()
+    read_all(3)
+    assert handler.threads_seen == {"ring-loop"}
+    runner.set_threads(1)
+    handler.threads_seen.clear()
+    read_all(3)
+    assert len(io_threads()) == 1 and handler.threads_seen <= io_threads()
+    assert all(c.status == GOOD for c in emu.completions)
+    assert not emu.broken and emu.problems == []
+    with pytest.raises(ValueError):
+        runner.set_threads(-1)
