@@ -26,13 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from tcmu_scst.errors import ConfigError, HandlerError
+from tcmu_scst.kernel import devconfig
 
 from .scsi_sysfs import HANDLER_TYPES, check_hctl
 
-DEV_CONFIG_MAX = 255
 #: Seconds. Tapes and changers run minutes-long commands (ERASE, INITIALIZE ELEMENT
 #: STATUS); SCST's dev_tape also used hours for its long timeouts.
 DEFAULT_TIMEOUTS: dict[str, int] = {
@@ -237,41 +236,29 @@ def _parse_ops(where: str, words: list[str]) -> frozenset[int]:
 
 def to_dev_config(params: PassthroughParams) -> str:
     params.validate()
-    tokens = ["hctl=" + params.hctl.replace(":", "%3A")]
+    tokens: list[devconfig.Token] = [("hctl", params.hctl)]
     if params.serialized is not None:
-        tokens.append(f"ser={int(params.serialized)}")
+        tokens.append(("ser", int(params.serialized)))
     if params.timeout:
-        tokens.append(f"to={params.timeout}")
+        tokens.append(("to", params.timeout))
     if params.vendor_in:
-        tokens.append("vin=" + _hex_list(params.vendor_in, "+"))
+        tokens.append(("vin", _hex_list(params.vendor_in, "+")))
     if params.vendor_out:
-        tokens.append("vout=" + _hex_list(params.vendor_out, "+"))
-    text = f"{params.handler}/" + ";".join(tokens)
-    if len(text) > DEV_CONFIG_MAX:
-        raise ConfigError(
-            f"{params.handler} {params.hctl}: dev_config is {len(text)} characters, over the "
-            f"kernel's {DEV_CONFIG_MAX}; list fewer vendor opcodes"
-        )
-    return text
+        tokens.append(("vout", _hex_list(params.vendor_out, "+")))
+    return devconfig.encode(
+        params.handler, tokens, who=f"{params.handler} {params.hctl}",
+        hint="list fewer vendor opcodes",
+    )  # fmt: skip
 
 
 def parse_dev_config(text: str) -> PassthroughParams:
     """Inverse of :func:`to_dev_config` (also reads scst.devconfig's fallback form)."""
-    handler, slash, body = text.partition("/")
-    where = f"dev_config {text[:40]!r}"
-    if not slash or handler not in HANDLER_TYPES:
-        raise ConfigError(f"{where}: does not start with a pass-through handler name")
-    values: dict[str, str] = {}
-    for token in body.split(";"):
-        if not token:
-            continue
-        key, eq, value = token.partition("=")
-        if not eq or key not in ("hctl", "ser", "to", "vin", "vout"):
-            raise ConfigError(f"{where}: unknown token {token!r}")
-        values[key] = unquote(value)
+    decoded = devconfig.decode(text, HANDLER_TYPES)
+    where = decoded.where
+    values = {k: v or "" for k, v in decoded.values(("hctl", "ser", "to", "vin", "vout")).items()}
     if "hctl" not in values:
         raise ConfigError(f"{where}: the device address (hctl=) is missing")
-    params = PassthroughParams(handler=handler, hctl=values["hctl"])
+    params = PassthroughParams(handler=decoded.subtype, hctl=values["hctl"])
     if "ser" in values:
         if values["ser"] not in ("0", "1"):
             raise ConfigError(f"{where}: ser={values['ser']!r} is not 0 or 1")

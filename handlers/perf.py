@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import ClassVar
-from urllib.parse import quote, unquote
 
 from tcmu_scst.command import Command, Result
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import devconfig
 from tcmu_scst.scsi.block import BlockDeviceConfig
 from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.scsi.spc import SpcDevice
@@ -56,7 +56,6 @@ MODISK_PERF = "dev_modisk_perf"
 TAPE_PERF = "dev_tape_perf"
 HANDLER_TYPES = {DISK_PERF: 0x00, MODISK_PERF: 0x07, TAPE_PERF: TYPE_TAPE}
 VENDOR = "SCST_PRF"
-_SAFE = "._-"
 
 
 @dataclass(slots=True)
@@ -86,34 +85,25 @@ class PerfParams:
 
 def to_dev_config(params: PerfParams) -> str:
     params.validate()
-    tokens = [f"n={quote(params.name, safe=_SAFE)}"]
+    tokens: list[devconfig.Token] = [("n", params.name)]
     if params.handler != TAPE_PERF:
-        tokens += [f"size={params.size}", f"blocksize={params.blocksize}"]
-    return f"{params.handler}/" + ";".join(tokens)
+        tokens += [("size", params.size), ("blocksize", params.blocksize)]
+    return devconfig.encode(params.handler, tokens, who=f"{params.handler} {params.name}",
+                            hint="use a shorter device name")  # fmt: skip
 
 
 def parse_dev_config(text: str) -> PerfParams:
     """Inverse of :func:`to_dev_config`; also takes ``hctl=`` and ``size_mb=``."""
-    handler, _, body = text.partition("/")
-    where = f"dev_config {text[:40]!r}"
-    if handler not in HANDLER_TYPES:
-        raise ConfigError(f"{where}: {handler!r} is not a perf handler")
-    params = PerfParams(handler, "")
-    for token in filter(None, body.split(";")):
-        key, eq, value = token.partition("=")
-        if not eq:
-            raise ConfigError(f"{where}: {token!r} is not key=value")
+    decoded = devconfig.decode(text, HANDLER_TYPES)
+    where = decoded.where
+    params = PerfParams(decoded.subtype, "")
+    for key, value in decoded.values(("n", "hctl", "size", "size_mb", "blocksize")).items():
         if key in ("n", "hctl"):
-            params.name = unquote(value)
-        elif key in ("size", "size_mb", "blocksize"):
-            if not value.isdigit():
-                raise ConfigError(f"{where}: {key}={value!r} is not a number")
-            if key == "blocksize":
-                params.blocksize = int(value)
-            else:
-                params.size = int(value) << (20 if key == "size_mb" else 0)
+            params.name = value or ""
+        elif key == "blocksize":
+            params.blocksize = devconfig.number(decoded, key, value)
         else:
-            raise ConfigError(f"{where}: unknown key {key!r}; known: n, size, size_mb, blocksize")
+            params.size = devconfig.number(decoded, key, value) << (20 if key == "size_mb" else 0)
     if not params.name:
         raise ConfigError(f"{where}: the device name (n=) is missing")
     return params.validate()

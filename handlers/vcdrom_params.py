@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
 
 from tcmu_scst.errors import ConfigError, HandlerError
+from tcmu_scst.kernel import devconfig
 
 from .vdisk_params import (
     MAX_NAME_LEN,
@@ -36,9 +36,6 @@ from .vdisk_params import (
 
 HANDLER_NAME = "vcdrom"
 DEV_CONFIG_PREFIX = "vcdrom/"
-DEV_CONFIG_MAX = 255
-#: Characters left as they are in dev_config values (everything else is %XX).
-_SAFE = "/._-"
 _DC_KEYS = {"n": "name", "filename": "filename", "t10_dev_id": "t10_dev_id", "usn": "usn",
             "sid": "setup_id"}
 #: Modern attributes: filename, the identities; tst and read_only only at SCST's value.
@@ -197,40 +194,23 @@ def to_attributes(params: VcdromParams) -> tuple[str, dict[str, str]]:
 def to_dev_config(params: VcdromParams) -> str:
     """``vcdrom/n=NAME[;t10_dev_id=..][;usn=..][;sid=N][;filename=PATH]``, <= 255 chars."""
     params.validate()
-    tokens = [f"n={quote(params.name, safe=_SAFE)}"]
-    for key in ("t10_dev_id", "usn"):
-        if getattr(params, key):
-            tokens.append(f"{key}={quote(getattr(params, key), safe=_SAFE)}")
+    tokens: list[devconfig.Token] = [("n", params.name)]
+    tokens += [(key, getattr(params, key)) for key in ("t10_dev_id", "usn") if getattr(params, key)]
     if params.setup_id:
-        tokens.append(f"sid={params.setup_id}")
+        tokens.append(("sid", params.setup_id))
     if params.filename:
-        tokens.append(f"filename={quote(params.filename, safe=_SAFE)}")
-    text = DEV_CONFIG_PREFIX + ";".join(tokens)
-    if len(text) > DEV_CONFIG_MAX:
-        raise ConfigError(
-            f"vcdrom {params.name}: dev_config is {len(text)} characters, over the kernel's "
-            f"{DEV_CONFIG_MAX}; use a shorter image path (e.g. a symlink)"
-        )
-    return text
+        tokens.append(("filename", params.filename))
+    return devconfig.encode(
+        HANDLER_NAME, tokens, who=f"vcdrom {params.name}",
+        hint="use a shorter image path (e.g. a symlink)",
+    )  # fmt: skip
 
 
 def parse_dev_config(text: str) -> VcdromParams:
     """Inverse of :func:`to_dev_config`."""
-    where = f"dev_config {text[:40]!r}"
-    if not text.startswith(DEV_CONFIG_PREFIX):
-        raise ConfigError(f"{where} does not start with {DEV_CONFIG_PREFIX!r}; not a vcdrom")
-    values: dict[str, str] = {}
-    for token in text[len(DEV_CONFIG_PREFIX) :].split(";"):
-        if not token:
-            continue
-        key, eq, value = token.partition("=")
-        field = _DC_KEYS.get(key)
-        if not eq or field is None:
-            raise ConfigError(f"{where}: unknown item {token!r}; known keys: {', '.join(_DC_KEYS)}")
-        values[field] = unquote(value, errors="surrogateescape")
+    decoded = devconfig.decode(text, [HANDLER_NAME])
+    values = {_DC_KEYS[k]: v or "" for k, v in decoded.values(_DC_KEYS).items()}
     if "name" not in values:
-        raise ConfigError(f"{where}: the device name (n=) is missing")
-    setup_id = values.pop("setup_id", "0")
-    if not setup_id.isdigit():
-        raise ConfigError(f"{where}: sid={setup_id!r} is not a number")
-    return VcdromParams(setup_id=int(setup_id), **values).validate()
+        raise ConfigError(f"{decoded.where}: the device name (n=) is missing")
+    setup_id = devconfig.number(decoded, "sid", values.pop("setup_id", "0"))
+    return VcdromParams(setup_id=setup_id, **values).validate()

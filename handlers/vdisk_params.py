@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tcmu_scst.errors import ConfigError, HandlerError
+from tcmu_scst.kernel import devconfig
 
 DEFAULT_BLOCK_SIZE = 512
 #: SCST's VDISK_NULLIO_SIZE (sysfs era): 5/2 TiB. SCST 0.9.6 had 3/2 TiB.
@@ -38,7 +39,6 @@ MAX_NAME_LEN = 64  # our limit for modern names (configfs directory, INQUIRY pro
 PROC_MAX_NAME_LEN = 16  # 0.9.6: char name[16+1]
 MAX_USN_LEN = 20  # SCST MAX_USN_LEN - 1
 MAX_T10_DEV_ID_LEN = 25  # SCST t10_dev_id[16+8+2] - 1: longer derived ids are cut
-DEV_CONFIG_MAX = 255  # TCMU dev_config limit (tcmu-abi §4.1)
 DEV_CONFIG_PREFIX = "vdisk/"
 #: LIO's IEEE OUI (OpenFabrics), used in our NAA IEEE Registered Extended ids.
 NAA_OUI = 0x001405
@@ -445,89 +445,45 @@ _DC_NOT_ROTATIONAL = "ssd"
 _DC_KEYS = {"n": "name", "bs": "blocksize", "t10": "t10_dev_id", "usn": "usn", "sz": "size",
             "sid": "setup_id", "f": "filename"}
 _INT_FIELDS = {"blocksize", "size", "setup_id"}
-# Escaped in values: the kernel splits options on ',' and '\n'; ';' and '=' are ours;
-# rtslib refuses ':'; '%' is the escape itself.
-_DC_SPECIAL = set(",;=:%")
-
-
-def _dc_quote(text: str) -> str:
-    out: list[str] = []
-    for ch in text:
-        if ch in _DC_SPECIAL or not (33 <= ord(ch) < 127):
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _dc_unquote(text: str, where: str) -> str:
-    raw = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i] == "%":
-            digits = text[i + 1 : i + 3]
-            if len(digits) != 2 or not all(c in "0123456789abcdefABCDEF" for c in digits):
-                raise ConfigError(f"{where}: bad escape {text[i : i + 3]!r}; use %XX")
-            raw.append(int(digits, 16))
-            i += 3
-        else:
-            raw += text[i].encode()
-            i += 1
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def to_dev_config(params: VdiskParams) -> str:
     """``vdisk/n=NAME;bs=..;wt;...;f=PATH``: no ',' anywhere, at most 255 characters."""
     params.validate()
-    tokens = [f"n={_dc_quote(params.name)}"]
+    tokens: list[devconfig.Token] = [("n", params.name)]
     if params.blocksize != DEFAULT_BLOCK_SIZE:
-        tokens.append(f"bs={params.blocksize}")
-    tokens += [key for key, field in _DC_FLAGS.items() if getattr(params, field)]
+        tokens.append(("bs", params.blocksize))
+    tokens += [(key, None) for key, field in _DC_FLAGS.items() if getattr(params, field)]
     if not params.rotational:
-        tokens.append(_DC_NOT_ROTATIONAL)
+        tokens.append((_DC_NOT_ROTATIONAL, None))
     for key, field in (("t10", "t10_dev_id"), ("usn", "usn")):
         if getattr(params, field):
-            tokens.append(f"{key}={_dc_quote(getattr(params, field))}")
+            tokens.append((key, getattr(params, field)))
     if params.size is not None:
-        tokens.append(f"sz={params.size}")
+        tokens.append(("sz", params.size))
     if params.setup_id:
-        tokens.append(f"sid={params.setup_id}")
+        tokens.append(("sid", params.setup_id))
     if params.filename:
-        tokens.append(f"f={_dc_quote(params.filename)}")  # last: the longest part
-    text = DEV_CONFIG_PREFIX + ";".join(tokens)
-    if len(text) > DEV_CONFIG_MAX:
-        raise ConfigError(
-            f"vdisk {params.name}: dev_config is {len(text)} characters, over the kernel's "
-            f"{DEV_CONFIG_MAX}; use a shorter file path (e.g. a symlink)"
-        )
-    return text
+        tokens.append(("f", params.filename))  # last: the longest part
+    return devconfig.encode(
+        DEV_CONFIG_PREFIX.rstrip("/"), tokens, who=f"vdisk {params.name}",
+        hint="use a shorter file path (e.g. a symlink)",
+    )  # fmt: skip
 
 
 def parse_dev_config(text: str) -> VdiskParams:
     """Inverse of :func:`to_dev_config`."""
-    where = f"dev_config {text[:40]!r}"
-    if not text.startswith(DEV_CONFIG_PREFIX):
-        raise ConfigError(f"{where} does not start with {DEV_CONFIG_PREFIX!r}; not a vdisk")
+    decoded = devconfig.decode(text, [DEV_CONFIG_PREFIX.rstrip("/")])
+    items = decoded.values(_DC_KEYS, flags=[*_DC_FLAGS, _DC_NOT_ROTATIONAL])
     values: dict[str, Any] = {}
-    for token in text[len(DEV_CONFIG_PREFIX) :].split(";"):
-        key, eq, value = token.partition("=")
-        if not eq:
-            if key in _DC_FLAGS:
-                values[_DC_FLAGS[key]] = True
-            elif key == _DC_NOT_ROTATIONAL:
+    for key, value in items.items():
+        if value is None:
+            if key == _DC_NOT_ROTATIONAL:
                 values["rotational"] = False
             else:
-                raise ConfigError(f"{where}: unknown flag {key!r}")
-            continue
-        field = _DC_KEYS.get(key)
-        if field is None:
-            raise ConfigError(f"{where}: unknown key {key!r}")
-        if field in _INT_FIELDS:
-            if not value.isdigit():
-                raise ConfigError(f"{where}: {key}={value!r} is not a number")
-            values[field] = int(value)
+                values[_DC_FLAGS[key]] = True
+        elif _DC_KEYS[key] in _INT_FIELDS:
+            values[_DC_KEYS[key]] = devconfig.number(decoded, key, value)
         else:
-            values[field] = _dc_unquote(value, where)
+            values[_DC_KEYS[key]] = value
     if "name" not in values:
-        raise ConfigError(f"{where}: the device name (n=) is missing")
+        raise ConfigError(f"{decoded.where}: the device name (n=) is missing")
     return VdiskParams(**values).validate()

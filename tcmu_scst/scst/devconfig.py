@@ -15,9 +15,9 @@ import importlib
 import os
 import stat
 from typing import Any
-from urllib.parse import quote, unquote
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
+from tcmu_scst.kernel.devconfig import quote, unquote
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
 
 VDISK_SUBTYPE = "vdisk"
@@ -86,7 +86,7 @@ def _fallback_encoding(device: Device) -> str:
         items = {"n": device.name, **device.params}
     else:
         items = {"n": device.name, "mode": device.handler.removeprefix("vdisk_"), **device.params}
-    return ";".join(f"{k}={quote(v, safe='/._-')}" for k, v in items.items())
+    return ";".join(f"{k}={quote(v)}" for k, v in items.items())
 
 
 def encode_dev_config(device: Device, setup_id: int = 0) -> str:
@@ -127,7 +127,7 @@ def decode_dev_config(name: str, dev_config: str) -> Device:
             raise ConfigError(f"backstore {name}: {err}") from err
         return Device(name, handler, dict(attrs))
     items = dict(token.partition("=")[::2] for token in tokens if token)
-    values = {key: unquote(value) for key, value in items.items()}
+    values = {key: unquote(value, f"backstore {name}") for key, value in items.items()}
     values.pop("n", None)
     if subtype == VDISK_SUBTYPE:
         return Device(name, "vdisk_" + values.pop("mode", "fileio"), values)

@@ -111,9 +111,9 @@ def test_dev_config_reads_the_scst_layer_fallback_and_raw_colons() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("vdisk/n=x", "does not start with a pass-through handler"),
+        ("vdisk/n=x", "does not start with dev_disk/ or dev_tape/"),
         ("dev_disk/ser=1", "hctl= is missing|\\(hctl=\\) is missing"),
-        ("dev_disk/hctl=1%3A0%3A0%3A0;speed=9", "unknown token 'speed=9'"),
+        ("dev_disk/hctl=1%3A0%3A0%3A0;speed=9", "unknown item 'speed=9'"),
         ("dev_disk/hctl=1%3A0%3A0%3A0;ser=2", "ser='2' is not 0 or 1"),
         ("dev_disk/hctl=nonsense", "not a SCSI address"),
     ],

@@ -128,11 +128,11 @@ def test_dev_config_accepts_the_scst_layer_forms() -> None:
 
 
 @pytest.mark.parametrize("text,error,message", [
-    ("dev_disk/n=x", ConfigError, "not a perf handler"),
+    ("dev_disk/n=x", ConfigError, "does not start with dev_disk_perf/"),
     ("dev_disk_perf/size=5", ConfigError, "name"),
     ("dev_disk_perf/n=x;size=big", ConfigError, "not a number"),
-    ("dev_disk_perf/n=x;wt", ConfigError, "not key=value"),
-    ("dev_disk_perf/n=x;color=1", ConfigError, "unknown key"),
+    ("dev_disk_perf/n=x;wt", ConfigError, "unknown item 'wt'"),
+    ("dev_disk_perf/n=x;color=1", ConfigError, "unknown item 'color=1'; known: blocksize"),
     ("dev_disk_perf/n=x;blocksize=1000", HandlerError, "power of two"),
     ("dev_disk_perf/n=x;size=100", HandlerError, "below one"),
 ])

@@ -100,7 +100,8 @@ def test_dev_config_matches_the_scst_layer_fallback_encoding() -> None:
 
 
 @pytest.mark.parametrize("text,message", [
-    ("vdisk/n=x", "not a vcdrom"),
+    ("vdisk/n=x", "does not start with vcdrom/"),
+    ("vcdrom/n=x;filename=/a%2", "bad escape"),
     ("vcdrom/filename=/a.iso", "name"),
     ("vcdrom/n=x;bs=2048", "unknown item"),
     ("vcdrom/n=x;ro", "unknown item"),

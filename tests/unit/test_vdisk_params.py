@@ -175,9 +175,11 @@ def test_dev_config_too_long_is_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("user/n=d", "does not start with 'vdisk/'"),
-        ("vdisk/n=d;zz", "unknown flag 'zz'"),
-        ("vdisk/n=d;q=1;f=/f", "unknown key 'q'"),
+        ("user/n=d", "does not start with vdisk/"),
+        ("vdisk/n=d;zz", "unknown item 'zz'; known: bio, bs"),
+        ("vdisk/n=d;q=1;f=/f", "unknown item 'q=1'"),
+        ("vdisk/n;f=/f", "unknown item 'n'"),  # a key written as a flag
+        ("vdisk/n=d;wt=1", "unknown item 'wt=1'"),  # a flag given a value
         ("vdisk/n=d;bs=x;f=/f", "bs='x' is not a number"),
         ("vdisk/n=d;f=/a%2", "bad escape '%2'"),
         ("vdisk/n=d;f=/a%zz", "bad escape '%zz'"),
@@ -303,14 +305,14 @@ def test_dev_config_round_trip(params: VdiskParams) -> None:
 
 def text_of(params: VdiskParams) -> str:
     """A dev_config without the length check, to confirm why it was refused."""
-    import tcmu_scst.handlers.vdisk_params as vp
+    from tcmu_scst.kernel import devconfig
 
-    saved = vp.DEV_CONFIG_MAX
-    vp.DEV_CONFIG_MAX = 1 << 20
+    saved = devconfig.DEV_CONFIG_MAX
+    devconfig.DEV_CONFIG_MAX = 1 << 20  # type: ignore[misc]
     try:
-        return vp.to_dev_config(params)
+        return to_dev_config(params)
     finally:
-        vp.DEV_CONFIG_MAX = saved
+        devconfig.DEV_CONFIG_MAX = saved  # type: ignore[misc]
 
 
 @settings(max_examples=200, deadline=None)
