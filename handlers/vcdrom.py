@@ -26,9 +26,10 @@ import os
 import stat
 from typing import ClassVar
 
-from tcmu_scst.command import Command, DataBuffer, Result
+from tcmu_scst.command import Command, DataBuffer, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import abi
 from tcmu_scst.scsi.block import BackendError
 from tcmu_scst.scsi.mmc import BLOCK_SIZE, CdromConfig, MmcDevice
 
@@ -165,6 +166,10 @@ class VcdromHandler(Handler):
 
     def is_inline(self, cmd: Command) -> bool:
         return not self.device.is_io(cmd)
+
+    def on_tmr(self, notice: TmrNotice) -> None:
+        if notice.tmr_type in abi.RESET_TMRS:
+            self.device.reset()  # e.g. a LUN reset clears PREVENT MEDIUM REMOVAL
 
     def change_medium(self, path: str | None) -> None:
         """SCST ``change NAME [PATH]``: load another image, or empty the drive (None/"").

@@ -17,9 +17,10 @@ import logging
 import os
 from typing import TYPE_CHECKING, ClassVar
 
-from tcmu_scst.command import Command, Result
+from tcmu_scst.command import Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import abi
 from tcmu_scst.scsi.block import BlockDeviceConfig
 
 from ._vdisk_file import FileBackend, FileMode
@@ -171,6 +172,10 @@ class VdiskHandler(Handler):
 
     def is_inline(self, cmd: Command) -> bool:
         return not self.device.is_io(cmd)
+
+    def on_tmr(self, notice: TmrNotice) -> None:
+        if notice.tmr_type in abi.RESET_TMRS:
+            self.device.reset()  # e.g. a LUN reset clears PREVENT MEDIUM REMOVAL
 
     def resync_size(self) -> int:
         """Re-read the backing size (SCST ``resync_size``) and tell the emulation."""

@@ -85,6 +85,12 @@ TCMU_TMR_TARGET_WARM_RESET: Final = 6
 TCMU_TMR_TARGET_COLD_RESET: Final = 7
 TCMU_TMR_LUN_RESET_PRO: Final = 128
 
+#: The task-management functions that reset the logical unit.
+RESET_TMRS: Final = frozenset(
+    {TCMU_TMR_LUN_RESET, TCMU_TMR_TARGET_WARM_RESET, TCMU_TMR_TARGET_COLD_RESET,
+     TCMU_TMR_LUN_RESET_PRO}
+)  # fmt: skip
+
 TMR_NAMES: Final = {
     TCMU_TMR_UNKNOWN: "UNKNOWN",
     TCMU_TMR_ABORT_TASK: "ABORT_TASK",

@@ -101,7 +101,8 @@ class BlockDeviceConfig:
     t10_dev_id: str = ""  # VPD 83 T10 vendor-id designator's vendor-specific part
     naa_id: bytes = b""  # 16-byte NAA IEEE Registered Extended (type 6) designator
     max_transfer_blocks: int = 2048  # VPD B0; larger transfers are refused
-    max_unmap_blocks: int = 0x400000  # VPD B0 MAXIMUM UNMAP LBA COUNT
+    # VPD B0 MAXIMUM UNMAP LBA COUNT: 1 Mi blocks (libiscsi calls more "insanely big").
+    max_unmap_blocks: int = 0x100000
     max_unmap_descriptors: int = 256
     max_write_same_blocks: int = 0x400000
     max_compare_write_blocks: int = 255  # VPD B0 MAXIMUM COMPARE AND WRITE LENGTH (<= 255)

@@ -265,6 +265,11 @@ class MmcDevice(TypedSpcDevice):
         """A medium is present: an image is loaded and the tray is closed."""
         return self._medium is not None and not self.tray_open
 
+    def reset(self) -> None:
+        """A logical unit reset clears the Prevent bit; a persistent prevent stays
+        until a power on or hard reset (MMC-6 6.14)."""
+        self.prevent = False
+
     @property
     def removal_prevented(self) -> bool:
         return self.prevent or self.persistent_prevent

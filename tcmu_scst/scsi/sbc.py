@@ -166,6 +166,12 @@ class SbcDevice(SpcDevice):
 
     # -- shared checks ---------------------------------------------------------
 
+    def _require_medium(self) -> None:
+        """READ CAPACITY has nothing to report without a medium (a stopped unit still
+        has one: its capacity is known)."""
+        if not self.medium_present:
+            raise SenseError.medium_not_present()
+
     def _check_transfer(self, blocks: int, length_field: int) -> None:
         if blocks > self.config.max_transfer_blocks:
             raise SenseError.invalid_field_in_cdb(length_field)
@@ -500,6 +506,7 @@ class SbcDevice(SpcDevice):
     # -- READ CAPACITY / GET LBA STATUS -------------------------------------------------
 
     def _read_capacity_10(self, cmd: Command, cdb: bytes) -> Result:
+        self._require_medium()
         if not cdb[8] & 0x01 and be(cdb, 2, 4):
             raise SenseError.invalid_field_in_cdb(2)  # LBA set without PMI (SBC-3)
         last = max(self.capacity - 1, 0)
@@ -523,6 +530,7 @@ class SbcDevice(SpcDevice):
         return data_in(cmd, bytes([0, flags, 0, 0]), be(cdb, 7, 2))
 
     def _read_capacity_16(self, cmd: Command, cdb: bytes) -> Result:
+        self._require_medium()
         if not cdb[14] & 0x01 and be(cdb, 2, 8):
             raise SenseError.invalid_field_in_cdb(2)
         alloc = be(cdb, 10, 4)
@@ -570,7 +578,7 @@ class SbcDevice(SpcDevice):
 
         START=0 stops media access (NOT READY, INITIALIZING COMMAND REQUIRED)
         until START=1. On a removable device LOEJ=1 also ejects (MEDIUM NOT
-        PRESENT) or loads the medium; a load reports MEDIUM MAY HAVE CHANGED.
+        PRESENT) or loads the medium, unless removal is prevented.
         """
         byte4 = cdb[4]
         if byte4 >> 4:
@@ -580,14 +588,15 @@ class SbcDevice(SpcDevice):
         start, loej, no_flush = bool(byte4 & 0x01), bool(byte4 & 0x02), bool(byte4 & 0x04)
         if loej and not self.config.removable:
             raise SenseError.invalid_field_in_cdb(4, 1)
+        if loej and self.prevent_removal:
+            # Prevention locks the medium in or out: neither eject nor load (SBC-4 5.25).
+            raise SenseError.medium_removal_prevented()
         if start:
-            if loej and not self.medium_present:
-                self.medium_present = True
-                self.unit_attentions.post(*UA_MEDIUM_MAY_HAVE_CHANGED)
+            # A load brings back the same backing store the initiator itself ejected:
+            # no MEDIUM MAY HAVE CHANGED (that is for media an administrator swaps).
+            self.medium_present = self.medium_present or loej
             self.started = True
             return Result()
-        if loej and self.prevent_removal:
-            raise SenseError.medium_removal_prevented()
         if not no_flush and not self.config.nv_cache and self.medium_present:
             with self._backend_errors(True):
                 self.backend.flush(0, 0)
@@ -595,6 +604,10 @@ class SbcDevice(SpcDevice):
         if loej:
             self.medium_present = False
         return Result()
+
+    def reset(self) -> None:
+        """A logical unit reset clears the prevention of medium removal (SBC-4 4.x)."""
+        self.prevent_removal = False
 
     def _prevent_allow_medium_removal(self, cmd: Command, cdb: bytes) -> Result:
         if cdb[4] & 0x02:  # PREVENT 10b/11b are obsolete (MMC only)

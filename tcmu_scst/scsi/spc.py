@@ -172,6 +172,10 @@ class SpcDevice:
 
     # -- hooks for subclasses -----------------------------------------------
 
+    def reset(self) -> None:
+        """A logical unit reset happened (LUN RESET, target reset): drop the state a
+        reset clears. The kernel core reports the reset's unit attention itself."""
+
     def write_protected(self) -> bool:
         return False
 

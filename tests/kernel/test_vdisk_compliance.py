@@ -1,5 +1,7 @@
 """libiscsi SCSI compliance of OUR vdisk (TCMU user backstore, FILEIO on a sparse file)
-over LIO iSCSI, against tests/kernel/compliance-vdisk.txt."""
+over LIO iSCSI, against the expectations files next to this one: the plain FILEIO
+mode, and a thin-provisioned removable one (UNMAP, WRITE SAME with UNMAP, GET LBA
+STATUS, PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT, no-medium tests)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from tcmu_scst.lab import compliance
 
 pytestmark = pytest.mark.kernel
 
-EXPECTATIONS = Path(__file__).with_name("compliance-vdisk.txt")
+HERE = Path(__file__).parent
 
 
 def _log_dir(tmp_path: Path) -> Path:
@@ -21,11 +23,23 @@ def _log_dir(tmp_path: Path) -> Path:
     return results if os.path.ismount(results) and os.access(results, os.W_OK) else tmp_path
 
 
-def test_vdisk_compliance_matches_expectations(tmp_path: Path) -> None:
-    expected = compliance.parse_expectations(EXPECTATIONS.read_text(), str(EXPECTATIONS))
-    log = _log_dir(tmp_path) / "compliance-vdisk.log"
-    results = compliance.run_compliance(compliance.vdisk_backstore(), log=log)
+def _check(name: str, factory: compliance.BackstoreFactory, tmp_path: Path) -> None:
+    path = HERE / f"{name}.txt"
+    expected = compliance.parse_expectations(path.read_text(), str(path))
+    log = _log_dir(tmp_path) / f"{name}.log"
+    results = compliance.run_compliance(factory, log=log)
     assert len(results) > 200, f"only {len(results)} tests ran; see {log}"
     verdict = compliance.compare(results, expected)
     print(compliance.report(results, verdict))
     assert verdict.ok, compliance.report(results, verdict) + f"\nfull output: {log}"
+
+
+def test_vdisk_compliance_matches_expectations(tmp_path: Path) -> None:
+    _check("compliance-vdisk", compliance.vdisk_backstore(), tmp_path)
+
+
+def test_thin_removable_vdisk_compliance_matches_expectations(tmp_path: Path) -> None:
+    factory = compliance.vdisk_backstore(
+        backing=Path("/run/compliance-thin.img"), thin_provisioned=True, removable=True
+    )
+    _check("compliance-vdisk-thin-removable", factory, tmp_path)

@@ -313,9 +313,20 @@ def test_removable_eject_and_load() -> None:
     assert run(dev.execute, h.TEST_UNIT_READY).sense.code == (2, 0x3A, 0x00)
     reply = run(dev.execute, h.rw_cdb(op.READ_10, 0, 1), in_len=BS)
     assert reply.sense.code == (2, 0x3A, 0x00)
+    rc16 = run(dev.execute, h.read_capacity16(), in_len=32)
+    assert rc16.sense.code == (2, 0x3A, 0x00)  # no medium, no capacity (libiscsi NoMediaSBC)
+    assert run(dev.execute, h.read_capacity10(), in_len=8).sense.code == (2, 0x3A, 0x00)
     assert run(dev.execute, h.start_stop(start=True, loej=True)).status == GOOD
-    assert run(dev.execute, h.TEST_UNIT_READY).sense.code == (6, 0x28, 0x00)
+    # The initiator loaded the medium it ejected: ready at once, no unit attention.
     assert run(dev.execute, h.TEST_UNIT_READY).status == GOOD
+    assert run(dev.execute, h.read_capacity10(), in_len=8).status == GOOD
+
+
+def test_stopped_unit_still_reports_its_capacity() -> None:
+    dev, _ = make_disk(removable=True)
+    assert run(dev.execute, h.start_stop(start=False)).status == GOOD
+    assert run(dev.execute, h.TEST_UNIT_READY).sense.code == (2, 0x04, 0x02)
+    assert run(dev.execute, h.read_capacity10(), in_len=8).status == GOOD
 
 
 def test_eject_refused_while_removal_is_prevented() -> None:
@@ -327,6 +338,22 @@ def test_eject_refused_while_removal_is_prevented() -> None:
     assert reply.sense.code == (5, 0x53, 0x02)
     assert run(dev.execute, h.TEST_UNIT_READY).status == GOOD
     assert run(dev.execute, allow).status == GOOD
+    assert run(dev.execute, h.start_stop(start=False, loej=True)).status == GOOD
+    # Prevention locks the medium out as well as in (libiscsi PreventAllow.Eject).
+    assert run(dev.execute, prevent).status == GOOD
+    load = run(dev.execute, h.start_stop(start=True, loej=True))
+    assert load.sense.code == (5, 0x53, 0x02)
+    assert run(dev.execute, h.TEST_UNIT_READY).sense.code == (2, 0x3A, 0x00)
+    assert run(dev.execute, allow).status == GOOD
+    assert run(dev.execute, h.start_stop(start=True, loej=True)).status == GOOD
+    assert run(dev.execute, h.TEST_UNIT_READY).status == GOOD
+
+
+def test_logical_unit_reset_clears_prevention() -> None:
+    dev, _ = make_disk(removable=True)
+    assert run(dev.execute, bytes((op.ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 1, 0))).status == GOOD
+    assert run(dev.execute, h.start_stop(start=False, loej=True)).sense.code == (5, 0x53, 0x02)
+    dev.reset()
     assert run(dev.execute, h.start_stop(start=False, loej=True)).status == GOOD
 
 

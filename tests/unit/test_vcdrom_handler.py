@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, Result
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handlers.vcdrom import (
     ImageFile,
@@ -17,6 +17,7 @@ from tcmu_scst.handlers.vcdrom import (
     open_dev_config,
     to_dev_config,
 )
+from tcmu_scst.kernel import abi
 from tcmu_scst.service import registry
 from tcmu_scst.testing.scsi_harness import Reply, make_command, run
 
@@ -181,3 +182,20 @@ def test_an_image_that_shrinks_reads_zeros_not_stale_bytes(tmp_path: Path) -> No
         assert reply.data == iso.read_bytes()[2 * BS :] + bytes(2 * BS - 10)
     finally:
         handler.close()
+
+
+def test_a_lun_reset_clears_the_prevent_bit_not_the_persistent_one(tmp_path: Path) -> None:
+    handler = VcdromHandler(VcdromParams("cd1", str(image(tmp_path, "a.iso", 16))))
+    eject = bytes((0x1B, 0, 0, 0, 0x02, 0))
+    while go(handler, TUR).status != GOOD:  # the power-on unit attention first
+        pass
+    assert go(handler, bytes((0x1E, 0, 0, 0, 1, 0))).status == GOOD  # prevent
+    assert go(handler, eject).status == CHECK_CONDITION
+    handler.on_tmr(TmrNotice(abi.TCMU_TMR_LUN_RESET, ()))
+    assert go(handler, bytes((0x1E, 0, 0, 0, 3, 0))).status == GOOD  # persistent prevent
+    assert go(handler, eject).status == CHECK_CONDITION
+    handler.on_tmr(TmrNotice(abi.TCMU_TMR_LUN_RESET, ()))
+    assert go(handler, eject).status == CHECK_CONDITION  # persistent: survives the reset
+    assert go(handler, bytes((0x1E, 0, 0, 0, 2, 0))).status == GOOD  # persistent off
+    assert go(handler, eject).status == GOOD
+    handler.close()

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
+from tcmu_scst.kernel import abi
 
 MiB = 1 << 20
 DATA_PROTECT = 0x7
@@ -300,3 +301,17 @@ def test_the_daemon_registry_opens_vdisk_devices(tmp_path: Path) -> None:
     handler = open_handler(to_dev_config(params))
     assert isinstance(handler, VdiskHandler) and handler.params == params
     handler.close()
+
+
+@pytest.mark.parametrize("tmr", [abi.TCMU_TMR_LUN_RESET, abi.TCMU_TMR_TARGET_WARM_RESET])
+def test_a_reset_notification_clears_prevent_medium_removal(tmp_path: Path, tmr: int) -> None:
+    h = opened(VdiskParams(name="rm1", filename=make_file(tmp_path), removable=True))
+    prevent = bytes((0x1E, 0, 0, 0, 1, 0))
+    eject = bytes((0x1B, 0, 0, 0, 0x02, 0))
+    assert run(h, command(prevent)).status == GOOD
+    assert sense_key(run(h, command(eject)))[1:] == (0x53, 0x02)
+    h.on_tmr(TmrNotice(abi.TCMU_TMR_ABORT_TASK, (3,)))  # an abort is no reset
+    assert sense_key(run(h, command(eject)))[1:] == (0x53, 0x02)
+    h.on_tmr(TmrNotice(tmr, ()))
+    assert run(h, command(eject)).status == GOOD
+    h.close()
