@@ -281,6 +281,7 @@ def vdisk_backstore(
                                        cmd_time_out=30)
         backstore = UserBackstore.create(Configfs(), "compliance1", options)
         stack.push("delete backstore compliance1", backstore.delete)
+        backstore.set_attrib("tmr_notification", 1)  # resets clear PREVENT (as the daemon)
         handler = registry.open_handler(dev_config)
         port = uio.UioDevice(uio.find_device(backstore.hba_index, backstore.name))
         _runner, stop = serve_in_thread(port, handler, threads, "compliance1")

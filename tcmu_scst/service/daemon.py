@@ -295,9 +295,23 @@ class Daemon:
         dev = ServedDevice(info, port, runner, thread, info.name.config)
         self.devices[dev.key] = dev
         self._trace_device(dev)
+        self._ask_for_tmr_notifications(info)
         thread.start()
         log.info("serving %s (/dev/uio%d) with %s", info.configfs_dir, info.minor, info.name.config)
         return dev
+
+    def _ask_for_tmr_notifications(self, info: uio.UioInfo) -> None:
+        """Our handlers act on LUN and target resets (PREVENT MEDIUM REMOVAL is cleared,
+        a pass-through device is reset), which the kernel reports only with
+        ``attrib/tmr_notification`` = 1 (default 0). Set for every device we serve,
+        whoever created it; the attribute may change while the device is exported."""
+        backstore = UserBackstore(self.cfs, info.name.hba, info.name.device)
+        try:
+            if backstore.attrib("tmr_notification").strip() != "1":
+                backstore.set_attrib("tmr_notification", 1)
+        except (TcmuScstError, OSError) as err:
+            log.warning("%s: TMR notifications stay off (%s): resets will not reach the "
+                        "handler", info.configfs_dir, err)
 
     def detach(self, dev: ServedDevice) -> None:
         """Drain in-flight commands, stop the ring thread, close everything."""

@@ -51,6 +51,8 @@ def test_shell_trace_level_makes_the_daemon_log_commands(
         with lio.Teardown() as stack:
             assert proc(tmp_path, "vdisk/vdisk", f"open tracedisk {image}") == 0
             [backstore] = Path("/sys/kernel/config/target/core").glob("user_*/tracedisk")
+            # The daemon asks for TMR notifications on every device it serves.
+            assert (backstore / "attrib/tmr_notification").read_text().strip() == "1"
             lun = lio.export_loop(backstore, 0, stack)
             assert lun.sg is not None
             read_lba0(lun.sg)

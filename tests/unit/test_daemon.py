@@ -390,3 +390,17 @@ def test_threads_from_the_applied_config_beat_the_command_line(tmp_path: Path) -
         assert rig.daemon.devices[(1, "disk1")].runner.threads == 6
     finally:
         rig.stop()
+
+
+def test_served_devices_get_tmr_notifications(rig: Rig) -> None:
+    rig.make_backstore(1, "disk1", "vdisk/x")
+    rig.add_uio(0, "tcm-user/1/disk1/vdisk/x")
+    assert rig.cfs.read("core/user_1/disk1/attrib/tmr_notification").strip() == "0"
+    rig.start()
+    assert rig.cfs.read("core/user_1/disk1/attrib/tmr_notification").strip() == "1"
+    # A device whose configfs entry cannot be written is still served (a warning only).
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 7))
+    wait_for(lambda: rig.netlink.replies)
+    assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 7, 0)]
+    assert read_through(rig, 3) == b"vdisk/cfg"
