@@ -3,8 +3,9 @@
 :class:`MmcDevice` answers, on top of :class:`~tcmu_scst.scsi.spc.SpcDevice`:
 READ CAPACITY, READ(10/12), READ TOC/PMA/ATIP (formats 0, 1, 2), GET
 CONFIGURATION, GET EVENT STATUS NOTIFICATION (polled), READ DISC INFORMATION,
-READ TRACK INFORMATION, MECHANISM STATUS, PREVENT ALLOW MEDIUM REMOVAL, START
-STOP UNIT (eject/load), SET CD SPEED and the mode pages 01h, 1Ch and 2Ah.
+READ TRACK INFORMATION, READ DISC STRUCTURE (DVD physical format, copyright, list),
+GET PERFORMANCE, MECHANISM STATUS, PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT
+(eject/load), SET CD SPEED and the mode pages 01h, 1Ch and 2Ah.
 
 The drive has a tray (open or closed) and may hold an image (a :class:`Medium`):
 the medium is present when both hold. An image of up to :data:`CD_MAX_BLOCKS`
@@ -67,8 +68,19 @@ GET_CONFIGURATION = 0x46
 GET_EVENT_STATUS_NOTIFICATION = 0x4A
 READ_DISC_INFORMATION = 0x51
 READ_TRACK_INFORMATION = 0x52
+GET_PERFORMANCE = 0xAC
+READ_DISC_STRUCTURE = 0xAD
 SET_CD_SPEED = 0xBB
 MECHANISM_STATUS = 0xBD
+
+# READ DISC STRUCTURE (media type 0: DVD) formats, and where a DVD's data area starts.
+DVD_PHYSICAL_FORMAT = 0x00
+DVD_COPYRIGHT = 0x01
+DISC_STRUCTURE_LIST = 0xFF
+DVD_DATA_START_PSN = 0x030000
+# GET PERFORMANCE types.
+PERFORMANCE = 0x00
+WRITE_SPEED = 0x03
 
 # GET EVENT STATUS NOTIFICATION classes (bit numbers) and media event codes.
 CLASS_OPERATIONAL_CHANGE = 1
@@ -211,6 +223,14 @@ _LOCAL_COMMANDS = (
     local_spec(READ_TRACK_INFORMATION, "READ TRACK INFORMATION",
                _usage(0x52, 0x07, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0), Direction.IN,
                media=True),
+    # DATA TYPE 1Fh; STARTING LBA; MAXIMUM NUMBER OF DESCRIPTORS; TYPE.
+    local_spec(GET_PERFORMANCE, "GET PERFORMANCE",
+               _usage(0xAC, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0),
+               Direction.IN, media=True),
+    # MEDIA TYPE 0Fh; ADDRESS; LAYER NUMBER; FORMAT CODE; ALLOCATION LENGTH; AGID C0h.
+    local_spec(READ_DISC_STRUCTURE, "READ DISC STRUCTURE",
+               _usage(0xAD, 0x0F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xC0, 0),
+               Direction.IN),
     # ROTATIONAL CONTROL 03h; READ SPEED; WRITE SPEED.
     local_spec(SET_CD_SPEED, "SET CD SPEED",
                _usage(0xBB, 0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0), Direction.NONE),
@@ -248,6 +268,8 @@ class MmcDevice(TypedSpcDevice):
             GET_EVENT_STATUS_NOTIFICATION: self._get_event_status,
             READ_DISC_INFORMATION: self._read_disc_information,
             READ_TRACK_INFORMATION: self._read_track_information,
+            GET_PERFORMANCE: self._get_performance,
+            READ_DISC_STRUCTURE: self._read_disc_structure,
             SET_CD_SPEED: lambda cmd, cdb: Result(),  # one speed: any request is met
             MECHANISM_STATUS: self._mechanism_status,
         }
@@ -508,6 +530,61 @@ class MmcDevice(TypedSpcDevice):
         data[8] = 0x00  # disc type: CD-DA or CD-ROM (other media: 00h too)
         data[16:24] = b"\xff" * 8  # no next session: lead-in / lead-out not possible
         return data_in(cmd, bytes(data), alloc)
+
+    def _read_disc_structure(self, cmd: Command, cdb: bytes) -> Result:
+        """READ DISC STRUCTURE (MMC-6 6.22), DVD media type: the physical format and
+        copyright structures of a pressed single-layer DVD-ROM, and their list.
+
+        The list (FFh) needs no medium; the structures need a DVD in the tray (a CD
+        gets CANNOT READ MEDIUM - INCOMPATIBLE FORMAT).
+        """
+        if cdb[1] & 0x0F:
+            raise SenseError.invalid_field_in_cdb(1, 3)  # BD and other media types
+        fmt, alloc = cdb[7], be(cdb, 8, 2)
+        if fmt == DISC_STRUCTURE_LIST:
+            entries = [(DVD_PHYSICAL_FORMAT, 2048 + 4), (DVD_COPYRIGHT, 4 + 4),
+                       (DISC_STRUCTURE_LIST, 4 + 3 * 4)]  # fmt: skip
+            body = b"".join(bytes((code, 0x40)) + n.to_bytes(2, "big") for code, n in entries)
+        elif fmt in (DVD_PHYSICAL_FORMAT, DVD_COPYRIGHT):
+            self._require_medium()
+            if self.current_profile != PROFILE_DVD_ROM:
+                raise SenseError.cannot_read_incompatible_format()
+            if cdb[6]:
+                raise SenseError.invalid_field_in_cdb(6)  # one layer
+            if fmt == DVD_COPYRIGHT:
+                body = bytes(4)  # no copy protection, no region restriction
+            else:
+                info = bytearray(2048)
+                info[0] = 0x01  # book type DVD-ROM, part version 1
+                info[1] = 0x02  # 120 mm, maximum rate 10.08 Mbit/s
+                info[2] = 0x01  # one layer, parallel track path, embossed (read-only)
+                last = DVD_DATA_START_PSN + self.capacity - 1
+                info[4:8] = DVD_DATA_START_PSN.to_bytes(4, "big")
+                info[8:12] = last.to_bytes(4, "big")
+                body = bytes(info)
+        else:
+            raise SenseError.invalid_field_in_cdb(7)
+        header = (len(body) + 2).to_bytes(2, "big") + bytes(2)
+        return data_in(cmd, header + body, alloc)
+
+    def _get_performance(self, cmd: Command, cdb: bytes) -> Result:
+        """GET PERFORMANCE (MMC-6 6.8): one nominal read speed over the whole disc; a
+        read-only drive has no write speeds and no exceptions to list."""
+        kind, wanted = cdb[10], be(cdb, 8, 2)
+        descriptors = b""
+        if kind == PERFORMANCE:
+            flags = cdb[1] & 0x07  # Write 04h, Except 03h
+            if not flags and wanted:
+                speed = READ_SPEED_KBS.to_bytes(4, "big")
+                descriptors = bytes(4) + speed + (self.capacity - 1).to_bytes(4, "big") + speed
+            # Header byte 4 echoes what the descriptors are: Write 02h, Except 01h.
+            kind_bits = (0x02 if flags & 0x04 else 0) | (0x01 if flags & 0x03 else 0)
+            header = (4 + len(descriptors)).to_bytes(4, "big") + bytes((kind_bits, 0, 0, 0))
+        elif kind == WRITE_SPEED:
+            header = (4).to_bytes(4, "big") + bytes(4)
+        else:
+            raise SenseError.invalid_field_in_cdb(10)
+        return data_in(cmd, header + descriptors, 8 + 16 * wanted)
 
     def _read_track_information(self, cmd: Command, cdb: bytes) -> Result:
         kind = cdb[1] & 0x03

@@ -192,6 +192,10 @@ class SenseError(Exception):
         return cls(NOT_READY, 0x3A, 0x00)
 
     @classmethod
+    def cannot_read_incompatible_format(cls) -> SenseError:  # 30/02
+        return cls(ILLEGAL_REQUEST, 0x30, 0x02)
+
+    @classmethod
     def medium_removal_prevented(cls) -> SenseError:  # 53/02
         return cls(ILLEGAL_REQUEST, 0x53, 0x02)
 

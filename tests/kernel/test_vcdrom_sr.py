@@ -119,3 +119,42 @@ def test_iso_mount_change_and_eject(lio_stack: lio.Teardown, tmp_path: Path) -> 
     assert status == 2
     assert subprocess.run(["dd", f"if={dev}", "of=/dev/null", "bs=2048", "count=1"],
                           capture_output=True, timeout=60).returncode != 0
+
+
+def sg_raw_in(node: str, cdb: bytes, length: int) -> bytes:
+    """Send ``cdb`` with sg_raw and return the Data-In it got (stdout, binary)."""
+    done = subprocess.run(
+        ["sg_raw", "-b", "-r", str(length), node, *(f"{b:02x}" for b in cdb)],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_dvd_image_answers_read_disc_structure_and_get_performance(
+    lio_stack: lio.Teardown, tmp_path: Path
+) -> None:
+    # A sparse image larger than an 80-minute CD: the drive reports a DVD-ROM.
+    blocks = 400_000
+    image = tmp_path / "dvd.img"
+    with open(image, "wb") as f:
+        f.truncate(blocks * 2048)
+    served = serve(lio_stack, to_dev_config(VcdromParams("dvd0", str(image))),
+                   blocks * 2048, block_size=2048)  # fmt: skip
+    assert served.lun is not None and served.lun.sg is not None
+    node = served.lun.sg
+    for _ in range(3):  # the power-on unit attention first
+        if sg("sg_turs", node) == 0:
+            break
+    physical = sg_raw_in(node, bytes((0xAD, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x04, 0, 0)), 2052)
+    assert physical[:2] == (2050).to_bytes(2, "big") and physical[4] == 0x01  # DVD-ROM book
+    end = int.from_bytes(physical[12:16], "big")
+    assert end == 0x030000 + blocks - 1
+    copyright_info = sg_raw_in(node, bytes((0xAD, 0, 0, 0, 0, 0, 0, 1, 0, 8, 0, 0)), 8)
+    assert copyright_info[4] == 0  # no copy protection system
+    perf = sg_raw_in(node, bytes((0xAC, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0)), 24)
+    assert int.from_bytes(perf[16:20], "big") == blocks - 1
+    # The kernel's own view of the capacity agrees.
+    assert Path(f"/sys/block/{Path(served.lun.block or '').name}/size").read_text().strip() == (
+        str(blocks * 4)
+    )

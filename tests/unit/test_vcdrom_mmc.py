@@ -475,3 +475,67 @@ def test_rsoc_lists_mmc_commands_but_no_write() -> None:
     opcodes = {data[4 + 8 * i] for i in range(int.from_bytes(data[:4], "big") // 8)}
     assert {0x43, 0x46, 0x4A, 0x51, 0x52, 0xBD, 0x28, 0xA8, 0x25} <= opcodes
     assert not opcodes & {0x0A, 0x2A, 0xAA, 0x35}
+
+
+# -- READ DISC STRUCTURE / GET PERFORMANCE -------------------------------------------------
+
+
+class BigImage(BytesMedium):
+    """A DVD-sized image: larger than an 80-minute CD."""
+
+    @property
+    def size(self) -> int:
+        return (mmc.CD_MAX_BLOCKS + 1000) * BS
+
+
+def read_disc_structure(fmt: int, media: int = 0, layer: int = 0, alloc: int = 4096) -> bytes:
+    return bytes((0xAD, media, 0, 0, 0, 0, layer, fmt)) + alloc.to_bytes(2, "big") + bytes(2)
+
+
+def get_performance(data_type: int = 0, kind: int = 0, descriptors: int = 8) -> bytes:
+    return (bytes((0xAC, data_type)) + bytes(6) + descriptors.to_bytes(2, "big")
+            + bytes((kind, 0)))  # fmt: skip
+
+
+def test_read_disc_structure_of_a_dvd() -> None:
+    dev = MmcDevice(CdromConfig(name="dvd"), BigImage(1))
+    settle(dev)
+    physical = go(dev, read_disc_structure(0x00), 4096).data
+    assert len(physical) == 4 + 2048 and physical[0:2] == (2050).to_bytes(2, "big")
+    assert physical[4:7] == bytes((0x01, 0x02, 0x01))  # DVD-ROM, 120 mm, one embossed layer
+    start, end = int.from_bytes(physical[8:12], "big"), int.from_bytes(physical[12:16], "big")
+    assert start == 0x030000 and end - start + 1 == mmc.CD_MAX_BLOCKS + 1000
+    assert go(dev, read_disc_structure(0x01), 64).data == bytes((0, 6, 0, 0, 0, 0, 0, 0))
+    listing = go(dev, read_disc_structure(0xFF), 64).data
+    assert [listing[i] for i in range(4, len(listing), 4)] == [0x00, 0x01, 0xFF]
+    short = go(dev, read_disc_structure(0x00, alloc=8), 4096)
+    assert short.result.data_in_len == 8
+
+
+def test_read_disc_structure_refusals() -> None:
+    cd = drive()
+    settle(cd)
+    assert_sense(go(cd, read_disc_structure(0x00), 4096), 5, 0x30, 0x02)  # a CD is no DVD
+    assert go(cd, read_disc_structure(0xFF), 64).status == GOOD  # the list needs no DVD
+    empty = drive(None)
+    assert_sense(go(empty, read_disc_structure(0x01), 64), 2, 0x3A, 0x01)
+    dvd = MmcDevice(CdromConfig(name="dvd"), BigImage(1))
+    settle(dvd)
+    assert go(dvd, read_disc_structure(0x00, media=1), 64).sense.field == (True, 1, 3)  # BD
+    assert go(dvd, read_disc_structure(0x00, layer=1), 64).sense.field == (True, 6, 7)
+    assert go(dvd, read_disc_structure(0x04), 64).sense.field == (True, 7, 7)
+
+
+def test_get_performance_reports_one_read_speed() -> None:
+    dev = drive(100)
+    settle(dev)
+    data = go(dev, get_performance(), 8 + 16 * 8).data
+    assert data[0:4] == (20).to_bytes(4, "big") and data[4] == 0
+    speed = mmc.READ_SPEED_KBS.to_bytes(4, "big")
+    assert data[8:24] == bytes(4) + speed + (99).to_bytes(4, "big") + speed
+    write = go(dev, get_performance(data_type=0x04), 64).data  # Write: none on a reader
+    assert write == (4).to_bytes(4, "big") + bytes((0x02, 0, 0, 0))
+    assert go(dev, get_performance(kind=3), 64).data == (4).to_bytes(4, "big") + bytes(4)
+    assert go(dev, get_performance(descriptors=0), 64).data == (4).to_bytes(4, "big") + bytes(4)
+    assert go(dev, get_performance(kind=5), 64).sense.field == (True, 10, 7)
+    assert_sense(go(drive(None), get_performance(), 64), 2, 0x3A, 0x01)
