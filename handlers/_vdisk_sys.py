@@ -22,6 +22,8 @@ FALLOC_FL_ZERO_RANGE = 0x10
 # <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104)
 BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
+BLKPBSZGET = 0x127B  # _IO(0x12, 123)
+BLKROTATIONAL = 0x127E  # _IO(0x12, 126)
 
 _libc: ctypes.CDLL | None = None
 
@@ -67,6 +69,18 @@ def block_device_sector_size(fd: int) -> int:
     """Logical sector size of the block device (BLKSSZGET): the O_DIRECT alignment."""
     out = fcntl.ioctl(fd, BLKSSZGET, bytes(4))
     return int(struct.unpack("=i", out)[0])
+
+
+def block_device_physical_block_size(fd: int) -> int:
+    """Physical block size of the block device (BLKPBSZGET), e.g. 4096 on 512e disks."""
+    out = fcntl.ioctl(fd, BLKPBSZGET, bytes(4))
+    return int(struct.unpack("=I", out)[0])
+
+
+def block_device_rotational(fd: int) -> bool:
+    """Whether the block device spins (BLKROTATIONAL: 0 for SSDs, NVMe, RAM disks)."""
+    out = fcntl.ioctl(fd, BLKROTATIONAL, bytes(2))
+    return bool(struct.unpack("=H", out)[0])
 
 
 def data_extents(fd: int, offset: int, length: int) -> list[tuple[int, int, bool]]:

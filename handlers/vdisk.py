@@ -23,6 +23,7 @@ from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import abi
 from tcmu_scst.scsi.block import BlockDeviceConfig
 
+from . import _vdisk_sys as sysio
 from ._vdisk_file import FileBackend, FileMode
 from ._vdisk_null import NullBackend
 from .vdisk_params import (
@@ -101,8 +102,17 @@ def open_backend(params: VdiskParams) -> Backend:
     return backend
 
 
-def block_device_config(params: VdiskParams) -> BlockDeviceConfig:
-    """What the SBC emulation reports for this device (INQUIRY, VPD, MODE pages)."""
+def block_device_config(params: VdiskParams, backend: Backend | None = None) -> BlockDeviceConfig:
+    """What the SBC emulation reports for this device (INQUIRY, VPD, MODE pages).
+
+    On a block device (BLOCKIO, or FILEIO over a device node) the geometry follows the
+    real device: a non-rotating device (SSD, NVMe) is reported non-rotating whatever
+    ``rotational`` says, and a physical block larger than the logical one becomes the
+    LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT, so initiators align their I/O.
+    """
+    rotational, lbppbe = params.rotational, 0
+    if isinstance(backend, FileBackend) and backend.is_block_device:
+        rotational, lbppbe = _device_geometry(backend, params)
     return BlockDeviceConfig(
         name=params.name,
         block_size=params.blocksize,
@@ -110,7 +120,8 @@ def block_device_config(params: VdiskParams) -> BlockDeviceConfig:
         write_back=not params.write_through,
         nv_cache=params.nv_cache,
         removable=params.removable,
-        rotational=params.rotational,
+        rotational=rotational,
+        lbppbe=lbppbe,
         thin_provisioned=params.thin_provisioned,
         vendor=params.vendor,
         product=params.product,
@@ -118,6 +129,20 @@ def block_device_config(params: VdiskParams) -> BlockDeviceConfig:
         t10_dev_id=params.effective_t10_dev_id,
         naa_id=params.naa_id,
     )
+
+
+def _device_geometry(backend: FileBackend, params: VdiskParams) -> tuple[bool, int]:
+    try:
+        spins = sysio.block_device_rotational(backend.fd)
+        physical = sysio.block_device_physical_block_size(backend.fd)
+    except OSError as err:
+        log.warning("%s: cannot read %s's geometry (%s); reporting the configured one",
+                    params.name, params.filename, err)
+        return params.rotational, 0
+    lbppbe = 0
+    while params.blocksize << (lbppbe + 1) <= physical and lbppbe < 15:
+        lbppbe += 1
+    return params.rotational and spins, lbppbe
 
 
 class VdiskHandler(Handler):
@@ -129,7 +154,7 @@ class VdiskHandler(Handler):
         self.params = params.validate()
         self.backend: Backend = open_backend(params)
         try:
-            self.config = block_device_config(params)
+            self.config = block_device_config(params, self.backend)
             self.device: SbcDevice = _sbc_device(self.config, self.backend)
         except BaseException:
             self.backend.close()

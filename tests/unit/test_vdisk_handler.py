@@ -315,3 +315,54 @@ def test_a_reset_notification_clears_prevent_medium_removal(tmp_path: Path, tmr:
     h.on_tmr(TmrNotice(tmr, ()))
     assert run(h, command(eject)).status == GOOD
     h.close()
+
+
+@pytest.mark.parametrize(
+    ("spins", "physical", "asked_rotational", "rotational", "lbppbe"),
+    [
+        (False, 4096, True, False, 3),  # an SSD with 4 KiB sectors behind 512-byte blocks
+        (True, 512, True, True, 0),  # a plain disk
+        (True, 4096, False, False, 3),  # the user's non-rotational stays
+        (True, 1024, True, True, 1),
+    ],
+)
+def test_block_device_geometry_follows_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spins: bool, physical: int,
+    asked_rotational: bool, rotational: bool, lbppbe: int,
+) -> None:
+    from tcmu_scst.handlers import _vdisk_sys as sysio
+    from tcmu_scst.handlers._vdisk_file import FileBackend, FileMode
+    from tcmu_scst.handlers.vdisk import block_device_config
+
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    backend.is_block_device = True  # stands in for /dev/sdX: only the ioctls are faked
+    monkeypatch.setattr(sysio, "block_device_rotational", lambda fd: spins)
+    monkeypatch.setattr(sysio, "block_device_physical_block_size", lambda fd: physical)
+    params = VdiskParams(name="geo", filename="/dev/sdx", rotational=asked_rotational)
+    config = block_device_config(params, backend)
+    assert (config.rotational, config.lbppbe) == (rotational, lbppbe)
+    backend.close()
+
+
+def test_block_device_geometry_unreadable_keeps_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tcmu_scst.handlers import _vdisk_sys as sysio
+    from tcmu_scst.handlers._vdisk_file import FileBackend, FileMode
+    from tcmu_scst.handlers.vdisk import block_device_config
+
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    backend.is_block_device = True
+
+    def refuse(fd: int) -> bool:
+        raise OSError(25, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(sysio, "block_device_rotational", refuse)
+    config = block_device_config(VdiskParams(name="geo", filename="/dev/sdx"), backend)
+    assert (config.rotational, config.lbppbe) == (True, 0)
+    assert "cannot read /dev/sdx's geometry" in caplog.text
+    (tmp_path / "x").mkdir()
+    regular = FileBackend(make_file(tmp_path / "x"), 512, FileMode())  # a file: no ioctls
+    assert block_device_config(VdiskParams(name="f", filename="f"), regular).lbppbe == 0
+    regular.close()
+    backend.close()

@@ -1,0 +1,64 @@
+"""BLOCKIO over a real block device reports that device's geometry.
+
+scsi_debug with ``physblk_exp=3`` is a 512-byte-sector disk with 4096-byte physical
+blocks and a non-rotating medium. Exported through our vdisk BLOCKIO and seen by the
+kernel's sd over tcm_loop, the LUN must say the same: READ CAPACITY(16) LOGICAL BLOCKS
+PER PHYSICAL BLOCK EXPONENT 3 (sd: physical_block_size 4096) and VPD B1 rate 1 (sd:
+rotational 0), although the vdisk was opened with the default ``rotational``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.handlers.scsi_sysfs import find_by_identity
+from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
+from tcmu_scst.lab import lio
+
+from .tcmu_rig import serve
+from .test_passthrough_devices import wait_scsi_debug_gone
+
+pytestmark = pytest.mark.kernel
+
+MiB = 1 << 20
+
+
+def scsi_debug_disk(modprobe: Callable[..., None]) -> str:
+    wait_scsi_debug_gone()
+    modprobe("scsi_debug", "dev_size_mb=16", "physblk_exp=3", "num_tgts=1", "max_luns=1")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = [d for d in find_by_identity(vendor="Linux", model="scsi_debug") if d.block]
+        if found and Path(found[0].block or "").exists():
+            return found[0].block or ""
+        time.sleep(0.1)
+    pytest.fail("scsi_debug's disk did not show up")
+
+
+def test_blockio_reports_the_devices_physical_blocks_and_rotation(
+    lio_stack: lio.Teardown, modprobe: Callable[..., None]
+) -> None:
+    disk = scsi_debug_disk(modprobe)
+    name = Path(disk).name
+    assert Path(f"/sys/block/{name}/queue/physical_block_size").read_text().strip() == "4096"
+    assert Path(f"/sys/block/{name}/queue/rotational").read_text().strip() == "0"
+    served = serve(lio_stack, to_dev_config(VdiskParams("geo1", disk, blockio=True)), 16 * MiB)
+    assert served.lun is not None and served.lun.block is not None
+    ours = Path(served.lun.block).name
+    queue = Path(f"/sys/block/{ours}/queue")
+    assert (queue / "logical_block_size").read_text().strip() == "512"
+    assert (queue / "physical_block_size").read_text().strip() == "4096"
+    assert (queue / "rotational").read_text().strip() == "0"
+    cap = subprocess.run(["sg_readcap", "-l", served.lun.block], capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    assert "Logical blocks per physical block exponent=3" in cap.stdout, cap.stdout
+    # The exported disk goes before scsi_debug can be unloaded (modprobe's teardown).
+    lio_stack.close()
+    delete = Path(f"/sys/block/{name}/device/delete")
+    if delete.exists():
+        delete.write_text("1")
