@@ -31,6 +31,10 @@ class ScstShell(ConfigShell):  # type: ignore[misc]
         # Short prompts and no colours by default: output is parsed by scripts.
         self.prefs["color_mode"] = False
         self.prefs["tree_round_nodes"] = False
+        # Every session starts at / (as /proc/scsi_tgt has no "current directory"); only
+        # the command history carries over (configshell would also restore the path).
+        self.prefs["path_history"] = None
+        self.prefs["path_history_index"] = 0
         self.root = Root(self, ctx)
 
     def run_cmdline(self, cmdline: str) -> None:

@@ -47,6 +47,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", type=Path, help="run the commands of this script")
+    parser.add_argument(
+        "--history-dir", type=Path, default=_env_path("HISTORY_DIR"),
+        help="where an interactive session keeps its command history and preferences "
+        f"(default ~/.tcmu-scst); env {ENV_PREFIX}HISTORY_DIR",
+    )  # fmt: skip
     parser.add_argument("words", nargs=argparse.REMAINDER, help="one command to run, then exit")
     add_common_arguments(parser)
 
@@ -115,11 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
     from .app import ScstShell
 
-    shell = ScstShell(make_context(args))
     words = [w for w in args.words if w != "--"]
     if words and args.file:
         print("tcmu-scst shell: give either -f SCRIPT or a command, not both", file=sys.stderr)
         return 2
+    interactive = not words and not args.file and sys.stdin.isatty()
+    # Only a person at the prompt gets readline history (configshell keeps it, with its
+    # preferences, in that directory); scripts and one-shot commands leave none.
+    history = args.history_dir or Path.home() / ".tcmu-scst"
+    shell = ScstShell(make_context(args), str(history) if interactive else None)
     if words:
         try:
             shell.run_cmdline(" ".join(words))

@@ -24,35 +24,40 @@ def tmux(*args: str) -> str:
     ).stdout
 
 
-@pytest.fixture
-def pane(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    assert shutil.which("tmux"), "tmux is needed for the interactive shell test"
-    (tmp_path / "cfs").mkdir()
+def shell_command(tmp_path: Path) -> str:
+    """The shell on a fake configfs under ``tmp_path``, history kept there too."""
+    (tmp_path / "cfs").mkdir(exist_ok=True)
     repo = Path(__file__).resolve().parents[2]
-    command = " ".join(
+    return " ".join(
         [
             "env", "TCMU_SCST_FAKE_CONFIGFS=1", f"PYTHONPATH={shlex.quote(str(repo))}",
+            f"TCMU_SCST_HISTORY_DIR={shlex.quote(str(tmp_path / 'hist'))}",
             shlex.quote(sys.executable), "-m", "tcmu_scst.cli", "shell",
             "--configfs-root", shlex.quote(str(tmp_path / "cfs")),
             "--state-dir", shlex.quote(str(tmp_path / "state")),
             "--control-socket", shlex.quote(str(tmp_path / "none.sock")),
-            ";", "echo", "SHELL-EXITED-$?", ";", "sleep", "30",
         ]
     )  # fmt: skip
+
+
+def wait_on_screen(session: str, text: str) -> str:
+    deadline = time.monotonic() + 30
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if text in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
+
+
+@pytest.fixture
+def pane(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    assert shutil.which("tmux"), "tmux is needed for the interactive shell test"
+    command = f"{shell_command(tmp_path)}; echo SHELL-EXITED-$?; sleep 30"
     tmux("new-session", "-d", "-s", SESSION, "-x", "200", "-y", "60", command)
-
-    def wait_for(text: str) -> str:
-        deadline = time.monotonic() + 30
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = tmux("capture-pane", "-p", "-t", SESSION)
-            if text in screen:
-                return screen
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
-
     try:
-        yield wait_for
+        yield lambda text: wait_on_screen(SESSION, text)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True, timeout=10)
 
@@ -92,3 +97,26 @@ def test_interactive_session_with_completion(pane: Callable[[str], str], tmp_pat
         ("disk1", True)
     ]
     assert config.group("g1") is not None
+
+
+def test_history_is_kept_between_interactive_sessions(tmp_path: Path) -> None:
+    assert shutil.which("tmux"), "tmux is needed for the interactive shell test"
+    shell = shell_command(tmp_path)
+    session = f"{SESSION}-history"
+    command = f"{shell}; clear; echo SECOND-SESSION; {shell}; sleep 30"
+    tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "60", command)
+    try:
+        wait_on_screen(session, "/>")
+        tmux("send-keys", "-t", session, "cd /groups/Default", "Enter")
+        wait_on_screen(session, "Default>")
+        tmux("send-keys", "-t", session, "exit", "Enter")
+        wait_on_screen(session, "SECOND-SESSION")
+        wait_on_screen(session, "/>")  # a new session starts at /, whatever the last one did
+        tmux("send-keys", "-t", session, "Up", "Up")
+        screen = wait_on_screen(session, "/> cd /groups/Default")
+        assert "Default>" not in screen  # recalled, not run
+        assert (tmp_path / "hist" / "history.txt").read_text().splitlines()[-2:] == [
+            "cd /groups/Default", "exit"
+        ]
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
