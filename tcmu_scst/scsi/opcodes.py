@@ -204,6 +204,9 @@ COMMANDS: tuple[OpSpec, ...] = (
            _OUT, _IOW),
     _op(UNMAP, None, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, _GRP, 0xFF, 0xFF, 0), _OUT,
            "bmw"),
+    # SP 01h (refused: nothing saved); PC C0h, PAGE CODE 3Fh; SUBPAGE; PARAMETER POINTER.
+    _op(LOG_SENSE, None, "LOG SENSE", _u(0x4D, 0x01, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0),
+           _IN),
     _op(MODE_SELECT_10, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
            _OUT, "b"),
     _op(MODE_SENSE_10, None, "MODE SENSE(10)",

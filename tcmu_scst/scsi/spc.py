@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from tcmu_scst.command import Command, Result, data_in_result
+from tcmu_scst.scsi import logs
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.cdb import be, check_cdb
 from tcmu_scst.scsi.identity import (
@@ -88,6 +89,7 @@ class SpcDevice:
         self.register(op.MODE_SENSE_10, None, self._mode_sense)
         self.register(op.MODE_SELECT, None, self._mode_select)
         self.register(op.MODE_SELECT_10, None, self._mode_select)
+        self.register(op.LOG_SENSE, None, self._log_sense)
         self.register(
             op.MAINTENANCE_IN, op.MI_REPORT_SUPPORTED_OPERATION_CODES, self._report_opcodes
         )
@@ -295,6 +297,10 @@ class SpcDevice:
     def _mode_sense(self, cmd: Command, cdb: bytes) -> Result:
         data, alloc = mode_sense(self, cdb)
         return data_in(cmd, data, alloc)
+
+    def _log_sense(self, cmd: Command, cdb: bytes) -> Result:
+        page, alloc = logs.log_sense(cdb)
+        return data_in(cmd, page, alloc)
 
     def _mode_select(self, cmd: Command, cdb: bytes) -> Result:
         length = be(cdb, 7, 2) if len(cdb) == 10 else cdb[4]

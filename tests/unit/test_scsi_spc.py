@@ -320,3 +320,39 @@ def test_rsoc_option_mismatches_refused() -> None:
 def test_rsoc_allocation_length_respected() -> None:
     reply = run(make_disk()[0].execute, h.rsoc(alloc=12), in_len=8192)
     assert reply.result.data_in_len == 12
+
+
+# -- LOG SENSE ----------------------------------------------------------------------------
+
+
+def log_sense(page: int, subpage: int = 0, pc: int = 1, pointer: int = 0, alloc: int = 512,
+              sp: bool = False) -> bytes:  # fmt: skip
+    return (bytes((0x4D, int(sp), (pc << 6) | page, subpage, 0)) + pointer.to_bytes(2, "big")
+            + alloc.to_bytes(2, "big") + b"\x00")  # fmt: skip
+
+
+def test_log_sense_supported_pages_and_subpages() -> None:
+    dev, _ = make_disk()
+    assert run(dev.execute, log_sense(0x00), in_len=512).data == bytes((0, 0, 0, 2, 0x00, 0x2F))
+    both = run(dev.execute, log_sense(0x00, 0xFF), in_len=512).data
+    assert both[:4] == bytes((0x40, 0xFF, 0, 6))
+    assert both[4:] == bytes((0x00, 0x00, 0x00, 0xFF, 0x2F, 0x00))
+
+
+def test_log_sense_informational_exceptions_reports_none() -> None:
+    dev, _ = make_disk()
+    for pc in range(4):  # no thresholds: every page control reads the same
+        page = run(dev.execute, log_sense(0x2F, pc=pc), in_len=512).data
+        assert page == bytes((0x2F, 0, 0, 7, 0, 0, 0x03, 3, 0x00, 0x00, 0xFF))
+    short = run(dev.execute, log_sense(0x2F, alloc=4), in_len=512)
+    assert short.result.data_in_len == 4
+
+
+def test_log_sense_refusals() -> None:
+    dev, _ = make_disk()
+    assert run(dev.execute, log_sense(0x0D), in_len=512).sense.field == (True, 2, 5)
+    assert run(dev.execute, log_sense(0x2F, 0x01), in_len=512).sense.field == (True, 3, 7)
+    assert run(dev.execute, log_sense(0x2F, pointer=1), in_len=512).sense.field == (True, 5, 7)
+    assert run(dev.execute, log_sense(0x00, sp=True), in_len=512).sense.field == (True, 1, 0)
+    log_select = bytes((0x4C,)) + bytes(9)
+    assert run(dev.execute, log_select).sense.code == (5, 0x20, 0x00)
