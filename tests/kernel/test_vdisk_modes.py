@@ -102,6 +102,15 @@ class Vdisk:
     dev: str  # /dev/sdX
     sg: str  # /dev/sgN
     backing: Path | None
+    block_device: str = ""  # BLOCKIO: the loop device it serves
+
+    def spins(self) -> bool:
+        """Whether the LUN should say it rotates: yes, except where BLOCKIO's device
+        does not (a loop device over tmpfs reports non-rotating)."""
+        if not self.block_device:
+            return True
+        name = Path(self.block_device).name
+        return Path(f"/sys/block/{name}/queue/rotational").read_text().strip() == "1"
 
 
 def make_vdisk(stack: lio.Teardown, tmp: Path, mode: str, block_size: int,
@@ -138,7 +147,8 @@ def make_vdisk(stack: lio.Teardown, tmp: Path, mode: str, block_size: int,
                          size=SIZE if mode == "NULLIO" else None, **flags)
     served = serve(stack, to_dev_config(params), size, block_size=block_size)
     assert served.lun is not None and served.lun.block and served.lun.sg
-    return Vdisk(mode, block_size, served.lun.block, served.lun.sg, backing)
+    block_device = filename if mode == "BLOCKIO" else ""
+    return Vdisk(mode, block_size, served.lun.block, served.lun.sg, backing, block_device)
 
 
 def mode_page(dev: str, page: int) -> tuple[int, bytes]:
@@ -175,7 +185,9 @@ def test_pages_show_what_the_mode_promises(
     limits = vpd(disk.dev, 0xB0)
     assert int.from_bytes(limits[8:12], "big") > 0, "MAXIMUM TRANSFER LENGTH 0"
     bdc = vpd(disk.dev, 0xB1)
-    assert int.from_bytes(bdc[4:6], "big") == 0, "rotational (default): rate not reported"
+    # MEDIUM ROTATION RATE: 0 (not reported) by default; 1 (non-rotating) when BLOCKIO
+    # serves a device that does not spin, whatever the vdisk's rotational says.
+    assert int.from_bytes(bdc[4:6], "big") == (0 if disk.spins() else 1), "rotation rate"
     lbp = vpd(disk.dev, 0xB2)
     assert lbp[5] & 0x80 == 0, "LBPU set on a fully provisioned device"
 
