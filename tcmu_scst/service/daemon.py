@@ -133,6 +133,7 @@ class Daemon:
         self.trace_file = trace_file  # where the shell keeps them; read at start
         self.decorations = decorations  # the log handler's pid/function/line filter
         self._log_levels: dict[str, int] = {}  # logger levels before 'debug' tracing
+        self._seen_threads: int | None = None  # the state file's threads, last read
         self.open_handler = open_handler
         self.owns = owns
         self.open_port = open_port
@@ -187,6 +188,7 @@ class Daemon:
             def materialize() -> None:
                 for acl in materializer.poll_once():
                     log.info("default group: ACL for %s on %s", acl.initiator, acl.wwn)
+                self._follow_configured_threads()
 
             self.every(self.materialize_every, materialize)
         if self.hotplug is not None:
@@ -465,19 +467,33 @@ class Daemon:
     def _configured_threads(self) -> None:
         """``threads`` from the applied scst.conf (or the shell's /threads) beats the
         command line's --threads: the state file keeps the admin's last word."""
-        if self.state_file is None:
-            return
-        from tcmu_scst.scst.ownership import load_ownership
-
-        try:
-            configured = load_ownership(self.state_file).threads
-        except ConfigError as err:
-            log.warning("threads: %s; keeping %d", err, self.threads)
-            return
+        configured = self._state_threads(warn=True)
         if configured is not None and configured != self.threads:
             log.info("threads %d from %s (command line: %d)", configured, self.state_file,
                      self.threads)
             self.threads = configured
+        self._seen_threads = configured
+
+    def _follow_configured_threads(self) -> None:
+        """A later ``config apply`` that changes ``threads`` reaches the running devices
+        (polled with the materializer; the shell also tells the daemon directly)."""
+        configured = self._state_threads(warn=False)  # a damaged file: said at start
+        if configured is not None and configured != self._seen_threads:
+            self._seen_threads = configured
+            if configured != self.threads:
+                self.set_threads(configured)
+
+    def _state_threads(self, *, warn: bool) -> int | None:
+        if self.state_file is None:
+            return None
+        from tcmu_scst.scst.ownership import load_ownership
+
+        try:
+            return load_ownership(self.state_file).threads
+        except ConfigError as err:
+            if warn:
+                log.warning("threads: %s; keeping %d", err, self.threads)
+            return None
 
     def set_threads(self, count: int) -> None:
         """Worker threads per device, for every device now and for those opened later."""

@@ -30,6 +30,7 @@ from tcmu_scst.kernel.netlink import (
     RemovedDevice,
     TcmuModuleParams,
 )
+from tcmu_scst.scst.ownership import Ownership, save_ownership
 from tcmu_scst.service import control
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.testing.emulator_port import EmulatorPort
@@ -374,17 +375,21 @@ def test_set_threads_applies_to_running_devices_and_new_ones(rig: Rig, tmp_path:
         control.request("set_threads", tmp_path / "control.sock", threads=-1)
 
 
-def test_threads_from_the_applied_config_beat_the_command_line(tmp_path: Path) -> None:
-    from tcmu_scst.scst.ownership import Ownership, save_ownership
-
+def rig_with_state(tmp_path: Path, ownership: Ownership, poll: float) -> Rig:
+    """A started daemon serving disk1, with a state file (polled every ``poll`` s)."""
     state = tmp_path / "lio-state.json"
-    save_ownership(state, Ownership(threads=6))
+    save_ownership(state, ownership)
     rig = Rig(tmp_path)
     rig.daemon.state_file = state
-    rig.daemon.materialize_every = 0
+    rig.daemon.materialize_every = poll
     rig.add_uio(0, "tcm-user/1/disk1/vdisk/x")
     rig.make_backstore(1, "disk1", "vdisk/x")
     rig.start()
+    return rig
+
+
+def test_threads_from_the_applied_config_beat_the_command_line(tmp_path: Path) -> None:
+    rig = rig_with_state(tmp_path, Ownership(threads=6), poll=0)
     try:
         assert rig.daemon.threads == 6
         assert rig.daemon.devices[(1, "disk1")].runner.threads == 6
@@ -404,3 +409,21 @@ def test_served_devices_get_tmr_notifications(rig: Rig) -> None:
     wait_for(lambda: rig.netlink.replies)
     assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 7, 0)]
     assert read_through(rig, 3) == b"vdisk/cfg"
+
+
+def test_a_later_config_apply_of_threads_reaches_running_devices(tmp_path: Path) -> None:
+    state = tmp_path / "lio-state.json"
+    rig = rig_with_state(tmp_path, Ownership(), poll=0.05)  # no threads: --threads (2)
+    try:
+        runner = rig.daemon.devices[(1, "disk1")].runner
+        assert rig.daemon.threads == 2
+        save_ownership(state, Ownership(threads=5))  # what 'config apply' records
+        wait_for(lambda: runner.threads == 5 and len(runner._workers) == 5)
+        assert rig.daemon.threads == 5
+        # The shell sets 3 directly; the file (also 3 after its edit) changes nothing more.
+        control.request("set_threads", tmp_path / "control.sock", threads=3)
+        save_ownership(state, Ownership(threads=3))
+        time.sleep(0.3)
+        assert runner.threads == 3 and rig.daemon.threads == 3
+    finally:
+        rig.stop()
