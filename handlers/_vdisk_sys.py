@@ -59,28 +59,30 @@ def zero_range(fd: int, offset: int, length: int) -> None:
     _fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
 
 
+def _ioctl_number(fd: int, request: int, fmt: str) -> int:
+    """The number a block-device ``_IOR``-style ioctl writes back (``fmt``: its C type)."""
+    out = fcntl.ioctl(fd, request, bytes(struct.calcsize(fmt)))
+    return int(struct.unpack(fmt, out)[0])
+
+
 def block_device_size(fd: int) -> int:
     """Size in bytes of the block device open on ``fd`` (BLKGETSIZE64)."""
-    out = fcntl.ioctl(fd, BLKGETSIZE64, bytes(8))
-    return int(struct.unpack("=Q", out)[0])
+    return _ioctl_number(fd, BLKGETSIZE64, "=Q")
 
 
 def block_device_sector_size(fd: int) -> int:
     """Logical sector size of the block device (BLKSSZGET): the O_DIRECT alignment."""
-    out = fcntl.ioctl(fd, BLKSSZGET, bytes(4))
-    return int(struct.unpack("=i", out)[0])
+    return _ioctl_number(fd, BLKSSZGET, "=i")
 
 
 def block_device_physical_block_size(fd: int) -> int:
     """Physical block size of the block device (BLKPBSZGET), e.g. 4096 on 512e disks."""
-    out = fcntl.ioctl(fd, BLKPBSZGET, bytes(4))
-    return int(struct.unpack("=I", out)[0])
+    return _ioctl_number(fd, BLKPBSZGET, "=I")
 
 
 def block_device_rotational(fd: int) -> bool:
     """Whether the block device spins (BLKROTATIONAL: 0 for SSDs, NVMe, RAM disks)."""
-    out = fcntl.ioctl(fd, BLKROTATIONAL, bytes(2))
-    return bool(struct.unpack("=H", out)[0])
+    return bool(_ioctl_number(fd, BLKROTATIONAL, "=H"))
 
 
 def data_extents(fd: int, offset: int, length: int) -> list[tuple[int, int, bool]]:

@@ -35,7 +35,6 @@ from .vdisk_params import (
 )
 
 HANDLER_NAME = "vcdrom"
-DEV_CONFIG_PREFIX = "vcdrom/"
 _DC_KEYS = {"n": "name", "filename": "filename", "t10_dev_id": "t10_dev_id", "usn": "usn",
             "sid": "setup_id"}
 #: Modern attributes: filename, the identities; tst and read_only only at SCST's value.

@@ -39,7 +39,7 @@ MAX_NAME_LEN = 64  # our limit for modern names (configfs directory, INQUIRY pro
 PROC_MAX_NAME_LEN = 16  # 0.9.6: char name[16+1]
 MAX_USN_LEN = 20  # SCST MAX_USN_LEN - 1
 MAX_T10_DEV_ID_LEN = 25  # SCST t10_dev_id[16+8+2] - 1: longer derived ids are cut
-DEV_CONFIG_PREFIX = "vdisk/"
+SUBTYPE = "vdisk"  # dev_config starts with "vdisk/"
 #: LIO's IEEE OUI (OpenFabrics), used in our NAA IEEE Registered Extended ids.
 NAA_OUI = 0x001405
 
@@ -464,14 +464,14 @@ def to_dev_config(params: VdiskParams) -> str:
     if params.filename:
         tokens.append(("f", params.filename))  # last: the longest part
     return devconfig.encode(
-        DEV_CONFIG_PREFIX.rstrip("/"), tokens, who=f"vdisk {params.name}",
+        SUBTYPE, tokens, who=f"vdisk {params.name}",
         hint="use a shorter file path (e.g. a symlink)",
     )  # fmt: skip
 
 
 def parse_dev_config(text: str) -> VdiskParams:
     """Inverse of :func:`to_dev_config`."""
-    decoded = devconfig.decode(text, [DEV_CONFIG_PREFIX.rstrip("/")])
+    decoded = devconfig.decode(text, [SUBTYPE])
     items = decoded.values(_DC_KEYS, flags=[*_DC_FLAGS, _DC_NOT_ROTATIONAL])
     values: dict[str, Any] = {}
     for key, value in items.items():

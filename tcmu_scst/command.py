@@ -133,11 +133,11 @@ class DataBuffer:
 
     def preadv(self, fd: int, file_offset: int, offset: int = 0, length: int | None = None) -> int:
         """Read from ``fd`` at ``file_offset`` straight into the buffer; returns bytes read."""
-        if offset or (length is not None and length != self.length):
+        if offset == 0 and (length is None or length == self.length):
+            views, want = self.views, self.length  # the common case: the whole buffer
+        else:
             views = self.slices(offset, length)
             want = sum(map(len, views))
-        else:
-            views, want = self.views, self.length  # the common case: the whole buffer
         got = os.preadv(fd, views, file_offset)
         while 0 < got < want:  # short read: continue where it stopped
             rest = DataBuffer(views).slices(got)

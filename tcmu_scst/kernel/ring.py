@@ -218,14 +218,13 @@ class Ring:
                 if iov_cnt <= 1 and not bidi_cnt and rel + 48 + 16 * iov_cnt <= cdb_at < entry_end:
                     opcode = span[cdb_at]
                     cdb_end = cdb_at + (cdb_len_of[opcode] or span[cdb_at + 7] + 8)
-                    if cdb_end > entry_end:
-                        pass
-                    elif iov_cnt == 0:
-                        data = EMPTY_BUFFER
-                    else:
-                        data = buffers.get(base0)
-                        if data is None or data.length != len0:
-                            data = self._buffer(base0, len0)
+                    if cdb_end <= entry_end:  # else the slow path says why
+                        if iov_cnt == 0:
+                            data = EMPTY_BUFFER
+                        else:
+                            data = buffers.get(base0)
+                            if data is None or data.length != len0:
+                                data = self._buffer(base0, len0)
                 if data is not None:
                     cmd = Command(cmd_id, span[cdb_at:cdb_end], data, None, None, self, generation)
                 else:

@@ -40,14 +40,14 @@ def log_page(code: int, subpage: int, pointer: int) -> bytes:
     kept here, or if the pointer is past its last parameter)."""
     if (code, subpage) not in PAGES:
         raise SenseError.invalid_field_in_cdb(2 if subpage == 0 else 3, 5 if subpage == 0 else 7)
+    if pointer:
+        # Past the last parameter code: the supported-pages lists have none, the
+        # Informational Exceptions page only 0000h.
+        raise SenseError.invalid_field_in_cdb(5)
     if code == SUPPORTED_PAGES:
-        if pointer:
-            raise SenseError.invalid_field_in_cdb(5)  # these pages have no parameters
         if subpage == ALL_SUBPAGES:
             return _page(code, subpage, b"".join(bytes(pair) for pair in PAGES))
         return _page(code, 0, bytes(sorted({page for page, _ in PAGES})))
-    if pointer > 0:
-        raise SenseError.invalid_field_in_cdb(5)  # the one parameter is 0000h
     # FORMAT AND LINKING 11b (binary), no threshold met; ASC, ASCQ, temperature.
     return _page(code, 0, _parameter(0x0000, 0x03, bytes((0x00, 0x00, 0xFF))))
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
@@ -130,17 +130,8 @@ class TraceFlags:
 
     @classmethod
     def from_mask(cls, mask: int) -> TraceFlags:
-        bit = COMMON_TOKENS
-        return cls(
-            scsi=bool(mask & bit["scsi"]),
-            buff=bool(mask & bit["buff"]),
-            minor=bool(mask & bit["minor"]),
-            special=bool(mask & bit["special"]),
-            debug=bool(mask & bit["debug"]),
-            pid=bool(mask & bit["pid"]),
-            function=bool(mask & bit["function"]),
-            line=bool(mask & bit["line"]),
-        )
+        """Each field is the token of the same name."""
+        return cls(**{f.name: bool(mask & COMMON_TOKENS[f.name]) for f in fields(cls)})
 
     @property
     def per_command(self) -> bool:
