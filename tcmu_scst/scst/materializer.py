@@ -39,7 +39,7 @@ from tcmu_scst.kernel.fabrics import normalize_wwpn, parse_dynamic_sessions
 from tcmu_scst.scst.apply import ApplyError, Step, execute, tpg_handle
 from tcmu_scst.scst.mapping import TPG_TAG
 from tcmu_scst.scst.model import initiator_name_error
-from tcmu_scst.scst.ownership import OwnedTarget, load_ownership, save_ownership
+from tcmu_scst.scst.ownership import OwnedTarget, Ownership, load_ownership, save_ownership
 
 log = logging.getLogger("tcmu_scst.scst.materializer")
 
@@ -109,6 +109,8 @@ class Materializer:
     kernel_log: Callable[[], list[str]] | None = None
     _seen_fails: dict[tuple[str, str], str] = field(default_factory=dict)
     _refused: list[str] = field(default_factory=list)
+    #: The state file as the last poll read it (the daemon follows its ``threads``).
+    last: Ownership | None = None
 
     def __post_init__(self) -> None:
         if self.kernel_log is None and self.cfs.root == DEFAULT_ROOT:
@@ -116,7 +118,7 @@ class Materializer:
 
     def poll_once(self) -> list[Materialized]:
         """One pass over every case-C target; returns the ACLs created."""
-        ownership = load_ownership(self.state_file)
+        ownership = self.last = load_ownership(self.state_file)
         self._refused = refused_initiators(self.kernel_log()) if self.kernel_log else []
         created: list[Materialized] = []
         for owned in ownership.targets:

@@ -162,7 +162,7 @@ class Daemon:
             except ConfigError as err:
                 log.warning("trace levels: %s; using SCST's defaults", err)
         self.apply_traces()
-        self._configured_threads()
+        self._adopt_threads(self._state_threads())
         self.netlink.open()
         self.params.set_block_netlink(True)
         try:
@@ -188,7 +188,8 @@ class Daemon:
             def materialize() -> None:
                 for acl in materializer.poll_once():
                     log.info("default group: ACL for %s on %s", acl.initiator, acl.wwn)
-                self._follow_configured_threads()
+                if materializer.last is not None:
+                    self._adopt_threads(materializer.last.threads)
 
             self.every(self.materialize_every, materialize)
         if self.hotplug is not None:
@@ -464,26 +465,18 @@ class Daemon:
             return self.hotplug.handle_request(request)
         return {"ok": False, "error": f"unknown request {op!r}"}
 
-    def _configured_threads(self) -> None:
+    def _adopt_threads(self, configured: int | None) -> None:
         """``threads`` from the applied scst.conf (or the shell's /threads) beats the
-        command line's --threads: the state file keeps the admin's last word."""
-        configured = self._state_threads(warn=True)
-        if configured is not None and configured != self.threads:
-            log.info("threads %d from %s (command line: %d)", configured, self.state_file,
-                     self.threads)
-            self.threads = configured
+        command line's --threads: the state file keeps the admin's last word. Read at
+        start and then with every materializer poll, so a later ``config apply`` that
+        changes it reaches the running devices (the shell also tells us directly)."""
+        if configured is None or configured == self._seen_threads:
+            return
         self._seen_threads = configured
+        if configured != self.threads:
+            self.set_threads(configured)
 
-    def _follow_configured_threads(self) -> None:
-        """A later ``config apply`` that changes ``threads`` reaches the running devices
-        (polled with the materializer; the shell also tells the daemon directly)."""
-        configured = self._state_threads(warn=False)  # a damaged file: said at start
-        if configured is not None and configured != self._seen_threads:
-            self._seen_threads = configured
-            if configured != self.threads:
-                self.set_threads(configured)
-
-    def _state_threads(self, *, warn: bool) -> int | None:
+    def _state_threads(self) -> int | None:
         if self.state_file is None:
             return None
         from tcmu_scst.scst.ownership import load_ownership
@@ -491,8 +484,7 @@ class Daemon:
         try:
             return load_ownership(self.state_file).threads
         except ConfigError as err:
-            if warn:
-                log.warning("threads: %s; keeping %d", err, self.threads)
+            log.warning("threads: %s; keeping %d", err, self.threads)
             return None
 
     def set_threads(self, count: int) -> None:
