@@ -211,13 +211,19 @@ def test_startup_recovers_existing_devices_in_order(rig: Rig) -> None:
     assert Disk.closed == ["vdisk/x"]
 
 
+def add_and_serve(rig: Rig, device_id: int) -> None:
+    """An ADDED event for a new vdisk (uio3, user_4/d): answered with 0, and served."""
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, device_id))
+    wait_for(lambda: rig.netlink.replies)
+    assert rig.netlink.replies[-1] == (TCMU_CMD_ADDED_DEVICE + 3, device_id, 0)
+    assert read_through(rig, 3) == b"vdisk/cfg"
+
+
 def test_added_event_attaches_and_replies(rig: Rig) -> None:
     rig.start()
-    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
-    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 77))
-    wait_for(lambda: rig.netlink.replies)
-    assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 77, 0)]
-    assert read_through(rig, 3) == b"vdisk/cfg"
+    add_and_serve(rig, 77)
+    assert len(rig.netlink.replies) == 1
 
 
 def test_event_for_foreign_handler_is_left_alone(rig: Rig) -> None:
@@ -367,9 +373,7 @@ def test_set_threads_applies_to_running_devices_and_new_ones(rig: Rig, tmp_path:
     assert reply["threads"] == 4 and runner.threads == 4
     wait_for(lambda: len(runner._workers) == 4)
     assert read_through(rig, 0) == b"vdisk/x"
-    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
-    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 77))
-    wait_for(lambda: rig.netlink.replies)
+    add_and_serve(rig, 77)
     assert rig.daemon.devices[(4, "d")].runner.threads == 4
     with pytest.raises(control.ControlError, match="0 to 256"):
         control.request("set_threads", tmp_path / "control.sock", threads=-1)
@@ -404,11 +408,8 @@ def test_served_devices_get_tmr_notifications(rig: Rig) -> None:
     rig.start()
     assert rig.cfs.read("core/user_1/disk1/attrib/tmr_notification").strip() == "1"
     # A device whose configfs entry cannot be written is still served (a warning only).
-    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
-    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 7))
-    wait_for(lambda: rig.netlink.replies)
-    assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 7, 0)]
-    assert read_through(rig, 3) == b"vdisk/cfg"
+    add_and_serve(rig, 7)
+    assert len(rig.netlink.replies) == 1
 
 
 def test_a_later_config_apply_of_threads_reaches_running_devices(tmp_path: Path) -> None:
