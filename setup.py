@@ -12,6 +12,7 @@ setup(
     long_description=(Path(__file__).parent / "README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     license="GPL-2.0-only",
+    license_files=["LICENSE"],
     python_requires=">=3.11",
     packages=[
         "tcmu_scst",
@@ -24,12 +25,9 @@ setup(
         "tcmu_scst.handlers",
         "tcmu_scst.shell",
     ],
-    # handlers/ and shell/ live at the top of the tree (the design card) but are
-    # installed inside the package, never as top-level 'handlers'/'shell'.
-    package_dir={
-        "tcmu_scst.handlers": "handlers",
-        "tcmu_scst.shell": "shell",
-    },
+    # handlers/ and shell/ live at the top of the tree (the design card); the package
+    # reaches them through the symlinks tcmu_scst/handlers and tcmu_scst/shell, so a
+    # checkout, an editable install and a wheel all import the same tcmu_scst.handlers.
     package_data={"tcmu_scst.lab": ["*.sh"]},
     data_files=[
         (
@@ -42,13 +40,14 @@ setup(
             ],
         )
     ],
+    # Floors: the versions the test suite ran with (CI installs the newest).
     install_requires=[
-        "pyudev>=0.24",
-        "pyroute2>=0.7",
-        "configshell-fb>=1.1.30",
+        "pyudev>=0.24.5",
+        "pyroute2>=0.9.7",
+        "configshell-fb>=2.0.3",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],
+        "test": ["pytest>=9.2", "hypothesis>=6.170", "mypy>=2.4", "ruff>=0.17"],
     },
     entry_points={"console_scripts": ["tcmu-scst = tcmu_scst.cli:main"]},
     classifiers=[

@@ -252,7 +252,7 @@ def to_dev_config(params: PassthroughParams) -> str:
 
 
 def parse_dev_config(text: str) -> PassthroughParams:
-    """Inverse of :func:`to_dev_config` (also reads scst.devconfig's fallback form)."""
+    """Inverse of :func:`to_dev_config` (a raw ':' in the address is accepted)."""
     decoded = devconfig.decode(text, HANDLER_TYPES)
     where = decoded.where
     values = {k: v or "" for k, v in decoded.values(("hctl", "ser", "to", "vin", "vout")).items()}

@@ -12,7 +12,6 @@ written:
 (c) the TCMU ``dev_config`` ``vcdrom/n=NAME;filename=PATH`` (:func:`to_dev_config`,
     :func:`parse_dev_config`): keys are the attribute names, values are
     percent-encoded, so no ',' (the kernel's option separator) or ':' ever appears.
-    It is the same form ``tcmu_scst.scst.devconfig`` writes as its fallback.
 
 Identities are derived as for vdisk (``vdisk_params``): ``usn`` and ``t10_dev_id``
 from crc32c of the name and the setup id, so a drive keeps its serial.

@@ -3,26 +3,42 @@
 Each subcommand lives in its own module, which provides ``add_arguments(parser)``
 and ``run(args) -> int``. Those modules keep their imports light (heavy or optional
 dependencies are imported inside ``run``), so ``tcmu-scst --help`` works anywhere.
+``python3 -m tcmu_scst`` runs the same command (``__main__.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from tcmu_scst import __version__
 from tcmu_scst.errors import TcmuScstError
+from tcmu_scst.lab import cli as lab_cli
+from tcmu_scst.scst import cli as config_cli
+from tcmu_scst.service import cli as daemon_cli
+from tcmu_scst.service import install
+from tcmu_scst.shell import cli as shell_cli
+from tcmu_scst.shell import proc
 
-# name -> (module, one-line help). Order is the order of ``--help``.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "lab": ("tcmu_scst.lab.cli", "boot the real kernel in a microVM: try the target, or --run CMD"),
-    "daemon": ("tcmu_scst.service.cli", "serve TCMU devices: netlink events, rings, control"),
-    "config": ("tcmu_scst.scst.cli", "scst.conf: check, apply to LIO (diff, all-or-nothing), save"),
-    "install": ("tcmu_scst.service.install", "put the udev rule and systemd units in place"),
-    "shell": ("tcmu_scst.shell.cli", "admin shell mirroring SCST 0.9.6's /proc/scsi_tgt"),
-    "proc": ("tcmu_scst.shell.proc", "perform an SCST 0.9.6 /proc/scsi_tgt write or read"),
+
+class Subcommand(Protocol):
+    """What a subcommand module provides (a module satisfies this protocol)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# name -> (one-line help, module). Order is the order of ``--help``.
+SUBCOMMANDS: dict[str, tuple[str, Subcommand]] = {
+    "lab": ("boot the real kernel in a microVM: try the target, or --run CMD", lab_cli),
+    "daemon": ("serve TCMU devices: netlink events, rings, control", daemon_cli),
+    "config": ("scst.conf: check, apply to LIO (diff, all-or-nothing), save", config_cli),
+    "install": ("put the udev rule and systemd units in place", install),
+    "shell": ("admin shell mirroring SCST 0.9.6's /proc/scsi_tgt", shell_cli),
+    "proc": ("perform an SCST 0.9.6 /proc/scsi_tgt write or read", proc),
 }
 
 
@@ -33,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tcmu-scst {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (help_text, module) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module_name)
-        module = importlib.import_module(module_name)
+        p.set_defaults(_run=module.run)
         module.add_arguments(p)
     return parser
 
@@ -44,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "_module", None):
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "_run", None)
+    if run is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        return int(run(args) or 0)
     except TcmuScstError as err:
         print(f"tcmu-scst {args.command}: error: {err}", file=sys.stderr)
         return 1

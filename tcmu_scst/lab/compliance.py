@@ -254,8 +254,7 @@ def vdisk_backstore(
 
     def create(stack: Teardown) -> Path:
         # Imported here: the fileio path must not need the service/handler layers.
-        import importlib
-
+        from tcmu_scst.handlers import vdisk_params
         from tcmu_scst.kernel import uio
         from tcmu_scst.kernel.configfs import Configfs
         from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
@@ -268,12 +267,14 @@ def vdisk_backstore(
         with open(backing, "wb") as handle:
             handle.truncate(size)
         stack.push(f"remove {backing}", lambda: backing.unlink(missing_ok=True))
-        # handlers/ installs as tcmu_scst.handlers; from a source tree mypy cannot see it.
-        vdisk_params = importlib.import_module("tcmu_scst.handlers.vdisk_params")
         vdisk = vdisk_params.VdiskParams(
-            name="compliance1", filename=str(backing), blocksize=block_size, **params
+            name="compliance1", filename=str(backing), blocksize=block_size
         )
-        dev_config: str = vdisk_params.to_dev_config(vdisk)
+        for flag, value in params.items():
+            if not isinstance(getattr(vdisk, flag, None), bool):
+                raise LabError(f"vdisk has no flag {flag!r}")
+            setattr(vdisk, flag, value)
+        dev_config = vdisk_params.to_dev_config(vdisk)
         # cmd_time_out: a command the handler never completes fails after 30 s instead
         # of hanging iscsi-test-cu (which has no timeout of its own).
         options = UserBackstoreOptions(dev_config=dev_config, dev_size=size,
@@ -319,10 +320,10 @@ def report(results: Sequence[CaseResult], cmp: Comparison) -> str:
 
 def _vdisk_flags() -> set[str]:
     import dataclasses
-    import importlib
 
-    params = importlib.import_module("tcmu_scst.handlers.vdisk_params").VdiskParams
-    return {f.name for f in dataclasses.fields(params) if f.type in ("bool", bool)}
+    from tcmu_scst.handlers.vdisk_params import VdiskParams
+
+    return {f.name for f in dataclasses.fields(VdiskParams) if f.type in ("bool", bool)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,22 +2,20 @@
 
 The TCMU ``dev_config`` string is ``<subtype>/<handler string>``; the subtype selects
 the userspace handler and doubles as our ownership mark: a user backstore whose
-``dev_config`` starts with one of :data:`SUBTYPES` was made by tcmu-scst.
-
-The vdisk parameter encoding belongs to ``tcmu_scst.handlers.vdisk`` (the daemon
-decodes it there); this module asks that module first and only falls back to a simple
-``key=value;key=value`` form (values percent-encoded) while it is not installed.
+``dev_config`` starts with one of :data:`SUBTYPES` was made by tcmu-scst. Each handler
+owns its encoding (its ``*_params`` module); this module only picks the codec, so the
+string written here is exactly the one the daemon decodes.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
-from typing import Any
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
-from tcmu_scst.kernel.devconfig import quote, unquote
+from tcmu_scst.handlers import passthrough_params, perf, scsi_sysfs, vcdrom_params
+from tcmu_scst.handlers import vdisk_params as vdisk_codec
+from tcmu_scst.handlers.vdisk_params import VdiskParams
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
 
 VDISK_SUBTYPE = "vdisk"
@@ -25,32 +23,12 @@ VDISK_SUBTYPE = "vdisk"
 SUBTYPES = frozenset({VDISK_SUBTYPE, "vcdrom", *PASSTHROUGH_HANDLERS})
 DEFAULT_BLOCK_SIZE = 512
 CDROM_BLOCK_SIZE = 2048
-NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2  # SCST's VDISK_NULLIO_SIZE (fallback only)
-
-_VDISK_MODULE = "tcmu_scst.handlers.vdisk_params"
-_PASSTHROUGH_MODULE = "tcmu_scst.handlers.passthrough_params"
-_SYSFS_MODULE = "tcmu_scst.handlers.scsi_sysfs"
 # Real pass-through handlers (not the perf ones, which emulate): their options
 # (serialized, timeout, vendor opcodes) travel in dev_config.
-REAL_PASSTHROUGH = frozenset(
-    {"dev_disk", "dev_tape", "dev_processor", "dev_cdrom", "dev_modisk", "dev_changer", "dev_raid"}
-)
+REAL_PASSTHROUGH = frozenset(scsi_sysfs.HANDLER_TYPES)
 # Tapes and changers run commands for hours (rewind, inventory): the kernel's per-command
 # timeout (30 s by default) would fail them; the initiator keeps its own timeouts.
 NO_KERNEL_TIMEOUT = frozenset({"dev_tape", "dev_changer"})
-
-
-def _optional_module(name: str) -> Any:
-    """A handlers module, or None where the handlers package is not installed."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _vdisk_module() -> Any:
-    """The vdisk parameter model, or None where the handlers package is not installed."""
-    return _optional_module(_VDISK_MODULE)
 
 
 def subtype_of(device: Device) -> str:
@@ -64,48 +42,39 @@ def owned_dev_config(dev_config: str) -> bool:
     return dev_config.split("/", 1)[0] in SUBTYPES
 
 
-def vdisk_params(device: Device, setup_id: int = 0) -> Any:
-    """The handler's VdiskParams for a vdisk_* device (None without the handlers package)."""
-    module = _vdisk_module()
-    if module is None or not device.handler.startswith("vdisk_"):
+def vdisk_params(device: Device, setup_id: int = 0) -> VdiskParams | None:
+    """The handler's VdiskParams for a vdisk_* device (None for other handlers)."""
+    if not device.handler.startswith("vdisk_"):
         return None
     try:
-        return module.parse_attributes(
+        return vdisk_codec.parse_attributes(
             device.handler, device.name, device.params, setup_id=setup_id
         )
     except TcmuScstError as err:
         raise device.where.error(str(err)) from err
 
 
-def _fallback_encoding(device: Device) -> str:
-    # Only while tcmu_scst.handlers is not installed (source tree): key=value;... with
-    # percent-encoded values, so no ',' or ':' reaches the kernel.
-    if device.handler in PASSTHROUGH_HANDLERS:
-        items = {"hctl": device.name}
-    elif device.handler == "vcdrom":
-        items = {"n": device.name, **device.params}
-    else:
-        items = {"n": device.name, "mode": device.handler.removeprefix("vdisk_"), **device.params}
-    return ";".join(f"{k}={quote(v)}" for k, v in items.items())
+def _handler_dev_config(device: Device, setup_id: int) -> str:
+    params = vdisk_params(device, setup_id)
+    if params is not None:
+        return vdisk_codec.to_dev_config(params)
+    if device.handler in REAL_PASSTHROUGH:
+        pt = passthrough_params.parse_attributes(device.handler, device.name, device.params)
+        return passthrough_params.to_dev_config(pt)
+    if device.handler == vcdrom_params.HANDLER_NAME:
+        cd = vcdrom_params.parse_attributes(device.name, device.params, setup_id=setup_id)
+        return vcdrom_params.to_dev_config(cd)
+    if device.handler in perf.HANDLER_TYPES:
+        return perf.to_dev_config(perf.PerfParams(device.handler, device.name))
+    raise device.where.error(f"device {device.name}: no tcmu-scst handler {device.handler!r}")
 
 
 def encode_dev_config(device: Device, setup_id: int = 0) -> str:
     """``<subtype>/<encoded parameters>``, at most 255 bytes, without ',' or ':'."""
-    params = vdisk_params(device, setup_id)
-    passthrough = _optional_module(_PASSTHROUGH_MODULE)
-    if params is not None:
-        try:
-            config: str = _vdisk_module().to_dev_config(params)
-        except TcmuScstError as err:
-            raise device.where.error(str(err)) from err
-    elif device.handler in REAL_PASSTHROUGH and passthrough is not None:
-        try:
-            pt = passthrough.parse_attributes(device.handler, device.name, device.params)
-            config = passthrough.to_dev_config(pt)
-        except TcmuScstError as err:
-            raise device.where.error(str(err)) from err
-    else:
-        config = f"{subtype_of(device)}/{_fallback_encoding(device)}"
+    try:
+        config = _handler_dev_config(device, setup_id)
+    except TcmuScstError as err:
+        raise device.where.error(str(err)) from err
     if "," in config or ":" in config or len(config.encode()) > 255:
         raise device.where.error(
             f"device {device.name}: its TCMU dev_config {config[:40]!r}... is longer than 255 "
@@ -116,45 +85,36 @@ def encode_dev_config(device: Device, setup_id: int = 0) -> str:
 
 def decode_dev_config(name: str, dev_config: str) -> Device:
     """The model device a live backstore stands for (inverse of :func:`encode_dev_config`)."""
-    subtype, _, body = dev_config.partition("/")
-    module = _vdisk_module()
-    tokens = body.split(";")
-    fallback_form = any(token.startswith("mode=") for token in tokens)
-    if subtype == VDISK_SUBTYPE and module is not None and not fallback_form:
-        try:
-            handler, attrs = module.to_attributes(module.parse_dev_config(dev_config))
-        except TcmuScstError as err:
-            raise ConfigError(f"backstore {name}: {err}") from err
-        return Device(name, handler, dict(attrs))
-    items = dict(token.partition("=")[::2] for token in tokens if token)
-    values = {key: unquote(value, f"backstore {name}") for key, value in items.items()}
-    values.pop("n", None)
-    if subtype == VDISK_SUBTYPE:
-        return Device(name, "vdisk_" + values.pop("mode", "fileio"), values)
-    passthrough = _optional_module(_PASSTHROUGH_MODULE)
-    if subtype in REAL_PASSTHROUGH and passthrough is not None:
-        try:
-            handler, attrs = passthrough.to_attributes(passthrough.parse_dev_config(dev_config))
-        except TcmuScstError as err:
-            raise ConfigError(f"backstore {name}: {err}") from err
-        pt = passthrough.parse_dev_config(dev_config)
-        return Device(pt.hctl, handler, dict(attrs))
-    if subtype in PASSTHROUGH_HANDLERS:
-        return Device(values.get("hctl", name), subtype, {})
-    return Device(name, subtype, values)
+    subtype = dev_config.partition("/")[0]
+    try:
+        if subtype == VDISK_SUBTYPE:
+            handler, attrs = vdisk_codec.to_attributes(vdisk_codec.parse_dev_config(dev_config))
+            return Device(name, handler, dict(attrs))
+        if subtype in REAL_PASSTHROUGH:
+            pt = passthrough_params.parse_dev_config(dev_config)
+            handler, attrs = passthrough_params.to_attributes(pt)
+            return Device(pt.hctl, handler, dict(attrs))
+        if subtype == vcdrom_params.HANDLER_NAME:
+            handler, attrs = vcdrom_params.to_attributes(
+                vcdrom_params.parse_dev_config(dev_config)
+            )
+            return Device(name, handler, dict(attrs))
+        if subtype in perf.HANDLER_TYPES:
+            return Device(perf.parse_dev_config(dev_config).name, subtype, {})
+    except TcmuScstError as err:
+        raise ConfigError(f"backstore {name}: {err}") from err
+    raise ConfigError(f"backstore {name}: dev_config {dev_config!r} is not a tcmu-scst device")
 
 
 def _passthrough_geometry(device: Device) -> tuple[int, int] | None:
     """(size, logical block size) of a present pass-through disk, from sysfs."""
-    sysfs = _optional_module(_SYSFS_MODULE)
-    if sysfs is None or device.handler not in REAL_PASSTHROUGH:
+    if device.handler not in REAL_PASSTHROUGH:
         return None
     try:
-        info = sysfs.read_device(device.name)
+        info = scsi_sysfs.read_device(device.name)
     except (TcmuScstError, OSError):
         return None  # absent now: hot-plug exports it when it appears
-    geometry: tuple[int, int] | None = sysfs.block_geometry(info)
-    return geometry
+    return scsi_sysfs.block_geometry(info)
 
 
 def block_size_of(device: Device) -> int:
@@ -180,7 +140,8 @@ def size_of(device: Device) -> int:
         if "size_mb" in device.params:
             return int(device.params["size_mb"]) << 20
         params = vdisk_params(device)
-        return int(params.nullio_size) if params is not None else NULLIO_DEFAULT_SIZE
+        assert params is not None  # a vdisk_* handler always has them
+        return params.nullio_size
     geometry = _passthrough_geometry(device)
     if geometry is not None:
         return geometry[0]

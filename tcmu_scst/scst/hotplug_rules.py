@@ -29,15 +29,13 @@ Only the modern scst.conf can hold labels; a 0.9.6 file still goes through
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.handlers import scsi_sysfs
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device, ScstConfig, validate
 
@@ -48,7 +46,6 @@ IDENTITY_KEYS = ("vendor", "model", "serial", "wwn")
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
 # Only for validating a labelled device as a plain SCST device (names, LUN rules).
 _STAND_IN_HANDLER = "vdisk_nullio"
-_SYSFS_MODULE = "tcmu_scst.handlers.scsi_sysfs"
 LOOPBACK_PROC_NAME = "tcm_loopback"  # tcm_loop's SCSI host template
 
 
@@ -140,20 +137,11 @@ def _check_as_scst(config: ScstConfig) -> None:
     validate(stand_in)
 
 
-def _scsi_sysfs() -> Any:
-    try:
-        return importlib.import_module(_SYSFS_MODULE)
-    except ImportError as err:
-        raise ConfigError(
-            f"identity rules need {_SYSFS_MODULE} ({err}); reinstall tcmu-scst"
-        ) from err
-
-
 def sysfs_lookup(sysfs: Path = SYSFS) -> tuple[FindByIdentity, IsPresent]:
     """Lookups over ``<sysfs>/class/scsi_device`` (the pass-through handlers' reader)."""
 
     def find(identity: Identity) -> list[str]:
-        infos = _scsi_sysfs().find_by_identity(
+        infos = scsi_sysfs.find_by_identity(
             vendor=identity.vendor,
             model=identity.model,
             serial=identity.serial,

@@ -12,7 +12,7 @@ import pytest
 
 from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
 from tcmu_scst.errors import HandlerError
-from tcmu_scst.handlers import sg_io
+from tcmu_scst.handlers import passthrough, sg_io
 from tcmu_scst.handlers.passthrough import (
     HANDLER_CLASSES,
     PassthroughHandler,
@@ -66,7 +66,7 @@ def sense_of(result: Result | None) -> tuple[int, int, int]:
 
 def test_every_handler_class_is_registered_for_its_subtype() -> None:
     for name in HANDLER_CLASSES:
-        assert registry.FACTORIES[name] == "tcmu_scst.handlers.passthrough:open_dev_config"
+        assert registry.FACTORIES[name] is passthrough.open_dev_config
     assert sorted(HANDLER_CLASSES) == sorted(
         ["dev_disk", "dev_tape", "dev_processor", "dev_cdrom", "dev_modisk", "dev_changer",
          "dev_raid"]

@@ -102,9 +102,9 @@ def test_dev_config_round_trip_has_no_comma_or_colon() -> None:
     assert parse_dev_config(text) == params
 
 
-def test_dev_config_reads_the_scst_layer_fallback_and_raw_colons() -> None:
-    fallback = "dev_disk/hctl=" + quote("1:0:1:0", safe="/._-")  # scst.devconfig's form
-    assert parse_dev_config(fallback) == PassthroughParams("dev_disk", "1:0:1:0")
+def test_dev_config_reads_the_bare_address_and_raw_colons() -> None:
+    bare = "dev_disk/hctl=" + quote("1:0:1:0", safe="/._-")  # no options at all
+    assert parse_dev_config(bare) == PassthroughParams("dev_disk", "1:0:1:0")
     assert parse_dev_config("dev_raid/hctl=3:0:0:0").hctl == "3:0:0:0"
 
 

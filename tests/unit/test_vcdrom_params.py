@@ -92,7 +92,7 @@ def test_dev_config_round_trip_without_commas_or_colons(params: VcdromParams) ->
     assert parse_dev_config(text) == params
 
 
-def test_dev_config_matches_the_scst_layer_fallback_encoding() -> None:
+def test_the_scst_layer_writes_the_handlers_own_encoding() -> None:
     device = Device("cd1", "vcdrom", {"filename": "/img/a b.iso"})
     text = encode_dev_config(device)
     assert parse_dev_config(text) == VcdromParams("cd1", "/img/a b.iso")
