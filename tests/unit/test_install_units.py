@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
+import tcmu_scst
 from tcmu_scst import cli
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.service import install
@@ -43,8 +45,12 @@ def unit_sections(path: Path) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
-def test_templates_are_found_in_the_source_tree() -> None:
-    assert find_templates() == Path(__file__).resolve().parents[2] / "udev"
+def test_templates_are_found_beside_the_package_in_use() -> None:
+    # A checkout (plain or editable) has udev/ beside tcmu_scst/; a wheel installs the
+    # templates as data files under the environment's share/ (the quick start's case).
+    source = Path(tcmu_scst.__file__).resolve().parents[1] / "udev"
+    installed = Path(sys.prefix) / "share" / "tcmu-scst" / "udev"
+    assert find_templates() == (source if source.is_dir() else installed)
 
 
 def test_install_under_root_renders_every_placeholder(tmp_path: Path) -> None:
