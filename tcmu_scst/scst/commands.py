@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -15,6 +16,7 @@ from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.mapping import map_config
 from tcmu_scst.scst.model import ScstConfig
 from tcmu_scst.scst.ownership import load_ownership, write_atomically
+from tcmu_scst.scst.running import DEFAULT_RUNNING, RunningStore
 from tcmu_scst.scst.save import live_config
 
 
@@ -84,9 +86,15 @@ def apply(
         cfs.ensure_mounted()
     elif not cfs.available():
         raise ConfigError(f"{cfs.target} does not exist; point --configfs-root at a LIO tree")
-    result = apply_config(
-        cfs, config, state_file, nl_reply_supported=nl_reply_supported, dry_run=dry_run
-    )
+    # The applied file becomes the shell's running model (kept beside the state file):
+    # rebuilt from LIO instead, 0.9.6 global groups would turn into per-target LUNs.
+    running = RunningStore(cfs, state_file.with_name(DEFAULT_RUNNING.name), state_file)
+    with contextlib.nullcontext() if dry_run else running.locked():
+        result = apply_config(
+            cfs, config, state_file, nl_reply_supported=nl_reply_supported, dry_run=dry_run
+        )
+        if not dry_run:
+            running.store(config)
     for warning in result.warnings:
         print(f"warning: {warning}", file=out)
     for step in result.steps:
