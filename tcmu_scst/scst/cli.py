@@ -24,17 +24,34 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = Path("/etc/tcmu-scst/scst.conf")
 
 
+ACTIONS = {
+    "check": "parse and validate FILE, show what apply would do; changes nothing",
+    "apply": "make the managed part of LIO match FILE (diff, all-or-nothing); needs root",
+    "save": "write the live managed setup to FILE",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check", "apply", "save"), help="what to do")
+    # One sub-parser per action, each with a single optional positional: with the
+    # action and FILE as two positionals of one parser, argparse takes both at the
+    # first one and refuses "check --format legacy FILE" (FILE came after an option).
+    actions = parser.add_subparsers(dest="action", required=True)
+    for action, help_text in ACTIONS.items():
+        sub = actions.add_parser(action, help=help_text, description=help_text)
+        _add_action_arguments(sub, action)
+
+
+def _add_action_arguments(parser: argparse.ArgumentParser, action: str) -> None:
     parser.add_argument(
         "file", nargs="?", type=Path, default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}"
     )
-    parser.add_argument(
-        "--format",
-        choices=("auto", "modern", "legacy"),
-        default="auto",
-        help="modern scst.conf or the 0.9.6 [SECTION] format (default: detect)",
-    )
+    if action != "save":
+        parser.add_argument(
+            "--format",
+            choices=("auto", "modern", "legacy"),
+            default="auto",
+            help="modern scst.conf or the 0.9.6 [SECTION] format (default: detect)",
+        )
     parser.add_argument(
         "--configfs-root",
         type=Path,
@@ -47,13 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="record of the LIO objects tcmu-scst owns (default /var/lib/tcmu-scst/lio-state.json)",
     )
-    parser.add_argument(
-        "--nl-reply-supported",
-        type=int,
-        default=0,
-        help="TCMU nl_reply_supported for new backstores (daemon design; default 0)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="apply: only print the plan")
+    if action == "apply":
+        parser.add_argument(
+            "--nl-reply-supported",
+            type=int,
+            default=0,
+            help="TCMU nl_reply_supported for new backstores (daemon design; default 0)",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="only print the plan")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -234,3 +234,33 @@ def test_the_shell_continues_from_the_applied_file_with_its_global_default_group
     model = conf.parse((tmp_path / "state" / "running.conf").read_text())
     assert [(t.name, t.luns) for t in model.targets] == [(wwn, [])]
     assert [lun.device for lun in model.group("Default").luns] == ["d0", "d1"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--format", "modern", "{file}"],
+        ["apply", "--dry-run", "{file}"],
+        ["apply", "{file}", "--dry-run"],
+        ["apply", "--format", "auto", "--dry-run", "{file}"],
+    ],
+)
+def test_options_may_come_before_or_after_the_file(
+    fake: FakeConfigfs, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    path = write_conf(tmp_path, TARGETS)
+    assert run(tmp_path, *(a.format(file=path) for a in argv)) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert f"{path}: OK" in captured.out or f"would create iscsi target {IQN}" in captured.out
+    assert fake.log == []
+
+
+def test_config_without_an_action_or_with_an_unknown_one_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["config"], ["config", "frobnicate"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        assert exited.value.code == 2
+        assert "check" in capsys.readouterr().err
