@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tcmu_scst.errors import ConfigError
-from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
+from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
@@ -46,7 +46,7 @@ def check_system(config: ScstConfig) -> list[str]:
 
 
 def _usable(cfs: Configfs) -> bool:
-    return cfs.available() and (cfs.root != DEFAULT_ROOT or cfs.exists("core"))
+    return cfs.available() and (not cfs.system or cfs.exists("core"))
 
 
 def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:
@@ -82,7 +82,7 @@ def apply(
     out = out or sys.stdout
     config = load(path, fmt)
     check_system(config)
-    if cfs.root == DEFAULT_ROOT:
+    if cfs.system:
         cfs.ensure_mounted()
     elif not cfs.available():
         raise ConfigError(f"{cfs.target} does not exist; point --configfs-root at a LIO tree")
