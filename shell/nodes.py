@@ -4,6 +4,11 @@ A file's node takes, as commands, the strings once echoed to the file (``open``,
 ``add``, ``add_group``...), and ``show`` prints what reading the file printed. Every
 changing command goes through :meth:`ShellContext.change` (model edit, validation,
 all-or-nothing LIO apply, running model stored).
+
+As targetcli users expect, what a file lists is a node too, to ``ls`` and ``cd``
+into: each device under its handler (``/vdisk/disk1``), each LUN under
+``groups/G/devices`` and each name under ``groups/G/names``; their ``show`` prints
+their row in the listing file's SCST columns.
 """
 
 from __future__ import annotations
