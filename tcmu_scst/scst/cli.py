@@ -77,20 +77,20 @@ def _add_action_arguments(parser: argparse.ArgumentParser, action: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tcmu_scst.scst import commands
 
+    cfs = _configfs(args)
     if args.action == "check":
-        return commands.check(args.file, args.format, _configfs(args), _state_file(args))
+        return commands.check(args.file, args.format, cfs, _state_file(args))
+    _need_root(cfs)
     if args.action == "apply":
-        _need_root(args)
         return commands.apply(
             args.file,
             args.format,
-            _configfs(args),
+            cfs,
             _state_file(args),
             nl_reply_supported=args.nl_reply_supported,
             dry_run=args.dry_run,
         )
-    _need_root(args)
-    return commands.save(args.file, _configfs(args), _state_file(args))
+    return commands.save(args.file, cfs, _state_file(args))
 
 
 def _state_file(args: argparse.Namespace) -> Path:
@@ -99,10 +99,11 @@ def _state_file(args: argparse.Namespace) -> Path:
     return Path(args.state_file) if args.state_file else DEFAULT_STATE_FILE
 
 
-def _need_root(args: argparse.Namespace) -> None:
+def _need_root(cfs: Configfs) -> None:
     from tcmu_scst.errors import ConfigError
 
-    if args.configfs_root is None and os.geteuid() != 0:
+    if cfs.system and os.geteuid() != 0:
+        cfs.ensure_mounted()  # a kernel without configfs says so (root would not help)
         raise ConfigError("changing or reading LIO's configfs needs root; run with sudo")
 
 

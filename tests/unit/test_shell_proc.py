@@ -311,3 +311,4 @@ def test_without_configfs_what_needs_no_kernel_works_and_the_rest_says_why(
     )
     assert cli.main(["config", "check", "--format", "modern", str(path)]) == 0
     assert capsys.readouterr().out == f"{path}: OK (1 devices, 0 targets)\n"
+    assert "this kernel has no configfs" in fails("config", "apply", "--dry-run", str(path))
