@@ -69,6 +69,11 @@ def _clean(text: str) -> str:
     return text.rstrip("\n\x00")
 
 
+def _root_only(why: str) -> None:
+    if os.geteuid() != 0:
+        raise ConfigfsError(f"{why}; run with sudo", "", errno_mod.EACCES)
+
+
 class Configfs:
     """The LIO tree under ``<root>/target``; all paths are relative to it."""
 
@@ -232,22 +237,10 @@ class Configfs:
             )
         if not os.path.ismount(self.root):
             self._require_configfs()
-            if os.geteuid() != 0:
-                raise ConfigfsError(
-                    f"configfs is not mounted on {self.root} and only root can mount it; "
-                    "run with sudo",
-                    str(self.root),
-                    errno_mod.EACCES,
-                )
+            _root_only(f"configfs is not mounted on {self.root} and only root can mount it")
             self._run(["mount", "-t", "configfs", "none", str(self.root)], "mount configfs")
         if not self.target.is_dir():
-            if os.geteuid() != 0:
-                raise ConfigfsError(
-                    f"LIO is not loaded ({self.target} is missing) and only root can load "
-                    "target_core_mod; run with sudo",
-                    str(self.target),
-                    errno_mod.EACCES,
-                )
+            _root_only(f"LIO is not loaded ({self.target} is missing) and only root can load it")
             try:
                 self.modprobe("target_core_mod")
             except ConfigfsError as err:
