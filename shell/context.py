@@ -42,7 +42,7 @@ class ShellContext:
     load_note: str | None = field(init=False, default=None)
     opened: bool = field(init=False, default=False)
     _daemon_warned: bool = field(init=False, default=False)
-    _known_text: str | None = field(init=False, default=None)  # the model file we hold
+    _known_text: str | None = field(init=False, default=None)  # the model file we saw
 
     def __post_init__(self) -> None:
         state_file = (
@@ -73,7 +73,9 @@ class ShellContext:
         result = self.store.load()
         self.config = result.config
         self.load_note = result.note
-        self._known_text = self.store.read_text() if result.note is None else None
+        # The file as it is now (even stale or absent: None): a later change of it is
+        # another shell's commit or a config apply, which the next change must follow.
+        self._known_text = self.store.read_text()
         self.opened = True
 
     def ensure_open(self) -> bool:
@@ -117,13 +119,17 @@ class ShellContext:
             self._known_text = self.store.read_text()
 
     def _follow_other_shells(self) -> None:
-        """Another shell committed since we loaded: edit its model, not our old copy."""
+        """Another shell or a config apply stored a model since we loaded: edit that one,
+        not our old copy."""
         text = self.store.read_text()
-        if text is None or self._known_text is None or text == self._known_text:
+        if text is None or text == self._known_text:
             return
         self.config = conf.parse(text, str(self.store.path))
         self._known_text = text
-        self.warn("note: the running model was changed by another tcmu-scst shell; reloaded")
+        self.warn(
+            "note: the running model was changed by another tcmu-scst shell or a config "
+            "apply; reloaded"
+        )
 
     def replace(self, config: ScstConfig) -> None:
         """Make ``config`` the running model and the live setup."""

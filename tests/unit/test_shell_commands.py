@@ -384,3 +384,18 @@ def test_two_shells_do_not_lose_each_others_changes(rig: Rig) -> None:
     assert any("changed by another tcmu-scst shell" in w for w in rig.warnings)
     names = [g.name for g in conf.parse(rig.running_text()).groups]
     assert names == ["g1", "g2"]
+
+
+def test_a_shell_opened_before_any_model_follows_a_config_apply(rig: Rig) -> None:
+    # Opened with no running.conf yet; config apply then stores one: the shell's next
+    # change must start from it, not from its empty model (which would undo the apply).
+    from tcmu_scst.scst import commands
+
+    path = rig.tmp / "scst.conf"
+    path.write_text(f"HANDLER vdisk_fileio {{\n DEVICE d0 {{\n  filename {rig.disk1}\n }}\n}}\n")
+    state = rig.tmp / "state" / "lio-state.json"
+    assert commands.apply(path, "auto", rig.cfs, state, out=io.StringIO()) == 0
+    rig.run("add_group g1")
+    model = conf.parse(rig.running_text())
+    assert [d.name for d in model.devices] == ["d0"] and model.group("g1") is not None
+    assert any("or a config apply; reloaded" in w for w in rig.warnings)
