@@ -4,7 +4,7 @@
 One command, run on the host from the worktree root (boots the lab guest once, under
 the shared VM lock, and writes ``bench/results/vdisk-bench-<date>.{md,json}``)::
 
-    python3 bench/vdisk_bench.py [--runtime 10] [--threads 2]
+    python3 bench/vdisk_bench.py [--runtime 10] [--variants t2,t2-workers] [--profile]
 
 Inside the guest (root, configfs, target_core_user) it runs with ``--in-guest``.
 
@@ -42,6 +42,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -51,8 +52,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: the package is the worktree's
-    sys.path.insert(0, str(REPO))
+# The package served: this worktree's, or (a variant's @SRC) another checkout's.
+SRC = os.environ.get("VDISK_BENCH_SRC") or str(REPO)
+sys.path.insert(0, SRC)
 
 from tcmu_scst.kernel import uio  # noqa: E402
 from tcmu_scst.kernel.configfs import Configfs  # noqa: E402
@@ -85,6 +87,31 @@ JOBS = (
     Job("4k randread QD1", "randread", "4k", 1),
 )
 SCALE_JOB = Job(f"{SCALE_LUNS} LUNs 4k randread QD32", "randread", "4k", 32, SCALE_LUNS)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How our daemon serves: ``t2`` (2 workers, I/O tried on the ring thread first),
+    ``t2-workers`` (every I/O command handed to a worker: the path before try_inline);
+    ``@DIR`` serves with the package of another checkout (``git worktree add DIR
+    COMMIT``), to compare commits in one boot."""
+
+    threads: int
+    try_inline: bool = True
+    src: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        spec, _, src = text.partition("@")
+        count, _, rest = spec.removeprefix("t").partition("-")
+        if not count.isdigit() or rest not in ("", "workers"):
+            raise SystemExit(f"bad variant {text!r}: want tN or tN-workers[@DIR] (e.g. t2)")
+        return cls(int(count), rest != "workers", src)
+
+    @property
+    def name(self) -> str:
+        return f"t{self.threads}" + ("" if self.try_inline else "-workers") + (
+            f"@{self.src}" if self.src else "")
 
 
 @dataclass
@@ -159,7 +186,7 @@ def _image(stack: contextlib.ExitStack, name: str, size: int) -> Path:
 
 
 def setup_ours(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int,
-               threads: int) -> tuple[list[str], Process]:
+               variant: Variant) -> tuple[list[str], Process]:
     from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
 
     configs = [to_dev_config(VdiskParams(name=f"bv{i}",
@@ -167,9 +194,9 @@ def setup_ours(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int
                for i in range(count)]
     rels = _user_backstores(stack, cfs, "bv", configs, size, replies=False)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--threads", str(threads),
+        [sys.executable, __file__, "--serve", "--variants", variant.name,
          *(f"bv{i}" for i in range(count))],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE, env={**os.environ, "VDISK_BENCH_SRC": variant.src or str(REPO)},
     )
     daemon = Process(proc)
     stack.callback(daemon.stop)
@@ -219,7 +246,7 @@ def setup_kernel(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: i
     return rels, None
 
 
-def export(stack: contextlib.ExitStack, cfs: Configfs, rels: list[str]) -> list[str]:
+def export(stack: contextlib.ExitStack, cfs: Configfs, rels: list[str], size: int) -> list[str]:
     """Every backstore as a LUN of one tcm_loop target; their /dev/sdX, filled."""
     tpg = LoopbackTpg.create(cfs)
     stack.callback(tpg.delete)
@@ -236,24 +263,35 @@ def export(stack: contextlib.ExitStack, cfs: Configfs, rels: list[str]) -> list[
     for block in blocks:
         # Reads must hit written blocks on every backstore (qcow2 clusters allocated).
         subprocess.run(["dd", "if=/dev/zero", f"of={block}", "bs=1M", "oflag=direct",
-                        "status=none"], check=False)
+                        f"count={size // MiB}", "status=none"], check=True)
     return blocks
 
 
 # -- fio -----------------------------------------------------------------------------
 
 
-def fio(devices: list[str], job: Job, runtime: int, daemon: Process | None) -> Figures:
+def fio(devices: list[str], job: Job, runtime: int, daemon: Process | None,
+        profile: Path | None = None) -> Figures:
     argv = ["fio", f"--rw={job.rw}", f"--bs={job.bs}", f"--iodepth={job.iodepth}",
             "--ioengine=libaio", "--direct=1", "--time_based", f"--runtime={runtime}",
             "--ramp_time=1", "--randrepeat=0", "--norandommap", "--group_reporting",
             "--output-format=json"]
     for i, dev in enumerate(devices):
         argv += [f"--name=j{i}", f"--filename={dev}"]
+    spy = None
+    if profile is not None and daemon is not None:
+        # Sampled stacks of the serving process (collapsed format: one line per
+        # stack with its count), for the whole job.
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(daemon.proc.pid),
+                                "--duration", str(runtime + 1), "--rate", "250",
+                                "--nonblocking", "--threads", "--format", "raw",
+                                "-o", str(profile)], stdout=subprocess.DEVNULL)
     cpu0 = daemon.cpu_seconds() if daemon else 0.0
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, check=True,
                           timeout=runtime * 4 + 60)
+    if spy is not None:
+        spy.wait(60)
     wall = time.monotonic() - t0
     cpu = daemon.cpu_seconds() - cpu0 if daemon else 0.0
     result = json.loads(proc.stdout[proc.stdout.index("{"):])["jobs"][0]
@@ -265,14 +303,8 @@ def fio(devices: list[str], job: Job, runtime: int, daemon: Process | None) -> F
                    per_kiops)
 
 
-SETUPS = {
-    OURS: lambda stack, cfs, n, size, threads: setup_ours(stack, cfs, n, size, threads),
-    RUNNER: lambda stack, cfs, n, size, threads: setup_runner(stack, cfs, n, size),
-    KERNEL: lambda stack, cfs, n, size, threads: setup_kernel(stack, cfs, n, size),
-}
-
-
-def measure(label: str, runtime: int, threads: int, only: set[str]) -> Backstore:
+def measure(label: str, runtime: int, variant: Variant, only: set[str],
+            profile_dir: Path | None = None) -> Backstore:
     cfs = Configfs()
     out = Backstore(label)
     phases: tuple[tuple[tuple[Job, ...], int, int], ...] = (
@@ -283,10 +315,19 @@ def measure(label: str, runtime: int, threads: int, only: set[str]) -> Backstore
             continue
         print(f"== {label}, {luns} LUN(s)", flush=True)
         with contextlib.ExitStack() as stack:
-            rels, daemon = SETUPS[label](stack, cfs, luns, size, threads)
-            blocks = export(stack, cfs, rels)
+            daemon: Process | None
+            if label.startswith(OURS):
+                rels, daemon = setup_ours(stack, cfs, luns, size, variant)
+            elif label == RUNNER:
+                rels, daemon = setup_runner(stack, cfs, luns, size)
+            else:
+                rels, daemon = setup_kernel(stack, cfs, luns, size)
+            blocks = export(stack, cfs, rels, size)
             for job in job_set:
-                fig = out.jobs[job.name] = fio(blocks, job, runtime, daemon)
+                slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{label}-{job.name}")
+                spy = (profile_dir / f"profile-{slug}.txt"
+                       if profile_dir and label.startswith(OURS) else None)
+                fig = out.jobs[job.name] = fio(blocks, job, runtime, daemon, spy)
                 cpu = f"{fig.cpu_pct_per_kiops:6.1f}" if fig.cpu_pct_per_kiops else "     -"
                 print(f"   {job.name:<26} {fig.iops:>8.0f} IOPS  p50 {fig.p50_us:>8.0f} us"
                       f"  p99 {fig.p99_us:>8.0f} us  cpu%/kIOPS {cpu}", flush=True)
@@ -296,24 +337,26 @@ def measure(label: str, runtime: int, threads: int, only: set[str]) -> Backstore
 
 
 def table(results: dict[str, Backstore]) -> str:
-    labels = [lab for lab in (OURS, RUNNER, KERNEL) if lab in results]
-    others = [lab for lab in labels if lab != OURS]
-    ours = results.get(OURS)
+    labels = [lab for lab in results if lab.startswith(OURS)]
+    labels += [lab for lab in (RUNNER, KERNEL) if lab in results]
+    # Every variant of ours against tcmu-runner, the main one against LIO too.
+    pairs = [(lab, RUNNER) for lab in labels if lab.startswith(OURS) and RUNNER in results]
+    if OURS in results and KERNEL in results:
+        pairs.append((OURS, KERNEL))
     head = ("| job | " + " | ".join(f"{lab} IOPS" for lab in labels)
-            + "".join(f" | ours / {lab}" for lab in others)
+            + "".join(f" | {a} / {b}" for a, b in pairs)
             + " | " + " | ".join(f"{lab} p50/p99 µs" for lab in labels)
             + " | " + " | ".join(f"{lab} CPU%/kIOPS" for lab in labels if lab != KERNEL)
             + " |")
-    ncols = 1 + 2 * len(labels) + len(others) + len([lab for lab in labels if lab != KERNEL])
+    ncols = 1 + 2 * len(labels) + len(pairs) + len([lab for lab in labels if lab != KERNEL])
     rows = [head, "|" + "---|" * ncols]
     for job in (*JOBS, SCALE_JOB):
         if not all(job.name in results[lab].jobs for lab in labels):
             continue
         figs = [results[lab].jobs[job.name] for lab in labels]
         cells = [f"{f.iops:.0f}" for f in figs]
-        if ours is not None:
-            cells += [f"{ours.jobs[job.name].iops / results[o].jobs[job.name].iops:.2f}"
-                      if results[o].jobs[job.name].iops else "-" for o in others]
+        cells += [f"{results[a].jobs[job.name].iops / results[b].jobs[job.name].iops:.2f}"
+                  if results[b].jobs[job.name].iops else "-" for a, b in pairs]
         cells += [f"{f.p50_us:.0f} / {f.p99_us:.0f}" for f in figs]
         cells += [f"{f.cpu_pct_per_kiops:.1f}" if f.cpu_pct_per_kiops else "-"
                   for lab, f in zip(labels, figs, strict=True) if lab != KERNEL]
@@ -329,7 +372,7 @@ def table(results: dict[str, Backstore]) -> str:
 # -- the modes -----------------------------------------------------------------------
 
 
-def serve(names: list[str], threads: int) -> int:
+def serve(names: list[str], variant: Variant) -> int:
     """The measured daemon: one DeviceRunner per named device until SIGTERM."""
     from tcmu_scst.service import registry
     from tcmu_scst.service.device import serve_in_thread
@@ -340,7 +383,9 @@ def serve(names: list[str], threads: int) -> int:
     for name in names:
         info = next(i for i in uio.list_devices() if i.name.device == name)
         handler = registry.open_handler(info.name.config)
-        stops.append(serve_in_thread(uio.UioDevice(info), handler, threads, name)[1])
+        runner, stop = serve_in_thread(uio.UioDevice(info), handler, variant.threads, name)
+        runner.try_inline = variant.try_inline
+        stops.append(stop)
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM})
     for stop in stops:
@@ -357,12 +402,22 @@ def in_guest(args: argparse.Namespace) -> int:
     if RUNNER in labels and shutil.which("tcmu-runner") is None:
         print("tcmu-runner is not installed: apt-get install tcmu-runner (on the host)")
         labels.remove(RUNNER)
-    results = {lab: measure(lab, args.runtime, args.threads, only) for lab in labels}
+    profile_dir = args.out if args.profile and args.out.is_dir() else None
+    variants = [Variant.parse(v) for v in args.variants.split(",") if v]
+    results: dict[str, Backstore] = {}
+    for lab in labels:
+        if lab != OURS:
+            results[lab] = measure(lab, args.runtime, variants[0], only, profile_dir)
+            continue
+        for i, variant in enumerate(variants):
+            name = OURS if i == 0 else f"{OURS}:{variant.name}"
+            results[name] = measure(name, args.runtime, variant, only, profile_dir)
     stamp = datetime.datetime.now(datetime.UTC)
     text = table(results)
     header = (f"# vdisk benchmark {stamp:%Y-%m-%d %H:%M} UTC\n\n"
-              f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --threads "
-              f"{args.threads}`; guest kernel {platform.release()}, {os.cpu_count()} vCPUs "
+              f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --variants "
+              f"{args.variants}`; tcmu-scst = variant {variants[0].name}; guest kernel "
+              f"{platform.release()}, {os.cpu_count()} vCPUs "
               f"(QEMU TCG), load {os.getloadavg()[0]:.1f}; fio libaio O_DIRECT via tcm_loop, "
               f"backing on tmpfs, {args.runtime} s per job after 1 s ramp.\n\n")
     print("\n" + text)
@@ -391,19 +446,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runtime", type=int, default=10, help="seconds per fio job")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="worker threads per device of our daemon (its default: 2)")
+    parser.add_argument("--variants", default="t2",
+                        help="how our daemon serves, comma list; the first is 'tcmu-scst': "
+                        "tN = N worker threads per device (the daemon's default: 2) with I/O "
+                        "tried on the ring thread first, tN-workers = every I/O on a worker")
     parser.add_argument("--only", default=f"{OURS},{RUNNER},{KERNEL}",
                         help="backstores to run (comma list)")
     parser.add_argument("--quick", action="store_true",
                         help="only 4k randread QD32 and the scale job")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy our serving process during each job (profile-*.txt)")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("/results"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("names", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.names, args.threads)
+        return serve(args.names, Variant.parse(args.variants))
     if args.in_guest:
         return in_guest(args)
     return on_host(args, argv)
