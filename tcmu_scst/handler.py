@@ -36,6 +36,16 @@ class Handler(abc.ABC):
         """True when ``cmd`` is cheap and non-blocking enough to run on the ring thread."""
         return False
 
+    def try_inline(self, cmd: Command) -> Result | None:
+        """Execute a non-inline command on the ring thread if it needs no waiting.
+
+        Returns its result, or ``None`` when it would have to wait (for a disk, a
+        sync): then nothing was answered and the runner hands it to a worker, which
+        calls :meth:`handle`. Handlers that complete asynchronously never answer
+        here. Default: never (every I/O command goes to a worker).
+        """
+        return None
+
     def on_tmr(self, notice: TmrNotice) -> None:
         """A task-management notification (abort, LUN reset). Default: nothing to do."""
 

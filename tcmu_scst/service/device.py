@@ -7,7 +7,9 @@
               <- Ring.complete() from either side, Ring.flush() once per batch
 
 The ring loop never blocks on disk: a handler says which commands are cheap
-(:meth:`Handler.is_inline`); the rest go to ``threads`` workers (SCST's
+(:meth:`Handler.is_inline`); I/O commands are first tried on the ring thread without
+waiting (:meth:`Handler.try_inline`: a page-cache hit through RWF_NOWAIT, a memory
+file system), and the ones that would wait go to ``threads`` workers (SCST's
 ``scst_threads``). With ``threads=0`` everything runs on the ring thread.
 """
 
@@ -93,6 +95,9 @@ class DeviceRunner:
         self._busy_lock = threading.Lock()
         self._idle = threading.Condition(self._busy_lock)
         self.gone = ""  # why the device stopped being servable, if it did
+        # Try I/O commands on the ring thread first (Handler.try_inline): a page-cache
+        # hit costs no hand-off to a worker. False: every I/O command goes to one.
+        self.try_inline = True
 
     # -- lifecycle -----------------------------------------------------------------
     def start_workers(self) -> None:
@@ -202,15 +207,20 @@ class DeviceRunner:
                 tracer.received(item)
             if self.threads == 0 or self.handler.is_inline(item):
                 result = self._execute(item)
-                if result is not None:
-                    self.stats.count(item, result)
-                    if tracer is not None:
-                        tracer.completed(item, result)
-                    inline_done.append((item, result))
+                if result is None:
+                    continue  # the handler completes it asynchronously
             else:
-                with self._busy_lock:
-                    self._busy += 1
-                self._queue.put(item)
+                # I/O: on this thread if it needs no waiting, else on a worker.
+                result = self._try_inline(item) if self.try_inline else None
+                if result is None:
+                    with self._busy_lock:
+                        self._busy += 1
+                    self._queue.put(item)
+                    continue
+            self.stats.count(item, result)
+            if tracer is not None:
+                tracer.completed(item, result)
+            inline_done.append((item, result))
         # Inline results go out together: one lock and one cmd_tail store.
         self.ring.complete_many(inline_done)
         self.ring.flush()
@@ -238,6 +248,15 @@ class DeviceRunner:
                     self._busy -= 1
                     if self._busy == 0:
                         self._idle.notify_all()
+
+    def _try_inline(self, cmd: Command) -> Result | None:
+        try:
+            return self.handler.try_inline(cmd)
+        except Exception:
+            log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
+            with self.stats.lock:
+                self.stats.handler_failures += 1
+            return HANDLER_FAILURE
 
     def _execute(self, cmd: Command) -> Result | None:
         try:
