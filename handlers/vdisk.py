@@ -199,6 +199,9 @@ class VdiskHandler(Handler):
         return self.device.execute(cmd)
 
     def is_inline(self, cmd: Command) -> bool:
+        cdb = cmd.cdb
+        if cdb and cdb[0] in _TRY_INLINE_OPCODES:
+            return False  # READ/WRITE: no table lookup on the hot path
         return not self.device.is_io(cmd)
 
     def try_inline(self, cmd: Command) -> Result | None:

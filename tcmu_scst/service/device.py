@@ -21,7 +21,7 @@ import os
 import queue
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
@@ -62,13 +62,19 @@ class Stats:
         self.size_histogram: dict[int, int] = {}  # data size rounded up to a power of 2
 
     def count(self, cmd: Command, result: Result) -> None:
-        size = cmd.data.length
-        bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+        self.count_many(((cmd, result),))
+
+    def count_many(self, done: Iterable[tuple[Command, Result]]) -> None:
+        """Count a batch under one lock (the ring loop's inline results)."""
+        histogram = self.size_histogram
         with self.lock:
-            self.commands += 1
-            if result.status == CHECK_CONDITION:
-                self.errors += 1
-            self.size_histogram[bucket] = self.size_histogram.get(bucket, 0) + 1
+            for cmd, result in done:
+                size = cmd.data.length
+                bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+                self.commands += 1
+                if result.status == CHECK_CONDITION:
+                    self.errors += 1
+                histogram[bucket] = histogram.get(bucket, 0) + 1
 
 
 class DeviceRunner:
@@ -161,6 +167,11 @@ class DeviceRunner:
         except BlockingIOError:
             pass
 
+    def finish(self) -> None:
+        """Let the workers complete what they hold, then stop them (a runner served by
+        a shared loop, which calls this instead of :meth:`run` returning)."""
+        self._shutdown_workers()
+
     def _shutdown_workers(self) -> None:
         with self._workers_lock:
             workers = list(self._workers)
@@ -217,11 +228,13 @@ class DeviceRunner:
                         self._busy += 1
                     self._queue.put(item)
                     continue
-            self.stats.count(item, result)
             if tracer is not None:
                 tracer.completed(item, result)
             inline_done.append((item, result))
-        # Inline results go out together: one lock and one cmd_tail store.
+        # Inline results go out together: one lock for the counters, one for the
+        # ring and one cmd_tail store.
+        if inline_done:
+            self.stats.count_many(inline_done)
         self.ring.complete_many(inline_done)
         self.ring.flush()
         try:
