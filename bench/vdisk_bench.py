@@ -47,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,26 +93,28 @@ SCALE_JOB = Job(f"{SCALE_LUNS} LUNs 4k randread QD32", "randread", "4k", 32, SCA
 @dataclass(frozen=True)
 class Variant:
     """How our daemon serves: ``t2`` (2 workers, I/O tried on the ring thread first),
-    ``t2-workers`` (every I/O command handed to a worker: the path before try_inline);
+    ``t2-workers`` (every I/O command handed to a worker: the path before try_inline),
+    ``t2-shared`` (one thread polls every device's ring: service.ringloop);
     ``@DIR`` serves with the package of another checkout (``git worktree add DIR
     COMMIT``), to compare commits in one boot."""
 
     threads: int
     try_inline: bool = True
     src: str = ""
+    shared: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Variant:
         spec, _, src = text.partition("@")
         count, _, rest = spec.removeprefix("t").partition("-")
-        if not count.isdigit() or rest not in ("", "workers"):
-            raise SystemExit(f"bad variant {text!r}: want tN or tN-workers[@DIR] (e.g. t2)")
-        return cls(int(count), rest != "workers", src)
+        if not count.isdigit() or rest not in ("", "workers", "shared"):
+            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared][@DIR] (e.g. t2)")
+        return cls(int(count), rest != "workers", src, rest == "shared")
 
     @property
     def name(self) -> str:
-        return f"t{self.threads}" + ("" if self.try_inline else "-workers") + (
-            f"@{self.src}" if self.src else "")
+        how = "-shared" if self.shared else "" if self.try_inline else "-workers"
+        return f"t{self.threads}{how}" + (f"@{self.src}" if self.src else "")
 
 
 @dataclass
@@ -379,13 +382,29 @@ def serve(names: list[str], variant: Variant) -> int:
 
     # Threads inherit the mask: SIGTERM waits for sigwait below, nobody else takes it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    stops = []
+    devices = []
     for name in names:
         info = next(i for i in uio.list_devices() if i.name.device == name)
-        handler = registry.open_handler(info.name.config)
-        runner, stop = serve_in_thread(uio.UioDevice(info), handler, variant.threads, name)
-        runner.try_inline = variant.try_inline
-        stops.append(stop)
+        devices.append((uio.UioDevice(info), registry.open_handler(info.name.config)))
+    stops = []
+    if variant.shared:
+        from tcmu_scst.service.device import DeviceRunner
+        from tcmu_scst.service.ringloop import SharedRingLoop
+
+        loop = SharedRingLoop()
+        thread = threading.Thread(target=loop.run, name="ring-shared", daemon=True)
+        thread.start()
+        for port, handler in devices:
+            runner = DeviceRunner(port, handler, threads=variant.threads)
+            loop.add(runner)
+            stops.append(lambda r=runner, p=port, h=handler: (
+                loop.remove(r), r.close(), h.close(), p.close()))
+        stops.append(lambda: (loop.stop(), thread.join(30)))
+    else:
+        for (port, handler), name in zip(devices, names, strict=True):
+            runner, stop = serve_in_thread(port, handler, variant.threads, name)
+            runner.try_inline = variant.try_inline
+            stops.append(stop)
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM})
     for stop in stops:
