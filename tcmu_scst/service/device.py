@@ -263,17 +263,15 @@ class DeviceRunner:
                         self._idle.notify_all()
 
     def _try_inline(self, cmd: Command) -> Result | None:
-        try:
-            return self.handler.try_inline(cmd)
-        except Exception:
-            log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
-            with self.stats.lock:
-                self.stats.handler_failures += 1
-            return HANDLER_FAILURE
+        return self._guarded(self.handler.try_inline, cmd)
 
     def _execute(self, cmd: Command) -> Result | None:
+        return self._guarded(self.handler.handle, cmd)
+
+    def _guarded(self, call: Callable[[Command], Result | None], cmd: Command) -> Result | None:
+        """``call(cmd)``; a handler bug becomes HARDWARE ERROR, logged and counted."""
         try:
-            return self.handler.handle(cmd)
+            return call(cmd)
         except Exception:
             log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
             with self.stats.lock:

@@ -24,6 +24,13 @@ def backend(tmp_path: Path, mode: FileMode | None = None) -> FileBackend:
     return FileBackend(str(path), 512, mode or FileMode())
 
 
+def on_disk(tmp_path: Path) -> FileBackend:
+    """A write-back file as on ext4/xfs, wherever the test runs: RWF_NOWAIT is used."""
+    b = backend(tmp_path)
+    b.memory_backed = False
+    return b
+
+
 def buf(n: int = 4096) -> DataBuffer:
     return DataBuffer([memoryview(bytearray(n))])
 
@@ -46,8 +53,7 @@ def fake_os_call(monkeypatch: pytest.MonkeyPatch, name: str, code: int) -> list[
 def test_cached_read_answers_with_rwf_nowait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    b = backend(tmp_path)
-    b.memory_backed = False
+    b = on_disk(tmp_path)
     real = os.preadv
     seen: list[int] = []
     monkeypatch.setattr(os, "preadv", lambda fd, v, o, f=0: seen.append(f) or real(fd, v, o, f))
@@ -63,8 +69,7 @@ def test_cached_read_answers_with_rwf_nowait(
 def test_eagain_means_would_block_and_is_retried_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    b = backend(tmp_path)
-    b.memory_backed = False
+    b = on_disk(tmp_path)
     fake_os_call(monkeypatch, "preadv", errno.EAGAIN)
     out = buf()
     assert b.try_nowait(lambda: b.read(0, 4096, out) or "done") is None
@@ -77,8 +82,7 @@ def test_eagain_means_would_block_and_is_retried_later(
 def test_refused_nowait_is_never_tried_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    b = backend(tmp_path)
-    b.memory_backed = False
+    b = on_disk(tmp_path)
     seen = fake_os_call(monkeypatch, "pwritev", errno.EOPNOTSUPP)
     data = DataBuffer([memoryview(b"B" * 512)])
     assert b.try_nowait(lambda: b.write(0, 512, data) or "done") is None
@@ -91,8 +95,7 @@ def test_refused_nowait_is_never_tried_again(
 def test_short_nowait_read_is_left_to_a_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    b = backend(tmp_path)
-    b.memory_backed = False
+    b = on_disk(tmp_path)
     monkeypatch.setattr(os, "preadv", lambda fd, v, o, f=0: 512)  # partly cached
     assert b.try_nowait(lambda: b.read(0, 4096, buf()) or "done") is None
     b.close()
@@ -123,8 +126,7 @@ def test_direct_and_read_only_modes(tmp_path: Path) -> None:
 
 
 def test_real_errors_stay_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    b = backend(tmp_path)
-    b.memory_backed = False
+    b = on_disk(tmp_path)
     fake_os_call(monkeypatch, "preadv", errno.EIO)
     with pytest.raises(BackendError, match="read of 4096 bytes"):
         b.try_nowait(lambda: b.read(0, 4096, buf()))
