@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -169,11 +171,11 @@ def _user_options(dev_config: str, size: int, *, replies: bool) -> UserBackstore
                                 nl_reply_supported=None if replies else -1)
 
 
-def _user_backstores(stack: contextlib.ExitStack, cfs: Configfs, prefix: str,
+def _user_backstores(stack: contextlib.ExitStack, cfs: Configfs, names: list[str],
                      configs: list[str], size: int, *, replies: bool) -> list[str]:
     rels = []
-    for i, dev_config in enumerate(configs):
-        backstore = UserBackstore.create(cfs, f"{prefix}{i}",
+    for name, dev_config in zip(names, configs, strict=True):
+        backstore = UserBackstore.create(cfs, name,
                                          _user_options(dev_config, size, replies=replies))
         stack.callback(backstore.delete)
         rels.append(backstore.rel)
@@ -189,16 +191,17 @@ def _image(stack: contextlib.ExitStack, name: str, size: int) -> Path:
 
 
 def setup_ours(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int,
-               variant: Variant) -> tuple[list[str], Process]:
+               variant: Variant, tag: str) -> tuple[list[str], Process]:
     from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
 
-    configs = [to_dev_config(VdiskParams(name=f"bv{i}",
-                                         filename=str(_image(stack, f"v{i}.img", size))))
-               for i in range(count)]
-    rels = _user_backstores(stack, cfs, "bv", configs, size, replies=False)
+    names = [f"bv{tag}_{i}" for i in range(count)]
+    configs = [to_dev_config(VdiskParams(name=name,
+                                         filename=str(_image(stack, f"{name}.img", size))))
+               for name in names]
+    rels = _user_backstores(stack, cfs, names, configs, size, replies=False)
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--variants", variant.name,
-         *(f"bv{i}" for i in range(count))],
+         *names],
         stdout=subprocess.PIPE, env={**os.environ, "VDISK_BENCH_SRC": variant.src or str(REPO)},
     )
     daemon = Process(proc)
@@ -226,7 +229,8 @@ def setup_runner(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: i
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
                         "preallocation=metadata", str(image), str(size)], check=True)
         configs.append(f"qcow/{image}")
-    return _user_backstores(stack, cfs, "br", configs, size, replies=True), daemon
+    names = [f"br{i}" for i in range(count)]
+    return _user_backstores(stack, cfs, names, configs, size, replies=True), daemon
 
 
 def setup_kernel(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int,
@@ -306,36 +310,61 @@ def fio(devices: list[str], job: Job, runtime: int, daemon: Process | None,
                    per_kiops)
 
 
-def measure(label: str, runtime: int, variant: Variant, only: set[str],
-            profile_dir: Path | None = None) -> Backstore:
+def setup(stack: contextlib.ExitStack, cfs: Configfs, label: str, variant: Variant, tag: str,
+          luns: int, size: int) -> tuple[list[str], Process | None]:
+    if label.startswith(OURS):
+        return setup_ours(stack, cfs, luns, size, variant, tag)
+    if label == RUNNER:
+        return setup_runner(stack, cfs, luns, size)
+    return setup_kernel(stack, cfs, luns, size)
+
+
+def measure(backstores: dict[str, Variant], runtime: int, only: set[str], rounds: int,
+            profile_dir: Path | None = None) -> dict[str, Backstore]:
+    """Every job on every backstore. The single-LUN backstores all exist at once and
+    each job runs on each of them in turn (``rounds`` times, the best counted): the
+    host's load drifts, and figures taken minutes apart are not comparable. The
+    8-LUN job runs backstore after backstore (8 LUNs each would not fit together)."""
     cfs = Configfs()
-    out = Backstore(label)
-    phases: tuple[tuple[tuple[Job, ...], int, int], ...] = (
-        (JOBS, 1, SINGLE_SIZE), ((SCALE_JOB,), SCALE_LUNS, SCALE_SIZE))
-    for all_jobs, luns, size in phases:
-        job_set = tuple(j for j in all_jobs if j.name in only)
-        if not job_set:
-            continue
-        print(f"== {label}, {luns} LUN(s)", flush=True)
+    out = {label: Backstore(label) for label in backstores}
+
+    def run(label: str, job: Job, blocks: list[str], daemon: Process | None) -> None:
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{label}-{job.name}")
+        spy = (profile_dir / f"profile-{slug}.txt"
+               if profile_dir and label.startswith(OURS) else None)
+        fig = fio(blocks, job, runtime, daemon, spy)
+        best = out[label].jobs.get(job.name)
+        if best is None or fig.iops > best.iops:
+            out[label].jobs[job.name] = fig
+        cpu = f"{fig.cpu_pct_per_kiops:6.1f}" if fig.cpu_pct_per_kiops else "     -"
+        print(f"   {label[:34]:<34} {job.name:<24} {fig.iops:>7.0f} IOPS  p50 {fig.p50_us:>7.0f}"
+              f"  p99 {fig.p99_us:>7.0f} us  cpu%/kIOPS {cpu}", flush=True)
+
+    singles = [job for job in JOBS if job.name in only]
+    if singles:
+        print("== 1 LUN per backstore, every backstore at once", flush=True)
         with contextlib.ExitStack() as stack:
-            daemon: Process | None
-            if label.startswith(OURS):
-                rels, daemon = setup_ours(stack, cfs, luns, size, variant)
-            elif label == RUNNER:
-                rels, daemon = setup_runner(stack, cfs, luns, size)
-            else:
-                rels, daemon = setup_kernel(stack, cfs, luns, size)
-            blocks = export(stack, cfs, rels, size)
-            for job in job_set:
-                slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{label}-{job.name}")
-                spy = (profile_dir / f"profile-{slug}.txt"
-                       if profile_dir and label.startswith(OURS) else None)
-                fig = out.jobs[job.name] = fio(blocks, job, runtime, daemon, spy)
-                cpu = f"{fig.cpu_pct_per_kiops:6.1f}" if fig.cpu_pct_per_kiops else "     -"
-                print(f"   {job.name:<26} {fig.iops:>8.0f} IOPS  p50 {fig.p50_us:>8.0f} us"
-                      f"  p99 {fig.p99_us:>8.0f} us  cpu%/kIOPS {cpu}", flush=True)
-            if daemon is not None:
-                out.rss_mib[luns] = daemon.rss_mib()
+            served = {}
+            for k, (label, variant) in enumerate(backstores.items()):
+                rels, daemon = setup(stack, cfs, label, variant, str(k), 1, SINGLE_SIZE)
+                served[label] = (export(stack, cfs, rels, SINGLE_SIZE), daemon)
+            for job in singles:
+                for _ in range(rounds):
+                    for label, (blocks, daemon) in served.items():
+                        run(label, job, blocks, daemon)
+            for label, (_blocks, daemon) in served.items():
+                if daemon is not None:
+                    out[label].rss_mib[1] = daemon.rss_mib()
+    if SCALE_JOB.name in only:
+        for k, (label, variant) in enumerate(backstores.items()):
+            print(f"== {label}, {SCALE_LUNS} LUNs", flush=True)
+            with contextlib.ExitStack() as stack:
+                rels, daemon = setup(stack, cfs, label, variant, str(k), SCALE_LUNS, SCALE_SIZE)
+                blocks = export(stack, cfs, rels, SCALE_SIZE)
+                for _ in range(rounds):
+                    run(label, SCALE_JOB, blocks, daemon)
+                if daemon is not None:
+                    out[label].rss_mib[SCALE_LUNS] = daemon.rss_mib()
     return out
 
 
@@ -377,6 +406,7 @@ def table(results: dict[str, Backstore]) -> str:
 
 def serve(names: list[str], variant: Variant) -> int:
     """The measured daemon: one DeviceRunner per named device until SIGTERM."""
+    from tcmu_scst.handler import Handler
     from tcmu_scst.service import registry
     from tcmu_scst.service.device import serve_in_thread
 
@@ -386,7 +416,7 @@ def serve(names: list[str], variant: Variant) -> int:
     for name in names:
         info = next(i for i in uio.list_devices() if i.name.device == name)
         devices.append((uio.UioDevice(info), registry.open_handler(info.name.config)))
-    stops = []
+    stops: list[Callable[[], None]] = []
     if variant.shared:
         from tcmu_scst.service.device import DeviceRunner
         from tcmu_scst.service.ringloop import SharedRingLoop
@@ -394,12 +424,22 @@ def serve(names: list[str], variant: Variant) -> int:
         loop = SharedRingLoop()
         thread = threading.Thread(target=loop.run, name="ring-shared", daemon=True)
         thread.start()
+
+        def leave(runner: DeviceRunner, port: uio.UioDevice, handler: Handler) -> None:
+            loop.remove(runner)
+            runner.close()
+            handler.close()
+            port.close()
+
+        def end() -> None:
+            loop.stop()
+            thread.join(30)
+
         for port, handler in devices:
             runner = DeviceRunner(port, handler, threads=variant.threads)
             loop.add(runner)
-            stops.append(lambda r=runner, p=port, h=handler: (
-                loop.remove(r), r.close(), h.close(), p.close()))
-        stops.append(lambda: (loop.stop(), thread.join(30)))
+            stops.append(functools.partial(leave, runner, port, handler))
+        stops.append(end)
     else:
         for (port, handler), name in zip(devices, names, strict=True):
             runner, stop = serve_in_thread(port, handler, variant.threads, name)
@@ -414,31 +454,46 @@ def serve(names: list[str], variant: Variant) -> int:
 
 def in_guest(args: argparse.Namespace) -> int:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
+    # A tmpfs of our own: room for every backstore's image at once, whatever /run's size.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2304m", "vdisk-bench", str(WORK_DIR)],
+                   check=True)
+    try:
+        return _in_guest(args)
+    finally:
+        subprocess.run(["umount", str(WORK_DIR)], check=False)
+
+
+def _in_guest(args: argparse.Namespace) -> int:
     only = {j.name for j in (*JOBS, SCALE_JOB)}
     if args.quick:
         only = {JOBS[0].name, SCALE_JOB.name}
+    if args.jobs:
+        only = {name for name in only
+                if any(part.strip() in name for part in args.jobs.split(","))}
     labels = [lab for lab in args.only.split(",") if lab]
     if RUNNER in labels and shutil.which("tcmu-runner") is None:
         print("tcmu-runner is not installed: apt-get install tcmu-runner (on the host)")
         labels.remove(RUNNER)
     profile_dir = args.out if args.profile and args.out.is_dir() else None
     variants = [Variant.parse(v) for v in args.variants.split(",") if v]
-    results: dict[str, Backstore] = {}
+    backstores: dict[str, Variant] = {}
     for lab in labels:
         if lab != OURS:
-            results[lab] = measure(lab, args.runtime, variants[0], only, profile_dir)
+            backstores[lab] = variants[0]
             continue
         for i, variant in enumerate(variants):
-            name = OURS if i == 0 else f"{OURS}:{variant.name}"
-            results[name] = measure(name, args.runtime, variant, only, profile_dir)
+            backstores[OURS if i == 0 else f"{OURS}:{variant.name}"] = variant
+    results = measure(backstores, args.runtime, only, args.rounds, profile_dir)
     stamp = datetime.datetime.now(datetime.UTC)
     text = table(results)
     header = (f"# vdisk benchmark {stamp:%Y-%m-%d %H:%M} UTC\n\n"
-              f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --variants "
-              f"{args.variants}`; tcmu-scst = variant {variants[0].name}; guest kernel "
+              f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --rounds "
+              f"{args.rounds} --variants {args.variants}`; tcmu-scst = variant "
+              f"{variants[0].name}; guest kernel "
               f"{platform.release()}, {os.cpu_count()} vCPUs "
               f"(QEMU TCG), load {os.getloadavg()[0]:.1f}; fio libaio O_DIRECT via tcm_loop, "
-              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp.\n\n")
+              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp, best of "
+              f"{args.rounds} round(s), backstores taking turns job by job.\n\n")
     print("\n" + text)
     if args.out.is_dir():
         name = f"vdisk-bench-{stamp:%Y-%m-%d-%H%M}"
@@ -473,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="backstores to run (comma list)")
     parser.add_argument("--quick", action="store_true",
                         help="only 4k randread QD32 and the scale job")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each job this many times on each backstore, keep the best")
+    parser.add_argument("--jobs", default="",
+                        help="only the jobs whose name contains one of these (comma list)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy our serving process during each job (profile-*.txt)")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
