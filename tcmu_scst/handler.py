@@ -2,8 +2,10 @@
 
 The per-device runner (``service.device``) takes commands off the ring and calls
 :meth:`Handler.handle`. Commands a handler marks inline (:meth:`Handler.is_inline`,
-cheap emulation such as INQUIRY) run on the ring thread; everything else runs on
-worker threads so that the ring loop never blocks on disk. A handler that completes
+cheap emulation such as INQUIRY) run on the ring thread; the others are first
+offered to :meth:`Handler.try_inline` there (I/O that needs no waiting, such as a
+page-cache hit) and otherwise run on worker threads, so that the ring loop never
+blocks on disk. A handler that completes
 asynchronously (for example a pass-through with its own queue) returns ``None`` from
 ``handle`` and calls ``cmd.complete(result)`` later, from any thread, exactly once.
 """
