@@ -100,6 +100,7 @@ def ext4_dir(tmp_path: Path) -> Iterator[Path]:
         f.truncate(96 * MiB)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    subprocess.run(["modprobe", "ext4"], check=True, timeout=60)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(backing)], check=True, timeout=120)
     subprocess.run(["mount", "-o", "loop", str(backing), str(mnt)], check=True, timeout=60)
     try:
