@@ -193,7 +193,8 @@ class DeviceRunner:
         os.close(self._wake_w)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no command is on a worker thread (used before reconfiguring)."""
+        """Block until no command is on a worker thread nor being answered on the ring
+        thread (used before reconfiguring)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
@@ -201,6 +202,20 @@ class DeviceRunner:
     def drain(self) -> int:
         """Take every new entry off the ring and dispatch it; returns commands taken."""
         items = self.ring.fetch()
+        if items:
+            # While this batch runs here, the runner is not idle: wait_idle() (before a
+            # handler swap) also waits for the I/O answered on this thread.
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                return self._dispatch(items)
+            finally:
+                self._release_busy()
+        self.ring.flush()
+        self._clear_wake()
+        return 0
+
+    def _dispatch(self, items: list[Command | TmrNotice]) -> int:
         taken = 0
         inline_done: list[tuple[Command, Result]] = []
         tracer = self.tracer
@@ -237,11 +252,20 @@ class DeviceRunner:
             self.stats.count_many(inline_done)
         self.ring.complete_many(inline_done)
         self.ring.flush()
+        self._clear_wake()
+        return taken
+
+    def _clear_wake(self) -> None:
         try:
             os.read(self._wake_r, 64)
         except BlockingIOError:
             pass
-        return taken
+
+    def _release_busy(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.notify_all()
 
     def _worker(self) -> None:
         while True:
@@ -257,10 +281,7 @@ class DeviceRunner:
                 if result is not None:
                     self._finish(cmd, result, notify=True)
             finally:
-                with self._busy_lock:
-                    self._busy -= 1
-                    if self._busy == 0:
-                        self._idle.notify_all()
+                self._release_busy()
 
     def _try_inline(self, cmd: Command) -> Result | None:
         return self._guarded(self.handler.try_inline, cmd)

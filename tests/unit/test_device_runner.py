@@ -382,3 +382,23 @@ def test_try_inline_exception_is_an_internal_target_failure() -> None:
         assert runner.stats.handler_failures == 1
     finally:
         stop()  # type: ignore[operator]
+
+
+def test_wait_idle_waits_for_io_answered_on_the_ring_thread() -> None:
+    class SlowCache(CachedDisk):
+        def try_inline(self, cmd: Command) -> Result | None:
+            self.gate.wait(5)  # a page-cache copy that takes a while
+            return super().try_inline(cmd)
+
+    handler = SlowCache(cached=8)
+    emu, runner, stop = _serve(handler)
+    try:
+        handler.gate.clear()
+        emu.submit(bytes([0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0]), data_in_len=512)
+        wait_for(lambda: handler.tried == [] and runner._busy == 1)
+        assert not runner.wait_idle(0.1)  # a handler swap now would race the read
+        handler.gate.set()
+        assert runner.wait_idle(5)
+        wait_for(lambda: len(emu.completions) == 1)
+    finally:
+        stop()  # type: ignore[operator]
