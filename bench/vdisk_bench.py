@@ -1,46 +1,76 @@
 #!/usr/bin/env python3
-"""fio through tcm_loop: our FILEIO vdisk vs LIO's in-kernel fileio vs tcmu-runner (not a test).
+"""fio through tcm_loop: tcmu-scst's FILEIO vdisk vs tcmu-runner vs LIO's in-kernel fileio.
 
-Runs INSIDE the lab guest (root, configfs, target_core_user)::
+One command, run on the host from the worktree root (boots the lab guest once, under
+the shared VM lock, and writes ``bench/results/vdisk-bench-<date>.{md,json}``)::
 
-    tcmu-scst lab --results /tmp/bench --run 'python3 bench/vdisk_bench.py --json /results/b.json'
+    python3 bench/vdisk_bench.py [--runtime 10] [--variants t2,t2-workers] [--profile]
 
-Every backstore gets a file of the same size on the same tmpfs (/run), is exported
+Inside the guest (root, configfs, target_core_user) it runs with ``--in-guest``.
+
+Every backstore gets files of the same size on the same tmpfs (/run), is exported
 through tcm_loop (the kernel's own initiator, /dev/sdX) and measured with the same fio
-jobs: 4 KiB random read/write at QD32 and QD1, 1 MiB sequential read/write at QD4
-(libaio, O_DIRECT). The device is written in full first so reads hit allocated blocks.
+jobs (libaio, O_DIRECT, ``--runtime`` s each after 1 s ramp; the devices are written
+in full first so reads hit allocated blocks):
 
-* ``vdisk-tN``: our vdisk (FILEIO, write-back) served by a DeviceRunner with N worker
-  threads in this process (no daemon);
-* ``lio-fileio``: target_core_file on a plain file (LIO's defaults);
-* ``tcmu-runner``: tcmu-runner 1.5.4's qcow handler on a preallocated qcow2 image (run
-  alone: it answers netlink with reply support; skipped with a note when missing).
+* 4 KiB random read and write at QD32, 1 MiB sequential read and write at QD4, 4 KiB
+  random read at QD1, on one 256 MiB LUN;
+* the scale job: 8 LUNs of 64 MiB served by ONE process, 8 fio jobs (one per LUN),
+  4 KiB random read at QD32 each; aggregate IOPS.
 
-Prints a table (IOPS for 4 KiB, MiB/s for 1 MiB) and our ratio to each of the others.
+Backstores:
+
+* ``tcmu-scst``: our vdisk (FILEIO at its defaults) served by a separate process
+  (this script's ``--serve`` mode: one DeviceRunner per LUN, as the daemon does), so
+  its CPU time and RSS are measured alone;
+* ``tcmu-runner``: tcmu-runner 1.5.4's qcow handler on a ``preallocation=metadata``
+  qcow2 image, started WITHOUT ``--debug`` (its default log level 3, as packaged:
+  ``--debug`` logs every command and made it look 10x slower than it is);
+* ``lio-fileio``: target_core_file on a plain file (LIO's defaults).
+
+Both user-space backstores get the same ``control`` options (ring size, max sectors).
+For every job: IOPS, p50/p99 completion latency (fio clat), and for the two daemons
+CPU % per 1,000 IOPS; their RSS with 1 and with 8 LUNs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import fcntl
+import functools
 import json
+import os
+import platform
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tcmu_scst.kernel import uio
-from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
-from tcmu_scst.lab import lio
-from tcmu_scst.service import registry
-from tcmu_scst.service.device import serve_in_thread
+REPO = Path(__file__).resolve().parent.parent
+# The package served: this worktree's, or (a variant's @SRC) another checkout's.
+SRC = os.environ.get("VDISK_BENCH_SRC") or str(REPO)
+sys.path.insert(0, SRC)
+
+from tcmu_scst.kernel import uio  # noqa: E402
+from tcmu_scst.kernel.configfs import Configfs  # noqa: E402
+from tcmu_scst.kernel.fabrics import LoopbackTpg  # noqa: E402
+from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions  # noqa: E402
 
 MiB = 1 << 20
 WORK_DIR = Path("/run/vdisk-bench")
+VM_LOCK = "/tmp/tcmu-scst-vm.lock"
+SINGLE_SIZE = 256 * MiB
+SCALE_LUNS = 8
+SCALE_SIZE = 64 * MiB
+OURS, RUNNER, KERNEL = "tcmu-scst", "tcmu-runner", "lio-fileio"
 
 
 @dataclass(frozen=True)
@@ -49,161 +79,471 @@ class Job:
     rw: str
     bs: str
     iodepth: int
-    unit: str  # "IOPS" or "MiB/s"
+    luns: int = 1
 
 
 JOBS = (
-    Job("4k randread QD32", "randread", "4k", 32, "IOPS"),
-    Job("4k randwrite QD32", "randwrite", "4k", 32, "IOPS"),
-    Job("4k randread QD1", "randread", "4k", 1, "IOPS"),
-    Job("4k randwrite QD1", "randwrite", "4k", 1, "IOPS"),
-    Job("1M read QD4", "read", "1M", 4, "MiB/s"),
-    Job("1M write QD4", "write", "1M", 4, "MiB/s"),
+    Job("4k randread QD32", "randread", "4k", 32),
+    Job("4k randwrite QD32", "randwrite", "4k", 32),
+    Job("1M read QD4", "read", "1M", 4),
+    Job("1M write QD4", "write", "1M", 4),
+    Job("4k randread QD1", "randread", "4k", 1),
 )
-
-# A backstore factory: given the undo stack and the size, the configfs path of an
-# enabled core device to export.
-Factory = Callable[[lio.Teardown, int], Path]
+SCALE_JOB = Job(f"{SCALE_LUNS} LUNs 4k randread QD32", "randread", "4k", 32, SCALE_LUNS)
 
 
-def _serve_vdisk(threads: int) -> Factory:
-    def create(stack: lio.Teardown, size: int) -> Path:
-        from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
+@dataclass(frozen=True)
+class Variant:
+    """How our daemon serves: ``t2`` (2 workers, I/O tried on the ring thread first),
+    ``t2-workers`` (every I/O command handed to a worker: the path before try_inline),
+    ``t2-shared`` (one thread polls every device's ring: service.ringloop);
+    ``@DIR`` serves with the package of another checkout (``git worktree add DIR
+    COMMIT``), to compare commits in one boot."""
 
-        image = WORK_DIR / "vdisk.img"
-        with open(image, "wb") as f:
-            f.truncate(size)
-        stack.push("remove vdisk image", lambda: image.unlink(missing_ok=True))
-        dev_config = to_dev_config(VdiskParams(name="benchv", filename=str(image)))
-        options = UserBackstoreOptions(dev_config=dev_config, dev_size=size,
-                                       nl_reply_supported=-1)
-        backstore = UserBackstore.create(Configfs(), "benchv", options)
-        stack.push("delete benchv", backstore.delete)
-        handler = registry.open_handler(dev_config)
-        port = uio.UioDevice(uio.find_device(backstore.hba_index, backstore.name))
-        _runner, stop = serve_in_thread(port, handler, threads, "benchv")
-        stack.push("stop benchv", stop)
-        return lio.TARGET / backstore.rel
+    threads: int
+    try_inline: bool = True
+    src: str = ""
+    shared: bool = False
 
-    return create
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        spec, _, src = text.partition("@")
+        count, _, rest = spec.removeprefix("t").partition("-")
+        if not count.isdigit() or rest not in ("", "workers", "shared"):
+            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared][@DIR] (e.g. t2)")
+        return cls(int(count), rest != "workers", src, rest == "shared")
 
-
-def _lio_fileio(stack: lio.Teardown, size: int) -> Path:
-    image = WORK_DIR / "fileio.img"
-    stack.push("remove fileio image", lambda: image.unlink(missing_ok=True))
-    return lio.create_fileio("benchf", image, size, stack)
+    @property
+    def name(self) -> str:
+        how = "-shared" if self.shared else "" if self.try_inline else "-workers"
+        return f"t{self.threads}{how}" + (f"@{self.src}" if self.src else "")
 
 
-def _tcmu_runner(stack: lio.Teardown, size: int) -> Path:
-    image = WORK_DIR / "runner.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=full",
-                    str(image), str(size)], check=True)
-    stack.push("remove qcow2 image", lambda: image.unlink(missing_ok=True))
-    log = open(WORK_DIR / "tcmu-runner.log", "w")  # noqa: SIM115 - closed by the stack
-    proc = subprocess.Popen(["tcmu-runner", "--debug"], stdout=log, stderr=subprocess.STDOUT)
+@dataclass
+class Figures:
+    """One job on one backstore."""
 
-    def stop_runner() -> None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+    iops: float
+    p50_us: float
+    p99_us: float
+    cpu_pct_per_kiops: float | None = None  # the serving process's CPU, None for LIO
 
-    stack.push("stop tcmu-runner", stop_runner)
-    time.sleep(2)  # let it register its handlers (netlink) before the device appears
+
+@dataclass
+class Backstore:
+    label: str
+    jobs: dict[str, Figures] = field(default_factory=dict)
+    rss_mib: dict[int, float] = field(default_factory=dict)  # LUN count -> RSS
+
+
+# -- a daemon process we measure ---------------------------------------------------
+
+
+class Process:
+    """A child whose CPU time and RSS come from /proc."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _user_options(dev_config: str, size: int, *, replies: bool) -> UserBackstoreOptions:
+    # The same ring for both daemons (the kernel's defaults through our layer).
+    return UserBackstoreOptions(dev_config=dev_config, dev_size=size,
+                                nl_reply_supported=None if replies else -1)
+
+
+def _user_backstores(stack: contextlib.ExitStack, cfs: Configfs, names: list[str],
+                     configs: list[str], size: int, *, replies: bool) -> list[str]:
+    rels = []
+    for name, dev_config in zip(names, configs, strict=True):
+        backstore = UserBackstore.create(cfs, name,
+                                         _user_options(dev_config, size, replies=replies))
+        stack.callback(backstore.delete)
+        rels.append(backstore.rel)
+    return rels
+
+
+def _image(stack: contextlib.ExitStack, name: str, size: int) -> Path:
+    image = WORK_DIR / name
+    stack.callback(image.unlink, missing_ok=True)
+    with open(image, "wb") as f:
+        f.truncate(size)
+    return image
+
+
+def setup_ours(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int,
+               variant: Variant, tag: str) -> tuple[list[str], Process]:
+    from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
+
+    names = [f"bv{tag}_{i}" for i in range(count)]
+    configs = [to_dev_config(VdiskParams(name=name,
+                                         filename=str(_image(stack, f"{name}.img", size))))
+               for name in names]
+    rels = _user_backstores(stack, cfs, names, configs, size, replies=False)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--variants", variant.name,
+         *names],
+        stdout=subprocess.PIPE, env={**os.environ, "VDISK_BENCH_SRC": variant.src or str(REPO)},
+    )
+    daemon = Process(proc)
+    stack.callback(daemon.stop)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        raise RuntimeError("the serving process did not start; see its output above")
+    return rels, daemon
+
+
+def setup_runner(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int,
+                 ) -> tuple[list[str], Process]:
+    log = stack.enter_context(open(WORK_DIR / "tcmu-runner.log", "w"))  # noqa: SIM115
+    # No --debug: tcmu-runner at its packaged log level (3, info), as users run it.
+    proc = subprocess.Popen(["tcmu-runner"], stdout=log, stderr=subprocess.STDOUT)
+    daemon = Process(proc)
+    stack.callback(daemon.stop)
+    time.sleep(2)  # it registers its handlers over netlink before a device may appear
     if proc.poll() is not None:
         raise RuntimeError(f"tcmu-runner exited {proc.returncode}; see {log.name}")
-    options = UserBackstoreOptions(dev_config=f"qcow/{image}", dev_size=size)
-    backstore = UserBackstore.create(Configfs(), "benchr", options)
-    stack.push("delete benchr", backstore.delete)
-    return lio.TARGET / backstore.rel
+    configs = []
+    for i in range(count):
+        image = WORK_DIR / f"r{i}.qcow2"
+        stack.callback(image.unlink, missing_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                        "preallocation=metadata", str(image), str(size)], check=True)
+        configs.append(f"qcow/{image}")
+    names = [f"br{i}" for i in range(count)]
+    return _user_backstores(stack, cfs, names, configs, size, replies=True), daemon
 
 
-def fio(dev: str, job: Job, runtime: int) -> float:
-    argv = ["fio", "--name=b", f"--filename={dev}", f"--rw={job.rw}", f"--bs={job.bs}",
-            f"--iodepth={job.iodepth}", "--ioengine=libaio", "--direct=1", "--time_based",
-            f"--runtime={runtime}", "--ramp_time=1", "--randrepeat=0", "--norandommap",
+def setup_kernel(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int,
+                 ) -> tuple[list[str], None]:
+    index = 0
+    while cfs.exists(f"core/fileio_{index}"):
+        index += 1
+    hba = f"core/fileio_{index}"
+    cfs.mkdir(hba)
+    stack.callback(cfs.rmdir, hba)
+    rels = []
+    for i in range(count):
+        image = _image(stack, f"f{i}.img", size)
+        rel = f"{hba}/bf{i}"
+        cfs.mkdir(rel)
+        stack.callback(cfs.rmdir, rel)
+        cfs.write(f"{rel}/control", f"fd_dev_name={image},fd_dev_size={size}")
+        cfs.write(f"{rel}/enable", "1")
+        rels.append(rel)
+    return rels, None
+
+
+def export(stack: contextlib.ExitStack, cfs: Configfs, rels: list[str], size: int) -> list[str]:
+    """Every backstore as a LUN of one tcm_loop target; their /dev/sdX, filled."""
+    tpg = LoopbackTpg.create(cfs)
+    stack.callback(tpg.delete)
+    for lun, rel in enumerate(rels):
+        tpg.add_lun(lun, rel)
+    blocks = []
+    deadline = time.monotonic() + 30
+    for lun in range(len(rels)):
+        while (block := tpg.block_device(lun)) is None or not os.path.exists(block):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"LUN {lun} of {tpg.rel} got no block device")
+            time.sleep(0.1)
+        blocks.append(block)
+    for block in blocks:
+        # Reads must hit written blocks on every backstore (qcow2 clusters allocated).
+        subprocess.run(["dd", "if=/dev/zero", f"of={block}", "bs=1M", "oflag=direct",
+                        f"count={size // MiB}", "status=none"], check=True)
+    return blocks
+
+
+# -- fio -----------------------------------------------------------------------------
+
+
+def fio(devices: list[str], job: Job, runtime: int, daemon: Process | None,
+        profile: Path | None = None) -> Figures:
+    argv = ["fio", f"--rw={job.rw}", f"--bs={job.bs}", f"--iodepth={job.iodepth}",
+            "--ioengine=libaio", "--direct=1", "--time_based", f"--runtime={runtime}",
+            "--ramp_time=1", "--randrepeat=0", "--norandommap", "--group_reporting",
             "--output-format=json"]
+    for i, dev in enumerate(devices):
+        argv += [f"--name=j{i}", f"--filename={dev}"]
+    spy = None
+    if profile is not None and daemon is not None:
+        # Sampled stacks of the serving process (collapsed format: one line per
+        # stack with its count), for the whole job.
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(daemon.proc.pid),
+                                "--duration", str(runtime + 1), "--rate", "250",
+                                "--nonblocking", "--threads", "--format", "raw",
+                                "-o", str(profile)], stdout=subprocess.DEVNULL)
+    cpu0 = daemon.cpu_seconds() if daemon else 0.0
+    t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, check=True,
                           timeout=runtime * 4 + 60)
+    if spy is not None:
+        spy.wait(60)
+    wall = time.monotonic() - t0
+    cpu = daemon.cpu_seconds() - cpu0 if daemon else 0.0
     result = json.loads(proc.stdout[proc.stdout.index("{"):])["jobs"][0]
     side = result["read"] if "read" in job.rw else result["write"]
-    if job.unit == "IOPS":
-        return float(side["iops"])
-    return float(side["bw_bytes"]) / MiB
+    pct = side["clat_ns"].get("percentile", {})
+    iops = float(side["iops"])
+    per_kiops = (100 * cpu / wall) / (iops / 1000) if daemon and iops else None
+    return Figures(iops, pct.get("50.000000", 0) / 1000, pct.get("99.000000", 0) / 1000,
+                   per_kiops)
 
 
-def measure(label: str, factory: Factory, size: int, runtime: int) -> dict[str, float]:
-    print(f"== {label}", flush=True)
-    with lio.Teardown() as stack:
-        path = factory(stack, size)
-        lun = lio.export_loop(path, 0, stack)
-        assert lun.block is not None
-        # Fill the device: reads must hit written blocks on every backstore.
-        subprocess.run(["dd", "if=/dev/zero", f"of={lun.block}", "bs=1M", "oflag=direct",
-                        f"count={size // MiB}", "status=none"], check=True)
-        numbers: dict[str, float] = {}
-        for job in JOBS:
-            numbers[job.name] = fio(lun.block, job, runtime)
-            print(f"   {job.name:<18} {numbers[job.name]:>10.0f} {job.unit}", flush=True)
-    return numbers
+def setup(stack: contextlib.ExitStack, cfs: Configfs, label: str, variant: Variant, tag: str,
+          luns: int, size: int) -> tuple[list[str], Process | None]:
+    if label.startswith(OURS):
+        return setup_ours(stack, cfs, luns, size, variant, tag)
+    if label == RUNNER:
+        return setup_runner(stack, cfs, luns, size)
+    return setup_kernel(stack, cfs, luns, size)
 
 
-def table(results: dict[str, dict[str, float]], ours: str) -> str:
-    labels = list(results)
-    others = [lab for lab in labels if lab != ours]
-    head = f"| {'workload':<24} | " + " | ".join(f"{lab:>12}" for lab in labels)
-    head += "".join(f" | {ours}/{o}" for o in others) + " |"
-    rows = [head, "|" + "---|" * (1 + len(labels) + len(others))]
-    for job in JOBS:
-        cells = [f"{results[lab].get(job.name, float('nan')):>12.0f}" for lab in labels]
-        ratios = []
-        for other in others:
-            theirs = results[other].get(job.name, 0.0)
-            ratios.append(f"{results[ours][job.name] / theirs:.2f}" if theirs else "-")
-        rows.append(f"| {job.name + ' ' + job.unit:<24} | " + " | ".join(cells)
-                    + "".join(f" | {r}" for r in ratios) + " |")
-    return "\n".join(rows)
+def measure(backstores: dict[str, Variant], runtime: int, only: set[str], rounds: int,
+            profile_dir: Path | None = None) -> dict[str, Backstore]:
+    """Every job on every backstore. The single-LUN backstores all exist at once and
+    each job runs on each of them in turn (``rounds`` times, the best counted): the
+    host's load drifts, and figures taken minutes apart are not comparable. The
+    8-LUN job runs backstore after backstore (8 LUNs each would not fit together)."""
+    cfs = Configfs()
+    out = {label: Backstore(label) for label in backstores}
+
+    def run(label: str, job: Job, blocks: list[str], daemon: Process | None) -> None:
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{label}-{job.name}")
+        spy = (profile_dir / f"profile-{slug}.txt"
+               if profile_dir and label.startswith(OURS) else None)
+        fig = fio(blocks, job, runtime, daemon, spy)
+        best = out[label].jobs.get(job.name)
+        if best is None or fig.iops > best.iops:
+            out[label].jobs[job.name] = fig
+        cpu = f"{fig.cpu_pct_per_kiops:6.1f}" if fig.cpu_pct_per_kiops else "     -"
+        print(f"   {label[:34]:<34} {job.name:<24} {fig.iops:>7.0f} IOPS  p50 {fig.p50_us:>7.0f}"
+              f"  p99 {fig.p99_us:>7.0f} us  cpu%/kIOPS {cpu}", flush=True)
+
+    singles = [job for job in JOBS if job.name in only]
+    if singles:
+        print("== 1 LUN per backstore, every backstore at once", flush=True)
+        with contextlib.ExitStack() as stack:
+            served = {}
+            for k, (label, variant) in enumerate(backstores.items()):
+                rels, daemon = setup(stack, cfs, label, variant, str(k), 1, SINGLE_SIZE)
+                served[label] = (export(stack, cfs, rels, SINGLE_SIZE), daemon)
+            for job in singles:
+                for _ in range(rounds):
+                    for label, (blocks, daemon) in served.items():
+                        run(label, job, blocks, daemon)
+            for label, (_blocks, daemon) in served.items():
+                if daemon is not None:
+                    out[label].rss_mib[1] = daemon.rss_mib()
+    if SCALE_JOB.name in only:
+        for k, (label, variant) in enumerate(backstores.items()):
+            print(f"== {label}, {SCALE_LUNS} LUNs", flush=True)
+            with contextlib.ExitStack() as stack:
+                rels, daemon = setup(stack, cfs, label, variant, str(k), SCALE_LUNS, SCALE_SIZE)
+                blocks = export(stack, cfs, rels, SCALE_SIZE)
+                for _ in range(rounds):
+                    run(label, SCALE_JOB, blocks, daemon)
+                if daemon is not None:
+                    out[label].rss_mib[SCALE_LUNS] = daemon.rss_mib()
+    return out
+
+
+def table(results: dict[str, Backstore]) -> str:
+    labels = [lab for lab in results if lab.startswith(OURS)]
+    labels += [lab for lab in (RUNNER, KERNEL) if lab in results]
+    # Every variant of ours against tcmu-runner, the main one against LIO too.
+    pairs = [(lab, RUNNER) for lab in labels if lab.startswith(OURS) and RUNNER in results]
+    if OURS in results and KERNEL in results:
+        pairs.append((OURS, KERNEL))
+    head = ("| job | " + " | ".join(f"{lab} IOPS" for lab in labels)
+            + "".join(f" | {a} / {b}" for a, b in pairs)
+            + " | " + " | ".join(f"{lab} p50/p99 µs" for lab in labels)
+            + " | " + " | ".join(f"{lab} CPU%/kIOPS" for lab in labels if lab != KERNEL)
+            + " |")
+    ncols = 1 + 2 * len(labels) + len(pairs) + len([lab for lab in labels if lab != KERNEL])
+    rows = [head, "|" + "---|" * ncols]
+    for job in (*JOBS, SCALE_JOB):
+        if not all(job.name in results[lab].jobs for lab in labels):
+            continue
+        figs = [results[lab].jobs[job.name] for lab in labels]
+        cells = [f"{f.iops:.0f}" for f in figs]
+        cells += [f"{results[a].jobs[job.name].iops / results[b].jobs[job.name].iops:.2f}"
+                  if results[b].jobs[job.name].iops else "-" for a, b in pairs]
+        cells += [f"{f.p50_us:.0f} / {f.p99_us:.0f}" for f in figs]
+        cells += [f"{f.cpu_pct_per_kiops:.1f}" if f.cpu_pct_per_kiops else "-"
+                  for lab, f in zip(labels, figs, strict=True) if lab != KERNEL]
+        rows.append(f"| {job.name} | " + " | ".join(cells) + " |")
+    rss = [f"{lab}: {b.rss_mib.get(1, float('nan')):.0f} MiB with 1 LUN, "
+           f"{b.rss_mib.get(SCALE_LUNS, float('nan')):.0f} MiB with {SCALE_LUNS}"
+           + (f" ({(b.rss_mib[SCALE_LUNS] - b.rss_mib[1]) / (SCALE_LUNS - 1):.1f} MiB per "
+              "extra LUN)" if 1 in b.rss_mib and SCALE_LUNS in b.rss_mib else "")
+           for lab, b in results.items() if b.rss_mib]
+    return "\n".join(rows) + ("\n\nRSS: " + "; ".join(rss) if rss else "")
+
+
+# -- the modes -----------------------------------------------------------------------
+
+
+def serve(names: list[str], variant: Variant) -> int:
+    """The measured daemon: one DeviceRunner per named device until SIGTERM."""
+    from tcmu_scst.handler import Handler
+    from tcmu_scst.service import registry
+    from tcmu_scst.service.device import serve_in_thread
+
+    # Threads inherit the mask: SIGTERM waits for sigwait below, nobody else takes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    devices = []
+    for name in names:
+        info = next(i for i in uio.list_devices() if i.name.device == name)
+        devices.append((uio.UioDevice(info), registry.open_handler(info.name.config)))
+    stops: list[Callable[[], None]] = []
+    if variant.shared:
+        from tcmu_scst.service.device import DeviceRunner
+        from tcmu_scst.service.ringloop import SharedRingLoop
+
+        loop = SharedRingLoop()
+        thread = threading.Thread(target=loop.run, name="ring-shared", daemon=True)
+        thread.start()
+
+        def leave(runner: DeviceRunner, port: uio.UioDevice, handler: Handler) -> None:
+            loop.remove(runner)
+            runner.close()
+            handler.close()
+            port.close()
+
+        def end() -> None:
+            loop.stop()
+            thread.join(30)
+
+        for port, handler in devices:
+            runner = DeviceRunner(port, handler, threads=variant.threads)
+            loop.add(runner)
+            stops.append(functools.partial(leave, runner, port, handler))
+        stops.append(end)
+    else:
+        for (port, handler), name in zip(devices, names, strict=True):
+            runner, stop = serve_in_thread(port, handler, variant.threads, name)
+            runner.try_inline = variant.try_inline
+            stops.append(stop)
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM})
+    for stop in stops:
+        stop()
+    return 0
+
+
+def in_guest(args: argparse.Namespace) -> int:
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    # A tmpfs of our own: room for every backstore's image at once, whatever /run's size.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2304m", "vdisk-bench", str(WORK_DIR)],
+                   check=True)
+    try:
+        return _in_guest(args)
+    finally:
+        subprocess.run(["umount", str(WORK_DIR)], check=False)
+
+
+def _in_guest(args: argparse.Namespace) -> int:
+    only = {j.name for j in (*JOBS, SCALE_JOB)}
+    if args.quick:
+        only = {JOBS[0].name, SCALE_JOB.name}
+    if args.jobs:
+        only = {name for name in only
+                if any(part.strip() in name for part in args.jobs.split(","))}
+    labels = [lab for lab in args.only.split(",") if lab]
+    if RUNNER in labels and shutil.which("tcmu-runner") is None:
+        print("tcmu-runner is not installed: apt-get install tcmu-runner (on the host)")
+        labels.remove(RUNNER)
+    profile_dir = args.out if args.profile and args.out.is_dir() else None
+    variants = [Variant.parse(v) for v in args.variants.split(",") if v]
+    backstores: dict[str, Variant] = {}
+    for lab in labels:
+        if lab != OURS:
+            backstores[lab] = variants[0]
+            continue
+        for i, variant in enumerate(variants):
+            backstores[OURS if i == 0 else f"{OURS}:{variant.name}"] = variant
+    results = measure(backstores, args.runtime, only, args.rounds, profile_dir)
+    stamp = datetime.datetime.now(datetime.UTC)
+    text = table(results)
+    header = (f"# vdisk benchmark {stamp:%Y-%m-%d %H:%M} UTC\n\n"
+              f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --rounds "
+              f"{args.rounds} --variants {args.variants}`; tcmu-scst = variant "
+              f"{variants[0].name}; guest kernel "
+              f"{platform.release()}, {os.cpu_count()} vCPUs "
+              f"(QEMU TCG), load {os.getloadavg()[0]:.1f}; fio libaio O_DIRECT via tcm_loop, "
+              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp, best of "
+              f"{args.rounds} round(s), backstores taking turns job by job.\n\n")
+    print("\n" + text)
+    if args.out.is_dir():
+        name = f"vdisk-bench-{stamp:%Y-%m-%d-%H%M}"
+        (args.out / f"{name}.md").write_text(header + text + "\n")
+        (args.out / f"{name}.json").write_text(
+            json.dumps({lab: asdict(b) for lab, b in results.items()}, indent=2))
+        print(f"\nwritten to {args.out}/{name}.md")
+    return 0
+
+
+def on_host(args: argparse.Namespace, argv: list[str]) -> int:
+    """Boot the lab guest once (under the shared VM lock) and run the bench in it."""
+    results = REPO / "bench" / "results"
+    inner = " ".join(["python3", "bench/vdisk_bench.py", "--in-guest", "--out", "/results",
+                      *argv])
+    cmd = [sys.executable, "-m", "tcmu_scst", "lab", "--results", str(results),
+           "--timeout", "1800", "--run", inner]
+    with open(VM_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(cmd, cwd=REPO).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--runtime", type=int, default=10, help="seconds per fio job")
-    parser.add_argument("--threads", default="1,2,4",
-                        help="worker thread counts to try for our vdisk (comma list)")
-    parser.add_argument("--only", default="vdisk,lio,runner",
-                        help="which backstores to run (comma list of vdisk, lio, runner)")
-    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--variants", default="t2",
+                        help="how our daemon serves, comma list; the first is 'tcmu-scst': "
+                        "tN = N worker threads per device (the daemon's default: 2) with I/O "
+                        "tried on the ring thread first, tN-workers = every I/O on a worker")
+    parser.add_argument("--only", default=f"{OURS},{RUNNER},{KERNEL}",
+                        help="backstores to run (comma list)")
+    parser.add_argument("--quick", action="store_true",
+                        help="only 4k randread QD32 and the scale job")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each job this many times on each backstore, keep the best")
+    parser.add_argument("--jobs", default="",
+                        help="only the jobs whose name contains one of these (comma list)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy our serving process during each job (profile-*.txt)")
+    parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path("/results"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("names", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    size = args.size_mb * MiB
-    only = set(args.only.split(","))
-    results: dict[str, dict[str, float]] = {}
-    counts = [int(t) for t in args.threads.split(",")]
-    if "vdisk" in only:
-        for n in counts:
-            results[f"vdisk-t{n}"] = measure(f"our vdisk, {n} threads", _serve_vdisk(n),
-                                             size, args.runtime)
-    if "lio" in only:
-        results["lio-fileio"] = measure("LIO fileio", _lio_fileio, size, args.runtime)
-    if "runner" in only:
-        if shutil.which("tcmu-runner") is None:
-            print("tcmu-runner not installed on the host: apt-get install tcmu-runner")
-        else:
-            results["tcmu-runner"] = measure("tcmu-runner qcow", _tcmu_runner, size,
-                                             args.runtime)
-    if not results:
-        return 1
-    ours = max((lab for lab in results if lab.startswith("vdisk")),
-               key=lambda lab: results[lab]["4k randread QD32"], default=next(iter(results)))
-    print(f"\nour best thread count: {ours}")
-    print(table(results, ours))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    if args.serve:
+        return serve(args.names, Variant.parse(args.variants))
+    if args.in_guest:
+        return in_guest(args)
+    return on_host(args, argv)
 
 
 if __name__ == "__main__":

@@ -24,20 +24,30 @@ import logging
 import mmap
 import os
 import stat
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tcmu_scst.command import DataBuffer
 from tcmu_scst.errors import HandlerError
-from tcmu_scst.scsi.block import BackendError
+from tcmu_scst.scsi.block import BackendError, WouldBlock
 
 from . import _vdisk_sys as sysio
 from ._vdisk_direct import DirectIO, pwritev_all
 
 log = logging.getLogger("tcmu_scst.handlers.vdisk")
 
+T = TypeVar("T")
+
 # Alignments tried, smallest first, when probing what O_DIRECT accepts on a file.
 _PROBE_ALIGNMENTS = (512, 1024, 2048, 4096)
+
+
+class _NoWait(threading.local):
+    """Per thread: True while the ring thread tries a command without blocking."""
+
+    active = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,20 @@ class FileBackend:
         self._direct: DirectIO | None = None
         self._rwf_dsync = hasattr(os, "RWF_DSYNC")
         self._size = 0
+        # The ring thread's attempts (see try_nowait): which operations may be tried
+        # without blocking. Cleared for good when the kernel refuses RWF_NOWAIT.
+        self._nowait = _NoWait()
+        self.memory_backed = False
+        self.nowait_reads = self.nowait_writes = False
         self._open()
+        if not self.mode.direct:
+            self.memory_backed = not self.is_block_device and sysio.memory_backed(path)
+            self.nowait_reads = hasattr(os, "RWF_NOWAIT")
+            # Page-cache writes that need no sync; most file systems refuse RWF_NOWAIT
+            # for buffered writes (EOPNOTSUPP), memory ones need no flag at all.
+            self.nowait_writes = self.nowait_reads and not self.mode.read_only and not (
+                self.mode.write_through and not self.mode.nv_cache
+            )
 
     # -- opening ---------------------------------------------------------------
 
@@ -215,13 +238,72 @@ class FileBackend:
     def _error(self, what: str, exc: OSError) -> BackendError:
         return BackendError(f"{what} on {self.path} failed: {exc.strerror}", exc.errno or errno.EIO)
 
+    # -- the ring thread's non-blocking attempts ------------------------------------
+
+    def try_nowait(self, call: Callable[[], T]) -> T | None:
+        """Run ``call`` (one READ or WRITE) without waiting for a device; None if it
+        would have to (nothing answered yet: run it again where blocking is fine).
+
+        On a memory file system nothing waits; elsewhere reads use RWF_NOWAIT (the
+        page cache, or EAGAIN) and writes too where the kernel supports it.
+        """
+        if not (self.nowait_reads or self.nowait_writes):
+            return None
+        self._nowait.active = True
+        try:
+            return call()
+        except WouldBlock:
+            return None
+        finally:
+            self._nowait.active = False
+
+    def _nowait_flags(self, writing: bool) -> int:
+        """The extra RWF flags of an attempt on the ring thread; WouldBlock if none may."""
+        if not (self.nowait_writes if writing else self.nowait_reads):
+            raise WouldBlock
+        return 0 if self.memory_backed else os.RWF_NOWAIT
+
+    def _refused_nowait(self, exc: OSError, writing: bool) -> WouldBlock | None:
+        """What an OSError of an attempt means: WouldBlock (retry on a worker), or None
+        (a real error of the I/O itself)."""
+        if exc.errno == errno.EAGAIN:
+            return WouldBlock()
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            # Not for this file (system): never try again; this one goes to a worker.
+            if writing:
+                self.nowait_writes = False
+            else:
+                self.nowait_reads = False
+            log.info("vdisk %s: no RWF_NOWAIT %s on %s (%s): on worker threads",
+                     self.label, "writes" if writing else "reads", self.path, exc.strerror)
+            return WouldBlock()
+        return None
+
+    def _read_nowait(self, offset: int, length: int, views: list[memoryview]) -> int:
+        flags = self._nowait_flags(False)
+        try:
+            got = os.preadv(self.fd, views, offset, flags)
+        except OSError as exc:
+            blocked = self._refused_nowait(exc, False)
+            if blocked is not None:
+                raise blocked from None
+            raise
+        if got < length and flags:
+            raise WouldBlock  # partly cached (or the end of the file): a worker finishes
+        return got
+
+    # -- data ------------------------------------------------------------------
+
     def read(self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0) -> None:
         views = buf.slices(buf_offset, length)
         try:
-            if self._direct:
+            if self._nowait.active:
+                got = self._read_nowait(offset, length, views)
+            elif self._direct:
                 self._direct.read(offset, views)
                 return
-            got = DataBuffer(views).preadv(self.fd, offset)
+            else:
+                got = DataBuffer(views).preadv(self.fd, offset)
         except OSError as exc:
             raise self._error(f"read of {length} bytes at {offset}", exc) from None
         if got < length:  # the file shrank under us: never hand out stale bytes
@@ -249,6 +331,9 @@ class FileBackend:
             raise BackendError(f"{self.path} is open read-only", errno.EROFS)
         length = sum(len(v) for v in views)
         sync = self._needs_sync(fua)
+        if self._nowait.active:
+            self._write_nowait(offset, views, length, sync)
+            return
         flags = os.RWF_DSYNC if sync and self._rwf_dsync else 0
         try:
             try:
@@ -264,6 +349,22 @@ class FileBackend:
             if sync and not flags:
                 os.fdatasync(self.fd)
         except OSError as exc:
+            raise self._error(f"write of {length} bytes at {offset}", exc) from None
+
+    def _write_nowait(
+        self, offset: int, views: Sequence[memoryview], length: int, sync: bool
+    ) -> None:
+        if sync:
+            raise WouldBlock  # durable before GOOD: fdatasync/RWF_DSYNC wait for the disk
+        flags = self._nowait_flags(True)
+        try:
+            # A short write followed by EAGAIN leaves a prefix written: the retry on a
+            # worker writes the same bytes again, in full.
+            pwritev_all(self.fd, views, offset, flags)
+        except OSError as exc:
+            blocked = self._refused_nowait(exc, True)
+            if blocked is not None:
+                raise blocked from None
             raise self._error(f"write of {length} bytes at {offset}", exc) from None
 
     def _pwrite(self, offset: int, views: Sequence[memoryview], flags: int) -> None:

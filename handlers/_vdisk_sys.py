@@ -117,3 +117,41 @@ def buffer_address(view: memoryview) -> int | None:
     if view.readonly or not view.contiguous or len(view) == 0:
         return None
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+# File systems whose data lives in memory: a read or write of them copies pages and
+# never waits for a device (unless the pages were swapped out, see memory_backed).
+MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def mount_fs_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The file system type of the mount holding ``path`` ("" when unknown)."""
+    real = os.path.realpath(path)
+    best, fs_type = "", ""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                # <id> <parent> <maj:min> <root> <mount point> <opts> ... - <type> ...
+                fields = line.split()
+                point = fields[4].replace("\\040", " ")
+                if (real == point or real.startswith(point.rstrip("/") + "/")) and len(
+                    point
+                ) >= len(best):
+                    best, fs_type = point, fields[fields.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        return ""
+    return fs_type
+
+
+def swap_active(swaps: str = "/proc/swaps") -> bool:
+    """True when any swap area is in use (memory pages may have to be read back)."""
+    try:
+        with open(swaps) as f:
+            return len(f.read().strip().splitlines()) > 1
+    except OSError:
+        return True  # unknown: assume the worst
+
+
+def memory_backed(path: str) -> bool:
+    """True when I/O on ``path`` never waits for a device: tmpfs/ramfs without swap."""
+    return mount_fs_type(path) in MEMORY_FILE_SYSTEMS and not swap_active()

@@ -79,6 +79,9 @@ log = logging.getLogger("tcmu_scst.handlers.vdisk")
 
 Backend = FileBackend | NullBackend
 
+# READ(6/10/12/16) and WRITE(6/10/12/16): what try_inline attempts on the ring thread.
+_TRY_INLINE_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x0A, 0x2A, 0xAA, 0x8A})
+
 
 def open_backend(params: VdiskParams) -> Backend:
     """Open the backing store ``params`` describe; HandlerError says why it cannot."""
@@ -196,7 +199,21 @@ class VdiskHandler(Handler):
         return self.device.execute(cmd)
 
     def is_inline(self, cmd: Command) -> bool:
+        cdb = cmd.cdb
+        if cdb and cdb[0] in _TRY_INLINE_OPCODES:
+            return False  # READ/WRITE: no table lookup on the hot path
         return not self.device.is_io(cmd)
+
+    def try_inline(self, cmd: Command) -> Result | None:
+        # READ and WRITE only: one backend call each, which the backend attempts
+        # without waiting (RWF_NOWAIT, or a memory file system); anything that would
+        # wait, or must be durable first, goes to a worker and runs again in full.
+        backend = self.backend
+        if not cmd.cdb or cmd.cdb[0] not in _TRY_INLINE_OPCODES:
+            return None
+        if isinstance(backend, NullBackend):
+            return self.device.execute(cmd)  # no store: nothing ever waits
+        return backend.try_nowait(lambda: self.device.execute(cmd))
 
     def on_tmr(self, notice: TmrNotice) -> None:
         if notice.tmr_type in abi.RESET_TMRS:

@@ -2,8 +2,10 @@
 
 The per-device runner (``service.device``) takes commands off the ring and calls
 :meth:`Handler.handle`. Commands a handler marks inline (:meth:`Handler.is_inline`,
-cheap emulation such as INQUIRY) run on the ring thread; everything else runs on
-worker threads so that the ring loop never blocks on disk. A handler that completes
+cheap emulation such as INQUIRY) run on the ring thread; the others are first
+offered to :meth:`Handler.try_inline` there (I/O that needs no waiting, such as a
+page-cache hit) and otherwise run on worker threads, so that the ring loop never
+blocks on disk. A handler that completes
 asynchronously (for example a pass-through with its own queue) returns ``None`` from
 ``handle`` and calls ``cmd.complete(result)`` later, from any thread, exactly once.
 """
@@ -35,6 +37,16 @@ class Handler(abc.ABC):
     def is_inline(self, cmd: Command) -> bool:
         """True when ``cmd`` is cheap and non-blocking enough to run on the ring thread."""
         return False
+
+    def try_inline(self, cmd: Command) -> Result | None:
+        """Execute a non-inline command on the ring thread if it needs no waiting.
+
+        Returns its result, or ``None`` when it would have to wait (for a disk, a
+        sync): then nothing was answered and the runner hands it to a worker, which
+        calls :meth:`handle`. Handlers that complete asynchronously never answer
+        here. Default: never (every I/O command goes to a worker).
+        """
+        return None
 
     def on_tmr(self, notice: TmrNotice) -> None:
         """A task-management notification (abort, LUN reset). Default: nothing to do."""

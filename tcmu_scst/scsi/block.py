@@ -26,6 +26,15 @@ class BackendError(Exception):
         self.errno = errno
 
 
+class WouldBlock(Exception):
+    """The backend was asked not to wait (the ring thread) and would have to.
+
+    Raised before anything visible changed (or after a partial write that the retry
+    repeats byte for byte): the command is run again, in full, on a worker thread.
+    The SCSI layer lets it pass through; it never becomes sense data.
+    """
+
+
 class BlockBackend(Protocol):
     """The backing store of one block device."""
 

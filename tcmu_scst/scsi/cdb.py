@@ -51,6 +51,16 @@ def check_cdb(cdb: bytes, spec: OpSpec) -> None:
         raise SenseError.invalid_field_in_cdb(last, highest_bit(bad))
 
 
+def reject_mask(spec: OpSpec) -> int:
+    """The bits :func:`check_cdb` refuses in a ``spec.cdb_len``-byte CDB, as one
+    big-endian integer: ``int.from_bytes(cdb, "big") & mask`` is 0 exactly when
+    ``check_cdb`` accepts a CDB of that length (the data path's one-step check)."""
+    last = spec.cdb_len - 1
+    octets = [0] + [~spec.check_mask(i) & 0xFF for i in range(1, last)]
+    octets.append(_NACA | _FLAG | _LINK)
+    return int.from_bytes(bytes(octets), "big")
+
+
 def lba_6(cdb: bytes) -> int:
     return be(cdb, 1, 3) & 0x1FFFFF
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from tcmu_scst.command import Command, Result, data_in_result
 from tcmu_scst.scsi import logs
 from tcmu_scst.scsi import opcodes as op
+from tcmu_scst.scsi.block import WouldBlock
 from tcmu_scst.scsi.cdb import be, check_cdb
 from tcmu_scst.scsi.identity import (
     Identity,
@@ -144,6 +145,8 @@ class SpcDevice:
             return self._execute(cmd)
         except SenseError as error:
             return error.result()
+        except WouldBlock:
+            raise  # not an answer: the runner retries the command on a worker
         except Exception:
             log.exception("internal error executing %r", cmd)
             return SenseError.internal_target_failure().result()

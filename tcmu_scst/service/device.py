@@ -7,7 +7,9 @@
               <- Ring.complete() from either side, Ring.flush() once per batch
 
 The ring loop never blocks on disk: a handler says which commands are cheap
-(:meth:`Handler.is_inline`); the rest go to ``threads`` workers (SCST's
+(:meth:`Handler.is_inline`); I/O commands are first tried on the ring thread without
+waiting (:meth:`Handler.try_inline`: a page-cache hit through RWF_NOWAIT, a memory
+file system), and the ones that would wait go to ``threads`` workers (SCST's
 ``scst_threads``). With ``threads=0`` everything runs on the ring thread.
 """
 
@@ -19,7 +21,7 @@ import os
 import queue
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
@@ -60,13 +62,19 @@ class Stats:
         self.size_histogram: dict[int, int] = {}  # data size rounded up to a power of 2
 
     def count(self, cmd: Command, result: Result) -> None:
-        size = cmd.data.length
-        bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+        self.count_many(((cmd, result),))
+
+    def count_many(self, done: Iterable[tuple[Command, Result]]) -> None:
+        """Count a batch under one lock (the ring loop's inline results)."""
+        histogram = self.size_histogram
         with self.lock:
-            self.commands += 1
-            if result.status == CHECK_CONDITION:
-                self.errors += 1
-            self.size_histogram[bucket] = self.size_histogram.get(bucket, 0) + 1
+            for cmd, result in done:
+                size = cmd.data.length
+                bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+                self.commands += 1
+                if result.status == CHECK_CONDITION:
+                    self.errors += 1
+                histogram[bucket] = histogram.get(bucket, 0) + 1
 
 
 class DeviceRunner:
@@ -93,6 +101,9 @@ class DeviceRunner:
         self._busy_lock = threading.Lock()
         self._idle = threading.Condition(self._busy_lock)
         self.gone = ""  # why the device stopped being servable, if it did
+        # Try I/O commands on the ring thread first (Handler.try_inline): a page-cache
+        # hit costs no hand-off to a worker. False: every I/O command goes to one.
+        self.try_inline = True
 
     # -- lifecycle -----------------------------------------------------------------
     def start_workers(self) -> None:
@@ -156,6 +167,11 @@ class DeviceRunner:
         except BlockingIOError:
             pass
 
+    def finish(self) -> None:
+        """Let the workers complete what they hold, then stop them (a runner served by
+        a shared loop, which calls this instead of :meth:`run` returning)."""
+        self._shutdown_workers()
+
     def _shutdown_workers(self) -> None:
         with self._workers_lock:
             workers = list(self._workers)
@@ -177,7 +193,8 @@ class DeviceRunner:
         os.close(self._wake_w)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no command is on a worker thread (used before reconfiguring)."""
+        """Block until no command is on a worker thread nor being answered on the ring
+        thread (used before reconfiguring)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
@@ -185,6 +202,20 @@ class DeviceRunner:
     def drain(self) -> int:
         """Take every new entry off the ring and dispatch it; returns commands taken."""
         items = self.ring.fetch()
+        if items:
+            # While this batch runs here, the runner is not idle: wait_idle() (before a
+            # handler swap) also waits for the I/O answered on this thread.
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                return self._dispatch(items)
+            finally:
+                self._release_busy()
+        self.ring.flush()
+        self._clear_wake()
+        return 0
+
+    def _dispatch(self, items: list[Command | TmrNotice]) -> int:
         taken = 0
         inline_done: list[tuple[Command, Result]] = []
         tracer = self.tracer
@@ -202,23 +233,39 @@ class DeviceRunner:
                 tracer.received(item)
             if self.threads == 0 or self.handler.is_inline(item):
                 result = self._execute(item)
-                if result is not None:
-                    self.stats.count(item, result)
-                    if tracer is not None:
-                        tracer.completed(item, result)
-                    inline_done.append((item, result))
+                if result is None:
+                    continue  # the handler completes it asynchronously
             else:
-                with self._busy_lock:
-                    self._busy += 1
-                self._queue.put(item)
-        # Inline results go out together: one lock and one cmd_tail store.
+                # I/O: on this thread if it needs no waiting, else on a worker.
+                result = self._try_inline(item) if self.try_inline else None
+                if result is None:
+                    with self._busy_lock:
+                        self._busy += 1
+                    self._queue.put(item)
+                    continue
+            if tracer is not None:
+                tracer.completed(item, result)
+            inline_done.append((item, result))
+        # Inline results go out together: one lock for the counters, one for the
+        # ring and one cmd_tail store.
+        if inline_done:
+            self.stats.count_many(inline_done)
         self.ring.complete_many(inline_done)
         self.ring.flush()
+        self._clear_wake()
+        return taken
+
+    def _clear_wake(self) -> None:
         try:
             os.read(self._wake_r, 64)
         except BlockingIOError:
             pass
-        return taken
+
+    def _release_busy(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.notify_all()
 
     def _worker(self) -> None:
         while True:
@@ -234,14 +281,18 @@ class DeviceRunner:
                 if result is not None:
                     self._finish(cmd, result, notify=True)
             finally:
-                with self._busy_lock:
-                    self._busy -= 1
-                    if self._busy == 0:
-                        self._idle.notify_all()
+                self._release_busy()
+
+    def _try_inline(self, cmd: Command) -> Result | None:
+        return self._guarded(self.handler.try_inline, cmd)
 
     def _execute(self, cmd: Command) -> Result | None:
+        return self._guarded(self.handler.handle, cmd)
+
+    def _guarded(self, call: Callable[[Command], Result | None], cmd: Command) -> Result | None:
+        """``call(cmd)``; a handler bug becomes HARDWARE ERROR, logged and counted."""
         try:
-            return self.handler.handle(cmd)
+            return call(cmd)
         except Exception:
             log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
             with self.stats.lock:

@@ -287,3 +287,118 @@ def test_thread_count_changes_while_serving(
     assert not emu.broken and emu.problems == []
     with pytest.raises(ValueError):
         runner.set_threads(-1)
+
+
+class CachedDisk(MemoryDisk):
+    """MemoryDisk whose blocks below ``cached`` are answered by try_inline."""
+
+    def __init__(self, cached: int) -> None:
+        super().__init__()
+        self.cached = cached
+        self.tried: list[int] = []
+
+    def try_inline(self, cmd: Command) -> Result | None:
+        lba = int.from_bytes(cmd.cdb[2:6], "big")
+        self.tried.append(lba)
+        if lba >= self.cached:
+            return None  # "would block": the runner must hand it to a worker
+        self.threads_seen.add(threading.current_thread().name)
+        n = int.from_bytes(cmd.cdb[7:9], "big") * 512
+        cmd.data.write(self.blocks[lba * 512 : lba * 512 + n])  # no gate: "cached"
+        return Result(data_in_len=n)
+
+
+def _serve(handler: Handler, threads: int = 2) -> tuple[RingEmulator, DeviceRunner, object]:
+    emu = RingEmulator(cmdr_size=8192, data_size=256 * 1024)
+    port = EmulatorPort(emu)
+    runner = DeviceRunner(port, handler, threads=threads)
+    loop = threading.Thread(target=runner.run, name="ring-loop")
+    loop.start()
+
+    def stop() -> None:
+        runner.stop()
+        loop.join(5)
+        runner.close()
+        port.close()
+
+    return emu, runner, stop
+
+
+def test_io_that_needs_no_waiting_runs_on_the_ring_thread() -> None:
+    handler = CachedDisk(cached=8)
+    emu, _runner, stop = _serve(handler)
+    try:
+        cid = emu.submit(bytes([0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0]), data_in_len=512)
+        wait_for(lambda: len(emu.completions) == 1)
+        assert emu.completion(cid).status == GOOD
+        assert handler.threads_seen == {"ring-loop"}
+    finally:
+        stop()  # type: ignore[operator]
+
+
+def test_io_that_would_block_goes_to_a_worker_and_runs_once_there() -> None:
+    handler = CachedDisk(cached=8)
+    emu, runner, stop = _serve(handler)
+    try:
+        handler.gate.clear()  # the worker's disk hangs: the cached read must not wait
+        slow = emu.submit(bytes([0x28, 0, 0, 0, 0, 20, 0, 0, 1, 0]), data_in_len=512)
+        fast = emu.submit(bytes([0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0]), data_in_len=512)
+        wait_for(lambda: any(c.cmd_id == fast for c in emu.completions))
+        assert len(emu.completions) == 1
+        handler.gate.set()
+        wait_for(lambda: len(emu.completions) == 2)
+        assert emu.completion(slow).status == GOOD
+        assert handler.tried == [20, 1]  # each tried once on the ring thread
+        assert any(name.startswith("tcmu-io-") for name in handler.threads_seen)
+        assert runner.wait_idle(5)
+        assert not emu.broken and emu.problems == []
+    finally:
+        stop()  # type: ignore[operator]
+
+
+def test_try_inline_off_sends_every_io_to_workers() -> None:
+    handler = CachedDisk(cached=8)
+    emu, runner, stop = _serve(handler)
+    runner.try_inline = False
+    try:
+        emu.submit(bytes([0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0]), data_in_len=512)
+        wait_for(lambda: len(emu.completions) == 1)
+        assert handler.tried == []
+        assert "ring-loop" not in handler.threads_seen
+    finally:
+        stop()  # type: ignore[operator]
+
+
+def test_try_inline_exception_is_an_internal_target_failure() -> None:
+    class Broken(MemoryDisk):
+        def try_inline(self, cmd: Command) -> Result | None:
+            raise RuntimeError("bug")
+
+    emu, runner, stop = _serve(Broken())
+    try:
+        cid = emu.submit(READ10, data_in_len=512)
+        wait_for(lambda: len(emu.completions) == 1)
+        assert emu.completion(cid).sense[12] == 0x44
+        assert runner.stats.handler_failures == 1
+    finally:
+        stop()  # type: ignore[operator]
+
+
+def test_wait_idle_waits_for_io_answered_on_the_ring_thread() -> None:
+    class SlowCache(CachedDisk):
+        def try_inline(self, cmd: Command) -> Result | None:
+            self.gate.wait(5)  # a page-cache copy that takes a while
+            return super().try_inline(cmd)
+
+    handler = SlowCache(cached=8)
+    emu, runner, stop = _serve(handler)
+    try:
+        handler.gate.clear()
+        emu.submit(bytes([0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0]), data_in_len=512)
+        wait_for(lambda: handler.tried == [] and runner._busy == 1)
+        assert not runner.wait_idle(0.1)  # a handler swap now would race the read
+        handler.gate.set()
+        assert runner.wait_idle(5)
+        wait_for(lambda: len(emu.completions) == 1)
+    finally:
+        stop()  # type: ignore[operator]

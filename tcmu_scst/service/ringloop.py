@@ -1,0 +1,113 @@
+"""One thread serving the rings of many devices, instead of a ring thread per device.
+
+Each :class:`~tcmu_scst.service.device.DeviceRunner` normally runs its own loop
+(``runner.run()`` on a thread of its own). With many devices those threads take
+turns at the GIL on every UIO event, and each switch costs more than the commands it
+serves. A :class:`SharedRingLoop` polls every device's UIO fd from one thread and
+drains the ready rings there; each runner keeps its worker threads for the I/O that
+would block (``Handler.try_inline`` declines it), which complete from their threads
+as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+
+from tcmu_scst.errors import UioError
+from tcmu_scst.service.device import DeviceRunner
+
+log = logging.getLogger(__name__)
+
+
+class SharedRingLoop:
+    """Call :meth:`run` on a thread; :meth:`add` and :meth:`remove` runners from others."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runners: dict[int, DeviceRunner] = {}  # UIO fd -> runner
+        self._leaving: list[tuple[DeviceRunner, threading.Event]] = []
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # already due to wake up
+
+    def add(self, runner: DeviceRunner) -> None:
+        """Serve ``runner``'s ring from this loop (its workers start now)."""
+        runner.start_workers()
+        with self._lock:
+            self._runners[runner.port.fileno()] = runner
+        self._wake()
+
+    def remove(self, runner: DeviceRunner, timeout: float = 30.0) -> bool:
+        """Stop serving ``runner``: a last drain on the loop, then its workers finish
+        every command they hold. False if the loop did not let go within ``timeout``."""
+        done = threading.Event()
+        with self._lock:
+            self._runners.pop(runner.port.fileno(), None)
+            self._leaving.append((runner, done))
+        self._wake()
+        released = done.wait(timeout)
+        runner.finish()
+        return released
+
+    def stop(self) -> None:
+        """End :meth:`run` once every runner was removed."""
+        with self._lock:
+            self._stopping = True
+        self._wake()
+
+    def close(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        served: dict[int, DeviceRunner] = {}
+        while True:
+            with self._lock:
+                if self._stopping and not self._runners and not self._leaving:
+                    break
+                wanted = dict(self._runners)
+                leaving, self._leaving = self._leaving, []
+            for fd in served.keys() - wanted.keys():
+                poller.unregister(fd)
+            for runner, done in leaving:
+                self._drain(runner)  # what arrived before it was removed
+                done.set()
+            for fd in wanted.keys() - served.keys():
+                poller.register(fd, select.POLLIN)
+                self._drain(wanted[fd])  # entries queued before it was added
+            served = wanted
+            for fd, _mask in poller.poll():
+                if fd == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 64)
+                    except BlockingIOError:
+                        pass
+                    continue
+                ready = served.get(fd)
+                if ready is not None and not self._drain(ready):
+                    with self._lock:
+                        self._runners.pop(fd, None)
+
+    @staticmethod
+    def _drain(runner: DeviceRunner) -> bool:
+        """Consume the event, then drain (no wakeup is lost); False if the device is gone."""
+        if runner.gone:
+            return False
+        try:
+            runner.port.read_event()
+            runner.drain()
+        except UioError as err:
+            runner.gone = str(err)
+            log.warning("ring of %s stopped: %s", type(runner.handler).__name__, err)
+            return False
+        return True

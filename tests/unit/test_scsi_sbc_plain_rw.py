@@ -1,0 +1,116 @@
+"""The flat READ/WRITE(10/16) path answers exactly what the general path answers."""
+
+from __future__ import annotations
+
+import errno
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcmu_scst.scsi import opcodes as op
+from tcmu_scst.scsi.sbc import SbcDevice
+from tcmu_scst.scsi.spc import SpcDevice
+from tcmu_scst.testing import scsi_harness as h
+from tcmu_scst.testing.memory_backend import MemoryBackend
+from tcmu_scst.testing.scsi_harness import make_disk, run
+
+BS = 512
+SIZE = 64 * BS
+PLAIN = (op.READ_10, op.WRITE_10, op.READ_16, op.WRITE_16)
+
+
+def _general(dev: SbcDevice) -> SbcDevice:
+    """The same device, its data-path shortcut bypassed (SpcDevice's dispatch)."""
+
+    class General(SbcDevice):
+        def _execute(self, cmd):  # type: ignore[no-untyped-def]
+            return SpcDevice._execute(self, cmd)
+
+    dev.__class__ = General
+    return dev
+
+
+def _pair(state: dict[str, object]) -> tuple[tuple[SbcDevice, MemoryBackend], ...]:
+    out = []
+    for general in (False, True):
+        dev, backend = make_disk(SIZE, read_only=bool(state["read_only"]))
+        backend.data[:] = bytes(i * 7 & 0xFF for i in range(SIZE))
+        if general:
+            _general(dev)
+        if state["ua"]:
+            dev.notify_resized()
+        dev.started = not state["stopped"]
+        if state["fail"]:
+            backend.fail("write", errno.ENOSPC)
+            backend.fail("read", errno.EIO)
+        out.append((dev, backend))
+    return tuple(out)
+
+
+def usually(
+    plain: st.SearchStrategy[int], odd: st.SearchStrategy[int]
+) -> st.SearchStrategy[int]:
+    """``plain`` four times in five: most examples are commands the shortcut takes."""
+    return st.sampled_from([True, True, True, True, False]).flatmap(
+        lambda p: plain if p else odd
+    )
+
+
+def rarely() -> st.SearchStrategy[bool]:
+    return st.sampled_from([False, False, False, False, True])
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    opcode=st.sampled_from(PLAIN),
+    lba=usually(st.integers(0, 60), st.integers(0, 2**64 - 1)),
+    blocks=usually(st.integers(1, 4), st.integers(0, 2**32 - 1)),
+    byte1=usually(st.sampled_from([0, 0x08, 0x10]), st.integers(0, 255)),
+    group=usually(st.just(0), st.integers(0, 255)),
+    control=usually(st.just(0), st.integers(0, 255)),
+    extra=usually(st.just(0), st.sampled_from([-1, 1])),  # CDB one byte short / long
+    buf_blocks=usually(st.integers(4, 6), st.integers(0, 10)),
+    state=st.fixed_dictionaries({
+        "read_only": rarely(), "ua": rarely(), "stopped": rarely(), "fail": rarely(),
+    }),
+)
+def test_plain_path_answers_like_the_general_path(
+    opcode: int, lba: int, blocks: int, byte1: int, group: int, control: int, extra: int,
+    buf_blocks: int, state: dict[str, object],
+) -> None:
+    cdb = bytearray(h.rw_cdb(opcode, lba % (2**32 if opcode in (0x28, 0x2A) else 2**64),
+                             blocks % (2**16 if opcode in (0x28, 0x2A) else 2**32)))
+    cdb[1] = byte1
+    cdb[-2] = group
+    cdb[-1] = control
+    raw = bytes(cdb) + b"\x00" if extra > 0 else bytes(cdb[: len(cdb) + extra] if extra else cdb)
+    writing = opcode in (op.WRITE_10, op.WRITE_16)
+    data = bytes((i * 13 + 5) & 0xFF for i in range(buf_blocks * BS))
+    replies = []
+    for dev, backend in _pair(state):
+        reply = run(dev.execute, raw, data_out=data if writing else None,
+                    in_len=0 if writing else buf_blocks * BS)
+        replies.append((reply.result, reply.buffer, bytes(backend.data),
+                        dev.unit_attentions.pending()))
+    assert replies[0] == replies[1]
+
+
+def test_the_shortcut_is_taken_for_plain_commands() -> None:
+    dev, backend = make_disk(SIZE)
+    calls: list[int] = []
+    real = SpcDevice._execute
+
+    def spy(self: SpcDevice, cmd: object) -> object:
+        calls.append(1)
+        return real(self, cmd)  # type: ignore[arg-type]
+
+    SpcDevice._execute = spy  # type: ignore[method-assign,assignment]
+    try:
+        assert run(dev.execute, h.rw_cdb(op.WRITE_10, 3, 2), data_out=b"x" * 1024).status == 0
+        assert run(dev.execute, h.rw_cdb(op.READ_16, 3, 2), in_len=1024).data == b"x" * 1024
+        assert calls == []  # neither went through the general dispatch
+        run(dev.execute, h.rw_cdb(op.READ_6, 3, 2), in_len=1024)
+        assert calls == [1]
+    finally:
+        SpcDevice._execute = real  # type: ignore[method-assign]
+    assert backend.data[3 * BS : 5 * BS] == b"x" * 1024
