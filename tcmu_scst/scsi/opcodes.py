@@ -170,6 +170,16 @@ def _op(
     )
 
 
+def local_spec(
+    opcode: int, name: str, usage: bytes, direction: Direction, *, media: bool = False,
+    blocking: bool = False, writes: bool = False,
+) -> OpSpec:
+    """An OpSpec for a device-type-specific command (MMC, SSC: not in :data:`COMMANDS`);
+    see ``SpcDevice.register_local``."""
+    return OpSpec(opcode, None, name, usage, direction, data_cdb=blocking,
+                  writes_medium=writes, blocking=blocking, media_access=media)
+
+
 COMMANDS: tuple[OpSpec, ...] = (
     _op(TEST_UNIT_READY, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), _NONE),
     _op(REQUEST_SENSE, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), _IN),

@@ -5,6 +5,13 @@ TEST UNIT READY, REPORT SUPPORTED OPERATION CODES and MODE SENSE/SELECT, keeps
 the unit attention queue and the started/medium state, and dispatches every
 other command to handlers a subclass registers (``scsi.sbc`` for disks).
 
+Subclasses extend the dispatch through hooks, never by copying it: :meth:`register`
+for a command of the shared ``scsi.opcodes`` table, :meth:`register_local` for a
+device-type-specific opcode that is not in it (MMC, SSC; some reuse an SBC opcode
+with other fields, so a local command wins over the shared table for its opcode),
+:attr:`ua_exempt` for commands a pending unit attention must not fail, and
+:meth:`vpd_pages` / :meth:`mode_pages` for INQUIRY and MODE SENSE.
+
 :meth:`SpcDevice.execute` never raises: a bad CDB is a CHECK CONDITION, and an
 unexpected exception is logged and answered with HARDWARE ERROR / INTERNAL TARGET
 FAILURE.
@@ -72,6 +79,11 @@ def designator(code_set: int, designator_type: int, value: bytes) -> bytes:
 class SpcDevice:
     """A logical unit: SPC-4 commands, unit attentions and command dispatch."""
 
+    #: Opcodes (beyond SPC's INQUIRY, REQUEST SENSE and REPORT LUNS) that are
+    #: processed while a unit attention is pending and leave it pending, e.g.
+    #: MMC-6 4.1.6.1's GET CONFIGURATION and GET EVENT STATUS NOTIFICATION.
+    ua_exempt: frozenset[int] = frozenset()
+
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.unit_attentions = UnitAttentionQueue()
@@ -82,6 +94,8 @@ class SpcDevice:
         self._handlers: dict[tuple[int, int | None], CommandHandler] = {}
         self._specs: dict[tuple[int, int | None], OpSpec] = {}
         self._reported: dict[tuple[int, int | None], OpSpec] = {}
+        #: Device-type-specific commands by opcode (see :meth:`register_local`).
+        self._local: dict[int, OpSpec] = {}
         self.register(op.TEST_UNIT_READY, None, self._test_unit_ready)
         self.register(op.REQUEST_SENSE, None, self._request_sense)
         self.register(op.INQUIRY, None, self._inquiry)
@@ -114,7 +128,18 @@ class SpcDevice:
         self._reported[spec.key] = spec
         self._handlers[spec.key] = handler
 
+    def register_local(self, spec: OpSpec, handler: CommandHandler) -> None:
+        """Answer a device-type-specific command that the shared table lacks (or
+        defines differently): ``spec`` describes it, and it wins for its opcode."""
+        self._local[spec.opcode] = spec
+        self._specs[spec.key] = spec
+        self._reported[spec.key] = spec
+        self._handlers[spec.key] = handler
+
     def unregister(self, opcode: int, service_action: int | None = None) -> None:
+        local = self._local.get(opcode)
+        if local is not None and local.key == (opcode, service_action):
+            del self._local[opcode]
         self._specs.pop((opcode, service_action), None)
         self._reported.pop((opcode, service_action), None)
         self._handlers.pop((opcode, service_action), None)
@@ -130,6 +155,9 @@ class SpcDevice:
         return self._reported
 
     def spec_for(self, cdb: bytes) -> OpSpec | None:
+        """The command ``cdb`` asks for, if this device implements it."""
+        if cdb and cdb[0] in self._local:
+            return self._local[cdb[0]]
         spec = op.lookup(cdb)
         return spec if spec is not None and spec.key in self._specs else None
 
@@ -152,12 +180,12 @@ class SpcDevice:
         cdb = cmd.cdb
         if not cdb:
             raise SenseError.invalid_opcode()
-        if cdb[0] not in op.UA_EXEMPT_OPCODES:
+        spec = self.spec_for(cdb)
+        if cdb[0] not in op.UA_EXEMPT_OPCODES and cdb[0] not in self.ua_exempt:
             attention = self.unit_attentions.pop()
             if attention is not None:
                 raise attention
-        spec = op.lookup(cdb)
-        if spec is None or spec.key not in self._specs:
+        if spec is None:
             if any(key[0] == cdb[0] for key in self._specs):
                 # A supported opcode with a service action we do not implement.
                 raise SenseError.invalid_field_in_cdb(1, 4)
