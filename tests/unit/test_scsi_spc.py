@@ -74,8 +74,8 @@ def test_inquiry_cmddt_bit_refused() -> None:
 def test_vpd_supported_pages() -> None:
     dev, _ = make_disk()
     data = run(dev.execute, h.inquiry(0x00), in_len=255).data
-    assert data[:4] == bytes((0, 0, 0, 6))
-    assert list(data[4:]) == [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2]
+    assert data[:4] == bytes((0, 0, 0, 7))
+    assert list(data[4:]) == [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2]
 
 
 def test_unknown_vpd_page_refused() -> None:
