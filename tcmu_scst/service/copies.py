@@ -1,0 +1,93 @@
+"""EXTENDED COPY between the devices this process serves, and the rule that guards it.
+
+Each served block device (an ``SbcDevice``) has a copy manager (``scsi.xcopy``);
+by itself it can only copy within its own LU. :data:`DOMAIN` lets it reach the
+other devices of this process by their NAA designator, under one access rule:
+
+    A copy received by device A may read or write device B only when A and B are
+    exported through exactly the same (fabric, target, TPG, initiator) pairs with
+    the same write protection (``kernel.exposure``), read from configfs at the
+    time of the copy.
+
+TCMU does not say which initiator sent the EXTENDED COPY, so the rule must hold for
+every initiator: whoever can send a command to A can then also reach B, the same
+way, with the same rights; nobody gains access to a LU through a copy (the hole of
+the kernel's CVE-2020-28374). Any other case is refused with COPY ABORTED /
+UNREACHABLE COPY TARGET, the answer for a CSCD the copy manager cannot reach.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from tcmu_scst.errors import TcmuScstError
+from tcmu_scst.handler import Handler
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.exposure import same_exposure
+from tcmu_scst.scsi.sbc import SbcDevice
+from tcmu_scst.scsi.xcopy import CopyEndpoint
+
+log = logging.getLogger(__name__)
+
+
+class CopyDomain:
+    """The block devices served by this process, by configfs directory."""
+
+    def __init__(self, cfs: Configfs | None = None) -> None:
+        self.cfs = cfs or Configfs()
+        self._lock = threading.Lock()
+        self._devices: dict[str, SbcDevice] = {}  # configfs dir (core/user_N/NAME) -> device
+
+    def serve(self, configfs_dir: str, handler: Handler) -> None:
+        """``handler`` now serves ``configfs_dir`` (attach, or a handler swapped in)."""
+        device = getattr(handler, "device", None)
+        with self._lock:
+            self._devices.pop(configfs_dir, None)
+            if isinstance(device, SbcDevice):
+                self._devices[configfs_dir] = device
+                device.copies.scope = _Scope(self, device)
+
+    def forget(self, configfs_dir: str) -> None:
+        with self._lock:
+            self._devices.pop(configfs_dir, None)
+
+    def _locate(self, device: CopyEndpoint) -> str | None:
+        with self._lock:
+            return next((d for d, dev in self._devices.items() if dev is device), None)
+
+    def resolve(self, designator: bytes) -> SbcDevice | None:
+        with self._lock:
+            devices = list(self._devices.values())
+        return next((d for d in devices if d.copy_designator() == designator), None)
+
+    def may_copy(self, origin: CopyEndpoint, other: CopyEndpoint) -> bool:
+        a, b = self._locate(origin), self._locate(other)
+        if a is None or b is None:
+            return False
+        try:
+            return same_exposure(self.cfs, a, b)
+        except (TcmuScstError, OSError) as err:
+            log.warning("EXTENDED COPY: cannot read the exports of %s and %s (%s); refused",
+                        a, b, err)
+            return False
+
+
+class _Scope:
+    """One device's view of the domain (``scsi.xcopy.CopyScope``)."""
+
+    def __init__(self, domain: CopyDomain, device: SbcDevice) -> None:
+        self.domain = domain
+        self.device = device
+
+    def resolve(self, designator: bytes) -> CopyEndpoint | None:
+        if designator == self.device.copy_designator():
+            return self.device
+        return self.domain.resolve(designator)
+
+    def may_copy(self, origin: CopyEndpoint, other: CopyEndpoint) -> bool:
+        return origin is other or self.domain.may_copy(origin, other)
+
+
+#: The process's devices (the daemon and the in-process runners of tests and tools).
+DOMAIN = CopyDomain()
