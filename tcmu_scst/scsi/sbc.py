@@ -660,7 +660,12 @@ class SbcDevice(SpcDevice):
         self.prevent_removal = bool(cdb[4] & 0x01)
         return Result()
 
-    # -- VPD and mode pages ----------------------------------------------------------
+    # -- INQUIRY, VPD and mode pages -------------------------------------------------
+
+    def standard_inquiry(self) -> bytes:
+        data = bytearray(super().standard_inquiry())
+        data[5] |= 0x08  # 3PC: third-party copy commands (EXTENDED COPY) are supported
+        return bytes(data)
 
     def vpd_pages(self) -> dict[int, Callable[[], bytes]]:
         result = super().vpd_pages()

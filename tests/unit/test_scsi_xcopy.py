@@ -274,6 +274,7 @@ def test_held_status_expires_and_a_lun_reset_drops_it() -> None:
 
 def test_third_party_copy_vpd_page_lists_the_commands_and_limits() -> None:
     dev, _ = make_disk()
+    assert run(dev.execute, h.inquiry(), in_len=96).data[5] & 0x08  # 3PC
     supported = run(dev.execute, h.inquiry(page=0x00), in_len=255).data
     assert 0x8F in supported[4:]
     page = run(dev.execute, h.inquiry(page=0x8F), in_len=1024).data
