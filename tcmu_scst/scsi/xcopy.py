@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from tcmu_scst.command import Command, Result
+from tcmu_scst.command import BUSY, Command, Result
 from tcmu_scst.scsi.cdb import be
 from tcmu_scst.scsi.sense import ABORTED_COMMAND, COPY_ABORTED, ILLEGAL_REQUEST, SenseError
 
@@ -65,6 +65,10 @@ MAX_DESCRIPTOR_LIST_LENGTH = MAX_CSCD_DESCRIPTORS * CSCD_LEN + (
     MAX_SEGMENT_DESCRIPTORS * BLOCK_TO_BLOCK_LEN
 )
 MAX_HELD_COPIES = 16  # identified copies whose status is held at once
+#: EXTENDED COPY commands running at once on one LU. A copy keeps one of the device's
+#: worker threads for its whole length; a second one would take the next worker and
+#: starve READ/WRITE, so it is answered BUSY (the initiator retries or copies itself).
+MAX_RUNNING_COPIES = 1
 #: Bytes read and written per step: bounds memory and how long a lock is held.
 CHUNK = 1 << 20
 HOLD_SECONDS = 10.0
@@ -245,6 +249,10 @@ def _parse_segment(params: bytes, index: int, offset: int) -> Segment:
                    be(desc, 10, 2), be(desc, 12, 8), be(desc, 20, 8))
 
 
+class _Busy(Exception):
+    """Another copy runs on this LU (see MAX_RUNNING_COPIES)."""
+
+
 class CopyManager:
     """EXTENDED COPY and RECEIVE COPY RESULTS for one device (``origin``)."""
 
@@ -283,15 +291,18 @@ class CopyManager:
             raise SenseError.invalid_field_in_command_iu()
         plan = parse_parameter_list(cmd.data.read(0, length))
         endpoints = [self._endpoint(cscd) for cscd in plan.cscds]
-        with self._claim(cmd.cmd_id, plan.list_id) as (status, aborted):
-            try:
-                for segment in plan.segments:
-                    self._run_segment(segment, endpoints, plan, status, aborted)
-                    status.segments += 1
-            except SenseError:
-                status.status = STATUS_FAILED
-                raise
-            status.status = STATUS_DONE
+        try:
+            with self._claim(cmd.cmd_id, plan.list_id) as (status, aborted):
+                try:
+                    for segment in plan.segments:
+                        self._run_segment(segment, endpoints, plan, status, aborted)
+                        status.segments += 1
+                except SenseError:
+                    status.status = STATUS_FAILED
+                    raise
+                status.status = STATUS_DONE
+        except _Busy:
+            return Result(status=BUSY)
         return Result()
 
     def _endpoint(self, cscd: Cscd) -> CopyEndpoint | None:
@@ -318,10 +329,12 @@ class CopyManager:
         aborted = threading.Event()
         with self._lock:
             self._expire()
+            held = self._held.get(list_id) if list_id is not None else None
+            if held is not None and held.status == STATUS_IN_PROGRESS:
+                raise SenseError(ILLEGAL_REQUEST, 0x00, 0x16)  # OPERATION IN PROGRESS
+            if len(self._running) >= MAX_RUNNING_COPIES:
+                raise _Busy
             if list_id is not None:
-                held = self._held.get(list_id)
-                if held is not None and held.status == STATUS_IN_PROGRESS:
-                    raise SenseError(ILLEGAL_REQUEST, 0x00, 0x16)  # OPERATION IN PROGRESS
                 self._held.pop(list_id, None)
                 while len(self._held) >= MAX_HELD_COPIES:
                     oldest = min(self._held, key=lambda k: (self._held[k].status ==
@@ -418,8 +431,8 @@ class CopyManager:
         data[16:20] = self.max_segment_length().to_bytes(4, "big")
         # MAXIMUM INLINE DATA LENGTH, HELD DATA LIMIT, MAXIMUM STREAM DEVICE TRANSFER
         # SIZE: 0 (no inline data, no held data, no stream devices).
-        data[34:36] = MAX_HELD_COPIES.to_bytes(2, "big")  # TOTAL CONCURRENT COPIES
-        data[36] = MAX_HELD_COPIES  # MAXIMUM CONCURRENT COPIES
+        data[34:36] = MAX_RUNNING_COPIES.to_bytes(2, "big")  # TOTAL CONCURRENT COPIES
+        data[36] = MAX_RUNNING_COPIES  # MAXIMUM CONCURRENT COPIES
         data[37] = (self.origin.block_size.bit_length() - 1)  # DATA SEGMENT GRANULARITY
         types = bytes((BLOCK_TO_BLOCK, ID_CSCD))
         data[43] = len(types)
@@ -442,8 +455,8 @@ class CopyManager:
                           + bytes(4)  # MAXIMUM INLINE DATA LENGTH
                           + bytes(12))
         supported_descriptors = bytes((2, BLOCK_TO_BLOCK, ID_CSCD))
-        general = (MAX_HELD_COPIES.to_bytes(4, "big")  # TOTAL CONCURRENT COPIES
-                   + MAX_HELD_COPIES.to_bytes(4, "big")  # MAXIMUM IDENTIFIED CONCURRENT COPIES
+        general = (MAX_RUNNING_COPIES.to_bytes(4, "big")  # TOTAL CONCURRENT COPIES
+                   + MAX_RUNNING_COPIES.to_bytes(4, "big")  # MAXIMUM IDENTIFIED CONCURRENT COPIES
                    + self.max_segment_length().to_bytes(4, "big")
                    + bytes((self.origin.block_size.bit_length() - 1, 0))  # granularities
                    + bytes(18))

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tcmu_scst.command import GOOD
+from tcmu_scst.command import BUSY, GOOD
 from tcmu_scst.scsi import xcopy
 from tcmu_scst.scsi.identity import naa_designator
 from tcmu_scst.scsi.sbc import SbcDevice
@@ -164,6 +164,7 @@ def test_descriptor_limits_match_operating_parameters() -> None:
     assert (max_cscd, max_seg, max_list) == (8, 64, 8 * 32 + 64 * 28)
     assert int.from_bytes(data[16:20], "big") == 0xFFFF * BS
     assert data[43:] == bytes((2, 0x02, 0xE4))
+    assert int.from_bytes(data[34:36], "big") == data[36] == 1  # concurrent copies
     too_many_targets = params([cscd(dev)] * (max_cscd + 1), [segment(0, 0, 1, 0, 1)])
     assert send(dev, too_many_targets).sense.code == (0x05, 0x26, 0x06)
     too_many_segments = params([cscd(dev)], [segment(0, 0, 1, 0, 1)] * (max_seg + 1))
@@ -234,6 +235,8 @@ def test_duplicate_list_id_of_a_running_copy_is_operation_in_progress() -> None:
     in_progress = run(dev.execute, rcr_cdb(0x00, 7), in_len=64)
     assert in_progress.data[4] == xcopy.STATUS_IN_PROGRESS
     assert send(dev, plist).sense.code == (0x05, 0x00, 0x16)
+    other = params([cscd(dev)], [segment(0, 0, 8, 0, 128)], list_id=8)
+    assert send(dev, other).status == BUSY  # one copy at a time keeps a worker for I/O
     release.set()
     worker.join(5)
     assert first[0].status == GOOD
