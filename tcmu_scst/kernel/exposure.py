@@ -4,7 +4,7 @@ EXTENDED COPY names its source and destination by designator, not through a LUN 
 the issuing initiator, and TCMU does not tell a handler which initiator sent a
 command. The kernel's CVE-2020-28374 was exactly that gap: an XCOPY copying to or
 from a LU the initiator could not access. The rule this module serves (see
-``service.copies``) is therefore about every initiator at once: two backstores may be
+``service.units``) is therefore about every initiator at once: two backstores may be
 copied between only when their :func:`exposure` is the same non-empty set, i.e. every
 initiator that reaches one reaches the other, through the same target port group
 (fabric, target, TPG), with the same write protection.
@@ -37,7 +37,8 @@ class Access:
     read_only: bool
 
 
-def _tpgs(cfs: Configfs) -> list[Tpg]:
+def all_tpgs(cfs: Configfs) -> list[Tpg]:
+    """Every TPG of every fabric in configfs."""
     out = []
     for fabric in cfs.listdir():
         if fabric == "core" or not cfs.is_dir(fabric):
@@ -55,7 +56,7 @@ def exposure(cfs: Configfs, device_rel: str) -> frozenset[Access]:
     """Every (port, initiator, write protection) through which ``device_rel``
     (``core/user_N/NAME``) is reachable right now."""
     found: set[Access] = set()
-    for tpg in _tpgs(cfs):
+    for tpg in all_tpgs(cfs):
         luns = {lun for lun, dev in tpg.luns().items() if dev == device_rel}
         if not luns:
             continue

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from tcmu_scst.command import Command, Result, data_in_result
-from tcmu_scst.scsi import logs
+from tcmu_scst.scsi import alua, logs
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.cdb import be, check_cdb
 from tcmu_scst.scsi.identity import (
@@ -38,6 +38,7 @@ from tcmu_scst.scsi.modes import ModePage, mode_select, mode_sense
 from tcmu_scst.scsi.opcodes import OpSpec
 from tcmu_scst.scsi.rsoc import report_supported_operation_codes
 from tcmu_scst.scsi.sense import (
+    HARDWARE_ERROR,
     NO_SENSE,
     SenseError,
     build_sense,
@@ -96,6 +97,8 @@ class SpcDevice:
         self._reported: dict[tuple[int, int | None], OpSpec] = {}
         #: Device-type-specific commands by opcode (see :meth:`register_local`).
         self._local: dict[int, OpSpec] = {}
+        #: The kernel's target port groups of this LU (ALUA), once attached.
+        self.port_groups: alua.PortGroupSource | None = None
         self.register(op.TEST_UNIT_READY, None, self._test_unit_ready)
         self.register(op.REQUEST_SENSE, None, self._request_sense)
         self.register(op.INQUIRY, None, self._inquiry)
@@ -259,13 +262,16 @@ class SpcDevice:
         return bytes(data)
 
     def _inquiry(self, cmd: Command, cdb: bytes) -> Result:
+        """Standard data (with TPGS from the port groups) or a VPD page."""
         evpd = cdb[1] & 0x01
         page_code = cdb[2]
         alloc = be(cdb, 3, 2)
         if not evpd:
             if page_code:
                 raise SenseError.invalid_field_in_cdb(2)
-            return data_in(cmd, self.standard_inquiry(), alloc)
+            data = bytearray(self.standard_inquiry())
+            data[5] |= alua.tpgs(self._port_groups())
+            return data_in(cmd, bytes(data), alloc)
         pages = self.vpd_pages()
         if page_code == 0x00:
             body = bytes([0x00, *sorted(pages)])
@@ -289,7 +295,52 @@ class SpcDevice:
             designator(_CODE_SET_BINARY, _TYPE_NAA, naa_designator(ident))
             + designator(_CODE_SET_ASCII, _TYPE_T10_VENDOR_ID, t10)
             + designator(_CODE_SET_ASCII, _TYPE_VENDOR_SPECIFIC, serial)
+            + alua.port_designators(self._port_groups())
         )
+
+    # -- ALUA: REPORT / SET TARGET PORT GROUPS ----------------------------------
+
+    def attach_port_groups(self, source: alua.PortGroupSource) -> None:
+        """Answer ALUA from ``source`` (the kernel enforces the states itself)."""
+        self.port_groups = source
+        self.register(op.MAINTENANCE_IN, op.MI_REPORT_TARGET_PGS, self._report_target_pgs)
+        self.register(op.MAINTENANCE_OUT, op.MO_SET_TARGET_PGS, self._set_target_pgs)
+
+    def _port_groups(self) -> list[alua.PortGroup]:
+        if self.port_groups is None:
+            return []
+        try:
+            return self.port_groups.groups()
+        except Exception as err:  # configfs gone or unreadable: no ALUA to report
+            log.warning("%s: cannot read the target port groups: %s", self.identity.name, err)
+            return []
+
+    def _report_target_pgs(self, cmd: Command, cdb: bytes) -> Result:
+        data_format = cdb[1] >> 5
+        if data_format > 1:
+            raise SenseError.invalid_field_in_cdb(1, 7)
+        data = alua.report_target_port_groups(self._port_groups(), extended=data_format == 1)
+        return data_in(cmd, data, be(cdb, 6, 4))
+
+    def _set_target_pgs(self, cmd: Command, cdb: bytes) -> Result:
+        groups = self._port_groups()
+        if self.port_groups is None or not any(g.explicit for g in groups):
+            raise SenseError.invalid_opcode()  # TPGS without explicit ALUA
+        length = be(cdb, 6, 4)
+        if length == 0:
+            return Result()
+        if len(cmd.data) < length:
+            raise SenseError.invalid_field_in_command_iu()
+        for group_id, state in alua.parse_set_target_port_groups(
+            cmd.data.read(0, length), groups
+        ):
+            try:
+                self.port_groups.set_state(group_id, state)
+            except Exception as err:
+                log.warning("%s: SET TARGET PORT GROUPS %d -> %s failed: %s",
+                            self.identity.name, group_id, state.name, err)
+                raise SenseError(HARDWARE_ERROR, 0x67, 0x0A) from err  # STPG COMMAND FAILED
+        return Result()
 
     # -- TEST UNIT READY / REQUEST SENSE ------------------------------------
 

@@ -112,7 +112,7 @@ class CopyScope(Protocol):
     """Which devices a copy received by one device may touch.
 
     ``resolve`` finds a served device by its NAA designator; ``may_copy`` is the
-    access rule (see ``service.copies``): TCMU tells us nothing about the initiator,
+    access rule (see ``service.units``): TCMU tells us nothing about the initiator,
     so a device is reachable only when every initiator that can reach the receiving
     device can reach it the same way.
     """

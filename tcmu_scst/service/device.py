@@ -27,7 +27,7 @@ from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel.ring import Ring
 from tcmu_scst.kernel.uio import UioInfo
-from tcmu_scst.service import copies
+from tcmu_scst.service import units
 from tcmu_scst.service.trace import CommandTracer
 
 log = logging.getLogger(__name__)
@@ -290,13 +290,13 @@ def serve_in_thread(
     info = getattr(port, "info", None)  # a UioDevice: EXTENDED COPY may reach it
     configfs_dir = info.configfs_dir if isinstance(info, UioInfo) else None
     if configfs_dir is not None:
-        copies.DOMAIN.serve(configfs_dir, handler)
+        units.UNITS.serve(configfs_dir, handler)
     thread = threading.Thread(target=runner.run, name=f"ring-{name}", daemon=True)
     thread.start()
 
     def stop() -> None:
         if configfs_dir is not None:
-            copies.DOMAIN.forget(configfs_dir)
+            units.UNITS.forget(configfs_dir)
         runner.stop()
         thread.join(30)
         runner.close()

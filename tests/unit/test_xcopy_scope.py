@@ -1,4 +1,4 @@
-"""The EXTENDED COPY access rule (kernel.exposure, service.copies) on the fake configfs:
+"""The EXTENDED COPY access rule (kernel.exposure, service.units) on the fake configfs:
 two devices may be copied between only when every initiator reaches both the same way."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tcmu_scst.kernel.fabrics import IscsiTpg, LoopbackTpg
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.scsi.identity import naa_designator
 from tcmu_scst.scsi.sbc import SbcDevice
-from tcmu_scst.service.copies import CopyDomain
+from tcmu_scst.service.units import ServedUnits
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
 from tcmu_scst.testing.scsi_harness import make_disk, run
 
@@ -69,7 +69,7 @@ def test_same_exposure_needs_identical_acls_and_write_protection(fake: FakeConfi
     assert not same_exposure(fake, d1.rel, d2.rel)  # INI_B could copy into d2
 
 
-def _served(fake: FakeConfigfs, domain: CopyDomain, backstore: UserBackstore
+def _served(fake: FakeConfigfs, domain: ServedUnits, backstore: UserBackstore
             ) -> tuple[SbcDevice, bytearray]:
     device, backend = make_disk(name=backstore.name)
 
@@ -101,7 +101,7 @@ def _xcopy(origin: SbcDevice, src: SbcDevice, dst: SbcDevice, blocks: int) -> by
 
 def test_domain_copies_between_devices_only_under_the_rule(fake: FakeConfigfs) -> None:
     tpg, d1, d2 = _iscsi_pair(fake)
-    domain = CopyDomain(fake)
+    domain = ServedUnits(fake)
     dev1, data1 = _served(fake, domain, d1)
     dev2, data2 = _served(fake, domain, d2)
     data1[:BS * 4] = b"\x5a" * (BS * 4)

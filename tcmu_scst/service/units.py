@@ -1,4 +1,9 @@
-"""EXTENDED COPY between the devices this process serves, and the rule that guards it.
+"""The logical units this process serves, tied to their kernel objects: EXTENDED COPY
+between them (and the rule that guards it), and their ALUA target port groups.
+
+ALUA: every served device answers INQUIRY TPGS, VPD 83h port designators and REPORT
+/ SET TARGET PORT GROUPS from the kernel's groups of its backstore
+(``kernel.alua.KernelPortGroups``); the kernel enforces the states.
 
 Each served block device (an ``SbcDevice``) has a copy manager (``scsi.xcopy``);
 by itself it can only copy within its own LU. :data:`DOMAIN` lets it reach the
@@ -23,16 +28,18 @@ import threading
 
 from tcmu_scst.errors import TcmuScstError
 from tcmu_scst.handler import Handler
+from tcmu_scst.kernel.alua import KernelPortGroups
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.exposure import same_exposure
 from tcmu_scst.scsi.sbc import SbcDevice
+from tcmu_scst.scsi.spc import SpcDevice
 from tcmu_scst.scsi.xcopy import CopyEndpoint
 
 log = logging.getLogger(__name__)
 
 
-class CopyDomain:
-    """The block devices served by this process, by configfs directory."""
+class ServedUnits:
+    """The devices served by this process, by configfs directory."""
 
     def __init__(self, cfs: Configfs | None = None) -> None:
         self.cfs = cfs or Configfs()
@@ -42,6 +49,8 @@ class CopyDomain:
     def serve(self, configfs_dir: str, handler: Handler) -> None:
         """``handler`` now serves ``configfs_dir`` (attach, or a handler swapped in)."""
         device = getattr(handler, "device", None)
+        if isinstance(device, SpcDevice):
+            device.attach_port_groups(KernelPortGroups(self.cfs, configfs_dir))
         with self._lock:
             self._devices.pop(configfs_dir, None)
             if isinstance(device, SbcDevice):
@@ -76,7 +85,7 @@ class CopyDomain:
 class _Scope:
     """One device's view of the domain (``scsi.xcopy.CopyScope``)."""
 
-    def __init__(self, domain: CopyDomain, device: SbcDevice) -> None:
+    def __init__(self, domain: ServedUnits, device: SbcDevice) -> None:
         self.domain = domain
         self.device = device
 
@@ -90,4 +99,4 @@ class _Scope:
 
 
 #: The process's devices (the daemon and the in-process runners of tests and tools).
-DOMAIN = CopyDomain()
+UNITS = ServedUnits()
