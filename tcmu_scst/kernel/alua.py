@@ -23,7 +23,7 @@ from tcmu_scst.kernel.exposure import all_tpgs
 from tcmu_scst.scsi.alua import SUPPORT_BITS, AccessState, PortGroup
 
 DEFAULT_GROUP = "default_tg_pt_gp"
-_GROUP_LINE = re.compile(r"^TG Port Alua Group:\s*(\S+)", re.MULTILINE)
+_GROUP_LINE = re.compile(r"^TG Port Alias:\s*(\S+)", re.MULTILINE)  # the group's name
 # alua_support_<state> files and the state they declare.
 _SUPPORT_FILES = {
     "alua_support_transitioning": AccessState.TRANSITIONING,

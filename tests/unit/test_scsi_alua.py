@@ -136,7 +136,7 @@ def _lun(root: Path, tpg: str, lun: int, dev: str, group: str, rtpi: int) -> Non
     lun_dir.mkdir(parents=True)
     (lun_dir / "link").symlink_to(root / "target" / dev)
     _write(root, f"{tpg}/lun/lun_{lun}/alua_tg_pt_gp",
-           f"TG Port Alua Group: {group}\nTG Port Group ID: 0\n")
+           f"TG Port Alias: {group}\nTG Port Group ID: 0\n")
     _write(root, f"{tpg}/lun/lun_{lun}/statistics/scsi_port/indx", f"{rtpi}\n")
 
 
