@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from tcmu_scst.errors import TcmuScstError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel.alua import KernelPortGroups
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.exposure import same_exposure
+from tcmu_scst.scsi.alua import AccessState, PortGroup, PortGroupSource
 from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.scsi.spc import SpcDevice
 from tcmu_scst.scsi.xcopy import CopyEndpoint
@@ -50,7 +52,7 @@ class ServedUnits:
         """``handler`` now serves ``configfs_dir`` (attach, or a handler swapped in)."""
         device = getattr(handler, "device", None)
         if isinstance(device, SpcDevice):
-            device.attach_port_groups(KernelPortGroups(self.cfs, configfs_dir))
+            device.attach_port_groups(CachedPortGroups(KernelPortGroups(self.cfs, configfs_dir)))
         with self._lock:
             self._devices.pop(configfs_dir, None)
             if isinstance(device, SbcDevice):
@@ -80,6 +82,63 @@ class ServedUnits:
             log.warning("EXTENDED COPY: cannot read the exports of %s and %s (%s); refused",
                         a, b, err)
             return False
+
+
+class CachedPortGroups:
+    """The kernel's groups as last read, refreshed on a thread of its own.
+
+    A command must never read configfs: tcm_loop scans a new LUN (INQUIRY, VPD 83h,
+    REPORT TARGET PORT GROUPS from scsi_dh_alua) inside the ``symlink`` that links it,
+    which holds the LUN directory's lock, so reading that directory from the command
+    would wait for the command itself. Commands get the cache; a refresh older than
+    ``max_age`` seconds is started in the background (and the first answer waits for
+    it at most ``first_wait`` seconds).
+    """
+
+    def __init__(self, source: PortGroupSource, max_age: float = 2.0,
+                 first_wait: float = 0.5) -> None:
+        self.source = source
+        self.max_age = max_age
+        self.first_wait = first_wait
+        self._lock = threading.Lock()
+        self._groups: list[PortGroup] = []
+        self._read_at: float | None = None
+        self._refreshing = False
+        self._first = threading.Event()
+
+    def groups(self) -> list[PortGroup]:
+        with self._lock:
+            stale = self._read_at is None or time.monotonic() - self._read_at > self.max_age
+        if stale:
+            self.refresh()
+        self._first.wait(self.first_wait)
+        with self._lock:
+            return list(self._groups)
+
+    def set_state(self, group_id: int, state: AccessState) -> None:
+        self.source.set_state(group_id, state)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Start reading the groups again unless a read is under way."""
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+        threading.Thread(target=self._read, name="alua-groups", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            groups = self.source.groups()
+        except Exception as err:  # configfs changed under us: keep the last answer
+            log.warning("reading the target port groups failed: %s", err)
+            groups = None
+        with self._lock:
+            if groups is not None:
+                self._groups = groups
+            self._read_at = time.monotonic()
+            self._refreshing = False
+        self._first.set()
 
 
 class _Scope:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from tcmu_scst.command import GOOD
 from tcmu_scst.kernel.alua import KernelPortGroups
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scsi.alua import AccessState, PortGroup
+from tcmu_scst.service.units import CachedPortGroups
 from tcmu_scst.testing import scsi_harness as h
 from tcmu_scst.testing.scsi_harness import make_disk, run
 
@@ -170,3 +173,28 @@ def test_kernel_set_state_writes_the_group(tree: Configfs) -> None:
     assert tree.read("core/user_0/disk1/alua/west/alua_access_state") == "1"
     with pytest.raises(LookupError):
         source.set_state(5, AccessState.STANDBY)
+
+
+def test_cached_groups_never_wait_for_a_blocked_configfs_read() -> None:
+    """tcm_loop scans a LUN inside the symlink that links it: a command that read
+    configfs there would wait for itself. The cache answers at once."""
+    release = threading.Event()
+
+    class Blocked(Groups):
+        def groups(self) -> list[PortGroup]:
+            release.wait(5)
+            return self.list
+
+    cached = CachedPortGroups(Blocked(ACTIVE), max_age=60, first_wait=0.05)
+    started = time.monotonic()
+    assert cached.groups() == []
+    assert time.monotonic() - started < 1
+    release.set()
+    deadline = time.monotonic() + 5
+    while cached.groups() != [ACTIVE]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    source = Groups(ACTIVE)
+    cached = CachedPortGroups(source)
+    cached.set_state(1, AccessState.STANDBY)
+    assert source.changes == [(1, AccessState.STANDBY)]
