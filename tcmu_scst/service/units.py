@@ -85,51 +85,51 @@ class ServedUnits:
 
 
 class CachedPortGroups:
-    """The kernel's groups as last read, refreshed on a thread of its own.
+    """The kernel's groups as last read; every read runs on a thread of its own.
 
-    A command must never read configfs: tcm_loop scans a new LUN (INQUIRY, VPD 83h,
+    A command must never block on configfs: tcm_loop scans a new LUN (INQUIRY, VPD 83h,
     REPORT TARGET PORT GROUPS from scsi_dh_alua) inside the ``symlink`` that links it,
     which holds the LUN directory's lock, so reading that directory from the command
-    would wait for the command itself. Commands get the cache; a refresh older than
-    ``max_age`` seconds is started in the background (and the first answer waits for
-    it at most ``first_wait`` seconds).
+    would wait for the command itself. A command finding the cache older than
+    ``max_age`` seconds starts a read and waits for it at most ``wait`` seconds (a read
+    takes milliseconds); past that it gets the last groups read.
     """
 
-    def __init__(self, source: PortGroupSource, max_age: float = 2.0,
-                 first_wait: float = 0.5) -> None:
+    def __init__(self, source: PortGroupSource, max_age: float = 1.0,
+                 wait: float = 0.5) -> None:
         self.source = source
         self.max_age = max_age
-        self.first_wait = first_wait
+        self.wait = wait
         self._lock = threading.Lock()
         self._groups: list[PortGroup] = []
         self._read_at: float | None = None
-        self._refreshing = False
-        self._first = threading.Event()
+        self._reading: threading.Event | None = None
 
     def groups(self) -> list[PortGroup]:
         with self._lock:
             stale = self._read_at is None or time.monotonic() - self._read_at > self.max_age
         if stale:
-            self.refresh()
-        self._first.wait(self.first_wait)
+            self.refresh().wait(self.wait)
         with self._lock:
             return list(self._groups)
 
     def set_state(self, group_id: int, state: AccessState) -> None:
         self.source.set_state(group_id, state)
-        self.refresh()
+        self.refresh().wait(self.wait)
 
-    def refresh(self) -> None:
-        """Start reading the groups again unless a read is under way."""
+    def refresh(self) -> threading.Event:
+        """Start reading the groups again (unless a read is under way); set when done."""
         with self._lock:
-            if self._refreshing:
-                return
-            self._refreshing = True
-        threading.Thread(target=self._read, name="alua-groups", daemon=True).start()
+            if self._reading is not None:
+                return self._reading
+            done = self._reading = threading.Event()
+        threading.Thread(target=self._read, args=(done,), name="alua-groups",
+                         daemon=True).start()
+        return done
 
-    def _read(self) -> None:
+    def _read(self, done: threading.Event) -> None:
         try:
-            groups = self.source.groups()
+            groups: list[PortGroup] | None = self.source.groups()
         except Exception as err:  # configfs changed under us: keep the last answer
             log.warning("reading the target port groups failed: %s", err)
             groups = None
@@ -137,8 +137,8 @@ class CachedPortGroups:
             if groups is not None:
                 self._groups = groups
             self._read_at = time.monotonic()
-            self._refreshing = False
-        self._first.set()
+            self._reading = None
+        done.set()
 
 
 class _Scope:

@@ -185,7 +185,7 @@ def test_cached_groups_never_wait_for_a_blocked_configfs_read() -> None:
             release.wait(5)
             return self.list
 
-    cached = CachedPortGroups(Blocked(ACTIVE), max_age=60, first_wait=0.05)
+    cached = CachedPortGroups(Blocked(ACTIVE), max_age=0, wait=0.05)
     started = time.monotonic()
     assert cached.groups() == []
     assert time.monotonic() - started < 1
@@ -196,5 +196,8 @@ def test_cached_groups_never_wait_for_a_blocked_configfs_read() -> None:
         time.sleep(0.01)
     source = Groups(ACTIVE)
     cached = CachedPortGroups(source)
+    assert cached.groups() == [ACTIVE]  # a quick read is waited for: fresh answers
+    source.list = [STANDBY]
     cached.set_state(1, AccessState.STANDBY)
     assert source.changes == [(1, AccessState.STANDBY)]
+    assert cached.groups() == [STANDBY]  # re-read after the change
