@@ -39,6 +39,9 @@ from tcmu_scst.scsi.xcopy import CopyEndpoint
 
 log = logging.getLogger(__name__)
 
+#: Seconds the access rule may take to read configfs before a copy is refused.
+COPY_RULE_TIMEOUT = 5.0
+
 
 class ServedUnits:
     """The devices served by this process, by configfs directory."""
@@ -76,12 +79,21 @@ class ServedUnits:
         a, b = self._locate(origin), self._locate(other)
         if a is None or b is None:
             return False
-        try:
-            return same_exposure(self.cfs, a, b)
-        except (TcmuScstError, OSError) as err:
-            log.warning("EXTENDED COPY: cannot read the exports of %s and %s (%s); refused",
-                        a, b, err)
-            return False
+        # Read on a helper thread: configfs may be blocked by a LUN being linked (see
+        # CachedPortGroups); past COPY_RULE_TIMEOUT the copy is refused, never allowed.
+        verdict: list[bool] = []
+
+        def decide() -> None:
+            try:
+                verdict.append(same_exposure(self.cfs, a, b))
+            except (TcmuScstError, OSError) as err:
+                log.warning("EXTENDED COPY: cannot read the exports of %s and %s (%s); "
+                            "refused", a, b, err)
+
+        reader = threading.Thread(target=decide, name="xcopy-rule", daemon=True)
+        reader.start()
+        reader.join(COPY_RULE_TIMEOUT)
+        return bool(verdict) and verdict[0]
 
 
 class CachedPortGroups:
