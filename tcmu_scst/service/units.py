@@ -103,11 +103,12 @@ class CachedPortGroups:
     REPORT TARGET PORT GROUPS from scsi_dh_alua) inside the ``symlink`` that links it,
     which holds the LUN directory's lock, so reading that directory from the command
     would wait for the command itself. A command finding the cache older than
-    ``max_age`` seconds starts a read and waits for it at most ``wait`` seconds (a read
-    takes milliseconds); past that it gets the last groups read.
+    ``max_age`` seconds (by default: always) starts a read, or joins the one under way,
+    and waits for it at most ``wait`` seconds (a read takes milliseconds); past that it
+    gets the last groups read.
     """
 
-    def __init__(self, source: PortGroupSource, max_age: float = 1.0,
+    def __init__(self, source: PortGroupSource, max_age: float = 0.0,
                  wait: float = 0.5) -> None:
         self.source = source
         self.max_age = max_age
@@ -146,9 +147,9 @@ class CachedPortGroups:
             log.warning("reading the target port groups failed: %s", err)
             groups = None
         with self._lock:
-            if groups is not None:
+            if groups is not None:  # a failed read is retried by the next command
                 self._groups = groups
-            self._read_at = time.monotonic()
+                self._read_at = time.monotonic()
             self._reading = None
         done.set()
 

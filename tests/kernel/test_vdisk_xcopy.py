@@ -56,6 +56,21 @@ def _export(stack: lio.Teardown, *served: Served) -> tuple[LoopbackTpg, list[str
     return tpg, [_sg(tpg, lun) for lun in range(len(served))]
 
 
+def _parameter_list(src: Served, dst: Served, blocks: int) -> bytes:
+    """EXTENDED COPY(LID1): two identification CSCD descriptors by NAA, one segment."""
+    def cscd(served: Served) -> bytes:
+        naa: bytes = served.handler.device.copy_designator()  # type: ignore[attr-defined]
+        designator = bytes((0x01, 0x03, 0, len(naa))) + naa
+        return bytes((0xE4, 0, 0, 0)) + designator.ljust(24, b"\0") + (512).to_bytes(4, "big")
+
+    targets = cscd(src) + cscd(dst)
+    segment = (bytes((0x02, 0, 0, 24, 0, 0, 0, 1, 0, 0)) + blocks.to_bytes(2, "big")
+               + bytes(16))
+    header = (bytes((0, 3 << 3)) + len(targets).to_bytes(2, "big") + bytes(4)
+              + len(segment).to_bytes(4, "big") + bytes(4))
+    return header + targets + segment
+
+
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
@@ -88,7 +103,15 @@ def test_copy_to_a_lun_exported_elsewhere_is_refused(lio_stack: lio.Teardown) ->
     _tpg_b, (sg_b,) = _export(lio_stack, other)  # another target: other ports
     refused = _run("sg_xcopy", f"if={sg_a}", f"of={sg_b}", "bs=512", "count=2048")
     assert refused.returncode != 0
-    text = (refused.stdout + refused.stderr).lower()
+    assert "copy aborted" in (refused.stdout + refused.stderr).lower()
+    # The same copy by hand, to see the whole sense: COPY ABORTED / UNREACHABLE COPY TARGET.
+    plist = _parameter_list(src, other, blocks=2048)
+    params = Path("/run/xcopy-params.bin")
+    params.write_bytes(plist)
+    lio_stack.push("remove the parameter file", lambda: params.unlink(missing_ok=True))
+    cdb = ["83"] + ["00"] * 9 + [f"{b:02x}" for b in len(plist).to_bytes(4, "big")] + ["00"] * 2
+    raw = _run("sg_raw", "-v", "-s", str(len(plist)), "-i", str(params), sg_a, *cdb)
+    text = (raw.stdout + raw.stderr).lower()
     assert "copy aborted" in text and "unreachable copy target" in text, text
     with open(other_file, "rb") as handle:
         assert handle.read(MiB) == bytes(MiB)
