@@ -295,7 +295,7 @@ class CopyManager:
             with self._claim(cmd.cmd_id, plan.list_id) as (status, aborted):
                 try:
                     for segment in plan.segments:
-                        self._run_segment(segment, endpoints, plan, status, aborted)
+                        self._run_segment(segment, endpoints, status, aborted)
                         status.segments += 1
                 except SenseError:
                     status.status = STATUS_FAILED
@@ -352,7 +352,7 @@ class CopyManager:
                     status.status = STATUS_FAILED
                 self._running.pop(cmd_id, None)
 
-    def _run_segment(self, seg: Segment, endpoints: list[CopyEndpoint | None], plan: CopyPlan,
+    def _run_segment(self, seg: Segment, endpoints: list[CopyEndpoint | None],
                      status: CopyStatus, aborted: threading.Event) -> None:
         src = endpoints[seg.source] if seg.source < len(endpoints) else None
         dst = endpoints[seg.destination] if seg.destination < len(endpoints) else None
