@@ -16,7 +16,8 @@ size like vdisk_nullio (default 5/2 TiB) and a block size.
 
 ``dev_config``: ``<handler>/n=NAME[;size=BYTES][;blocksize=N]`` (``hctl=`` is
 accepted as the name, as versions before 0.1.0's release wrote it, so devices they
-left in the kernel are still served; ``size_mb=`` too). Every command is cheap, so all run inline on the ring thread.
+left in the kernel are still served; ``size_mb=`` too). Every command is cheap, so
+all run inline on the ring thread.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ from tcmu_scst.errors import TcmuScstError
 from .context import ShellContext
 from .nodes import Root, execution_error
 
+# Commands that read nothing of the setup: they work on a machine without configfs.
+KERNEL_FREE = frozenset({"help", "exit"})
+
 
 class ScstShell(ConfigShell):  # type: ignore[misc]
     def __init__(self, ctx: ShellContext, preferences_dir: str | None = None) -> None:
@@ -53,7 +56,17 @@ class ScstShell(ConfigShell):  # type: ignore[misc]
                 "inside values are not accepted; write one plain word per value"
             ) from None
         try:
+            if self._parse_cmdline(line)[2] not in KERNEL_FREE:
+                self.open_context()
             super().run_cmdline(line)
+        except TcmuScstError as err:
+            raise execution_error(err) from err
+
+    def open_context(self) -> None:
+        """Load the running model on first need (configfs, root); rebuild the tree then."""
+        try:
+            if self.ctx.ensure_open():
+                self.root.refresh()
         except TcmuScstError as err:
             raise execution_error(err) from err
 

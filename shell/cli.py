@@ -74,30 +74,24 @@ def _configfs(args: argparse.Namespace) -> Configfs:
 
 
 def make_context(args: argparse.Namespace, warn_to: TextIO | None = None) -> ShellContext:
-    from tcmu_scst.errors import ConfigError
+    """The shell's context, not opened yet: see :meth:`ShellContext.ensure_open`."""
     from tcmu_scst.scst.running import DEFAULT_RUNNING
     from tcmu_scst.service.control import DEFAULT_SOCKET
 
     from .context import ShellContext
 
-    if args.configfs_root is None and os.geteuid() != 0:
-        raise ConfigError("the shell changes LIO's configfs, which needs root; run with sudo")
     stream = warn_to or sys.stderr
 
     def warn(text: str) -> None:
         print(text, file=stream)
 
-    ctx = ShellContext(
+    return ShellContext(
         _configfs(args),
         state_dir=args.state_dir or DEFAULT_RUNNING.parent,
         control_socket=args.control_socket or DEFAULT_SOCKET,
         sysfs=args.sysfs or Path("/sys"),
         warn=warn,
     )
-    ctx.open()
-    if ctx.load_note:
-        warn(f"note: {ctx.load_note}")
-    return ctx
 
 
 def run_lines(shell: ScstShell, lines: Iterable[str], source: str) -> int:
@@ -129,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
     # preferences, in that directory); scripts and one-shot commands leave none.
     history = args.history_dir or Path.home() / ".tcmu-scst"
     shell = ScstShell(make_context(args), str(history) if interactive else None)
+    if interactive:
+        try:
+            shell.open_context()
+        except ExecutionError as err:  # the session goes on: help works without a kernel
+            print(f"tcmu-scst shell: {err}", file=sys.stderr)
     if words:
         try:
             shell.run_cmdline(" ".join(words))

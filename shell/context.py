@@ -8,13 +8,14 @@ store the new model. If anything fails, the old model stays and LIO is as before
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tcmu_scst.errors import ConfigError
-from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
+from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import ScstConfig
 from tcmu_scst.scst.ownership import DEFAULT_STATE_FILE, Ownership, load_ownership
@@ -39,8 +40,9 @@ class ShellContext:
     traces: TraceStore = field(init=False)
     config: ScstConfig = field(init=False, default_factory=ScstConfig)
     load_note: str | None = field(init=False, default=None)
+    opened: bool = field(init=False, default=False)
     _daemon_warned: bool = field(init=False, default=False)
-    _known_text: str | None = field(init=False, default=None)  # the model file we hold
+    _known_text: str | None = field(init=False, default=None)  # the model file we saw
 
     def __post_init__(self) -> None:
         state_file = (
@@ -58,8 +60,12 @@ class ShellContext:
 
     def open(self) -> None:
         """Load the running model (rebuilt from live LIO when missing or stale)."""
-        if self.cfs.root == DEFAULT_ROOT:
-            self.cfs.ensure_mounted()
+        if self.cfs.system:
+            self.cfs.ensure_mounted()  # raises with the reason when this kernel cannot
+            if os.geteuid() != 0:
+                raise ConfigError(
+                    "the shell changes LIO's configfs, which needs root; run with sudo"
+                )
         elif not self.cfs.available():
             raise ConfigError(
                 f"{self.cfs.target} does not exist; point --configfs-root at a LIO tree"
@@ -67,7 +73,22 @@ class ShellContext:
         result = self.store.load()
         self.config = result.config
         self.load_note = result.note
-        self._known_text = self.store.read_text() if result.note is None else None
+        # The file as it is now (even stale or absent: None): a later change of it is
+        # another shell's commit or a config apply, which the next change must follow.
+        self._known_text = self.store.read_text()
+        self.opened = True
+
+    def ensure_open(self) -> bool:
+        """Open on first use, saying a rebuild note once; True when it opened now.
+
+        Commands that need no kernel (``help``) never call this, so they work on a
+        machine without configfs or LIO."""
+        if self.opened:
+            return False
+        self.open()
+        if self.load_note:
+            self.warn(f"note: {self.load_note}")
+        return True
 
     def ownership(self) -> Ownership:
         return load_ownership(self.store.state_file)
@@ -98,13 +119,17 @@ class ShellContext:
             self._known_text = self.store.read_text()
 
     def _follow_other_shells(self) -> None:
-        """Another shell committed since we loaded: edit its model, not our old copy."""
+        """Another shell or a config apply stored a model since we loaded: edit that one,
+        not our old copy."""
         text = self.store.read_text()
-        if text is None or self._known_text is None or text == self._known_text:
+        if text is None or text == self._known_text:
             return
         self.config = conf.parse(text, str(self.store.path))
         self._known_text = text
-        self.warn("note: the running model was changed by another tcmu-scst shell; reloaded")
+        self.warn(
+            "note: the running model was changed by another tcmu-scst shell or a config "
+            "apply; reloaded"
+        )
 
     def replace(self, config: ScstConfig) -> None:
         """Make ``config`` the running model and the live setup."""

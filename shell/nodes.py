@@ -4,6 +4,11 @@ A file's node takes, as commands, the strings once echoed to the file (``open``,
 ``add``, ``add_group``...), and ``show`` prints what reading the file printed. Every
 changing command goes through :meth:`ShellContext.change` (model edit, validation,
 all-or-nothing LIO apply, running model stored).
+
+As targetcli users expect, what a file lists is a node too, to ``ls`` and ``cd``
+into: each device under its handler (``/vdisk/disk1``), each LUN under
+``groups/G/devices`` and each name under ``groups/G/names``; their ``show`` prints
+their row in the listing file's SCST columns.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from tcmu_scst.scst.model import (
     HANDLER_TYPES,
     PASSTHROUGH_HANDLERS,
     Device,
+    Group,
     ScstConfig,
 )
 from tcmu_scst.scst.ownership import write_atomically
@@ -116,12 +122,47 @@ def _device_names(config: ScstConfig, handlers: frozenset[str] | None = None) ->
 # ---- groups -------------------------------------------------------------------------------
 
 
+class Item(Node):
+    """One device, LUN or name shown as a node (``ls``, ``cd``); ``show`` prints its
+    row in the columns of the file it is listed in."""
+
+    def __init__(self, name: str, parent: Node, row: Callable[[], str], summary: str) -> None:
+        super().__init__(name, parent)
+        self._row = row
+        self._summary = summary
+
+    def read(self) -> str:
+        return self._row()
+
+    def summary(self) -> tuple[str, bool | None]:
+        return self._summary, None
+
+
+def _set_items(parent: Node, items: list[tuple[str, Callable[[], str], str]]) -> None:
+    """Replace ``parent``'s Item children; a name its fixed files use is left out."""
+    for child in list(parent.children):
+        if isinstance(child, Item):
+            parent.remove_child(child)
+    taken = {child.name for child in parent.children}
+    for name, row, summary in items:
+        if name not in taken:
+            Item(name, parent, row, summary)
+            taken.add(name)
+
+
 class GroupDevices(Node):
-    """groups/GROUP/devices."""
+    """groups/GROUP/devices: one node per LUN, named by its device."""
 
     def __init__(self, parent: GroupNode) -> None:
         super().__init__("devices", parent)
         self.group = parent.name
+        grp = self.config.group(self.group)
+        luns = sorted(grp.luns, key=lambda x: x.number) if grp else []
+        _set_items(self, [
+            (lun.device, _bind(views.group_devices, Group(self.group, luns=[lun])),
+             f"LUN {lun.number}{' RO' if lun.read_only else ''}")
+            for lun in luns
+        ])  # fmt: skip
 
     def read(self) -> str:
         return views.group_devices(edits.group_or_fail(_copy(self.config), self.group))
@@ -168,11 +209,14 @@ class GroupDevices(Node):
 
 
 class GroupNames(Node):
-    """groups/GROUP/names."""
+    """groups/GROUP/names: one node per initiator name."""
 
     def __init__(self, parent: GroupNode) -> None:
         super().__init__("names", parent)
         self.group = parent.name
+        grp = self.config.group(self.group)
+        names = grp.initiators if grp else []
+        _set_items(self, [(name, _bind(str, name), "initiator") for name in names])
 
     def read(self) -> str:
         return views.group_names(edits.group_or_fail(_copy(self.config), self.group))
@@ -301,17 +345,33 @@ class TraceLevel(Node):
 
 
 class HandlerNode(Node):
-    """A dev handler directory: trace_level, type, help."""
+    """A dev handler directory: trace_level, type, help, and a node per device."""
 
     def __init__(self, name: str, parent: Root, scsi_type: int, help_text: str) -> None:
         super().__init__(name, parent)
+        self.handler = name
         TraceLevel(self, name)
         TypeFile(self, scsi_type)
         TextFile("help", self, help_text)
 
+    def handles(self, device: Device) -> bool:
+        return device.handler == self.handler
+
+    def table(self, config: ScstConfig) -> str:
+        return views.devices_and_handlers(config)
+
+    def device_summary(self, device: Device) -> str:
+        return device.handler
+
     def read(self) -> str:
-        devices = [d for d in self.config.devices if d.handler == self.name]
-        return views.devices_and_handlers(ScstConfig(devices=devices))
+        return self.table(ScstConfig(devices=[d for d in self.config.devices if self.handles(d)]))
+
+    def refresh(self) -> None:
+        _set_items(self, [
+            (dev.name, _bind(self.table, ScstConfig(devices=[dev])), self.device_summary(dev))
+            for dev in self.config.devices
+            if self.handles(dev)
+        ])  # fmt: skip
 
 
 class VdiskNode(HandlerNode):
@@ -325,8 +385,14 @@ class VdiskNode(HandlerNode):
     def __init__(self, parent: Root) -> None:
         super().__init__("vdisk", parent, 0x00, self.HELP)
 
-    def read(self) -> str:
-        return views.vdisk_table(self.config)
+    def handles(self, device: Device) -> bool:
+        return device.handler in VDISK_HANDLERS
+
+    def table(self, config: ScstConfig) -> str:
+        return views.vdisk_table(config)
+
+    def device_summary(self, device: Device) -> str:
+        return device.params.get("filename") or device.handler.removeprefix("vdisk_").upper()
 
     def summary(self) -> tuple[str, bool | None]:
         return f"devices: {len(_device_names(self.config, VDISK_HANDLERS))}", None
@@ -385,8 +451,14 @@ class VcdromNode(HandlerNode):
     def __init__(self, parent: Root) -> None:
         super().__init__("vcdrom", parent, 0x05, self.HELP)
 
-    def read(self) -> str:
-        return views.vcdrom_table(self.config)
+    def handles(self, device: Device) -> bool:
+        return device.handler == "vcdrom"
+
+    def table(self, config: ScstConfig) -> str:
+        return views.vcdrom_table(config)
+
+    def device_summary(self, device: Device) -> str:
+        return device.params.get("filename") or "no medium"
 
     def summary(self) -> tuple[str, bool | None]:
         return f"devices: {len(_device_names(self.config, frozenset({'vcdrom'})))}", None
@@ -451,6 +523,11 @@ def _backstore(ctx: ShellContext, name: str) -> UserBackstore:
             f"device {name} has no live backstore; run 'restoreconfig' or 'config apply' first"
         )
     return backstore
+
+
+def _bind(render: Callable[[Any], str], value: Any) -> Callable[[], str]:
+    """``render(value)`` later: an Item's row, computed when it is shown."""
+    return lambda: render(value)
 
 
 def _copy(config: ScstConfig) -> ScstConfig:
@@ -654,15 +731,17 @@ class Root(UsageErrors):
         Version(self)
         TraceLevel(self, trace.ROOT)
         TextFile("help", self, PROC_HELP)
-        VdiskNode(self)
-        VcdromNode(self)
+        self.handlers: list[HandlerNode] = [VdiskNode(self), VcdromNode(self)]
         for handler in sorted(PASSTHROUGH_HANDLERS):
-            HandlerNode(handler, self, HANDLER_TYPES[handler], f"assign H:C:I:L {handler}")
+            help_text = f"assign H:C:I:L {handler}"
+            self.handlers.append(HandlerNode(handler, self, HANDLER_TYPES[handler], help_text))
         self.refresh()
 
     def refresh(self) -> None:
         self.groups.refresh()
         self.targets.refresh()
+        for handler in self.handlers:
+            handler.refresh()
 
     def summary(self) -> tuple[str, bool | None]:
         return f"devices: {len(self.ctx.config.devices)}", None

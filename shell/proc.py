@@ -61,6 +61,8 @@ def perform(shell: ScstShell, proc_file: str, line: str | None) -> None:
     from .nodes import execution_error
 
     path = node_path(proc_file)
+    if line is not None or path.rsplit("/", 1)[-1] != "help":  # help needs no kernel
+        shell.open_context()
     try:
         node = shell.root.get_node(path)
     except ValueError:

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from tcmu_scst.errors import ConfigfsError
 
 DEFAULT_ROOT = Path("/sys/kernel/config")
+PROC_FILESYSTEMS = Path("/proc/filesystems")
 
 # Fabric directories the kernel auto-loads on mkdir (target_core_register_fabric); every
 # other fabric module must be loaded beforehand or mkdir fails with EINVAL.
@@ -68,12 +69,21 @@ def _clean(text: str) -> str:
     return text.rstrip("\n\x00")
 
 
+def _root_only(why: str) -> None:
+    if os.geteuid() != 0:
+        raise ConfigfsError(f"{why}; run with sudo", "", errno_mod.EACCES)
+
+
 class Configfs:
     """The LIO tree under ``<root>/target``; all paths are relative to it."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(self, root: Path = DEFAULT_ROOT, *, system: bool | None = None) -> None:
         self.root = Path(root)
         self.target = self.root / "target"
+        # The system's configfs: ensure_mounted may mount it and load target_core_mod.
+        # (Tests pass system=True with a temporary root to see what a machine says.)
+        self.system = self.root == DEFAULT_ROOT if system is None else system
+        self.proc_filesystems = PROC_FILESYSTEMS
 
     # ---- path handling -------------------------------------------------------------
 
@@ -211,10 +221,14 @@ class Configfs:
         return self.target.is_dir()
 
     def ensure_mounted(self) -> None:
-        """Mount configfs and load target_core_mod if needed (real root only)."""
+        """Mount configfs and load target_core_mod if needed (system root only).
+
+        Each failure says its real reason in one line: no configfs in this kernel, not
+        root, or no LIO module (mount's own last line is only a pointer to dmesg).
+        """
         if self.available():
             return
-        if self.root != DEFAULT_ROOT:
+        if not self.system:
             raise ConfigfsError(
                 f"{self.target} does not exist and {self.root} is not the real configfs root: "
                 "create the tree (fake configfs) or use the default root",
@@ -222,15 +236,48 @@ class Configfs:
                 errno_mod.ENOENT,
             )
         if not os.path.ismount(self.root):
+            self._require_configfs()
+            _root_only(f"configfs is not mounted on {self.root} and only root can mount it")
             self._run(["mount", "-t", "configfs", "none", str(self.root)], "mount configfs")
         if not self.target.is_dir():
-            self.modprobe("target_core_mod")
+            _root_only(f"LIO is not loaded ({self.target} is missing) and only root can load it")
+            try:
+                self.modprobe("target_core_mod")
+            except ConfigfsError as err:
+                raise ConfigfsError(
+                    f"{err}: this kernel has no LIO (CONFIG_TARGET_CORE)", "", err.errno
+                ) from err
         if not self.target.is_dir():
             raise ConfigfsError(
                 f"{self.target} is still missing after mounting configfs and loading "
                 "target_core_mod: is the kernel built with CONFIG_TARGET_CORE?",
                 str(self.target),
                 errno_mod.ENOENT,
+            )
+
+    def _kernel_has_configfs(self) -> bool:
+        try:
+            listed = self.proc_filesystems.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return self.root.is_dir()  # no /proc: the mount point tells instead
+        return any(line.split()[-1:] == ["configfs"] for line in listed.splitlines())
+
+    def _require_configfs(self) -> None:
+        """Refuse with the reason when the kernel has no configfs (loading its module first)."""
+        if self._kernel_has_configfs():
+            return
+        detail = "not in /proc/filesystems"
+        if os.geteuid() == 0:
+            try:
+                self.modprobe("configfs")
+            except ConfigfsError as err:
+                detail += f" and {err}"
+        if not self._kernel_has_configfs():
+            raise ConfigfsError(
+                f"this kernel has no configfs ({detail}); LIO needs a kernel built with "
+                "CONFIG_CONFIGFS_FS and CONFIG_TARGET_CORE ('tcmu-scst lab' boots one in a VM)",
+                str(self.root),
+                errno_mod.ENODEV,
             )
 
     def modprobe(self, module: str) -> None:
@@ -247,13 +294,18 @@ class Configfs:
             )
         proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()
-            raise ConfigfsError(
-                f"cannot {what}: {' '.join(argv)} exited {proc.returncode}"
-                f" ({detail[-1] if detail else 'no output'}); run as root on a kernel with it",
-                "",
-                0,
-            )
+            raise self._command_failed(argv, what, proc.returncode, proc.stderr or proc.stdout)
+
+    @staticmethod
+    def _command_failed(argv: list[str], what: str, code: int, output: str) -> ConfigfsError:
+        # mount(8) ends with "dmesg(1) may have more information...": the line before
+        # says what went wrong.
+        lines = [x.strip() for x in output.splitlines() if x.strip() and "dmesg(1)" not in x]
+        detail = lines[-1] if lines else "no output"
+        suffix = "; run as root" if os.geteuid() != 0 else ""
+        return ConfigfsError(
+            f"cannot {what}: {' '.join(argv)} exited {code} ({detail}){suffix}", "", 0
+        )
 
     def ensure_fabric(self, fabric: str) -> None:
         """Create ``<fabric>/`` if missing, loading its module first when needed."""

@@ -24,17 +24,34 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = Path("/etc/tcmu-scst/scst.conf")
 
 
+ACTIONS = {
+    "check": "parse and validate FILE, show what apply would do; changes nothing",
+    "apply": "make the managed part of LIO match FILE (diff, all-or-nothing); needs root",
+    "save": "write the live managed setup to FILE",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check", "apply", "save"), help="what to do")
+    # One sub-parser per action, each with a single optional positional: with the
+    # action and FILE as two positionals of one parser, argparse takes both at the
+    # first one and refuses "check --format legacy FILE" (FILE came after an option).
+    actions = parser.add_subparsers(dest="action", required=True)
+    for action, help_text in ACTIONS.items():
+        sub = actions.add_parser(action, help=help_text, description=help_text)
+        _add_action_arguments(sub, action)
+
+
+def _add_action_arguments(parser: argparse.ArgumentParser, action: str) -> None:
     parser.add_argument(
         "file", nargs="?", type=Path, default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}"
     )
-    parser.add_argument(
-        "--format",
-        choices=("auto", "modern", "legacy"),
-        default="auto",
-        help="modern scst.conf or the 0.9.6 [SECTION] format (default: detect)",
-    )
+    if action != "save":
+        parser.add_argument(
+            "--format",
+            choices=("auto", "modern", "legacy"),
+            default="auto",
+            help="modern scst.conf or the 0.9.6 [SECTION] format (default: detect)",
+        )
     parser.add_argument(
         "--configfs-root",
         type=Path,
@@ -47,32 +64,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="record of the LIO objects tcmu-scst owns (default /var/lib/tcmu-scst/lio-state.json)",
     )
-    parser.add_argument(
-        "--nl-reply-supported",
-        type=int,
-        default=0,
-        help="TCMU nl_reply_supported for new backstores (daemon design; default 0)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="apply: only print the plan")
+    if action == "apply":
+        parser.add_argument(
+            "--nl-reply-supported",
+            type=int,
+            default=0,
+            help="TCMU nl_reply_supported for new backstores (daemon design; default 0)",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="only print the plan")
 
 
 def run(args: argparse.Namespace) -> int:
     from tcmu_scst.scst import commands
 
+    cfs = _configfs(args)
     if args.action == "check":
-        return commands.check(args.file, args.format, _configfs(args), _state_file(args))
+        return commands.check(args.file, args.format, cfs, _state_file(args))
+    _need_root(cfs)
     if args.action == "apply":
-        _need_root(args)
         return commands.apply(
             args.file,
             args.format,
-            _configfs(args),
+            cfs,
             _state_file(args),
             nl_reply_supported=args.nl_reply_supported,
             dry_run=args.dry_run,
         )
-    _need_root(args)
-    return commands.save(args.file, _configfs(args), _state_file(args))
+    return commands.save(args.file, cfs, _state_file(args))
 
 
 def _state_file(args: argparse.Namespace) -> Path:
@@ -81,10 +99,11 @@ def _state_file(args: argparse.Namespace) -> Path:
     return Path(args.state_file) if args.state_file else DEFAULT_STATE_FILE
 
 
-def _need_root(args: argparse.Namespace) -> None:
+def _need_root(cfs: Configfs) -> None:
     from tcmu_scst.errors import ConfigError
 
-    if args.configfs_root is None and os.geteuid() != 0:
+    if cfs.system and os.geteuid() != 0:
+        cfs.ensure_mounted()  # a kernel without configfs says so (root would not help)
         raise ConfigError("changing or reading LIO's configfs needs root; run with sudo")
 
 

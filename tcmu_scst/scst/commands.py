@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from tcmu_scst.errors import ConfigError
-from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
+from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
@@ -15,6 +16,7 @@ from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.mapping import map_config
 from tcmu_scst.scst.model import ScstConfig
 from tcmu_scst.scst.ownership import load_ownership, write_atomically
+from tcmu_scst.scst.running import DEFAULT_RUNNING, RunningStore
 from tcmu_scst.scst.save import live_config
 
 
@@ -44,7 +46,7 @@ def check_system(config: ScstConfig) -> list[str]:
 
 
 def _usable(cfs: Configfs) -> bool:
-    return cfs.available() and (cfs.root != DEFAULT_ROOT or cfs.exists("core"))
+    return cfs.available() and (not cfs.system or cfs.exists("core"))
 
 
 def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:
@@ -80,13 +82,19 @@ def apply(
     out = out or sys.stdout
     config = load(path, fmt)
     check_system(config)
-    if cfs.root == DEFAULT_ROOT:
+    if cfs.system:
         cfs.ensure_mounted()
     elif not cfs.available():
         raise ConfigError(f"{cfs.target} does not exist; point --configfs-root at a LIO tree")
-    result = apply_config(
-        cfs, config, state_file, nl_reply_supported=nl_reply_supported, dry_run=dry_run
-    )
+    # The applied file becomes the shell's running model (kept beside the state file):
+    # rebuilt from LIO instead, 0.9.6 global groups would turn into per-target LUNs.
+    running = RunningStore(cfs, state_file.with_name(DEFAULT_RUNNING.name), state_file)
+    with contextlib.nullcontext() if dry_run else running.locked():
+        result = apply_config(
+            cfs, config, state_file, nl_reply_supported=nl_reply_supported, dry_run=dry_run
+        )
+        if not dry_run:
+            running.store(config)
     for warning in result.warnings:
         print(f"warning: {warning}", file=out)
     for step in result.steps:

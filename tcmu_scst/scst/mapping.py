@@ -18,7 +18,8 @@ Per SCST target (iSCSI, qla2xxx, tcm_fc) one LIO WWN with ``tpgt_1``:
     for each unknown initiator it sees.
 
 Loopback (scst_local) has one nexus per TPG and no ACLs, so each SCST group and the
-default set become a LIO loopback target of their own (§1.4), LUNs at the group's numbers.
+default set become a LIO loopback target of their own (§1.4), LUNs at the group's numbers;
+the default set's target exists even while it has no LUN.
 """
 
 from __future__ import annotations
@@ -291,7 +292,9 @@ def _fabric_target(
 def _loopback_targets(config: ScstConfig, target: Target, warnings: list[str]) -> list[LioTarget]:
     result: list[LioTarget] = []
     default = default_for(config, target)
-    units: list[tuple[str, Group]] = [(DEFAULT_GROUP, default)] if default.luns else []
+    # The default unit always exists, even with no LUN yet: a declared target is a LIO
+    # target (named as the file names it), and Default's LUNs added later reach it.
+    units: list[tuple[str, Group]] = [(DEFAULT_GROUP, default)]
     units += [(grp.name, grp) for grp in target.groups]
     for group_name, grp in units:
         is_default = grp is default

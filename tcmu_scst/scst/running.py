@@ -8,9 +8,10 @@ atomically) and every change goes through :meth:`RunningStore.commit`:
 
   validate -> apply the LIO difference (all-or-nothing, scst.apply) -> store the file.
 
-If the file is missing, unreadable or no longer matches the live tree (someone ran
-``config apply`` or targetcli since), :meth:`RunningStore.load` rebuilds the model
-from live state (scst.save) and says so in :attr:`LoadResult.note`.
+``tcmu-scst config apply`` stores the file it applied here too. If the file is
+missing, unreadable or no longer matches the live tree (targetcli or another tool
+changed it since), :meth:`RunningStore.load` rebuilds the model from live state
+(scst.save) and says so in :attr:`LoadResult.note`.
 """
 
 from __future__ import annotations

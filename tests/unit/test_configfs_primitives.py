@@ -10,6 +10,7 @@ import pytest
 
 from tcmu_scst.errors import ConfigfsError
 from tcmu_scst.kernel.configfs import Configfs, hint_for
+from tcmu_scst.testing.no_configfs import NoConfigfsKernel
 
 
 @pytest.fixture
@@ -93,3 +94,44 @@ def test_available_and_ensure_mounted_on_fake_root(tmp_path: Path) -> None:
     (tmp_path / "target").mkdir()
     assert cfs.available()
     cfs.ensure_mounted()  # nothing to do, no mount attempted
+
+
+def _one_line_reason(cfs: Configfs) -> str:
+    with pytest.raises(ConfigfsError) as caught:
+        cfs.ensure_mounted()
+    text = str(caught.value)
+    assert "\n" not in text and "dmesg" not in text
+    return text
+
+
+def test_a_kernel_without_configfs_is_named_as_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    cfs = NoConfigfsKernel(tmp_path)
+    reason = _one_line_reason(cfs)
+    assert "this kernel has no configfs" in reason and "CONFIG_CONFIGFS_FS" in reason
+    assert "modprobe: FATAL: Module configfs not found" in reason
+    assert "run as root" not in reason  # we are root
+    assert cfs.ran == ["modprobe configfs"]  # no mount attempted
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    cfs = NoConfigfsKernel(tmp_path)
+    reason = _one_line_reason(cfs)
+    assert "this kernel has no configfs" in reason and cfs.ran == []
+
+
+def test_configfs_not_mounted_needs_root_and_lio_missing_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    cfs = NoConfigfsKernel(tmp_path, "nodev\tconfigfs\n")
+    cfs.root.mkdir(parents=True)  # configfs registered, not mounted
+    assert "only root can mount it; run with sudo" in _one_line_reason(cfs)
+    assert cfs.ran == []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    # Root: the mount's own error, without the trailing dmesg hint.
+    assert "mount -t configfs none" in _one_line_reason(cfs)
+    monkeypatch.setattr(os.path, "ismount", lambda path: True)
+    reason = _one_line_reason(cfs)  # mounted, but target_core_mod cannot be loaded
+    assert "Module target_core_mod not found" in reason and "CONFIG_TARGET_CORE" in reason
+    assert "run as root" not in reason

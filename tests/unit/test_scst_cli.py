@@ -186,3 +186,81 @@ def test_missing_file_is_a_clear_error(
         f"tcmu-scst config: error: {tmp_path}/nope.conf: config file not found; create it or "
         "name another file\n"
     )
+
+
+def test_target_without_luns_is_created_and_gets_default_luns_added_in_the_shell(
+    fake: FakeConfigfs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tcmu_scst.shell import cli as shell_cli
+
+    monkeypatch.setattr(shell_cli, "_configfs", lambda args: fake)
+    wwn = "naa.5001405aaaaaaaaa"
+    path = write_conf(tmp_path, f"TARGET_DRIVER loopback {{\n TARGET {wwn} {{\n }}\n}}\n")
+    state = ["--state-file", str(tmp_path / "state" / "lio-state.json")]
+    assert cli.main(["config", "apply", str(path), "--configfs-root", str(tmp_path), *state]) == 0
+    assert "nothing to change" not in capsys.readouterr().out
+    assert fake.is_dir(f"loopback/{wwn}/tpgt_1")
+    shell = ["shell", "--configfs-root", str(tmp_path), "--state-dir", str(tmp_path / "state"),
+             "--control-socket", str(tmp_path / "no.sock")]  # fmt: skip
+    assert cli.main([*shell, "/groups/Default/devices", "add", "d0", "0"]) == 0
+    lun0 = f"loopback/{wwn}/tpgt_1/lun/lun_0"
+    assert any(fake.is_link(f"{lun0}/{name}") for name in fake.listdir(lun0))
+    model = conf.parse((tmp_path / "state" / "running.conf").read_text())
+    assert [(t.fabric, t.name, t.luns) for t in model.targets] == [("loopback", wwn, [])]
+
+
+def test_the_shell_continues_from_the_applied_file_with_its_global_default_group(
+    fake: FakeConfigfs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rebuilt from LIO, Default's LUNs would become the target's own and the next
+    # Default LUN would go nowhere (or be refused: no LUN 0 in Default).
+    from tcmu_scst.shell import cli as shell_cli
+
+    monkeypatch.setattr(shell_cli, "_configfs", lambda args: fake)
+    wwn = "naa.5001405aaaaaaaaa"
+    path = write_conf(
+        tmp_path,
+        f"GROUP Default {{\n LUN 0 d0\n}}\nTARGET_DRIVER loopback {{\n TARGET {wwn} {{\n }}\n}}\n",
+    )
+    state = ["--state-file", str(tmp_path / "state" / "lio-state.json")]
+    assert cli.main(["config", "apply", str(path), "--configfs-root", str(tmp_path), *state]) == 0
+    shell = ["shell", "--configfs-root", str(tmp_path), "--state-dir", str(tmp_path / "state"),
+             "--control-socket", str(tmp_path / "no.sock")]  # fmt: skip
+    assert cli.main([*shell, "/groups/Default/devices", "add", "d1", "1"]) == 0
+    assert fake.listdir(f"loopback/{wwn}/tpgt_1/lun") == ["lun_0", "lun_1"]
+    model = conf.parse((tmp_path / "state" / "running.conf").read_text())
+    assert [(t.name, t.luns) for t in model.targets] == [(wwn, [])]
+    assert [lun.device for lun in model.group("Default").luns] == ["d0", "d1"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--format", "modern", "{file}"],
+        ["apply", "--dry-run", "{file}"],
+        ["apply", "{file}", "--dry-run"],
+        ["apply", "--format", "auto", "--dry-run", "{file}"],
+    ],
+)
+def test_options_may_come_before_or_after_the_file(
+    fake: FakeConfigfs, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    path = write_conf(tmp_path, TARGETS)
+    assert run(tmp_path, *(a.format(file=path) for a in argv)) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert f"{path}: OK" in captured.out or f"would create iscsi target {IQN}" in captured.out
+    assert fake.log == []
+
+
+def test_config_without_an_action_or_with_an_unknown_one_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["config"], ["config", "frobnicate"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        assert exited.value.code == 2
+        assert "check" in capsys.readouterr().err

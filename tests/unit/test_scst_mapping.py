@@ -242,3 +242,12 @@ def test_driver_enabled_0_disables_every_target_and_backstores_carry_dev_config(
     assert d0.dev_config.startswith("vdisk/") and "," not in d0.dev_config
     assert (d0.dev_size, d0.hw_block_size) == (1 << 20, 512)
     assert state.backstores[3].hw_block_size == 2048  # vcdrom
+
+
+def test_loopback_target_without_luns_exists_and_serves_default() -> None:
+    # A declared target exists; with no LUNs of its own it serves Default (0.9.6 rules).
+    body = "TARGET_DRIVER loopback {\n TARGET naa.5001405aaaaaaaaa {\n }\n}\n"
+    empty = only(desired(body), "loopback")
+    assert (empty.wwn, empty.scst_group, empty.tpg.luns) == ("naa.5001405aaaaaaaaa", "Default", {})
+    served = only(desired("GROUP Default {\n LUN 0 d1\n}\n" + body), "loopback")
+    assert (served.wwn, served.tpg.luns) == ("naa.5001405aaaaaaaaa", {0: "d1"})

@@ -134,6 +134,38 @@ def test_reads_use_scst_columns(rig: Rig) -> None:
     assert "tcmu-scst" in rig.run("/version show")
 
 
+def test_devices_groups_luns_and_names_are_nodes_to_ls_and_cd_into(rig: Rig) -> None:
+    rig.readme_setup()
+    rig.run(f"/vcdrom open cd1 {rig.iso}")
+    rig.run("/groups/g1/devices add disk2 0 READ_ONLY")
+    (rig.tmp / "sys/class/scsi_device/1:0:1:0").mkdir(parents=True)
+    rig.run("assign 1:0:1:0 dev_disk")
+    vdisk = rig.run("ls /vdisk")
+    assert "disk1" in vdisk and str(rig.disk1) in vdisk and "disk2" in vdisk
+    assert "cd1" not in vdisk and "cd1" in rig.run("ls /vcdrom")
+    assert "1:0:1:0" in rig.run("ls /dev_disk")
+    rig.run("cd /vdisk/disk2")
+    assert rig.run("pwd").strip() == "/vdisk/disk2"
+    row = rig.run("show").splitlines()  # the handler's columns, this device's row
+    assert row[0] == rig.run("/vdisk show").splitlines()[0]
+    assert [line.split()[0] for line in row[1:]] == ["disk2"]
+    assert rig.run("/vcdrom/cd1 show").splitlines()[1].split()[0] == "cd1"
+    groups = rig.run("ls /groups")
+    assert "Default" in groups and "g1" in groups and INI in groups
+    lun = rig.run("ls /groups/g1/devices")
+    assert "disk2" in lun and "LUN 0 RO" in lun
+    rig.run("cd /groups/Default/devices/disk1")
+    assert rig.run("show").splitlines()[1] == f"{'disk1':<60}{0:>4}{'':>12}"
+    rig.run(f"cd /groups/g1/names/{INI}")
+    assert rig.run("show").strip() == INI
+    # Nodes follow the model: closed and removed things go, and help/type stay.
+    rig.run("cd /")
+    rig.run("/vdisk close disk2")
+    rig.run(f"/groups/g1/names del {INI}")
+    assert "disk2" not in rig.run("ls /vdisk") and "trace_level" in rig.run("ls /vdisk")
+    assert INI not in rig.run("ls /groups/g1")
+
+
 def test_group_edits_del_and_clear(rig: Rig) -> None:
     rig.readme_setup()
     rig.run("/groups/g1/devices add disk1 0")
@@ -352,3 +384,18 @@ def test_two_shells_do_not_lose_each_others_changes(rig: Rig) -> None:
     assert any("changed by another tcmu-scst shell" in w for w in rig.warnings)
     names = [g.name for g in conf.parse(rig.running_text()).groups]
     assert names == ["g1", "g2"]
+
+
+def test_a_shell_opened_before_any_model_follows_a_config_apply(rig: Rig) -> None:
+    # Opened with no running.conf yet; config apply then stores one: the shell's next
+    # change must start from it, not from its empty model (which would undo the apply).
+    from tcmu_scst.scst import commands
+
+    path = rig.tmp / "scst.conf"
+    path.write_text(f"HANDLER vdisk_fileio {{\n DEVICE d0 {{\n  filename {rig.disk1}\n }}\n}}\n")
+    state = rig.tmp / "state" / "lio-state.json"
+    assert commands.apply(path, "auto", rig.cfs, state, out=io.StringIO()) == 0
+    rig.run("add_group g1")
+    model = conf.parse(rig.running_text())
+    assert [d.name for d in model.devices] == ["d0"] and model.group("g1") is not None
+    assert any("or a config apply; reloaded" in w for w in rig.warnings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import threading
 from collections.abc import Iterator
@@ -239,11 +240,20 @@ def test_shell_one_shot_script_and_stdin(
     assert model(tmp_path).group("g1").initiators == ["iqn.x:y"]
 
 
-def test_needs_root_without_test_root(monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_needs_root_on_the_system_configfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tcmu_scst.testing.no_configfs import NoConfigfsKernel
+
+    kernel = NoConfigfsKernel(tmp_path, "nodev\tconfigfs\n")
+    kernel.target.mkdir(parents=True)  # mounted, LIO loaded
+    monkeypatch.setattr(shell_cli, "_configfs", lambda args: kernel)
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     assert cli.main(["shell", "ls"]) == 1
-    assert "needs root; run with sudo" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "tcmu-scst shell: error: the shell changes LIO's configfs, which needs root; "
+        "run with sudo\n"
+    )
 
 
 def test_daemon_records_trace_levels(tmp_path: Path, fake: FakeConfigfs) -> None:
@@ -260,3 +270,45 @@ def test_daemon_records_trace_levels(tmp_path: Path, fake: FakeConfigfs) -> None
     assert reply == {"ok": True, "trace_levels": {"vdisk": 0x200}}
     bad = daemon.handle_request({"op": "trace_level", "owner": "vdisk", "mask": -1})
     assert bad["ok"] is False and "mask" in bad["error"]
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_without_configfs_what_needs_no_kernel_works_and_the_rest_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], euid: int
+) -> None:
+    from tcmu_scst.scst import cli as config_cli
+    from tcmu_scst.testing.no_configfs import NoConfigfsKernel
+
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    kernel = NoConfigfsKernel(tmp_path)
+    monkeypatch.setattr(shell_cli, "_configfs", lambda args: kernel)
+    monkeypatch.setattr(config_cli, "_configfs", lambda args: kernel)
+    local = ["--state-dir", str(tmp_path / "state"), "--control-socket", str(tmp_path / "d.sock")]
+
+    def fails(*argv: str) -> str:
+        assert cli.main(list(argv)) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "dmesg" not in err and "run as root" not in err
+        return err
+
+    assert cli.main(["shell", *local, "help"]) == 0
+    assert "AVAILABLE COMMANDS" in capsys.readouterr().out
+    assert cli.main(["shell", *local, "/vdisk", "help", "open"]) == 0
+    assert "open NAME [PATH]" in capsys.readouterr().out
+    assert cli.main(["proc", *local, "/proc/scsi_tgt/help"]) == 0
+    assert "add_group GROUP" in capsys.readouterr().out
+    assert "cannot read script" in fails("shell", *local, "-f", str(tmp_path / "missing"))
+    for argv in (["shell", *local, "ls"], ["proc", *local, "/proc/scsi_tgt/vdisk/vdisk"]):
+        assert "this kernel has no configfs (not in /proc/filesystems" in fails(*argv)
+    script = tmp_path / "s.txt"
+    script.write_text("help\n/groups/Default/devices show\n")
+    assert f"{script}:2: this kernel has no configfs" in fails("shell", *local, "-f", str(script))
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "d0.img").write_bytes(b"\0" * 4096)
+    path = tmp_path / "scst.conf"
+    path.write_text(
+        f"HANDLER vdisk_fileio {{\n DEVICE d0 {{\n  filename {tmp_path}/d0.img\n }}\n}}\n"
+    )
+    assert cli.main(["config", "check", "--format", "modern", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: OK (1 devices, 0 targets)\n"
+    assert "this kernel has no configfs" in fails("config", "apply", "--dry-run", str(path))
