@@ -19,10 +19,10 @@ from tcmu_scst.command import Command, Direction, Result, data_in_result
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.block import BlockDeviceConfig
 from tcmu_scst.scsi.cdb import be
-from tcmu_scst.scsi.mmc import TypedSpcDevice, local_spec
 from tcmu_scst.scsi.modes import ModePage
+from tcmu_scst.scsi.opcodes import local_spec
 from tcmu_scst.scsi.sense import UA_MEDIUM_MAY_HAVE_CHANGED, SenseError
-from tcmu_scst.scsi.spc import CommandHandler, data_in
+from tcmu_scst.scsi.spc import CommandHandler, SpcDevice, data_in
 
 TYPE_TAPE = 0x01
 REWIND = 0x01
@@ -69,7 +69,7 @@ _SSC_COMMANDS = (
 )
 
 
-class PerfTapeDevice(TypedSpcDevice):
+class PerfTapeDevice(SpcDevice):
     """A sequential-access device that performs no I/O."""
 
     def __init__(self, config: BlockDeviceConfig) -> None:

@@ -216,6 +216,7 @@ class VdiskHandler(Handler):
         return backend.try_nowait(lambda: self.device.execute(cmd))
 
     def on_tmr(self, notice: TmrNotice) -> None:
+        self.device.abort_commands(notice.cmd_ids)  # an EXTENDED COPY stops between chunks
         if notice.tmr_type in abi.RESET_TMRS:
             self.device.reset()  # e.g. a LUN reset clears PREVENT MEDIUM REMOVAL
 

@@ -17,11 +17,9 @@ Feature (no Random Writable, no Incremental Streaming Writable...), so WRITE(10)
 and friends are simply not commands it implements (SPC-4 answer 20/00). DATA
 PROTECT / WRITE PROTECTED is for a writer holding a protected medium.
 
-Device-type-specific opcodes (MMC here, SSC for the perf tape) are not in the
-shared ``scsi.opcodes`` table, and some reuse an SBC opcode with other fields
-(SSC READ POSITION is SBC PRE-FETCH(10)); :class:`TypedSpcDevice` keeps such
-opcodes in a per-device table and dispatches them with the same checks as
-``SpcDevice._execute``.
+MMC opcodes are not in the shared ``scsi.opcodes`` table: the drive registers them
+with :meth:`SpcDevice.register_local`, and SPC's one dispatcher runs them with the
+same checks as every other command.
 """
 
 from __future__ import annotations
@@ -38,10 +36,9 @@ from tcmu_scst.errors import HandlerError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages
 from tcmu_scst.scsi.block import BackendError
-from tcmu_scst.scsi.cdb import be, check_cdb, rw_lba_and_length
-from tcmu_scst.scsi.identity import Identity
+from tcmu_scst.scsi.cdb import be, rw_lba_and_length
 from tcmu_scst.scsi.modes import ModePage
-from tcmu_scst.scsi.opcodes import OpSpec
+from tcmu_scst.scsi.opcodes import local_spec
 from tcmu_scst.scsi.sense import (
     NOT_READY,
     UA_MEDIUM_MAY_HAVE_CHANGED,
@@ -149,61 +146,6 @@ def _usage(*octets: int) -> bytes:
     return bytes(octets)
 
 
-def local_spec(
-    opcode: int, name: str, usage: bytes, direction: Direction, *, media: bool = False,
-    blocking: bool = False, writes: bool = False,
-) -> OpSpec:
-    """An OpSpec for a device-type-specific command (not in the shared table)."""
-    return OpSpec(opcode, None, name, usage, direction, data_cdb=blocking,
-                  writes_medium=writes, blocking=blocking, media_access=media)
-
-
-class TypedSpcDevice(SpcDevice):
-    """An SpcDevice with a per-device table of device-type-specific opcodes.
-
-    A local command wins over the shared table for its opcode. Commands listed in
-    ``ua_exempt`` are processed while a unit attention is pending and leave it
-    pending (MMC-6 4.1.6.1 for GET CONFIGURATION and GET EVENT STATUS NOTIFICATION).
-    """
-
-    ua_exempt: frozenset[int] = frozenset()
-
-    def __init__(self, identity: Identity) -> None:
-        super().__init__(identity)
-        self._local: dict[int, OpSpec] = {}
-
-    def register_local(self, spec: OpSpec, handler: CommandHandler) -> None:
-        self._local[spec.opcode] = spec
-        # SpcDevice's own tables, so RSOC and unregister see the command too.
-        self._specs[spec.key] = spec
-        self._reported[spec.key] = spec
-        self._handlers[spec.key] = handler
-
-    def spec_for(self, cdb: bytes) -> OpSpec | None:
-        if cdb and cdb[0] in self._local:
-            return self._local[cdb[0]]
-        return super().spec_for(cdb)
-
-    def _execute(self, cmd: Command) -> Result:
-        cdb = cmd.cdb
-        spec = self._local.get(cdb[0]) if cdb else None
-        if spec is None:
-            return super()._execute(cmd)
-        if cdb[0] not in op.UA_EXEMPT_OPCODES and cdb[0] not in self.ua_exempt:
-            attention = self.unit_attentions.pop()
-            if attention is not None:
-                raise attention
-        check_cdb(cdb, spec)
-        cdb = bytes(cdb[: spec.cdb_len])
-        if spec.media_access:
-            not_ready = self.not_ready_error()
-            if not_ready is not None:
-                raise not_ready
-        if spec.writes_medium and self.write_protected():
-            raise SenseError.write_protected()
-        return self._handlers[spec.key](cmd, cdb)
-
-
 _LOCAL_COMMANDS = (
     # MSF 02h; FORMAT 0Fh; TRACK/SESSION NUMBER; ALLOCATION LENGTH; control bits
     # 7-6 carry the old (SFF-8020) format field, which check_cdb ignores.
@@ -239,7 +181,7 @@ _LOCAL_COMMANDS = (
 )
 
 
-class MmcDevice(TypedSpcDevice):
+class MmcDevice(SpcDevice):
     """A read-only CD/DVD drive with a tray; the image can change at run time."""
 
     ua_exempt = frozenset({GET_CONFIGURATION, GET_EVENT_STATUS_NOTIFICATION})

@@ -69,10 +69,18 @@ READ_DEFECT_DATA_12 = 0xB7
 SAI_READ_CAPACITY_16 = 0x10
 SAI_GET_LBA_STATUS = 0x12
 MI_REPORT_TARGET_PGS = 0x0A
+MO_SET_TARGET_PGS = 0x0A
 MI_REPORT_SUPPORTED_OPERATION_CODES = 0x0C
+XCOPY_LID1 = 0x00  # EXTENDED COPY (LID1)
+RCR_COPY_STATUS = 0x00
+RCR_OPERATING_PARAMETERS = 0x03
 
 #: Opcodes that take a service action in byte 1, bits 4-0.
-SERVICE_ACTION_OPCODES = frozenset({SERVICE_ACTION_IN_16, MAINTENANCE_IN, MAINTENANCE_OUT})
+#: (SPC-4 gives EXTENDED COPY and RECEIVE COPY RESULTS one too; LID1 is 00h, so an
+#: SPC-3 CDB with byte 1 reserved is the same command.)
+SERVICE_ACTION_OPCODES = frozenset(
+    {SERVICE_ACTION_IN_16, MAINTENANCE_IN, MAINTENANCE_OUT, EXTENDED_COPY, RECEIVE_COPY_RESULTS}
+)
 
 #: Commands that a pending unit attention does not fail (SAM-5 5.14 / SPC-4 5.14).
 UA_EXEMPT_OPCODES = frozenset({INQUIRY, REQUEST_SENSE, REPORT_LUNS})
@@ -170,6 +178,16 @@ def _op(
     )
 
 
+def local_spec(
+    opcode: int, name: str, usage: bytes, direction: Direction, *, media: bool = False,
+    blocking: bool = False, writes: bool = False,
+) -> OpSpec:
+    """An OpSpec for a device-type-specific command (MMC, SSC: not in :data:`COMMANDS`);
+    see ``SpcDevice.register_local``."""
+    return OpSpec(opcode, None, name, usage, direction, data_cdb=blocking,
+                  writes_medium=writes, blocking=blocking, media_access=media)
+
+
 COMMANDS: tuple[OpSpec, ...] = (
     _op(TEST_UNIT_READY, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), _NONE),
     _op(REQUEST_SENSE, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), _IN),
@@ -211,6 +229,15 @@ COMMANDS: tuple[OpSpec, ...] = (
            _OUT, "b"),
     _op(MODE_SENSE_10, None, "MODE SENSE(10)",
            _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), _IN),
+    # PARAMETER LIST LENGTH in bytes 10-13 (LID1; SPC-4 6.4).
+    _op(EXTENDED_COPY, XCOPY_LID1, "EXTENDED COPY(LID1)",
+           _u(0x83, XCOPY_LID1, 0, 0, 0, 0, 0, 0, 0, 0, *_FF4, 0, 0), _OUT, "b"),
+    # LIST IDENTIFIER in byte 2; ALLOCATION LENGTH in bytes 10-13 (SPC-4 6.18).
+    _op(RECEIVE_COPY_RESULTS, RCR_COPY_STATUS, "RECEIVE COPY RESULTS(COPY STATUS)",
+           _u(0x84, RCR_COPY_STATUS, 0xFF, 0, 0, 0, 0, 0, 0, 0, *_FF4, 0, 0), _IN),
+    _op(RECEIVE_COPY_RESULTS, RCR_OPERATING_PARAMETERS,
+           "RECEIVE COPY RESULTS(OPERATING PARAMETERS)",
+           _u(0x84, RCR_OPERATING_PARAMETERS, 0, 0, 0, 0, 0, 0, 0, 0, *_FF4, 0, 0), _IN),
     _op(READ_16, None, "READ(16)", _u(0x88, _RW1, *_FF8, *_FF4, _GRP, 0), _IN, _IO),
     _op(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
            _u(0x89, _RW1, *_FF8, 0, 0, 0, 0xFF, _GRP, 0), _OUT, _IOW),
@@ -238,6 +265,12 @@ COMMANDS: tuple[OpSpec, ...] = (
            "REPORT SUPPORTED OPERATION CODES",
            _u(0xA3, MI_REPORT_SUPPORTED_OPERATION_CODES, 0x87, 0xFF, 0xFF, 0xFF, *_FF4, 0, 0),
            _IN),
+    # PARAMETER DATA FORMAT E0h; ALLOCATION LENGTH in bytes 6-9 (SPC-4 6.36).
+    _op(MAINTENANCE_IN, MI_REPORT_TARGET_PGS, "REPORT TARGET PORT GROUPS",
+           _u(0xA3, 0xE0 | MI_REPORT_TARGET_PGS, 0, 0, 0, 0, *_FF4, 0, 0), _IN),
+    # PARAMETER LIST LENGTH in bytes 6-9 (SPC-4 6.41).
+    _op(MAINTENANCE_OUT, MO_SET_TARGET_PGS, "SET TARGET PORT GROUPS",
+           _u(0xA4, MO_SET_TARGET_PGS, 0, 0, 0, 0, *_FF4, 0, 0), _OUT),
     _op(READ_12, None, "READ(12)", _u(0xA8, _RW1, *_FF4, *_FF4, _GRP, 0), _IN, _IO),
     _op(WRITE_12, None, "WRITE(12)", _u(0xAA, _RW1, *_FF4, *_FF4, _GRP, 0), _OUT, _IOW),
     _op(WRITE_VERIFY_12, None, "WRITE AND VERIFY(12)",

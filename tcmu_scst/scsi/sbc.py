@@ -42,6 +42,7 @@ from tcmu_scst.scsi.sense import (
     SenseError,
 )
 from tcmu_scst.scsi.spc import SpcDevice, data_in
+from tcmu_scst.scsi.xcopy import CopyManager
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ LBA_STATUS_WINDOW = 1 << 36
 _MAX_DESCRIPTOR_BLOCKS = 0xFFFFFFFF
 
 _FUA = 0x08
+VPD_THIRD_PARTY_COPY = 0x8F
 _BYTCHK_SHIFT = 1
 
 
@@ -156,6 +158,12 @@ class SbcDevice(SpcDevice):
         self.register(op.SERVICE_ACTION_IN_16, op.SAI_GET_LBA_STATUS, self._get_lba_status)
         self.register(op.START_STOP, None, self._start_stop_unit)
         self.register(op.ALLOW_MEDIUM_REMOVAL, None, self._prevent_allow_medium_removal)
+        #: EXTENDED COPY's copy manager; the daemon widens its scope to other devices.
+        self.copies = CopyManager(self)
+        self.register(op.EXTENDED_COPY, op.XCOPY_LID1, self.copies.extended_copy)
+        self.register(op.RECEIVE_COPY_RESULTS, op.RCR_COPY_STATUS, self._copy_status)
+        self.register(op.RECEIVE_COPY_RESULTS, op.RCR_OPERATING_PARAMETERS,
+                      self._copy_operating_parameters)
 
     # -- state -----------------------------------------------------------------
 
@@ -690,8 +698,45 @@ class SbcDevice(SpcDevice):
         return Result()
 
     def reset(self) -> None:
-        """A logical unit reset clears the prevention of medium removal (SBC-4 4.x)."""
+        """A logical unit reset clears the prevention of medium removal (SBC-4 4.x)
+        and stops the copies in progress."""
         self.prevent_removal = False
+        self.copies.reset()
+
+    def abort_commands(self, cmd_ids: tuple[int, ...]) -> None:
+        """ABORT TASK and friends: stop those commands if they are copies."""
+        self.copies.abort(cmd_ids)
+
+    # -- EXTENDED COPY endpoint (scsi.xcopy.CopyEndpoint) and RECEIVE COPY RESULTS ----
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    def copy_designator(self) -> bytes:
+        return naa_designator(self.config)
+
+    def copy_check(self, writing: bool) -> SenseError | None:
+        if writing and self.write_protected():
+            return SenseError.write_protected()
+        return self.not_ready_error()
+
+    def read_blocks(self, lba: int, count: int) -> bytes:
+        bs = self.config.block_size
+        with self._locks.shared(lba, lba + count), self._backend_errors(False):
+            return self.backend.read_bytes(lba * bs, count * bs)
+
+    def write_blocks(self, lba: int, data: bytes) -> None:
+        bs = self.config.block_size
+        count = len(data) // bs
+        with self._locks.shared(lba, lba + count), self._backend_errors(True):
+            self.backend.write_bytes(lba * bs, data, fua=self._durable(False))
+
+    def _copy_status(self, cmd: Command, cdb: bytes) -> Result:
+        return data_in(cmd, self.copies.copy_status(cdb[2]), be(cdb, 10, 4))
+
+    def _copy_operating_parameters(self, cmd: Command, cdb: bytes) -> Result:
+        return data_in(cmd, self.copies.operating_parameters(), be(cdb, 10, 4))
 
     def _prevent_allow_medium_removal(self, cmd: Command, cdb: bytes) -> Result:
         if cdb[4] & 0x02:  # PREVENT 10b/11b are obsolete (MMC only)
@@ -699,7 +744,12 @@ class SbcDevice(SpcDevice):
         self.prevent_removal = bool(cdb[4] & 0x01)
         return Result()
 
-    # -- VPD and mode pages ----------------------------------------------------------
+    # -- INQUIRY, VPD and mode pages -------------------------------------------------
+
+    def standard_inquiry(self) -> bytes:
+        data = bytearray(super().standard_inquiry())
+        data[5] |= 0x08  # 3PC: third-party copy commands (EXTENDED COPY) are supported
+        return bytes(data)
 
     def vpd_pages(self) -> dict[int, Callable[[], bytes]]:
         result = super().vpd_pages()
@@ -710,6 +760,7 @@ class SbcDevice(SpcDevice):
         result[pages.VPD_LOGICAL_BLOCK_PROVISIONING] = (
             lambda: pages.vpd_logical_block_provisioning(self.config)
         )
+        result[VPD_THIRD_PARTY_COPY] = self.copies.third_party_copy_vpd
         return result
 
     def _build_mode_pages(self) -> dict[int, ModePage]:

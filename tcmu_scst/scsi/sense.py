@@ -20,6 +20,7 @@ HARDWARE_ERROR = 0x4
 ILLEGAL_REQUEST = 0x5
 UNIT_ATTENTION = 0x6
 DATA_PROTECT = 0x7
+COPY_ABORTED = 0xA
 ABORTED_COMMAND = 0xB
 MISCOMPARE = 0xE
 
@@ -35,13 +36,15 @@ def build_sense(
     *,
     information: int | None = None,
     sks: bytes = b"",
+    command_specific: int | None = None,
 ) -> bytes:
     """Build 18 bytes of current, fixed-format sense data.
 
     ``information`` sets the VALID bit and the INFORMATION field when it fits in
     four bytes (a larger value cannot be represented in fixed format, so VALID stays
     0 rather than reporting a truncated number). ``sks`` is the 3-byte
-    sense-key-specific field, SKSV bit included.
+    sense-key-specific field, SKSV bit included. ``command_specific`` fills the
+    COMMAND-SPECIFIC INFORMATION field (EXTENDED COPY: the failing segment).
     """
     sense = bytearray(FIXED_SENSE_LEN)
     sense[0] = 0x70
@@ -50,6 +53,8 @@ def build_sense(
         sense[0] |= 0x80
         sense[3:7] = information.to_bytes(4, "big")
     sense[7] = _ADDITIONAL_LEN
+    if command_specific is not None:
+        sense[8:12] = (command_specific & _MAX_INFORMATION).to_bytes(4, "big")
     sense[12] = asc & 0xFF
     sense[13] = ascq & 0xFF
     if sks:
@@ -103,6 +108,7 @@ class SenseError(Exception):
         in_cdb: bool = True,
         bit: int | None = None,
         information: int | None = None,
+        command_specific: int | None = None,
     ) -> None:
         where = f" at {'CDB' if in_cdb else 'parameter'} byte {field_pointer}" if (
             field_pointer is not None
@@ -115,13 +121,15 @@ class SenseError(Exception):
         self.in_cdb = in_cdb
         self.bit = bit
         self.information = information
+        self.command_specific = command_specific
 
     @property
     def sense(self) -> bytes:
         sks = b""
         if self.field_pointer is not None:
             sks = field_pointer_sks(self.field_pointer, self.bit, in_cdb=self.in_cdb)
-        return build_sense(self.key, self.asc, self.ascq, information=self.information, sks=sks)
+        return build_sense(self.key, self.asc, self.ascq, information=self.information, sks=sks,
+                           command_specific=self.command_specific)
 
     def result(self) -> Result:
         return Result(status=CHECK_CONDITION, sense=self.sense)

@@ -5,6 +5,13 @@ TEST UNIT READY, REPORT SUPPORTED OPERATION CODES and MODE SENSE/SELECT, keeps
 the unit attention queue and the started/medium state, and dispatches every
 other command to handlers a subclass registers (``scsi.sbc`` for disks).
 
+Subclasses extend the dispatch through hooks, never by copying it: :meth:`register`
+for a command of the shared ``scsi.opcodes`` table, :meth:`register_local` for a
+device-type-specific opcode that is not in it (MMC, SSC; some reuse an SBC opcode
+with other fields, so a local command wins over the shared table for its opcode),
+:attr:`ua_exempt` for commands a pending unit attention must not fail, and
+:meth:`vpd_pages` / :meth:`mode_pages` for INQUIRY and MODE SENSE.
+
 :meth:`SpcDevice.execute` never raises: a bad CDB is a CHECK CONDITION, and an
 unexpected exception is logged and answered with HARDWARE ERROR / INTERNAL TARGET
 FAILURE.
@@ -16,7 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from tcmu_scst.command import Command, Result, data_in_result
-from tcmu_scst.scsi import logs
+from tcmu_scst.scsi import alua, logs
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.block import WouldBlock
 from tcmu_scst.scsi.cdb import be, check_cdb
@@ -32,6 +39,7 @@ from tcmu_scst.scsi.modes import ModePage, mode_select, mode_sense
 from tcmu_scst.scsi.opcodes import OpSpec
 from tcmu_scst.scsi.rsoc import report_supported_operation_codes
 from tcmu_scst.scsi.sense import (
+    HARDWARE_ERROR,
     NO_SENSE,
     SenseError,
     build_sense,
@@ -73,6 +81,11 @@ def designator(code_set: int, designator_type: int, value: bytes) -> bytes:
 class SpcDevice:
     """A logical unit: SPC-4 commands, unit attentions and command dispatch."""
 
+    #: Opcodes (beyond SPC's INQUIRY, REQUEST SENSE and REPORT LUNS) that are
+    #: processed while a unit attention is pending and leave it pending, e.g.
+    #: MMC-6 4.1.6.1's GET CONFIGURATION and GET EVENT STATUS NOTIFICATION.
+    ua_exempt: frozenset[int] = frozenset()
+
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.unit_attentions = UnitAttentionQueue()
@@ -83,6 +96,10 @@ class SpcDevice:
         self._handlers: dict[tuple[int, int | None], CommandHandler] = {}
         self._specs: dict[tuple[int, int | None], OpSpec] = {}
         self._reported: dict[tuple[int, int | None], OpSpec] = {}
+        #: Device-type-specific commands by opcode (see :meth:`register_local`).
+        self._local: dict[int, OpSpec] = {}
+        #: The kernel's target port groups of this LU (ALUA), once attached.
+        self.port_groups: alua.PortGroupSource | None = None
         self.register(op.TEST_UNIT_READY, None, self._test_unit_ready)
         self.register(op.REQUEST_SENSE, None, self._request_sense)
         self.register(op.INQUIRY, None, self._inquiry)
@@ -115,7 +132,18 @@ class SpcDevice:
         self._reported[spec.key] = spec
         self._handlers[spec.key] = handler
 
+    def register_local(self, spec: OpSpec, handler: CommandHandler) -> None:
+        """Answer a device-type-specific command that the shared table lacks (or
+        defines differently): ``spec`` describes it, and it wins for its opcode."""
+        self._local[spec.opcode] = spec
+        self._specs[spec.key] = spec
+        self._reported[spec.key] = spec
+        self._handlers[spec.key] = handler
+
     def unregister(self, opcode: int, service_action: int | None = None) -> None:
+        local = self._local.get(opcode)
+        if local is not None and local.key == (opcode, service_action):
+            del self._local[opcode]
         self._specs.pop((opcode, service_action), None)
         self._reported.pop((opcode, service_action), None)
         self._handlers.pop((opcode, service_action), None)
@@ -131,6 +159,9 @@ class SpcDevice:
         return self._reported
 
     def spec_for(self, cdb: bytes) -> OpSpec | None:
+        """The command ``cdb`` asks for, if this device implements it."""
+        if cdb and cdb[0] in self._local:
+            return self._local[cdb[0]]
         spec = op.lookup(cdb)
         return spec if spec is not None and spec.key in self._specs else None
 
@@ -155,12 +186,12 @@ class SpcDevice:
         cdb = cmd.cdb
         if not cdb:
             raise SenseError.invalid_opcode()
-        if cdb[0] not in op.UA_EXEMPT_OPCODES:
+        spec = self.spec_for(cdb)
+        if cdb[0] not in op.UA_EXEMPT_OPCODES and cdb[0] not in self.ua_exempt:
             attention = self.unit_attentions.pop()
             if attention is not None:
                 raise attention
-        spec = op.lookup(cdb)
-        if spec is None or spec.key not in self._specs:
+        if spec is None:
             if any(key[0] == cdb[0] for key in self._specs):
                 # A supported opcode with a service action we do not implement.
                 raise SenseError.invalid_field_in_cdb(1, 4)
@@ -234,13 +265,16 @@ class SpcDevice:
         return bytes(data)
 
     def _inquiry(self, cmd: Command, cdb: bytes) -> Result:
+        """Standard data (with TPGS from the port groups) or a VPD page."""
         evpd = cdb[1] & 0x01
         page_code = cdb[2]
         alloc = be(cdb, 3, 2)
         if not evpd:
             if page_code:
                 raise SenseError.invalid_field_in_cdb(2)
-            return data_in(cmd, self.standard_inquiry(), alloc)
+            data = bytearray(self.standard_inquiry())
+            data[5] |= alua.tpgs(self._port_groups())
+            return data_in(cmd, bytes(data), alloc)
         pages = self.vpd_pages()
         if page_code == 0x00:
             body = bytes([0x00, *sorted(pages)])
@@ -264,7 +298,52 @@ class SpcDevice:
             designator(_CODE_SET_BINARY, _TYPE_NAA, naa_designator(ident))
             + designator(_CODE_SET_ASCII, _TYPE_T10_VENDOR_ID, t10)
             + designator(_CODE_SET_ASCII, _TYPE_VENDOR_SPECIFIC, serial)
+            + alua.port_designators(self._port_groups())
         )
+
+    # -- ALUA: REPORT / SET TARGET PORT GROUPS ----------------------------------
+
+    def attach_port_groups(self, source: alua.PortGroupSource) -> None:
+        """Answer ALUA from ``source`` (the kernel enforces the states itself)."""
+        self.port_groups = source
+        self.register(op.MAINTENANCE_IN, op.MI_REPORT_TARGET_PGS, self._report_target_pgs)
+        self.register(op.MAINTENANCE_OUT, op.MO_SET_TARGET_PGS, self._set_target_pgs)
+
+    def _port_groups(self) -> list[alua.PortGroup]:
+        if self.port_groups is None:
+            return []
+        try:
+            return self.port_groups.groups()
+        except Exception as err:  # configfs gone or unreadable: no ALUA to report
+            log.warning("%s: cannot read the target port groups: %s", self.identity.name, err)
+            return []
+
+    def _report_target_pgs(self, cmd: Command, cdb: bytes) -> Result:
+        data_format = cdb[1] >> 5
+        if data_format > 1:
+            raise SenseError.invalid_field_in_cdb(1, 7)
+        data = alua.report_target_port_groups(self._port_groups(), extended=data_format == 1)
+        return data_in(cmd, data, be(cdb, 6, 4))
+
+    def _set_target_pgs(self, cmd: Command, cdb: bytes) -> Result:
+        groups = self._port_groups()
+        if self.port_groups is None or not any(g.explicit for g in groups):
+            raise SenseError.invalid_opcode()  # TPGS without explicit ALUA
+        length = be(cdb, 6, 4)
+        if length == 0:
+            return Result()
+        if len(cmd.data) < length:
+            raise SenseError.invalid_field_in_command_iu()
+        for group_id, state in alua.parse_set_target_port_groups(
+            cmd.data.read(0, length), groups
+        ):
+            try:
+                self.port_groups.set_state(group_id, state)
+            except Exception as err:
+                log.warning("%s: SET TARGET PORT GROUPS %d -> %s failed: %s",
+                            self.identity.name, group_id, state.name, err)
+                raise SenseError(HARDWARE_ERROR, 0x67, 0x0A) from err  # STPG COMMAND FAILED
+        return Result()
 
     # -- TEST UNIT READY / REQUEST SENSE ------------------------------------
 

@@ -44,7 +44,7 @@ from tcmu_scst.kernel.netlink import (
     TcmuModuleParams,
     TcmuNetlink,
 )
-from tcmu_scst.service import registry
+from tcmu_scst.service import registry, units
 from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
 from tcmu_scst.service.device import DeviceRunner, RingPort
 from tcmu_scst.service.hotplug import Hotplug
@@ -297,6 +297,7 @@ class Daemon:
         )
         dev = ServedDevice(info, port, runner, thread, info.name.config)
         self.devices[dev.key] = dev
+        units.UNITS.serve(info.configfs_dir, handler)  # EXTENDED COPY, ALUA groups
         self._trace_device(dev)
         self._ask_for_tmr_notifications(info)
         thread.start()
@@ -318,6 +319,7 @@ class Daemon:
 
     def detach(self, dev: ServedDevice) -> None:
         """Drain in-flight commands, stop the ring thread, close everything."""
+        units.UNITS.forget(dev.info.configfs_dir)
         dev.runner.stop()
         dev.thread.join()
         dev.runner.close()
@@ -398,6 +400,7 @@ class Daemon:
         dev.runner.wait_idle()
         old = dev.runner.handler
         dev.runner.handler = new_handler
+        units.UNITS.serve(dev.info.configfs_dir, new_handler)
         dev.dev_config = dev_config
         old.close()
         log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)

@@ -28,6 +28,8 @@ from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
 from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel.ring import Ring
+from tcmu_scst.kernel.uio import UioInfo
+from tcmu_scst.service import units
 from tcmu_scst.service.trace import CommandTracer
 
 log = logging.getLogger(__name__)
@@ -336,10 +338,16 @@ def serve_in_thread(
     without the daemon (kernel tests, the compliance runner, benchmarks).
     """
     runner = DeviceRunner(port, handler, threads=threads)
+    info = getattr(port, "info", None)  # a UioDevice: EXTENDED COPY may reach it
+    configfs_dir = info.configfs_dir if isinstance(info, UioInfo) else None
+    if configfs_dir is not None:
+        units.UNITS.serve(configfs_dir, handler)
     thread = threading.Thread(target=runner.run, name=f"ring-{name}", daemon=True)
     thread.start()
 
     def stop() -> None:
+        if configfs_dir is not None:
+            units.UNITS.forget(configfs_dir)
         runner.stop()
         thread.join(30)
         runner.close()

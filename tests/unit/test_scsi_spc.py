@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tcmu_scst.command import CHECK_CONDITION, GOOD
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Direction, Result
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi.identity import LIO_OUI
@@ -74,8 +74,8 @@ def test_inquiry_cmddt_bit_refused() -> None:
 def test_vpd_supported_pages() -> None:
     dev, _ = make_disk()
     data = run(dev.execute, h.inquiry(0x00), in_len=255).data
-    assert data[:4] == bytes((0, 0, 0, 6))
-    assert list(data[4:]) == [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2]
+    assert data[:4] == bytes((0, 0, 0, 7))
+    assert list(data[4:]) == [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2]
 
 
 def test_unknown_vpd_page_refused() -> None:
@@ -356,3 +356,38 @@ def test_log_sense_refusals() -> None:
     assert run(dev.execute, log_sense(0x00, sp=True), in_len=512).sense.field == (True, 1, 0)
     log_select = bytes((0x4C,)) + bytes(9)
     assert run(dev.execute, log_select).sense.code == (5, 0x20, 0x00)
+
+
+def test_register_local_command_wins_over_the_shared_table_and_keeps_spc_checks() -> None:
+    """A device-type-specific opcode reuses SPC's one dispatcher: unit attention,
+    reserved-bit check, NOT READY, and RSOC listing come from SpcDevice itself."""
+    dev, _ = make_disk()
+    calls: list[bytes] = []
+
+    def handler(cmd: object, cdb: bytes) -> Result:
+        calls.append(cdb)
+        return Result()
+
+    # 34h is SBC PRE-FETCH(10) in the shared table; SSC's READ POSITION reuses it.
+    spec = op.local_spec(0x34, "READ POSITION", bytes((0x34, 0x1F) + (0,) * 8), Direction.NONE,
+                         media=True)
+    dev.register_local(spec, handler)
+    assert dev.spec_for(bytes((0x34, 0x06) + (0,) * 8)) is spec
+    dev.unit_attentions.post(0x29, 0x00)
+    assert run(dev.execute, bytes((0x34, 0x06) + (0,) * 8)).sense.code == (0x06, 0x29, 0x00)
+    assert run(dev.execute, bytes((0x34, 0x06) + (0,) * 8)).status == GOOD
+    assert calls == [bytes((0x34, 0x06) + (0,) * 8)]
+    reserved = run(dev.execute, bytes((0x34, 0x06, 0, 0, 0, 0, 0, 0, 0x01, 0)))
+    assert reserved.sense.field == (True, 8, 0)
+    dev.started = False
+    assert run(dev.execute, bytes((0x34,) + (0,) * 9)).sense.key == 0x02
+    dev.unregister(0x34)
+    assert dev.spec_for(bytes((0x34,) + (0,) * 9)) is None
+
+
+def test_ua_exempt_commands_leave_the_attention_pending() -> None:
+    dev, _ = make_disk()
+    dev.ua_exempt = frozenset({op.READ_CAPACITY})
+    dev.unit_attentions.post(0x29, 0x00)
+    assert run(dev.execute, h.read_capacity10(), in_len=8).status == GOOD
+    assert run(dev.execute, bytes(6)).sense.code == (0x06, 0x29, 0x00)
