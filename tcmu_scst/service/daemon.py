@@ -46,8 +46,9 @@ from tcmu_scst.kernel.netlink import (
 )
 from tcmu_scst.service import registry
 from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
-from tcmu_scst.service.device import DeviceRunner, RingPort
+from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
 from tcmu_scst.service.hotplug import Hotplug
+from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
 from tcmu_scst.service.trace import (
     ROOT,
     CommandTracer,
@@ -121,6 +122,9 @@ class Daemon:
         hotplug: Hotplug | None = None,
         trace_file: Path | None = None,
         decorations: TraceDecorations | None = None,
+        lock_file: Path | None = DEFAULT_LOCK,
+        quiesce_wait: float = 5.0,
+        detach_wait: float = 2.0,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -152,10 +156,28 @@ class Daemon:
         self.state_file = state_file
         self.materialize_every = materialize_every
         self.hotplug = hotplug  # udev events (service.hotplug); None: netlink only
+        # One daemon per kernel (service.instance); None only for tests' fakes.
+        self.instance = InstanceLock(lock_file) if lock_file is not None else None
+        # Bounds on the main loop's waits for one device (a command stuck in a
+        # pass-through device must not stall every other device's netlink replies).
+        self.quiesce_wait = quiesce_wait  # RECONFIG of dev_config
+        self.detach_wait = detach_wait  # REMOVED, shutdown: then a reaper closes
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Join netlink, recover existing devices, open the control socket."""
+        """Take the single-instance lock, join netlink, recover existing devices, open
+        the control socket. Raises :class:`AlreadyRunning` before touching the kernel
+        if another daemon serves it."""
+        if self.instance is not None:
+            self.instance.acquire()
+        try:
+            self._start()
+        except BaseException:
+            if self.instance is not None:
+                self.instance.release()
+            raise
+
+    def _start(self) -> None:
         if self.trace_file is not None:
             try:
                 self.trace_levels = TraceStore(self.trace_file).load()
@@ -179,7 +201,7 @@ class Daemon:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         if self.control_path is not None:
             self.control = ControlServer(self.control_path, self.handle_request)
-            self.selector.register(self.control, selectors.EVENT_READ, self._on_control)
+            self.control.attach(self.selector)
         if self.state_file is not None and self.materialize_every > 0:
             from tcmu_scst.scst.materializer import Materializer
 
@@ -221,10 +243,12 @@ class Daemon:
         """The main loop; returns after :meth:`stop` (or a signal) with all devices closed."""
         try:
             while not self._stop.is_set():
-                for key, _mask in self.selector.select(timeout=1.0):
+                for key, _mask in self.selector.select(timeout=0.5):
                     callback: Callable[[], None] = key.data
                     callback()
                 self._run_timers()
+                if self.control is not None:
+                    self.control.expire()
         finally:
             self.shutdown()
 
@@ -258,6 +282,8 @@ class Daemon:
         self.netlink.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self.instance is not None:
+            self.instance.release()
 
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` from the main loop about every ``seconds`` (e.g. materializer)."""
@@ -317,13 +343,18 @@ class Daemon:
                         "handler", info.configfs_dir, err)
 
     def detach(self, dev: ServedDevice) -> None:
-        """Drain in-flight commands, stop the ring thread, close everything."""
-        dev.runner.stop()
-        dev.thread.join()
-        dev.runner.close()
-        dev.handler.close()
-        dev.port.close()
+        """Drain in-flight commands, stop the ring thread, close everything.
+
+        Waits at most ``detach_wait`` for the ring thread: past that (a command stuck
+        in a pass-through device) the handler and port are closed by a reaper once the
+        command returns, and the main loop answers the kernel meanwhile.
+        """
         self.devices.pop(dev.key, None)
+        dev.runner.stop()
+        dev.thread.join(self.detach_wait)
+        runner = dev.runner
+        close_when_stopped(dev.thread, dev.info.configfs_dir, runner.close,
+                           lambda: runner.handler.close(), dev.port.close)
         log.info("stopped serving %s", dev.info.configfs_dir)
 
     def find(self, event: DeviceEvent) -> ServedDevice | None:
@@ -393,12 +424,23 @@ class Daemon:
             log.info("%s reconfigured in place: %s", dev.info.configfs_dir, dev_config)
             return
         new_handler = self.open_handler(dev_config)
-        # The kernel is blocked in our reply, but the ring may hold commands: keep the
-        # old handler until every worker is idle, then swap.
-        dev.runner.wait_idle()
-        old = dev.runner.handler
-        dev.runner.handler = new_handler
-        dev.dev_config = dev_config
+        # The kernel waits for our reply, but initiators keep sending: stop taking
+        # commands off the ring and let every one in flight finish (inline, queued, on
+        # a worker, or completed later by the handler) before the old handler goes.
+        # Bounded: a command stuck in a device must not stall every netlink reply.
+        if not dev.runner.quiesce(self.quiesce_wait):
+            new_handler.close()
+            raise HandlerError(
+                f"{dev.info.configfs_dir}: commands still in flight after "
+                f"{self.quiesce_wait:g} s; dev_config unchanged"
+            ) from OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        try:
+            old = dev.runner.handler
+            dev.runner.handler = new_handler
+            dev.dev_config = dev_config
+            self._trace_device(dev)
+        finally:
+            dev.runner.resume()
         old.close()
         log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
 
@@ -431,10 +473,6 @@ class Daemon:
             self._wake_r.recv(64)
         except OSError:
             pass
-
-    def _on_control(self) -> None:
-        if self.control is not None:
-            self.control.serve_one()
 
     # -- control socket ------------------------------------------------------------------------
     def handle_request(self, request: Request) -> Reply:
