@@ -35,6 +35,7 @@ from tcmu_scst.errors import ConfigError, HandlerError, TcmuScstError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import uio
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.kernel.netlink import (
     AddedDevice,
@@ -125,6 +126,7 @@ class Daemon:
         lock_file: Path | None = DEFAULT_LOCK,
         quiesce_wait: float = 5.0,
         detach_wait: float = 2.0,
+        kernel_root: Path | None = None,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -162,6 +164,9 @@ class Daemon:
         # pass-through device must not stall every other device's netlink replies).
         self.quiesce_wait = quiesce_wait  # RECONFIG of dev_config
         self.detach_wait = detach_wait  # REMOVED, shutdown: then a reaper closes
+        # Where the target core's threads see <dbroot>/pr (kernel.dbroot); None: the
+        # real kernel's for the real configfs, nothing for a fake tree.
+        self.kernel_root = kernel_root if kernel_root is not None else default_kernel_root(self.cfs)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -178,6 +183,11 @@ class Daemon:
             raise
 
     def _start(self) -> None:
+        try:
+            for path in ensure_metadata_dirs(self.cfs, self.kernel_root):
+                log.info("created %s for the target core's PR/ALUA metadata", path)
+        except TcmuScstError as err:
+            log.warning("%s: PERSISTENT RESERVE OUT will fail with NOT READY", err)
         if self.trace_file is not None:
             try:
                 self.trace_levels = TraceStore(self.trace_file).load()
