@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +147,37 @@ def kernel_log() -> list[str]:
     return subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
 
 
+def verified_writes(
+    device: str, size: int, rate_iops: int, fault: Callable[[], None], times: int
+) -> str:
+    """fio's checksummed random writes (4k, QD16) over ``device`` while ``fault`` runs
+    ``times`` times; the writer must see no error and a verify pass must find every
+    block intact. Returns the writer's output."""
+    job = [
+        "fio", "--name=faults", f"--filename={device}", "--rw=randwrite", "--bs=4k",
+        "--iodepth=16", "--ioengine=libaio", "--direct=1", f"--size={size}",
+        "--verify=crc32c", "--verify_state_save=0", "--randseed=1234",
+    ]
+    writer = subprocess.Popen([*job, "--do_verify=0", f"--rate_iops={rate_iops}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = 0
+    try:
+        while done < times and writer.poll() is None:
+            fault()
+            done += 1
+        out, _ = writer.communicate(timeout=600)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert done == times, f"fio finished after {done} faults: make the job longer\n{out}"
+    assert writer.returncode == 0, out
+    assert not re.search(r"err=\s*[1-9]", out), out
+    verify = subprocess.run([*job, "--verify_only"], capture_output=True, text=True,
+                            timeout=600)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    return out
+
+
 LOCKUP = re.compile(r"blocked for more than|soft lockup|hard LOCKUP|BUG:|hung_task|Oops")
 
 
@@ -188,38 +219,21 @@ def test_sigkill_twenty_times_under_verified_random_writes(
     with contextlib.ExitStack() as stack:
         bs = user_backstore(stack, "crash20", vdisk_config(tmp_path, "crash20", size), size)
         lun = export(stack, bs)
-        job = [
-            "fio", "--name=crash", f"--filename={lun.block}", "--rw=randwrite", "--bs=4k",
-            "--iodepth=16", "--ioengine=libaio", "--direct=1", f"--size={size}",
-            "--verify=crc32c", "--verify_state_save=0", "--randseed=1234",
-        ]
-        writer = subprocess.Popen([*job, "--do_verify=0", "--rate_iops=250"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        kills = 0
-        try:
-            while kills < 20 and writer.poll() is None:
-                time.sleep(1.0)  # the restarted daemon serves a while
-                daemon.kill()
-                kills += 1
-                time.sleep(0.3)  # commands pile up in the ring with nobody serving it
-                daemon.start()
-            out, _ = writer.communicate(timeout=600)
-        finally:
-            if writer.poll() is None:
-                writer.kill()
-        assert kills == 20, f"fio finished after {kills} kills: make the job longer\n{out}"
-        # Commands in the ring at each restart went back as BUSY (reset_ring) and sd
-        # retried them: the writer saw no error.
-        assert writer.returncode == 0, out
-        assert not re.search(r"err=\s*[1-9]", out), out
-        verify = subprocess.run([*job, "--verify_only"], capture_output=True, text=True,
-                                timeout=600)
-        assert verify.returncode == 0, verify.stdout + verify.stderr
-        assert "verify: bad" not in verify.stdout + verify.stderr
+
+        def kill_and_restart() -> None:
+            time.sleep(1.0)  # the restarted daemon serves a while
+            daemon.kill()
+            time.sleep(0.3)  # commands pile up in the ring with nobody serving it
+            daemon.start()
+
+        # Commands in the ring at each restart go back as BUSY (reset_ring) and sd
+        # retries them: the writer sees no error.
+        out = verified_writes(lun.block, size, 150, kill_and_restart, 20)
     assert no_hung_tasks() == ""
     new = kernel_log()[log_before:]
     assert not [line for line in new if LOCKUP.search(line)], "\n".join(new[-40:])
-    print(f"{kills} kills, {daemon.starts} daemon starts; fio:\n{out[-1500:]}")
+    assert daemon.starts == 21
+    print(f"20 kills, {daemon.starts} daemon starts; fio:\n{out[-1500:]}")
 
 
 def test_sigstop_longer_than_cmd_time_out_then_the_initiator_recovers(
@@ -314,3 +328,36 @@ def test_persistent_reserve_out_without_the_labs_pr_directory(
         if saved.exists():
             shutil.rmtree(metadata, ignore_errors=True)
             saved.rename(metadata)
+
+
+def test_dev_config_reopens_under_verified_random_writes(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    """RECONFIG of dev_config swaps the handler while initiators write: the daemon
+    stops taking commands, lets those in flight finish on the old handler, then swaps;
+    none runs on a closed handler (EBADF, or I/O into a file that reused the fd)."""
+    size = 32 * MiB
+    image = tmp_path / "swap.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    configs = [
+        to_dev_config(VdiskParams(name="swap", filename=str(image), write_through=wt))
+        for wt in (True, False)
+    ]
+    daemon.start()
+    with contextlib.ExitStack() as stack:
+        bs = user_backstore(stack, "swap", configs[0], size)
+        lun = export(stack, bs)
+        swaps = iter(range(1, 11))
+
+        def swap() -> None:
+            time.sleep(0.7)
+            bs.set_dev_config(configs[next(swaps) % 2])  # waits for the daemon's answer
+
+        verified_writes(lun.block, size, 400, swap, 10)
+        status = control.request("status", daemon.sock)
+        [dev] = [d for d in status["devices"] if d["name"] == "swap"]
+        assert dev["handler_failures"] == 0 and dev["dev_config"] == configs[0]
+        assert daemon.starts == 1
+    log = daemon.log.read_text()
+    assert "reopened with" in log and "Bad file descriptor" not in log, log[-3000:]
