@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -150,6 +152,9 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.control: ControlServer | None = None
+        # Work other threads hand back to the main loop (e.g. a handler swap's answer).
+        self._main_calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._swaps: list[threading.Thread] = []
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self._timer_due: dict[int, float] = {}
         self.reply_supported = False
@@ -276,6 +281,10 @@ class Daemon:
     def shutdown(self) -> None:
         if self.hotplug is not None:
             self.hotplug.close()  # gives a running hot-plug apply a moment to finish
+        for swap in self._swaps:  # each gives up after quiesce_wait
+            swap.join(self.quiesce_wait + 1.0)
+        self._swaps.clear()
+        self._run_main_calls()  # their answers
         for dev in list(self.devices.values()):
             self.detach(dev)
         if self.reply_supported:
@@ -401,17 +410,22 @@ class Daemon:
             elif isinstance(event, ReconfigDevice):
                 if served is None:
                     raise HandlerError(f"{event.device} is not served by this daemon")
-                self.reconfigure(served, event)
+                if self.reconfigure(served, event):
+                    return  # a handler swap off the main loop answers when done
         except (TcmuScstError, OSError) as err:
             status = errno_of(err)
             log.error("%s of %s failed: %s", type(event).__name__, event.device, err)
+        self._answer(event, status)
+
+    def _answer(self, event: DeviceEvent, status: int) -> None:
         if event.needs_reply and self.reply_supported:
             try:
                 self.netlink.reply(event, status)
             except TcmuScstError as err:
                 log.error("cannot answer the kernel for %s: %s", event.device, err)
 
-    def reconfigure(self, dev: ServedDevice, event: ReconfigDevice) -> None:
+    def reconfigure(self, dev: ServedDevice, event: ReconfigDevice) -> bool:
+        """Apply a RECONFIG; True if it is answered later (a handler swap under way)."""
         if event.dev_size is not None:
             new = dev.handler.resize(event.dev_size)
             log.info("%s resized to %d bytes", dev.info.configfs_dir, new)
@@ -420,10 +434,15 @@ class Daemon:
             state = "on" if event.write_cache else "off"
             log.info("%s write cache %s", dev.info.configfs_dir, state)
         elif event.dev_cfg is not None:
-            self._reopen(dev, event.dev_cfg.strip())
+            return self._reopen(dev, event.dev_cfg.strip(), partial(self._answer, event))
+        return False
 
-    def _reopen(self, dev: ServedDevice, dev_config: str) -> None:
-        """RECONFIG of dev_config: open the new handler, then swap it in while idle."""
+    def _reopen(self, dev: ServedDevice, dev_config: str, answer: Callable[[int], None]) -> bool:
+        """RECONFIG of dev_config: open the new handler, swap it in off the main loop.
+
+        Returns False if done in place (the caller answers), True if ``answer`` will
+        be called from the main loop once the swap is done or has given up.
+        """
         if dev_config.split("/", 1)[0] != dev.info.name.subtype:
             raise HandlerError(
                 f"{dev.info.configfs_dir}: dev_config may not change handler "
@@ -432,27 +451,58 @@ class Daemon:
         if dev.runner.handler.reconfigure(dev_config):
             dev.dev_config = dev_config  # done in place (e.g. a vcdrom medium change)
             log.info("%s reconfigured in place: %s", dev.info.configfs_dir, dev_config)
-            return
+            return False
         new_handler = self.open_handler(dev_config)
-        # The kernel waits for our reply, but initiators keep sending: stop taking
-        # commands off the ring and let every one in flight finish (inline, queued, on
-        # a worker, or completed later by the handler) before the old handler goes.
-        # Bounded: a command stuck in a device must not stall every netlink reply.
-        if not dev.runner.quiesce(self.quiesce_wait):
-            new_handler.close()
-            raise HandlerError(
-                f"{dev.info.configfs_dir}: commands still in flight after "
-                f"{self.quiesce_wait:g} s; dev_config unchanged"
-            ) from OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        runner = dev.runner
+
+        def swap() -> None:
+            # The kernel waits for our reply, but initiators keep sending: stop taking
+            # commands off the ring and let every one in flight finish (inline, queued,
+            # on a worker, or completed later by the handler) before the old handler
+            # goes. Bounded: a command stuck in a device fails the RECONFIG (EBUSY).
+            if not runner.quiesce(self.quiesce_wait):
+                new_handler.close()
+                self._later(partial(finish, -errno.EBUSY))
+                return
+            try:
+                old = runner.handler
+                runner.handler = new_handler
+            finally:
+                runner.resume()
+            old.close()
+            self._later(partial(finish, 0))
+
+        def finish(status: int) -> None:
+            if status == 0:
+                dev.dev_config = dev_config
+                self._trace_device(dev)
+                log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
+            else:
+                log.error("%s: commands still in flight after %g s; dev_config unchanged",
+                          dev.info.configfs_dir, self.quiesce_wait)
+            answer(status)
+
+        thread = threading.Thread(target=swap, name=f"reopen-{dev.info.name.device}",
+                                  daemon=True)
+        self._swaps = [t for t in self._swaps if t.is_alive()] + [thread]
+        thread.start()
+        return True
+
+    def _later(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the main loop (from any thread)."""
+        self._main_calls.put(callback)
         try:
-            old = dev.runner.handler
-            dev.runner.handler = new_handler
-            dev.dev_config = dev_config
-            self._trace_device(dev)
-        finally:
-            dev.runner.resume()
-        old.close()
-        log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # shutting down: shutdown() runs what is queued
+
+    def _run_main_calls(self) -> None:
+        while True:
+            try:
+                callback = self._main_calls.get_nowait()
+            except queue.Empty:
+                return
+            callback()
 
     def _rescan(self) -> None:
         """After lost events: attach every device of ours we do not serve yet."""
@@ -483,6 +533,7 @@ class Daemon:
             self._wake_r.recv(64)
         except OSError:
             pass
+        self._run_main_calls()
 
     # -- control socket ------------------------------------------------------------------------
     def handle_request(self, request: Request) -> Reply:

@@ -29,13 +29,11 @@ from pathlib import Path
 import pytest
 
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
-from tcmu_scst.kernel import uio
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.dbroot import kernel_threads_root
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
-from tcmu_scst.service import control, registry
-from tcmu_scst.service.device import serve_in_thread
+from tcmu_scst.service import control
 
 MiB = 1 << 20
 
@@ -213,7 +211,7 @@ def test_a_second_daemon_refuses_and_the_first_keeps_serving(
 def test_sigkill_twenty_times_under_verified_random_writes(
     tmp_path: Path, daemon: DaemonProcess
 ) -> None:
-    size = 48 * MiB
+    size = 32 * MiB
     log_before = len(kernel_log())
     daemon.start()
     with contextlib.ExitStack() as stack:
@@ -221,14 +219,14 @@ def test_sigkill_twenty_times_under_verified_random_writes(
         lun = export(stack, bs)
 
         def kill_and_restart() -> None:
-            time.sleep(1.0)  # the restarted daemon serves a while
+            time.sleep(0.5)  # the restarted daemon serves a while
             daemon.kill()
             time.sleep(0.3)  # commands pile up in the ring with nobody serving it
             daemon.start()
 
         # Commands in the ring at each restart go back as BUSY (reset_ring) and sd
         # retries them: the writer sees no error.
-        out = verified_writes(lun.block, size, 150, kill_and_restart, 20)
+        out = verified_writes(lun.block, size, 60, kill_and_restart, 20)
     assert no_hung_tasks() == ""
     new = kernel_log()[log_before:]
     assert not [line for line in new if LOCKUP.search(line)], "\n".join(new[-40:])
@@ -288,27 +286,21 @@ def test_persistent_reserve_out_without_the_labs_pr_directory(
     if metadata.exists():
         metadata.rename(saved)  # what the lab's init made: gone, like on a bare host
     try:
+        # The daemon's start makes <dbroot>/pr and alua where the kernel looks.
+        daemon.start()
+        assert (metadata / "pr").is_dir() and (metadata / "alua").is_dir()
         with contextlib.ExitStack() as stack:
             size = 16 * MiB
-            dev_config = vdisk_config(tmp_path, "pr", size)
-            bs = user_backstore(stack, "pr", dev_config, size, nl_reply_supported=-1)
-            # First without the product (a bare runner): the kernel fails the command.
-            port = uio.UioDevice(uio.find_device(bs.hba_index, bs.name))
-            _runner, stop = serve_in_thread(port, registry.open_handler(dev_config), 2, "pr")
-            stopped = False
-            try:
-                lun = export(stack, bs)
-                bare = sg_persist(lun.sg, "--out", "--register", "--param-sark=0x1")
-                assert bare.returncode != 0, bare.stdout
-                assert "not ready" in (bare.stdout + bare.stderr).lower(), bare.stderr
-                stop()
-                stopped = True
-                # The daemon's start makes <dbroot>/pr and alua, then takes the device over.
-                daemon.start()
-            finally:
-                if not stopped:
-                    stop()
-            assert (metadata / "pr").is_dir() and (metadata / "alua").is_dir()
+            bs = user_backstore(stack, "pr", vdisk_config(tmp_path, "pr", size), size)
+            lun = export(stack, bs)
+            # Without them (a host where nobody made them), the kernel fails PR OUT.
+            shutil.rmtree(metadata)
+            bare = sg_persist(lun.sg, "--out", "--register", "--param-sark=0x1")
+            assert bare.returncode != 0, bare.stdout
+            assert "not ready" in (bare.stdout + bare.stderr).lower(), bare.stderr
+            daemon.stop()
+            daemon.start()  # takes the device over again, and makes the directories
+            assert (metadata / "pr").is_dir(), daemon.log.read_text()[-2000:]
             steps = [
                 ("--out", "--register", "--param-sark=0xabc"),
                 ("--out", "--reserve", "--param-rk=0xabc", "--prout-type=1"),

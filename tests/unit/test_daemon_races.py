@@ -326,3 +326,22 @@ def test_serve_in_thread_stop_never_closes_under_a_running_command() -> None:
     wait_for(lambda: handler.closed and port_closed)
     assert emu.completion(cid).data_in == b"vdisk/x"
     assert Gated.log == ["end vdisk/x", "close vdisk/x"]
+
+
+def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: Rig) -> None:
+    rig.daemon.quiesce_wait = 1.0
+    rig.start()
+    serve(rig, 2)
+    submit_blocked(rig)
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, NAME, 3, 1, dev_cfg="vdisk/two"))
+    time.sleep(0.1)
+    other = "tcm-user/5/e/vdisk/other"
+    rig.add_uio(4, other)
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, other, 4, 2))
+    wait_for(lambda: len(rig.netlink.replies) == 2, timeout=0.6)  # before the swap gives up
+    assert rig.netlink.replies[1] == (TCMU_CMD_ADDED_DEVICE + 3, 2, 0)
+    wait_for(lambda: len(rig.netlink.replies) == 3, timeout=3)
+    assert rig.netlink.replies[2] == (DONE_RECONFIG, 1, -errno.EBUSY)
+    Gated.gate.set()
+    assert read(rig, 4) == b"vdisk/other"
+    assert read(rig) == b"vdisk/one"
