@@ -10,6 +10,7 @@ knows (devices it serves, command counters, the size histogram behind ``/sgv``, 
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import selectors
@@ -29,6 +30,17 @@ MAX_REQUEST: Final = 64 * 1024
 
 Request = dict[str, Any]
 Reply = dict[str, Any]
+
+
+class Op(enum.StrEnum):
+    """The requests the daemon answers (``{"op": ...}``; a plain string works too)."""
+
+    PING = "ping"
+    STATUS = "status"
+    SET_THREADS = "set_threads"
+    TRACE_LEVEL = "trace_level"
+    RESCAN = "rescan"
+    HOTPLUG = "hotplug"
 
 
 class ControlError(TcmuScstError):
@@ -217,7 +229,7 @@ def _read_line(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def request(op: str, path: Path = DEFAULT_SOCKET, timeout: float = 5.0, **args: Any) -> Reply:
+def request(op: Op | str, path: Path = DEFAULT_SOCKET, timeout: float = 5.0, **args: Any) -> Reply:
     """Send one request to the daemon and return its reply (raises ControlError)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
@@ -247,7 +259,7 @@ def request(op: str, path: Path = DEFAULT_SOCKET, timeout: float = 5.0, **args: 
 
 def daemon_running(path: Path = DEFAULT_SOCKET) -> bool:
     try:
-        request("ping", path, timeout=1.0)
+        request(Op.PING, path, timeout=1.0)
     except ControlError:
         return False
     return True

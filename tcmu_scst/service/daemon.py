@@ -48,7 +48,7 @@ from tcmu_scst.kernel.netlink import (
     TcmuNetlink,
 )
 from tcmu_scst.service import registry
-from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
+from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Op, Reply, Request
 from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
 from tcmu_scst.service.hotplug import Hotplug
 from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
@@ -537,32 +537,50 @@ class Daemon:
 
     # -- control socket ------------------------------------------------------------------------
     def handle_request(self, request: Request) -> Reply:
-        op = request.get("op")
-        if op == "ping":
-            return {"ok": True, "version": __version__, "pid": os.getpid()}
-        if op == "status":
-            return {"ok": True, "threads": self.threads, "devices": self.describe_devices()}
-        if op == "set_threads":
-            value = request.get("threads")
-            if not isinstance(value, int) or not 0 <= value <= 256:
-                return {"ok": False, "error": "threads must be an integer from 0 to 256"}
-            self.set_threads(value)
-            return {"ok": True, "threads": value}
-        if op == "trace_level":
-            owner, mask = request.get("owner"), request.get("mask")
-            if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
-                return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
-            self.trace_levels[owner] = mask
-            self.apply_traces()
-            return {"ok": True, "trace_levels": self.trace_levels}
-        if op == "rescan":
-            self._rescan()
-            return {"ok": True, "devices": self.describe_devices()}
-        if op == "hotplug":
-            if self.hotplug is None:
-                return {"ok": False, "error": "hot-plug is off in this daemon"}
-            return self.hotplug.handle_request(request)
-        return {"ok": False, "error": f"unknown request {op!r}"}
+        """One control request (service.control): dispatched on its :class:`Op`."""
+        try:
+            op = Op(str(request.get("op")))
+        except ValueError:
+            return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
+        handlers: dict[Op, Callable[[Request], Reply]] = {
+            Op.PING: self._op_ping,
+            Op.STATUS: self._op_status,
+            Op.SET_THREADS: self._op_set_threads,
+            Op.TRACE_LEVEL: self._op_trace_level,
+            Op.RESCAN: self._op_rescan,
+            Op.HOTPLUG: self._op_hotplug,
+        }
+        return handlers[op](request)
+
+    def _op_ping(self, _request: Request) -> Reply:
+        return {"ok": True, "version": __version__, "pid": os.getpid()}
+
+    def _op_status(self, _request: Request) -> Reply:
+        return {"ok": True, "threads": self.threads, "devices": self.describe_devices()}
+
+    def _op_set_threads(self, request: Request) -> Reply:
+        value = request.get("threads")
+        if not isinstance(value, int) or not 0 <= value <= 256:
+            return {"ok": False, "error": "threads must be an integer from 0 to 256"}
+        self.set_threads(value)
+        return {"ok": True, "threads": value}
+
+    def _op_trace_level(self, request: Request) -> Reply:
+        owner, mask = request.get("owner"), request.get("mask")
+        if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
+            return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
+        self.trace_levels[owner] = mask
+        self.apply_traces()
+        return {"ok": True, "trace_levels": self.trace_levels}
+
+    def _op_rescan(self, _request: Request) -> Reply:
+        self._rescan()
+        return {"ok": True, "devices": self.describe_devices()}
+
+    def _op_hotplug(self, request: Request) -> Reply:
+        if self.hotplug is None:
+            return {"ok": False, "error": "hot-plug is off in this daemon"}
+        return self.hotplug.handle_request(request)
 
     def _adopt_threads(self, configured: int | None) -> None:
         """``threads`` from the applied scst.conf (or the shell's /threads) beats the
