@@ -345,3 +345,21 @@ def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: 
     Gated.gate.set()
     assert read(rig, 4) == b"vdisk/other"
     assert read(rig) == b"vdisk/one"
+
+
+def test_shutdown_during_a_swap_answers_it_and_does_not_hang(rig: Rig) -> None:
+    rig.daemon.quiesce_wait = 0.5
+    rig.daemon.detach_wait = 0.2
+    rig.start()
+    serve(rig, 2)
+    submit_blocked(rig)
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, NAME, 3, 1, dev_cfg="vdisk/two"))
+    time.sleep(0.1)
+    started = time.monotonic()
+    rig.stop()  # joins the main loop within 10 s or fails
+    assert time.monotonic() - started < 3
+    assert rig.netlink.replies[-1] == (DONE_RECONFIG, 1, -errno.EBUSY)
+    assert rig.netlink.features == [True, False]  # reply support withdrawn at the end
+    assert "close vdisk/one" not in Gated.log  # its command still runs
+    Gated.gate.set()
+    wait_for(lambda: "close vdisk/one" in Gated.log)
