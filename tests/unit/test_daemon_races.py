@@ -212,7 +212,7 @@ def test_a_silent_control_client_does_not_stall_the_main_loop(
         rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, NAME, 3, 1))
         status = control.request("status", tmp_path / "control.sock", timeout=3)
         wait_for(lambda: rig.netlink.replies, timeout=3)
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 1.5  # the old blocking read took 2 s
         assert [d["name"] for d in status["devices"]] in ([], ["d"])
         # ... and it is dropped after client_timeout.
         silent.settimeout(3)
@@ -329,7 +329,7 @@ def test_serve_in_thread_stop_never_closes_under_a_running_command() -> None:
 
 
 def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: Rig) -> None:
-    rig.daemon.quiesce_wait = 1.0
+    rig.daemon.quiesce_wait = 2.5
     rig.start()
     serve(rig, 2)
     submit_blocked(rig)
@@ -338,9 +338,9 @@ def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: 
     other = "tcm-user/5/e/vdisk/other"
     rig.add_uio(4, other)
     rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, other, 4, 2))
-    wait_for(lambda: len(rig.netlink.replies) == 2, timeout=0.6)  # before the swap gives up
+    wait_for(lambda: len(rig.netlink.replies) == 2, timeout=1.5)  # before the swap gives up
     assert rig.netlink.replies[1] == (TCMU_CMD_ADDED_DEVICE + 3, 2, 0)
-    wait_for(lambda: len(rig.netlink.replies) == 3, timeout=3)
+    wait_for(lambda: len(rig.netlink.replies) == 3, timeout=5)
     assert rig.netlink.replies[2] == (DONE_RECONFIG, 1, -errno.EBUSY)
     Gated.gate.set()
     assert read(rig, 4) == b"vdisk/other"
