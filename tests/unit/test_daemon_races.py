@@ -328,13 +328,18 @@ def test_serve_in_thread_stop_never_closes_under_a_running_command() -> None:
     assert Gated.log == ["end vdisk/x", "close vdisk/x"]
 
 
-def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: Rig) -> None:
-    rig.daemon.quiesce_wait = 2.5
+def start_a_stuck_swap(rig: Rig) -> None:
+    """A dev_config RECONFIG that waits for a command stuck in the old handler."""
     rig.start()
     serve(rig, 2)
     submit_blocked(rig)
     rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, NAME, 3, 1, dev_cfg="vdisk/two"))
     time.sleep(0.1)
+
+
+def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: Rig) -> None:
+    rig.daemon.quiesce_wait = 2.5
+    start_a_stuck_swap(rig)
     other = "tcm-user/5/e/vdisk/other"
     rig.add_uio(4, other)
     rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, other, 4, 2))
@@ -350,11 +355,7 @@ def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: 
 def test_shutdown_during_a_swap_answers_it_and_does_not_hang(rig: Rig) -> None:
     rig.daemon.quiesce_wait = 0.5
     rig.daemon.detach_wait = 0.2
-    rig.start()
-    serve(rig, 2)
-    submit_blocked(rig)
-    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, NAME, 3, 1, dev_cfg="vdisk/two"))
-    time.sleep(0.1)
+    start_a_stuck_swap(rig)
     started = time.monotonic()
     rig.stop()  # joins the main loop within 10 s or fails
     assert time.monotonic() - started < 3
