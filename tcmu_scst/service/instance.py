@@ -32,7 +32,7 @@ class InstanceLock:
     def acquire(self) -> None:
         """Take the lock or raise :class:`AlreadyRunning` (never waits)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise TcmuScstError(f"cannot open the daemon lock {self.path}: {err}") from err
