@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
 from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
@@ -97,6 +98,8 @@ def apply(
             running.store(config)
     for warning in result.warnings:
         print(f"warning: {warning}", file=out)
+    if not dry_run:
+        _ensure_metadata_dirs(cfs, out)
     for step in result.steps:
         print(("would " if dry_run else "") + step.description, file=out)
     if not result.steps:
@@ -105,6 +108,15 @@ def apply(
         print(f"applied {len(result.steps)} step(s), {result.operations} configfs change(s)",
               file=out)  # fmt: skip
     return 0
+
+
+def _ensure_metadata_dirs(cfs: Configfs, out: TextIO) -> None:
+    """The kernel's PR/ALUA directories (kernel.dbroot): without them every PERSISTENT
+    RESERVE OUT fails. A warning, not an error: the rest of the setup is fine."""
+    try:
+        ensure_metadata_dirs(cfs, default_kernel_root(cfs))
+    except TcmuScstError as err:
+        print(f"warning: {err}", file=out)
 
 
 def save(path: Path, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:

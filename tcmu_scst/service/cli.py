@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="root-only control socket for the shell (default: %(default)s)",
     )
     parser.add_argument(
+        "--lock-file",
+        type=Path,
+        default=Path("/run/tcmu-scst/daemon.lock"),
+        help="flock'ed while this daemon runs: a second daemon refuses to start "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--state-file",
         type=Path,
         default=Path("/var/lib/tcmu-scst/lio-state.json"),
@@ -75,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         hotplug = Hotplug(config_path=args.hotplug_config, state_file=args.state_file)
     daemon = Daemon(
         control_socket=args.control_socket,
+        lock_file=args.lock_file,
         threads=args.threads,
         state_file=args.state_file,
         hotplug=hotplug,

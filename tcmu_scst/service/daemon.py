@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +37,7 @@ from tcmu_scst.errors import ConfigError, HandlerError, TcmuScstError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import uio
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.kernel.netlink import (
     AddedDevice,
@@ -45,9 +48,10 @@ from tcmu_scst.kernel.netlink import (
     TcmuNetlink,
 )
 from tcmu_scst.service import registry, units
-from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Reply, Request
-from tcmu_scst.service.device import DeviceRunner, RingPort
+from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Op, Reply, Request
+from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
 from tcmu_scst.service.hotplug import Hotplug
+from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
 from tcmu_scst.service.trace import (
     ROOT,
     CommandTracer,
@@ -121,6 +125,10 @@ class Daemon:
         hotplug: Hotplug | None = None,
         trace_file: Path | None = None,
         decorations: TraceDecorations | None = None,
+        lock_file: Path | None = DEFAULT_LOCK,
+        quiesce_wait: float = 5.0,
+        detach_wait: float = 2.0,
+        kernel_root: Path | None = None,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -144,6 +152,9 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.control: ControlServer | None = None
+        # Work other threads hand back to the main loop (e.g. a handler swap's answer).
+        self._main_calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._swaps: list[threading.Thread] = []
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self._timer_due: dict[int, float] = {}
         self.reply_supported = False
@@ -152,10 +163,36 @@ class Daemon:
         self.state_file = state_file
         self.materialize_every = materialize_every
         self.hotplug = hotplug  # udev events (service.hotplug); None: netlink only
+        # One daemon per kernel (service.instance); None only for tests' fakes.
+        self.instance = InstanceLock(lock_file) if lock_file is not None else None
+        # Bounds on the main loop's waits for one device (a command stuck in a
+        # pass-through device must not stall every other device's netlink replies).
+        self.quiesce_wait = quiesce_wait  # RECONFIG of dev_config
+        self.detach_wait = detach_wait  # REMOVED, shutdown: then a reaper closes
+        # Where the target core's threads see <dbroot>/pr (kernel.dbroot); None: the
+        # real kernel's for the real configfs, nothing for a fake tree.
+        self.kernel_root = kernel_root if kernel_root is not None else default_kernel_root(self.cfs)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Join netlink, recover existing devices, open the control socket."""
+        """Take the single-instance lock, join netlink, recover existing devices, open
+        the control socket. Raises :class:`AlreadyRunning` before touching the kernel
+        if another daemon serves it."""
+        if self.instance is not None:
+            self.instance.acquire()
+        try:
+            self._start()
+        except BaseException:
+            if self.instance is not None:
+                self.instance.release()
+            raise
+
+    def _start(self) -> None:
+        try:
+            for path in ensure_metadata_dirs(self.cfs, self.kernel_root):
+                log.info("created %s for the target core's PR/ALUA metadata", path)
+        except TcmuScstError as err:
+            log.warning("%s: PERSISTENT RESERVE OUT will fail with NOT READY", err)
         if self.trace_file is not None:
             try:
                 self.trace_levels = TraceStore(self.trace_file).load()
@@ -179,7 +216,7 @@ class Daemon:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         if self.control_path is not None:
             self.control = ControlServer(self.control_path, self.handle_request)
-            self.selector.register(self.control, selectors.EVENT_READ, self._on_control)
+            self.control.attach(self.selector)
         if self.state_file is not None and self.materialize_every > 0:
             from tcmu_scst.scst.materializer import Materializer
 
@@ -221,10 +258,12 @@ class Daemon:
         """The main loop; returns after :meth:`stop` (or a signal) with all devices closed."""
         try:
             while not self._stop.is_set():
-                for key, _mask in self.selector.select(timeout=1.0):
+                for key, _mask in self.selector.select(timeout=0.5):
                     callback: Callable[[], None] = key.data
                     callback()
                 self._run_timers()
+                if self.control is not None:
+                    self.control.expire()
         finally:
             self.shutdown()
 
@@ -242,6 +281,10 @@ class Daemon:
     def shutdown(self) -> None:
         if self.hotplug is not None:
             self.hotplug.close()  # gives a running hot-plug apply a moment to finish
+        for swap in self._swaps:  # each gives up after quiesce_wait
+            swap.join(self.quiesce_wait + 1.0)
+        self._swaps.clear()
+        self._run_main_calls()  # their answers
         for dev in list(self.devices.values()):
             self.detach(dev)
         if self.reply_supported:
@@ -258,6 +301,8 @@ class Daemon:
         self.netlink.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self.instance is not None:
+            self.instance.release()
 
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` from the main loop about every ``seconds`` (e.g. materializer)."""
@@ -318,14 +363,19 @@ class Daemon:
                         "handler", info.configfs_dir, err)
 
     def detach(self, dev: ServedDevice) -> None:
-        """Drain in-flight commands, stop the ring thread, close everything."""
+        """Drain in-flight commands, stop the ring thread, close everything.
+
+        Waits at most ``detach_wait`` for the ring thread: past that (a command stuck
+        in a pass-through device) the handler and port are closed by a reaper once the
+        command returns, and the main loop answers the kernel meanwhile.
+        """
         units.UNITS.forget(dev.info.configfs_dir)
-        dev.runner.stop()
-        dev.thread.join()
-        dev.runner.close()
-        dev.handler.close()
-        dev.port.close()
         self.devices.pop(dev.key, None)
+        dev.runner.stop()
+        dev.thread.join(self.detach_wait)
+        runner = dev.runner
+        close_when_stopped(dev.thread, dev.info.configfs_dir, runner.close,
+                           lambda: runner.handler.close(), dev.port.close)
         log.info("stopped serving %s", dev.info.configfs_dir)
 
     def find(self, event: DeviceEvent) -> ServedDevice | None:
@@ -362,17 +412,22 @@ class Daemon:
             elif isinstance(event, ReconfigDevice):
                 if served is None:
                     raise HandlerError(f"{event.device} is not served by this daemon")
-                self.reconfigure(served, event)
+                if self.reconfigure(served, event):
+                    return  # a handler swap off the main loop answers when done
         except (TcmuScstError, OSError) as err:
             status = errno_of(err)
             log.error("%s of %s failed: %s", type(event).__name__, event.device, err)
+        self._answer(event, status)
+
+    def _answer(self, event: DeviceEvent, status: int) -> None:
         if event.needs_reply and self.reply_supported:
             try:
                 self.netlink.reply(event, status)
             except TcmuScstError as err:
                 log.error("cannot answer the kernel for %s: %s", event.device, err)
 
-    def reconfigure(self, dev: ServedDevice, event: ReconfigDevice) -> None:
+    def reconfigure(self, dev: ServedDevice, event: ReconfigDevice) -> bool:
+        """Apply a RECONFIG; True if it is answered later (a handler swap under way)."""
         if event.dev_size is not None:
             new = dev.handler.resize(event.dev_size)
             log.info("%s resized to %d bytes", dev.info.configfs_dir, new)
@@ -381,10 +436,15 @@ class Daemon:
             state = "on" if event.write_cache else "off"
             log.info("%s write cache %s", dev.info.configfs_dir, state)
         elif event.dev_cfg is not None:
-            self._reopen(dev, event.dev_cfg.strip())
+            return self._reopen(dev, event.dev_cfg.strip(), partial(self._answer, event))
+        return False
 
-    def _reopen(self, dev: ServedDevice, dev_config: str) -> None:
-        """RECONFIG of dev_config: open the new handler, then swap it in while idle."""
+    def _reopen(self, dev: ServedDevice, dev_config: str, answer: Callable[[int], None]) -> bool:
+        """RECONFIG of dev_config: open the new handler, swap it in off the main loop.
+
+        Returns False if done in place (the caller answers), True if ``answer`` will
+        be called from the main loop once the swap is done or has given up.
+        """
         if dev_config.split("/", 1)[0] != dev.info.name.subtype:
             raise HandlerError(
                 f"{dev.info.configfs_dir}: dev_config may not change handler "
@@ -393,17 +453,59 @@ class Daemon:
         if dev.runner.handler.reconfigure(dev_config):
             dev.dev_config = dev_config  # done in place (e.g. a vcdrom medium change)
             log.info("%s reconfigured in place: %s", dev.info.configfs_dir, dev_config)
-            return
+            return False
         new_handler = self.open_handler(dev_config)
-        # The kernel is blocked in our reply, but the ring may hold commands: keep the
-        # old handler until every worker is idle, then swap.
-        dev.runner.wait_idle()
-        old = dev.runner.handler
-        dev.runner.handler = new_handler
-        units.UNITS.serve(dev.info.configfs_dir, new_handler)
-        dev.dev_config = dev_config
-        old.close()
-        log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
+        runner = dev.runner
+
+        def swap() -> None:
+            # The kernel waits for our reply, but initiators keep sending: stop taking
+            # commands off the ring and let every one in flight finish (inline, queued,
+            # on a worker, or completed later by the handler) before the old handler
+            # goes. Bounded: a command stuck in a device fails the RECONFIG (EBUSY).
+            if not runner.quiesce(self.quiesce_wait):
+                new_handler.close()
+                self._later(partial(finish, -errno.EBUSY))
+                return
+            try:
+                old = runner.handler
+                runner.handler = new_handler
+                units.UNITS.serve(dev.info.configfs_dir, new_handler)
+            finally:
+                runner.resume()
+            old.close()
+            self._later(partial(finish, 0))
+
+        def finish(status: int) -> None:
+            if status == 0:
+                dev.dev_config = dev_config
+                self._trace_device(dev)
+                log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
+            else:
+                log.error("%s: commands still in flight after %g s; dev_config unchanged",
+                          dev.info.configfs_dir, self.quiesce_wait)
+            answer(status)
+
+        thread = threading.Thread(target=swap, name=f"reopen-{dev.info.name.device}",
+                                  daemon=True)
+        self._swaps = [t for t in self._swaps if t.is_alive()] + [thread]
+        thread.start()
+        return True
+
+    def _later(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the main loop (from any thread)."""
+        self._main_calls.put(callback)
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # shutting down: shutdown() runs what is queued
+
+    def _run_main_calls(self) -> None:
+        while True:
+            try:
+                callback = self._main_calls.get_nowait()
+            except queue.Empty:
+                return
+            callback()
 
     def _rescan(self) -> None:
         """After lost events: attach every device of ours we do not serve yet."""
@@ -434,39 +536,54 @@ class Daemon:
             self._wake_r.recv(64)
         except OSError:
             pass
-
-    def _on_control(self) -> None:
-        if self.control is not None:
-            self.control.serve_one()
+        self._run_main_calls()
 
     # -- control socket ------------------------------------------------------------------------
     def handle_request(self, request: Request) -> Reply:
-        op = request.get("op")
-        if op == "ping":
-            return {"ok": True, "version": __version__, "pid": os.getpid()}
-        if op == "status":
-            return {"ok": True, "threads": self.threads, "devices": self.describe_devices()}
-        if op == "set_threads":
-            value = request.get("threads")
-            if not isinstance(value, int) or not 0 <= value <= 256:
-                return {"ok": False, "error": "threads must be an integer from 0 to 256"}
-            self.set_threads(value)
-            return {"ok": True, "threads": value}
-        if op == "trace_level":
-            owner, mask = request.get("owner"), request.get("mask")
-            if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
-                return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
-            self.trace_levels[owner] = mask
-            self.apply_traces()
-            return {"ok": True, "trace_levels": self.trace_levels}
-        if op == "rescan":
-            self._rescan()
-            return {"ok": True, "devices": self.describe_devices()}
-        if op == "hotplug":
-            if self.hotplug is None:
-                return {"ok": False, "error": "hot-plug is off in this daemon"}
-            return self.hotplug.handle_request(request)
-        return {"ok": False, "error": f"unknown request {op!r}"}
+        """One control request (service.control): dispatched on its :class:`Op`."""
+        try:
+            op = Op(str(request.get("op")))
+        except ValueError:
+            return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
+        handlers: dict[Op, Callable[[Request], Reply]] = {
+            Op.PING: self._op_ping,
+            Op.STATUS: self._op_status,
+            Op.SET_THREADS: self._op_set_threads,
+            Op.TRACE_LEVEL: self._op_trace_level,
+            Op.RESCAN: self._op_rescan,
+            Op.HOTPLUG: self._op_hotplug,
+        }
+        return handlers[op](request)
+
+    def _op_ping(self, _request: Request) -> Reply:
+        return {"ok": True, "version": __version__, "pid": os.getpid()}
+
+    def _op_status(self, _request: Request) -> Reply:
+        return {"ok": True, "threads": self.threads, "devices": self.describe_devices()}
+
+    def _op_set_threads(self, request: Request) -> Reply:
+        value = request.get("threads")
+        if not isinstance(value, int) or not 0 <= value <= 256:
+            return {"ok": False, "error": "threads must be an integer from 0 to 256"}
+        self.set_threads(value)
+        return {"ok": True, "threads": value}
+
+    def _op_trace_level(self, request: Request) -> Reply:
+        owner, mask = request.get("owner"), request.get("mask")
+        if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
+            return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
+        self.trace_levels[owner] = mask
+        self.apply_traces()
+        return {"ok": True, "trace_levels": self.trace_levels}
+
+    def _op_rescan(self, _request: Request) -> Reply:
+        self._rescan()
+        return {"ok": True, "devices": self.describe_devices()}
+
+    def _op_hotplug(self, request: Request) -> Reply:
+        if self.hotplug is None:
+            return {"ok": False, "error": "hot-plug is off in this daemon"}
+        return self.hotplug.handle_request(request)
 
     def _adopt_threads(self, configured: int | None) -> None:
         """``threads`` from the applied scst.conf (or the shell's /threads) beats the

@@ -21,6 +21,7 @@ import os
 import queue
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
@@ -99,9 +100,9 @@ class DeviceRunner:
         self._worker_ids = itertools.count()
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._busy = 0  # commands handed to workers and not yet completed
-        self._busy_lock = threading.Lock()
-        self._idle = threading.Condition(self._busy_lock)
+        # Held by the ring thread while it takes commands off the ring and dispatches
+        # them (inline ones run under it); quiesce() holds it so nothing new starts.
+        self._dispatch_lock = threading.Lock()
         self.gone = ""  # why the device stopped being servable, if it did
         # Try I/O commands on the ring thread first (Handler.try_inline): a page-cache
         # hit costs no hand-off to a worker. False: every I/O command goes to one.
@@ -152,7 +153,9 @@ class DeviceRunner:
                 # Consume the event first, then drain: no wakeup is lost (tcmu-abi §1.3).
                 self.port.read_event()
                 self.drain()
-                poller.poll()
+                # drain() empties the wake pipe: a stop() during it is seen here only.
+                if not self._stopping.is_set():
+                    poller.poll()
             self.drain()
         except UioError as err:
             # The device went away under us (its uio unregistered without REMOVED, e.g.
@@ -194,25 +197,39 @@ class DeviceRunner:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no command is on a worker thread nor being answered on the ring
-        thread (used before reconfiguring)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+    def quiesce(self, timeout: float) -> bool:
+        """Stop taking commands off the ring and wait until none is in flight.
+
+        In flight means fetched and not completed: inline commands, queued ones, those
+        a worker runs and those a handler completes later. True: the handler is
+        unreachable until :meth:`resume` (which the caller must call). False: the wait
+        timed out (a command is stuck); nothing is held and serving goes on.
+        """
+        deadline = time.monotonic() + timeout
+        if not self._dispatch_lock.acquire(timeout=max(timeout, 0.0)):
+            return False
+        while self.ring.inflight > 0:
+            if time.monotonic() >= deadline:
+                self._dispatch_lock.release()
+                return False
+            time.sleep(0.002)
+        return True
+
+    def resume(self) -> None:
+        """Undo a successful :meth:`quiesce`: the ring thread takes what queued meanwhile
+        (the kernel's notifications are still pending on the UIO fd)."""
+        self._dispatch_lock.release()
 
     # -- the data path -----------------------------------------------------------------
     def drain(self) -> int:
         """Take every new entry off the ring and dispatch it; returns commands taken."""
+        with self._dispatch_lock:
+            return self._drain()
+
+    def _drain(self) -> int:
         items = self.ring.fetch()
         if items:
-            # While this batch runs here, the runner is not idle: wait_idle() (before a
-            # handler swap) also waits for the I/O answered on this thread.
-            with self._busy_lock:
-                self._busy += 1
-            try:
-                return self._dispatch(items)
-            finally:
-                self._release_busy()
+            return self._dispatch(items)
         self.ring.flush()
         self._clear_wake()
         return 0
@@ -241,8 +258,6 @@ class DeviceRunner:
                 # I/O: on this thread if it needs no waiting, else on a worker.
                 result = self._try_inline(item) if self.try_inline else None
                 if result is None:
-                    with self._busy_lock:
-                        self._busy += 1
                     self._queue.put(item)
                     continue
             if tracer is not None:
@@ -263,12 +278,6 @@ class DeviceRunner:
         except BlockingIOError:
             pass
 
-    def _release_busy(self) -> None:
-        with self._busy_lock:
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.notify_all()
-
     def _worker(self) -> None:
         while True:
             cmd = self._queue.get()
@@ -278,12 +287,9 @@ class DeviceRunner:
                     if self._retiring:
                         self._retiring -= 1
                 return
-            try:
-                result = self._execute(cmd)
-                if result is not None:
-                    self._finish(cmd, result, notify=True)
-            finally:
-                self._release_busy()
+            result = self._execute(cmd)
+            if result is not None:
+                self._finish(cmd, result, notify=True)
 
     def _try_inline(self, cmd: Command) -> Result | None:
         return self._guarded(self.handler.try_inline, cmd)
@@ -327,14 +333,15 @@ class DeviceRunner:
 
 
 def serve_in_thread(
-    port: RingPort, handler: Handler, threads: int, name: str
+    port: RingPort, handler: Handler, threads: int, name: str, stop_wait: float = 30.0
 ) -> tuple[DeviceRunner, Callable[[], None]]:
     """Run a :class:`DeviceRunner` for ``port`` on a thread of its own.
 
     Returns the runner and ``stop``.
 
     ``stop()`` drains in-flight commands, then closes the runner, the handler and the
-    port (which must have ``close()``). For tools and tests that serve one device
+    port (which must have ``close()``); after ``stop_wait`` seconds it returns and
+    leaves the closing to :func:`close_when_stopped`. For tools and tests that serve one device
     without the daemon (kernel tests, the compliance runner, benchmarks).
     """
     runner = DeviceRunner(port, handler, threads=threads)
@@ -349,9 +356,32 @@ def serve_in_thread(
         if configfs_dir is not None:
             units.UNITS.forget(configfs_dir)
         runner.stop()
-        thread.join(30)
-        runner.close()
-        handler.close()
-        port.close()  # type: ignore[attr-defined]
+        thread.join(stop_wait)
+        close_when_stopped(thread, f"ring-{name}", runner.close, handler.close,
+                           port.close)  # type: ignore[attr-defined]
 
     return runner, stop
+
+
+def close_when_stopped(thread: threading.Thread, what: str, *closers: Callable[[], None]) -> None:
+    """Run ``closers`` once ``thread`` (a ring thread told to stop) has ended.
+
+    A command stuck in its handler (a pass-through device that does not answer) keeps
+    the ring thread running: closing the handler or the UIO fd under it would turn its
+    I/O into EBADF, or into I/O on whatever file reuses the fd number. Then a reaper
+    thread closes when the command returns, and the caller goes on.
+    """
+
+    def close_all() -> None:
+        thread.join()
+        for close in closers:
+            try:
+                close()
+            except Exception:
+                log.exception("%s: closing after stop failed", what)
+
+    if not thread.is_alive():
+        close_all()
+        return
+    log.warning("%s still runs a command: closing it when the command returns", what)
+    threading.Thread(target=close_all, name=f"reap-{what}", daemon=True).start()

@@ -388,9 +388,9 @@ def notify(action: str, subsystem: str, socket_path: Path | None = None) -> int:
     path = socket_path or control.DEFAULT_SOCKET
     try:
         if subsystem == "uio":
-            control.request("rescan", path)
+            control.request(control.Op.RESCAN, path)
         else:
-            control.request("hotplug", path, action="check")
+            control.request(control.Op.HOTPLUG, path, action="check")
     except TcmuScstError as err:
         # udev logs stderr; a missing daemon is not udev's failure.
         print(f"tcmu-scst hot-plug notify ({action} {subsystem}): {err}", file=sys.stderr)

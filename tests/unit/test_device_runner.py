@@ -350,7 +350,8 @@ def test_io_that_would_block_goes_to_a_worker_and_runs_once_there() -> None:
         assert emu.completion(slow).status == GOOD
         assert handler.tried == [20, 1]  # each tried once on the ring thread
         assert any(name.startswith("tcmu-io-") for name in handler.threads_seen)
-        assert runner.wait_idle(5)
+        assert runner.quiesce(5)
+        runner.resume()
         assert not emu.broken and emu.problems == []
     finally:
         stop()  # type: ignore[operator]
@@ -384,7 +385,7 @@ def test_try_inline_exception_is_an_internal_target_failure() -> None:
         stop()  # type: ignore[operator]
 
 
-def test_wait_idle_waits_for_io_answered_on_the_ring_thread() -> None:
+def test_quiesce_waits_for_io_answered_on_the_ring_thread() -> None:
     class SlowCache(CachedDisk):
         def try_inline(self, cmd: Command) -> Result | None:
             self.gate.wait(5)  # a page-cache copy that takes a while
@@ -395,10 +396,11 @@ def test_wait_idle_waits_for_io_answered_on_the_ring_thread() -> None:
     try:
         handler.gate.clear()
         emu.submit(bytes([0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0]), data_in_len=512)
-        wait_for(lambda: handler.tried == [] and runner._busy == 1)
-        assert not runner.wait_idle(0.1)  # a handler swap now would race the read
+        wait_for(lambda: handler.tried == [] and runner.ring.inflight == 1)
+        assert not runner.quiesce(0.1)  # a handler swap now would race the read
         handler.gate.set()
-        assert runner.wait_idle(5)
+        assert runner.quiesce(5)
+        runner.resume()
         wait_for(lambda: len(emu.completions) == 1)
     finally:
         stop()  # type: ignore[operator]
