@@ -8,19 +8,24 @@ sg) sees the LUN:
   netlink: ``nl_reply_supported=-1``). For handler-focused tests.
 * :class:`DaemonThread` — the real daemon (netlink, recovery, control socket) on a
   thread of the test process. For control-plane tests.
+
+Everything made is undone through the caller's :class:`contextlib.ExitStack` (the
+``lio_stack`` fixture), last made first undone.
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import uio
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
-from tcmu_scst.lab import lio
+from tcmu_scst.kernel.fabrics import LoopbackTpg
+from tcmu_scst.kernel.lio import CoreBackstore, UserBackstore, UserBackstoreOptions
+from tcmu_scst.kernel.scsi_nodes import ScsiNodes
 from tcmu_scst.service import registry
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.device import DeviceRunner, serve_in_thread
@@ -32,18 +37,28 @@ class Served:
     handler: Handler
     runner: DeviceRunner
     port: uio.UioDevice
-    lun: lio.LoopLun | None
-
-    @property
-    def path(self) -> Path:
-        return lio.TARGET / self.backstore.rel
+    lun: ScsiNodes | None
 
 
 _counter = iter(range(10_000))
 
 
+def export_loop(
+    stack: ExitStack, backstore: CoreBackstore | str, lun: int = 0, *, need_block: bool = True
+) -> ScsiNodes:
+    """Export ``backstore`` (or its path under target/) as LUN ``lun`` of a new tcm_loop
+    target; wait for the kernel's initiator to make its sg (and block) node.
+
+    ``need_block=False`` for device types without a block node (tape, changer...).
+    """
+    tpg = LoopbackTpg.create(Configfs())
+    stack.callback(tpg.delete)  # LUN links, nexus, TPG and target, in that order
+    tpg.add_lun(lun, backstore)
+    return tpg.wait_for_lun(lun, need_block=need_block)
+
+
 def create_backstore(
-    stack: lio.Teardown,
+    stack: ExitStack,
     dev_config: str,
     size: int,
     *,
@@ -61,12 +76,12 @@ def create_backstore(
         cmd_time_out=cmd_time_out,
     )
     backstore = UserBackstore.create(Configfs(), name, options)
-    stack.push(f"delete backstore {name}", backstore.delete)
+    stack.callback(backstore.delete)
     return backstore
 
 
 def serve(
-    stack: lio.Teardown,
+    stack: ExitStack,
     dev_config: str,
     size: int,
     *,
@@ -83,10 +98,10 @@ def serve(
     info = uio.find_device(backstore.hba_index, backstore.name)
     port = uio.UioDevice(info)
     runner, stop = serve_in_thread(port, handler, threads, backstore.name)
-    stack.push(f"stop serving {backstore.name}", stop)
+    stack.callback(stop)
     exported = None
     if export:
-        exported = lio.export_loop(lio.TARGET / backstore.rel, lun, stack, need_block=need_block)
+        exported = export_loop(stack, backstore, lun, need_block=need_block)
     return Served(backstore, handler, runner, port, exported)
 
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tcmu_scst.lab import lio
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.lio import FileioBackstore
+from tcmu_scst.kernel.scsi_nodes import ScsiNodes, wait_for_scsi_nodes
 
 pytestmark = pytest.mark.kernel
 
 
-def test_target_core_version_is_readable(configfs: Path) -> None:
-    version = (configfs / "version").read_text()
+def test_target_core_version_is_readable(configfs: Configfs) -> None:
+    version = configfs.read("version")
     assert "Target Engine Core ConfigFS Infrastructure" in version
     assert os.uname().release in version
 
@@ -26,8 +28,8 @@ def test_target_core_user_is_loaded() -> None:
 
 
 def test_fileio_over_tcm_loop_round_trip(
-    fileio_backstore: Callable[..., Path],
-    loop_export: Callable[..., lio.LoopLun],
+    fileio_backstore: Callable[..., FileioBackstore],
+    loop_export: Callable[..., ScsiNodes],
     tmp_path: Path,
 ) -> None:
     backstore = fileio_backstore(size=16 << 20)
@@ -49,7 +51,8 @@ def test_fileio_over_tcm_loop_round_trip(
     )
     assert readback.read_bytes() == pattern.read_bytes()
     # The bytes went through LIO to the backing file, at the same offsets.
-    backing = Path(lio.read_attr(backstore / "info").split("File: ")[1].split()[0])
+    backing = Path(backstore.info().path)
+    assert backstore.info().size == 16 << 20
     assert backing.read_bytes()[: 8 << 20] == pattern.read_bytes()
 
 
@@ -67,7 +70,7 @@ def test_scsi_debug_appears_after_modprobe(modprobe: Callable[..., None]) -> Non
         time.sleep(0.1)
     assert driver.is_dir()
     assert found, "no scsi_debug device in /sys/class/scsi_device"
-    nodes = lio.wait_for_scsi_device(found[0].name)
+    nodes = wait_for_scsi_nodes(found[0].name)
     assert nodes.block is not None
     size_sectors = int(Path(f"/sys/block/{Path(nodes.block).name}/size").read_text())
     assert size_sectors * 512 == 8 << 20

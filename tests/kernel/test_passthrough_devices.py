@@ -15,6 +15,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ import pytest
 from tcmu_scst.handlers.passthrough import PassthroughHandler
 from tcmu_scst.handlers.passthrough_params import PassthroughParams, to_dev_config
 from tcmu_scst.handlers.scsi_sysfs import ScsiDeviceInfo, find_by_identity
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import Served, serve
 
@@ -87,7 +87,7 @@ def inquiry_identity(text: str) -> dict[str, str]:
     return fields
 
 
-def export(stack: lio.Teardown, info: ScsiDeviceInfo, **params: object) -> Served:
+def export(stack: ExitStack, info: ScsiDeviceInfo, **params: object) -> Served:
     handler = HANDLERS[info.device_type]
     dev_config = to_dev_config(PassthroughParams(handler, info.hctl, **params))
     served = serve(stack, dev_config, 16 * MiB, need_block=info.device_type == 0)
@@ -99,7 +99,7 @@ def export(stack: lio.Teardown, info: ScsiDeviceInfo, **params: object) -> Serve
 
 @pytest.mark.parametrize("ptype", sorted(HANDLERS), ids=[HANDLERS[t] for t in sorted(HANDLERS)])
 def test_inquiry_through_the_export_shows_scsi_debug(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown, ptype: int
+    modprobe: Callable[..., None], lio_stack: ExitStack, ptype: int
 ) -> None:
     info = load_scsi_debug(modprobe, ptype)
     served = export(lio_stack, info)
@@ -114,7 +114,7 @@ def test_inquiry_through_the_export_shows_scsi_debug(
 
 
 def test_disk_data_written_through_the_export_is_on_scsi_debug(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown, tmp_path: Path
+    modprobe: Callable[..., None], lio_stack: ExitStack, tmp_path: Path
 ) -> None:
     info = load_scsi_debug(modprobe, 0)
     assert info.block, "scsi_debug disk has no block node"
@@ -151,7 +151,7 @@ def sg_raw(node: str, *cdb: str, read: int = 0) -> subprocess.CompletedProcess[s
 
 
 def test_tape_serialized_tur_and_read_block_limits(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown
+    modprobe: Callable[..., None], lio_stack: ExitStack
 ) -> None:
     info = load_scsi_debug(modprobe, 1)
     served = export(lio_stack, info)
@@ -173,7 +173,7 @@ def test_tape_serialized_tur_and_read_block_limits(
 
 
 def test_lun_reset_through_the_export_resets_the_device(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown
+    modprobe: Callable[..., None], lio_stack: ExitStack
 ) -> None:
     """sg_reset -d on the export: LIO's LUN RESET reaches the handler as a TMR
     notification, and the handler resets scsi_debug (which then raises a reset
@@ -181,7 +181,7 @@ def test_lun_reset_through_the_export_resets_the_device(
     info = load_scsi_debug(modprobe, 0)
     served = export(lio_stack, info)
     assert served.lun is not None and served.lun.sg and info.sg
-    (served.path / "attrib/tmr_notification").write_text("1")
+    served.backstore.set_attrib("tmr_notification", 1)
     for _ in range(3):  # eat the power-on UNIT ATTENTION on the direct node
         sg_raw(info.sg, "00", "00", "00", "00", "00", "00")
     assert sg_raw(info.sg, "00", "00", "00", "00", "00", "00").returncode == 0
@@ -198,7 +198,7 @@ def test_lun_reset_through_the_export_resets_the_device(
 
 
 def test_disk_parallel_writers_in_concurrent_mode(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown, tmp_path: Path
+    modprobe: Callable[..., None], lio_stack: ExitStack, tmp_path: Path
 ) -> None:
     """Four direct-I/O writers at once through a concurrent dev_disk (four runner
     threads issuing SG_IO side by side): every byte lands where it was written."""

@@ -18,7 +18,6 @@ import pytest
 
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
-from tcmu_scst.lab import lio
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import ApplyError, apply_config
 from tcmu_scst.scst.live import read_live
@@ -169,8 +168,7 @@ def test_loopback_target_per_group_exports_the_groups_devices(
     apply_config(cfs, conf.parse(devices(tmp_path) + body, "l.conf"), state)
     seen = {}
     for owned in load_ownership(state).targets:
-        hctl = LoopbackTpg(cfs, owned.wwn).hctl(0)
-        nodes = lio.wait_for_scsi_device(hctl)
+        nodes = LoopbackTpg(cfs, owned.wwn).wait_for_lun(0)
         assert nodes.block is not None
         model = Path(f"/sys/block/{os.path.basename(nodes.block)}/device/model").read_text()
         seen[owned.scst_group] = model.strip()

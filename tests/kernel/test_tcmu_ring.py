@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tcmu_scst.kernel import abi, uio
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.kernel.ring import Ring
-from tcmu_scst.lab import lio
+from tests.kernel.tcmu_rig import export_loop
 
 INVALID_FIELD = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0])
 RECORD = os.environ.get("TCMU_SCST_RECORD")
@@ -115,7 +116,7 @@ class RawRig:
 
 @pytest.fixture
 def raw_rig(
-    lio_stack: lio.Teardown, request: pytest.FixtureRequest
+    lio_stack: ExitStack, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., RawRig]]:
     rigs: list[RawRig] = []
     counter = iter(range(100))
@@ -137,7 +138,7 @@ def raw_rig(
             bs = UserBackstore(cfs, 90, name)
         else:
             bs = UserBackstore.create(cfs, name, options)
-        lio_stack.push(f"delete {name}", bs.delete)
+        lio_stack.callback(bs.delete)
         bs.set_cmd_time_out(cmd_time_out)
         if tmr:
             bs.set_attrib("tmr_notification", 1)
@@ -153,8 +154,8 @@ def raw_rig(
             rig.thread.join(5)
             port.close()
 
-        lio_stack.push(f"stop ring of {name}", teardown)
-        lun = lio.export_loop(lio.TARGET / bs.rel, 0, lio_stack, need_block=False)
+        lio_stack.callback(teardown)
+        lun = export_loop(lio_stack, bs, need_block=False)
         assert lun.sg, "no /dev/sg node for the exported processor device"
         rig.sg = lun.sg
         rigs.append(rig)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst import cli
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.lab import lio
+from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import apply_config
-from tests.kernel.tcmu_rig import DaemonThread
+from tests.kernel.tcmu_rig import DaemonThread, export_loop
 
 pytestmark = pytest.mark.kernel
 
@@ -48,12 +49,13 @@ def test_shell_trace_level_makes_the_daemon_log_commands(
         f.truncate(64 << 20)
     daemon = DaemonThread(tmp_path).start()
     try:
-        with lio.Teardown() as stack:
+        with ExitStack() as stack:
             assert proc(tmp_path, "vdisk/vdisk", f"open tracedisk {image}") == 0
-            [backstore] = Path("/sys/kernel/config/target/core").glob("user_*/tracedisk")
+            backstore = UserBackstore.find(Configfs(), "tracedisk")
+            assert backstore is not None
             # The daemon asks for TMR notifications on every device it serves.
-            assert (backstore / "attrib/tmr_notification").read_text().strip() == "1"
-            lun = lio.export_loop(backstore, 0, stack)
+            assert backstore.attrib("tmr_notification") == "1"
+            lun = export_loop(stack, backstore)
             assert lun.sg is not None
             read_lba0(lun.sg)
             assert not any("READ(10)" in line for line in trace_lines(caplog))  # default: off

@@ -12,13 +12,13 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst.handlers.scsi_sysfs import find_by_identity
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
 from .test_passthrough_devices import wait_scsi_debug_gone
@@ -41,7 +41,7 @@ def scsi_debug_disk(modprobe: Callable[..., None]) -> str:
 
 
 def test_blockio_reports_the_devices_physical_blocks_and_rotation(
-    lio_stack: lio.Teardown, modprobe: Callable[..., None]
+    lio_stack: ExitStack, modprobe: Callable[..., None]
 ) -> None:
     disk = scsi_debug_disk(modprobe)
     name = Path(disk).name
