@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,19 +28,13 @@ from tcmu_scst.scst.model import Device
 from tcmu_scst.service import control, install
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.hotplug import Hotplug, load_config
+from tests.kernel.tcmu_rig import wait_until
 
 pytestmark = pytest.mark.kernel
 
 IQN = "iqn.2024-01.org.tcmu-scst:hotplug"
 TPG = f"iscsi/{IQN}/tpgt_1"
 TPG_LUNS = Configfs().path(f"{TPG}/lun")
-
-
-def wait_until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def d_state_tasks() -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from tcmu_scst.handlers._perf_tape import PerfTapeDevice
 from tcmu_scst.handlers.perf import PerfHandler, PerfParams, to_dev_config
 
-from .tcmu_rig import serve
+from .tcmu_rig import dd, serve
 
 MiB = 1 << 20
 
@@ -27,10 +27,6 @@ def read_all(dev: str, length: int) -> bytes:
         return os.pread(fd, length, 0)
     finally:
         os.close(fd)
-
-
-def dd(*args: str) -> None:
-    subprocess.run(["dd", *args, "status=none"], check=True, timeout=120)
 
 
 def test_disk_perf_reads_zeros_after_random_writes(lio_stack: ExitStack) -> None:

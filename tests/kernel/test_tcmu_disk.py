@@ -27,7 +27,7 @@ from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.service import control
 from tcmu_scst.testing.memory_backend import MemoryBackend
 
-from .tcmu_rig import DaemonThread, create_backstore, export_loop, serve
+from .tcmu_rig import DaemonThread, create_backstore, dd, export_loop, serve
 
 MiB = 1 << 20
 
@@ -46,10 +46,6 @@ class MemoryDisk(Handler):
 
     def is_inline(self, cmd: Command) -> bool:
         return not self.device.is_io(cmd)
-
-
-def dd(*args: str) -> None:
-    subprocess.run(["dd", *args, "status=none"], check=True, timeout=120)
 
 
 def test_memory_disk_through_sd(lio_stack: ExitStack, tmp_path: Path) -> None:

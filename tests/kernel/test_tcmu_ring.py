@@ -28,7 +28,7 @@ from tcmu_scst.kernel import abi, uio
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.kernel.ring import Ring
-from tests.kernel.tcmu_rig import export_loop
+from tests.kernel.tcmu_rig import export_loop, sg_raw
 
 INVALID_FIELD = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0])
 RECORD = os.environ.get("TCMU_SCST_RECORD")
@@ -169,21 +169,6 @@ def raw_rig(
             for j, raw in enumerate(rig.raw[:40]):
                 name = f"{request.node.name}-rig{i}-entry{j:03d}-pos{raw.pos}.bin"
                 (out / name).write_bytes(raw.data)
-
-
-def sg_raw(sg: str, cdb: bytes, *, read: int = 0, write: bytes = b"", timeout: int = 20,
-           out: Path | None = None) -> subprocess.CompletedProcess[str]:
-    args = ["sg_raw", "-t", str(timeout)]
-    if read:
-        args += ["-r", str(read)]
-        if out is not None:
-            args += ["-o", str(out)]
-    if write:
-        src = Path(f"/tmp/sgraw-{os.getpid()}-{threading.get_ident()}.bin")
-        src.write_bytes(write)
-        args += ["-s", str(len(write)), "-i", str(src)]
-    args += [sg, *(f"{b:02x}" for b in cdb)]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout + 30)
 
 
 def entry_fields(raw: bytes) -> tuple[int, int, int, int, int, int, int]:

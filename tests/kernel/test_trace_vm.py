@@ -4,7 +4,6 @@ which then logs the commands the kernel's own initiator (sg via tcm_loop) sends.
 from __future__ import annotations
 
 import logging
-import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import apply_config
-from tests.kernel.tcmu_rig import DaemonThread, export_loop
+from tests.kernel.tcmu_rig import DaemonThread, export_loop, sg_raw
 
 pytestmark = pytest.mark.kernel
 
@@ -28,10 +27,7 @@ def proc(tmp: Path, path: str, line: str) -> int:
 
 
 def read_lba0(sg: str) -> None:
-    done = subprocess.run(
-        ["sg_raw", "-r", "512", sg, "28", "00", "00", "00", "00", "00", "00", "00", "01", "00"],
-        capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
+    done = sg_raw(sg, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), read=512)  # READ(10)
     assert done.returncode == 0, done.stderr
 
 
