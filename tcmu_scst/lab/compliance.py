@@ -225,9 +225,9 @@ def run_iscsi_test_cu(
     return output
 
 
-# Makes the backstore to test (or names an existing one by its path under target/) and
-# registers its removal on the stack.
-BackstoreFactory = Callable[[ExitStack], CoreBackstore | str]
+# Makes the backstore to test in the given tree (or names an existing one by its path
+# under target/) and registers its removal on the stack.
+BackstoreFactory = Callable[[ExitStack, Configfs], CoreBackstore | str]
 
 
 def fileio_backstore(size: int = 256 << 20, backing: Path = Path("/run/compliance0.img")) -> (
@@ -235,11 +235,11 @@ def fileio_backstore(size: int = 256 << 20, backing: Path = Path("/run/complianc
 ):
     """Factory for LIO's in-kernel fileio on a sparse file (the reference run)."""
 
-    def create(stack: ExitStack) -> CoreBackstore:
+    def create(stack: ExitStack, cfs: Configfs) -> CoreBackstore:
         if backing.exists():
             backing.unlink()
         stack.callback(backing.unlink, missing_ok=True)
-        dev = FileioBackstore.create(Configfs(), "compliance0", backing, size)
+        dev = FileioBackstore.create(cfs, "compliance0", backing, size)
         stack.callback(dev.delete)
         return dev
 
@@ -261,7 +261,7 @@ def vdisk_backstore(
     (write_through=True, thin_provisioned=True, ...); ``flags`` names more to set."""
     params = {**dict.fromkeys(flags, True), **params}
 
-    def create(stack: ExitStack) -> CoreBackstore:
+    def create(stack: ExitStack, cfs: Configfs) -> CoreBackstore:
         # Imported here: the fileio path must not need the service/handler layers.
         from tcmu_scst.handlers import vdisk_params
         from tcmu_scst.kernel import uio
@@ -287,7 +287,7 @@ def vdisk_backstore(
         options = UserBackstoreOptions(dev_config=dev_config, dev_size=size,
                                        hw_block_size=block_size, nl_reply_supported=-1,
                                        cmd_time_out=30)
-        backstore = UserBackstore.create(Configfs(), "compliance1", options)
+        backstore = UserBackstore.create(cfs, "compliance1", options)
         stack.callback(backstore.delete)
         backstore.set_attrib("tmr_notification", 1)  # resets clear PREVENT (as the daemon)
         handler = registry.open_handler(dev_config)
@@ -299,9 +299,11 @@ def vdisk_backstore(
     return create
 
 
-def export_iscsi_demo(stack: ExitStack, backstore: CoreBackstore | str) -> IscsiTpg:
+def export_iscsi_demo(
+    stack: ExitStack, cfs: Configfs, backstore: CoreBackstore | str
+) -> IscsiTpg:
     """``backstore`` as LUN 0 of COMPLIANCE_IQN on PORTAL, open to every initiator."""
-    tpg = IscsiTpg.create(Configfs(), COMPLIANCE_IQN)
+    tpg = IscsiTpg.create(cfs, COMPLIANCE_IQN)
     # Disables first (dropping the sessions), then LUNs, portal, TPG and target.
     stack.callback(tpg.delete)
     tpg.set_demo_mode()
@@ -316,11 +318,14 @@ def run_compliance(
     *,
     family: str = DEFAULT_FAMILY,
     log: Path | None = None,
+    cfs: Configfs | None = None,
 ) -> list[CaseResult]:
-    """Create the backstore, export it on 127.0.0.1:3260 (demo mode), run, tear down."""
+    """Create the backstore, export it on 127.0.0.1:3260 (demo mode), run, tear down
+    (everything, last made first, whether the run succeeded or not)."""
+    cfs = cfs or Configfs()
     with ExitStack() as stack:
-        backstore = create_backstore(stack)
-        export_iscsi_demo(stack, backstore)
+        backstore = create_backstore(stack, cfs)
+        export_iscsi_demo(stack, cfs, backstore)
         output = run_iscsi_test_cu(f"iscsi://{PORTAL}/{COMPLIANCE_IQN}/0", family, log)
     return parse_cunit(output, family)
 
@@ -374,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             factory = vdisk_backstore(flags=args.vdisk_flag)
         else:
             backstore = Configfs().relative(args.backstore.resolve())
-            factory = lambda stack: backstore  # noqa: E731
+            factory = lambda stack, cfs: backstore  # noqa: E731
 
         results = run_compliance(factory, family=args.family, log=args.log)
     except (TcmuScstError, OSError) as err:
