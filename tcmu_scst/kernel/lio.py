@@ -84,6 +84,8 @@ class UserBackstoreOptions:
     hw_block_size: int = DEFAULT_BLOCK_SIZE
     hw_max_sectors: int | None = None  # None: DEFAULT_MAX_TRANSFER / hw_block_size
     max_data_area_mb: int = DEFAULT_MAX_DATA_AREA_MB
+    # Command ring size; None leaves the kernel's default (8 MiB, also its maximum).
+    cmd_ring_size_mb: int | None = None
     # None leaves the kernel default (follow the module flag); -1 never waits for replies.
     nl_reply_supported: int | None = None
     serial: str | None = None
@@ -105,6 +107,10 @@ class UserBackstoreOptions:
             f"hw_max_sectors={sectors}",
             f"max_data_area_mb={self.max_data_area_mb}",
         ]
+        if self.cmd_ring_size_mb is not None:
+            if self.cmd_ring_size_mb <= 0:
+                raise ConfigError(f"cmd_ring_size_mb must be > 0, got {self.cmd_ring_size_mb}")
+            tokens.append(f"cmd_ring_size_mb={self.cmd_ring_size_mb}")
         if self.nl_reply_supported is not None:
             tokens.append(f"nl_reply_supported={self.nl_reply_supported}")
         return tokens

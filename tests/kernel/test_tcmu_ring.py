@@ -126,18 +126,9 @@ def raw_rig(
         name = f"ringtest{next(counter)}"
         options = UserBackstoreOptions(
             dev_config="ringtest/raw", dev_size=1 << 20, nl_reply_supported=-1,
-            max_data_area_mb=4,
+            max_data_area_mb=4, cmd_ring_size_mb=ring_mb,
         )
-        if ring_mb is not None:
-            # cmd_ring_size_mb goes into control before enable, like the rest.
-            cfs.mkdir("core/user_90")
-            cfs.mkdir(f"core/user_90/{name}")
-            for token in [*options.control_tokens(), f"cmd_ring_size_mb={ring_mb}"]:
-                cfs.write(f"core/user_90/{name}/control", token)
-            cfs.write(f"core/user_90/{name}/enable", "1")
-            bs = UserBackstore(cfs, 90, name)
-        else:
-            bs = UserBackstore.create(cfs, name, options)
+        bs = UserBackstore.create(cfs, name, options)
         lio_stack.callback(bs.delete)
         bs.set_cmd_time_out(cmd_time_out)
         if tmr:

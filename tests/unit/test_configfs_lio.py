@@ -228,3 +228,13 @@ def test_parse_fileio_info() -> None:
     assert (info.path, info.size) == ("/run/c0.img", 268435456)
     with pytest.raises(ConfigfsError, match="is this a fileio backstore"):
         parse_fileio_info("Status: ACTIVATED Config: x Size: 5")
+
+
+def test_cmd_ring_size_goes_into_control_before_enable(fake: FakeConfigfs) -> None:
+    dev = UserBackstore.create(fake, "r", UserBackstoreOptions("x/y", 0, cmd_ring_size_mb=1))
+    assert fake.index_of("write", "r/control", "cmd_ring_size_mb=1") < fake.index_of(
+        "write", "r/enable"
+    )
+    assert dev.info().cmd_ring_size_mb == 1
+    with pytest.raises(ConfigError, match="cmd_ring_size_mb must be > 0"):
+        UserBackstore.create(fake, "s", UserBackstoreOptions("x/y", 0, cmd_ring_size_mb=0))
