@@ -82,7 +82,7 @@ def fileio_backstore(
     configfs: Configfs, lio_stack: ExitStack, tmp_path: Path
 ) -> Callable[..., FileioBackstore]:
     """Factory: ``fileio_backstore(size=64 MiB, name="fileio0", buffered=False)``
-    -> an enabled LIO fileio device on a sparse file in tmp_path (deleted at the end)."""
+    -> an enabled LIO fileio device on a sparse file in tmp_path, deleted at the end."""
     counter = iter(range(1000))
 
     def make(size: int = 64 << 20, name: str | None = None, buffered: bool = False) -> (
