@@ -320,7 +320,8 @@ def test_the_remaining_lun_reports_the_change_after_an_unplug(
             hctl = scsi_debug_hctl()
             assert hctl is not None
             d.hotplug.request_check()
-            wait_until(lambda: 1 in tpg.luns(), "LUN 1 on tcm_loop")
+            # The TPG itself appears only with the hot-plug apply.
+            wait_until(lambda: tpg.exists and 1 in tpg.luns(), "LUN 1 on tcm_loop")
             lun0 = tpg.wait_for_lun(0)
             tpg.wait_for_lun(1)
             sg = lun0.sg
