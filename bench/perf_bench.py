@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,6 @@ from tcmu_scst.handlers.perf import PerfParams  # noqa: E402
 from tcmu_scst.handlers.perf import to_dev_config as perf_dev_config  # noqa: E402
 from tcmu_scst.handlers.vdisk import VdiskParams  # noqa: E402
 from tcmu_scst.handlers.vdisk import to_dev_config as vdisk_dev_config  # noqa: E402
-from tcmu_scst.lab import lio  # noqa: E402
 from tests.kernel.tcmu_rig import serve  # noqa: E402
 
 SIZE = 1 << 30
@@ -49,7 +49,7 @@ def fio(dev: str, iodepth: int, runtime: int) -> tuple[float, float]:
 
 def measure(label: str, dev_config: str, runtime: int, depths: list[int]) -> list[str]:
     rows = []
-    with lio.Teardown() as stack:
+    with ExitStack() as stack:
         served = serve(stack, dev_config, SIZE, threads=2)
         assert served.lun is not None and served.lun.block is not None
         for depth in depths:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.lio import UserBackstore, validate_object_name
+from tcmu_scst.kernel.lio import CoreBackstore, validate_object_name
+from tcmu_scst.kernel.scsi_nodes import DEV, SYSFS, ScsiNodes, scsi_nodes, wait_for_scsi_nodes
 
 ISCSI_NAME_MAX = 223  # ISCSI_IQN_LEN - 1
 FC_FABRICS = ("qla2xxx", "fc")
@@ -358,11 +359,11 @@ class Tpg:
                 return self.cfs.readlink(f"{lun_rel}/{entry}")
         return None
 
-    def add_lun(self, lun: int, device: UserBackstore | str, alias: str = "") -> None:
+    def add_lun(self, lun: int, device: CoreBackstore | str, alias: str = "") -> None:
         """Export ``device`` (a backstore or its path) as TPG LUN ``lun``."""
         if lun < 0:
             raise ConfigError(f"LUN number must be >= 0, got {lun}")
-        dev_rel = device.rel if isinstance(device, UserBackstore) else device
+        dev_rel = device.rel if isinstance(device, CoreBackstore) else device
         rel = f"{self.rel}/lun/lun_{lun}"
         self.cfs.mkdir(rel)
         try:
@@ -476,14 +477,27 @@ class LoopbackTpg(Tpg):
         host, channel, target = self.address()
         return f"{host}:{channel}:{target}:{lun}"
 
-    def block_device(self, lun: int, sysfs: Path = Path("/sys")) -> str | None:
+    def block_device(self, lun: int, sysfs: Path = SYSFS) -> str | None:
         """``/dev/sdX`` of a LUN once the SCSI midlayer has scanned it, else None."""
-        block = sysfs / "class/scsi_device" / self.hctl(lun) / "device/block"
-        try:
-            names = sorted(p.name for p in block.iterdir())
-        except OSError:
-            return None
-        return f"/dev/{names[0]}" if names else None
+        return scsi_nodes(self.hctl(lun), sysfs).block
+
+    def wait_for_lun(
+        self,
+        lun: int,
+        *,
+        need_block: bool = True,
+        timeout: float = 15.0,
+        sysfs: Path = SYSFS,
+        dev: Path = DEV,
+    ) -> ScsiNodes:
+        """The local nodes of TPG LUN ``lun`` once the kernel's initiator has them.
+
+        The SCSI scan after :meth:`add_lun` is asynchronous; ``need_block=False`` for
+        types without a block node (processor, changer, tape).
+        """
+        return wait_for_scsi_nodes(
+            self.hctl(lun), need_block=need_block, timeout=timeout, sysfs=sysfs, dev=dev
+        )
 
     def _before_rmdir(self) -> None:
         try:
@@ -545,6 +559,22 @@ class IscsiTpg(Tpg):
 
     def portals(self) -> list[str]:
         return self.cfs.listdir(f"{self.rel}/np")
+
+    def set_demo_mode(self, *, write_protect: bool = False) -> None:
+        """Let every initiator log in without CHAP and see every TPG LUN.
+
+        ``generate_node_acls`` makes a dynamic ACL per initiator at login and
+        ``cache_dynamic_acls`` keeps it across logins; for labs and tests (the SCST
+        mapping writes these attributes itself, per its access-control case).
+        """
+        self.set_attributes(
+            {
+                "authentication": 0,
+                "generate_node_acls": 1,
+                "cache_dynamic_acls": 1,
+                "demo_mode_write_protect": write_protect,
+            }
+        )
 
     def set_chap(self, userid: str | None, password: str | None, **mutual: str | None) -> None:
         """TPG CHAP credentials: used for demo-mode (dynamic) ACLs only.

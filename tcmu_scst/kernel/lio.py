@@ -1,4 +1,6 @@
-"""TCMU user backstores (``core/user_N/<name>``) over the primitive :class:`Configfs`.
+"""LIO core backstores over the primitive :class:`Configfs`: TCMU user backstores
+(``core/user_N/<name>``, the product) and in-kernel fileio ones (``core/fileio_N/<name>``,
+the reference the lab compares the product with).
 
 Creation order (what the kernel needs): ``mkdir`` HBA and device, ``control`` keys (one per
 write, so a refused key is named), ``wwn/vpd_unit_serial``, ``enable``, then the timeouts
@@ -24,9 +26,10 @@ import errno
 import fcntl
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
@@ -81,6 +84,8 @@ class UserBackstoreOptions:
     hw_block_size: int = DEFAULT_BLOCK_SIZE
     hw_max_sectors: int | None = None  # None: DEFAULT_MAX_TRANSFER / hw_block_size
     max_data_area_mb: int = DEFAULT_MAX_DATA_AREA_MB
+    # Command ring size; None leaves the kernel's default (8 MiB, also its maximum).
+    cmd_ring_size_mb: int | None = None
     # None leaves the kernel default (follow the module flag); -1 never waits for replies.
     nl_reply_supported: int | None = None
     serial: str | None = None
@@ -102,6 +107,10 @@ class UserBackstoreOptions:
             f"hw_max_sectors={sectors}",
             f"max_data_area_mb={self.max_data_area_mb}",
         ]
+        if self.cmd_ring_size_mb is not None:
+            if self.cmd_ring_size_mb <= 0:
+                raise ConfigError(f"cmd_ring_size_mb must be > 0, got {self.cmd_ring_size_mb}")
+            tokens.append(f"cmd_ring_size_mb={self.cmd_ring_size_mb}")
         if self.nl_reply_supported is not None:
             tokens.append(f"nl_reply_supported={self.nl_reply_supported}")
         return tokens
@@ -185,8 +194,22 @@ def hba_indexes(cfs: Configfs) -> set[int]:
     return out
 
 
-class UserBackstore:
-    """A TCMU device ``core/user_<hba_index>/<name>``."""
+def _allocate_hba(cfs: Configfs, plugin: str) -> int:
+    """mkdir ``core/<plugin>_<N>`` with the lowest N unused by any backend; return N."""
+    with _hba_lock(cfs):
+        used = hba_indexes(cfs)
+        index = min(set(range(len(used) + 1)) - used)
+        cfs.mkdir(f"core/{plugin}_{index}")
+    return index
+
+
+_B = TypeVar("_B", bound="CoreBackstore")
+
+
+class CoreBackstore:
+    """A LIO core device ``core/<plugin>_<hba_index>/<name>`` (one HBA per device)."""
+
+    plugin = ""  # set by each subclass: the HBA name prefix
 
     def __init__(self, cfs: Configfs, hba_index: int, name: str) -> None:
         self.cfs = cfs
@@ -194,11 +217,11 @@ class UserBackstore:
         self.name = name
 
     def __repr__(self) -> str:
-        return f"UserBackstore({self.rel!r})"
+        return f"{type(self).__name__}({self.rel!r})"
 
     @property
     def hba(self) -> str:
-        return f"core/user_{self.hba_index}"
+        return f"core/{self.plugin}_{self.hba_index}"
 
     @property
     def rel(self) -> str:
@@ -207,18 +230,18 @@ class UserBackstore:
     # ---- lookup ------------------------------------------------------------------
 
     @classmethod
-    def all(cls, cfs: Configfs) -> list[UserBackstore]:
+    def all(cls: type[_B], cfs: Configfs) -> list[_B]:
         out = []
         for hba in cfs.listdir("core"):
             m = _HBA_RE.match(hba)
-            if m and m.group(1) == "user":
+            if m and m.group(1) == cls.plugin:
                 for name in cfs.listdir(f"core/{hba}"):
                     if cfs.is_dir(f"core/{hba}/{name}"):
                         out.append(cls(cfs, int(m.group(2)), name))
         return out
 
     @classmethod
-    def find(cls, cfs: Configfs, name: str) -> UserBackstore | None:
+    def find(cls: type[_B], cfs: Configfs, name: str) -> _B | None:
         for dev in cls.all(cfs):
             if dev.name == name:
                 return dev
@@ -227,27 +250,17 @@ class UserBackstore:
     # ---- creation ----------------------------------------------------------------
 
     @classmethod
-    def create(cls, cfs: Configfs, name: str, options: UserBackstoreOptions) -> UserBackstore:
-        """Create, configure and enable a user backstore; undo everything on failure."""
+    def _create(cls: type[_B], cfs: Configfs, name: str, configure: Callable[[_B], None]) -> _B:
+        """Allocate the HBA, mkdir the device, ``configure`` it; undo everything on failure."""
         validate_object_name(name, "backstore")
-        tokens = options.control_tokens()
         if cls.find(cfs, name) is not None:
-            raise ConfigError(f"a user backstore named {name!r} already exists; delete it first")
-        with _hba_lock(cfs):
-            index = min(set(range(len(hba_indexes(cfs)) + 1)) - hba_indexes(cfs))
-            cfs.mkdir(f"core/user_{index}")
-        dev = cls(cfs, index, name)
+            raise ConfigError(
+                f"a {cls.plugin} backstore named {name!r} already exists; delete it first"
+            )
+        dev = cls(cfs, _allocate_hba(cfs, cls.plugin), name)
         try:
             cfs.mkdir(dev.rel)
-            for token in tokens:
-                cfs.write(f"{dev.rel}/control", token)
-            if options.serial is not None:
-                dev.set_serial(options.serial)
-            cfs.write(f"{dev.rel}/enable", "1")
-            if options.cmd_time_out is not None:
-                dev.set_cmd_time_out(options.cmd_time_out)
-            if options.qfull_time_out is not None:
-                dev.set_qfull_time_out(options.qfull_time_out)
+            configure(dev)
         except BaseException:
             dev._remove_quietly()
             raise
@@ -265,27 +278,17 @@ class UserBackstore:
         if not [n for n in self.cfs.listdir(self.hba) if self.cfs.is_dir(f"{self.hba}/{n}")]:
             self.cfs.rmdir(self.hba)
 
-    # ---- state and attributes ----------------------------------------------------------
+    # ---- state and attributes common to every backend -------------------------------
 
     @property
     def enabled(self) -> bool:
         return self.cfs.read(f"{self.rel}/enable") == "1"
-
-    def info(self) -> UserDeviceInfo:
-        return parse_user_info(self.cfs.read(f"{self.rel}/info"))
 
     def attrib(self, key: str) -> str:
         return self.cfs.read(f"{self.rel}/attrib/{key}")
 
     def set_attrib(self, key: str, value: str | int) -> None:
         self.cfs.write(f"{self.rel}/attrib/{key}", str(value))
-
-    @property
-    def uio_name(self) -> str:
-        """The name the kernel gives the UIO device: ``tcm-user/<N>/<dev>[/<cfg>]``."""
-        config = self.attrib("dev_config")
-        base = f"tcm-user/{self.hba_index}/{self.name}"
-        return f"{base}/{config}" if config else base
 
     def serial(self) -> str:
         text = self.cfs.read(f"{self.rel}/wwn/vpd_unit_serial")
@@ -295,6 +298,42 @@ class UserBackstore:
         if not serial or any(c.isspace() for c in serial) or len(serial) > 254:
             raise ConfigError(f"unit serial {serial!r} must be 1..254 printable non-space chars")
         self.cfs.write(f"{self.rel}/wwn/vpd_unit_serial", serial)
+
+
+class UserBackstore(CoreBackstore):
+    """A TCMU device ``core/user_<hba_index>/<name>``."""
+
+    plugin = "user"
+
+    @classmethod
+    def create(cls, cfs: Configfs, name: str, options: UserBackstoreOptions) -> UserBackstore:
+        """Create, configure and enable a user backstore; undo everything on failure."""
+        tokens = options.control_tokens()
+
+        def configure(dev: UserBackstore) -> None:
+            for token in tokens:
+                cfs.write(f"{dev.rel}/control", token)
+            if options.serial is not None:
+                dev.set_serial(options.serial)
+            cfs.write(f"{dev.rel}/enable", "1")
+            if options.cmd_time_out is not None:
+                dev.set_cmd_time_out(options.cmd_time_out)
+            if options.qfull_time_out is not None:
+                dev.set_qfull_time_out(options.qfull_time_out)
+
+        return cls._create(cfs, name, configure)
+
+    # ---- state and attributes ----------------------------------------------------------
+
+    def info(self) -> UserDeviceInfo:
+        return parse_user_info(self.cfs.read(f"{self.rel}/info"))
+
+    @property
+    def uio_name(self) -> str:
+        """The name the kernel gives the UIO device: ``tcm-user/<N>/<dev>[/<cfg>]``."""
+        config = self.attrib("dev_config")
+        base = f"tcm-user/{self.hba_index}/{self.name}"
+        return f"{base}/{config}" if config else base
 
     def set_cmd_time_out(self, seconds: int) -> None:
         """Per-command timeout; the kernel refuses it once the device is exported on a LUN."""
@@ -336,3 +375,67 @@ class UserBackstore:
         if mode not in (1, 2):
             raise ConfigError(f"reset_ring mode must be 1 (BUSY) or 2 (CHECK CONDITION): {mode}")
         self.cfs.write(f"{self.rel}/action/reset_ring", str(mode))
+
+
+@dataclass(frozen=True)
+class FileioInfo:
+    """The parts of a fileio device's ``info`` file we use."""
+
+    path: str  # the backing file, as given in fd_dev_name
+    size: int  # bytes
+
+
+def parse_fileio_info(text: str) -> FileioInfo:
+    """Parse ``... TCM FILEIO ID: 0  File: <path>  Size: <bytes>  Mode: ...``."""
+    m = re.search(r"File:\s*(\S+)\s+Size:\s*(\d+)", text)
+    if m is None:
+        raise ConfigfsError(
+            f"cannot parse fileio device info {text!r}: expected 'File: <path>  Size: <n>'"
+            "; is this a fileio backstore?",
+            "info",
+            errno.EINVAL,
+        )
+    return FileioInfo(path=m.group(1), size=int(m.group(2)))
+
+
+class FileioBackstore(CoreBackstore):
+    """LIO's in-kernel file backstore ``core/fileio_<hba_index>/<name>``.
+
+    Not what tcmu-scst serves (that is :class:`UserBackstore`): the kernel reads and
+    writes the file itself. The lab uses it as the reference that our TCMU handlers
+    are compared with (compliance runs, benchmarks, tcm_loop checks).
+    """
+
+    plugin = "fileio"
+
+    @classmethod
+    def create(
+        cls, cfs: Configfs, name: str, path: Path, size: int, *, buffered: bool = False
+    ) -> FileioBackstore:
+        """Create and enable a fileio device of ``size`` bytes on ``path``.
+
+        The kernel opens the file with O_CREAT (a missing file is created, sparse) and
+        needs ``fd_dev_size`` for a regular file. ``buffered``: write-back through the
+        page cache (``fd_buffered_io``, write cache enabled) instead of O_DSYNC.
+        """
+        if size <= 0:
+            raise ConfigError(f"fileio size must be > 0 bytes, got {size}")
+        backing = str(path)
+        if not path.is_absolute() or "," in backing or any(c.isspace() for c in backing):
+            raise ConfigError(
+                f"fileio backing file {backing!r} must be an absolute path without ',' or "
+                "whitespace (the kernel splits control options on them)"
+            )
+        tokens = [f"fd_dev_name={backing}", f"fd_dev_size={size}"]
+        if buffered:
+            tokens.append("fd_buffered_io=1")
+
+        def configure(dev: FileioBackstore) -> None:
+            for token in tokens:  # one per write, so a refused key is named
+                cfs.write(f"{dev.rel}/control", token)
+            cfs.write(f"{dev.rel}/enable", "1")
+
+        return cls._create(cfs, name, configure)
+
+    def info(self) -> FileioInfo:
+        return parse_fileio_info(self.cfs.read(f"{self.rel}/info"))

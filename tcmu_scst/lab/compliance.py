@@ -29,16 +29,20 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from tcmu_scst.errors import ConfigError, LabError, TcmuScstError
-from tcmu_scst.lab.lio import Teardown, create_fileio, export_iscsi_demo
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabrics import IscsiTpg
+from tcmu_scst.kernel.lio import CoreBackstore, FileioBackstore
 
 Outcome = Literal["pass", "skip", "fail"]
 COMPLIANCE_IQN = "iqn.2003-01.org.tcmu-scst:compliance"
-PORTAL = "127.0.0.1:3260"
+PORTAL_IP, PORTAL_PORT = "127.0.0.1", 3260
+PORTAL = f"{PORTAL_IP}:{PORTAL_PORT}"
 DEFAULT_FAMILY = "SCSI"
 
 _SUITE_RE = re.compile(r"^Suite: (\S+)")
@@ -221,7 +225,9 @@ def run_iscsi_test_cu(
     return output
 
 
-BackstoreFactory = Callable[[Teardown], Path]
+# Makes the backstore to test in the given tree (or names an existing one by its path
+# under target/) and registers its removal on the stack.
+BackstoreFactory = Callable[[ExitStack, Configfs], CoreBackstore | str]
 
 
 def fileio_backstore(size: int = 256 << 20, backing: Path = Path("/run/compliance0.img")) -> (
@@ -229,10 +235,13 @@ def fileio_backstore(size: int = 256 << 20, backing: Path = Path("/run/complianc
 ):
     """Factory for LIO's in-kernel fileio on a sparse file (the reference run)."""
 
-    def create(stack: Teardown) -> Path:
+    def create(stack: ExitStack, cfs: Configfs) -> CoreBackstore:
         if backing.exists():
             backing.unlink()
-        return create_fileio("compliance0", backing, size, stack)
+        stack.callback(backing.unlink, missing_ok=True)
+        dev = FileioBackstore.create(cfs, "compliance0", backing, size)
+        stack.callback(dev.delete)
+        return dev
 
     return create
 
@@ -252,13 +261,11 @@ def vdisk_backstore(
     (write_through=True, thin_provisioned=True, ...); ``flags`` names more to set."""
     params = {**dict.fromkeys(flags, True), **params}
 
-    def create(stack: Teardown) -> Path:
+    def create(stack: ExitStack, cfs: Configfs) -> CoreBackstore:
         # Imported here: the fileio path must not need the service/handler layers.
         from tcmu_scst.handlers import vdisk_params
         from tcmu_scst.kernel import uio
-        from tcmu_scst.kernel.configfs import Configfs
         from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
-        from tcmu_scst.lab.lio import TARGET
         from tcmu_scst.service import registry
         from tcmu_scst.service.device import serve_in_thread
 
@@ -266,7 +273,7 @@ def vdisk_backstore(
             backing.unlink()
         with open(backing, "wb") as handle:
             handle.truncate(size)
-        stack.push(f"remove {backing}", lambda: backing.unlink(missing_ok=True))
+        stack.callback(backing.unlink, missing_ok=True)
         vdisk = vdisk_params.VdiskParams(
             name="compliance1", filename=str(backing), blocksize=block_size
         )
@@ -280,16 +287,30 @@ def vdisk_backstore(
         options = UserBackstoreOptions(dev_config=dev_config, dev_size=size,
                                        hw_block_size=block_size, nl_reply_supported=-1,
                                        cmd_time_out=30)
-        backstore = UserBackstore.create(Configfs(), "compliance1", options)
-        stack.push("delete backstore compliance1", backstore.delete)
+        backstore = UserBackstore.create(cfs, "compliance1", options)
+        stack.callback(backstore.delete)
         backstore.set_attrib("tmr_notification", 1)  # resets clear PREVENT (as the daemon)
         handler = registry.open_handler(dev_config)
         port = uio.UioDevice(uio.find_device(backstore.hba_index, backstore.name))
         _runner, stop = serve_in_thread(port, handler, threads, "compliance1")
-        stack.push("stop serving compliance1", stop)
-        return TARGET / backstore.rel
+        stack.callback(stop)
+        return backstore
 
     return create
+
+
+def export_iscsi_demo(
+    stack: ExitStack, cfs: Configfs, backstore: CoreBackstore | str
+) -> IscsiTpg:
+    """``backstore`` as LUN 0 of COMPLIANCE_IQN on PORTAL, open to every initiator."""
+    tpg = IscsiTpg.create(cfs, COMPLIANCE_IQN)
+    # Disables first (dropping the sessions), then LUNs, portal, TPG and target.
+    stack.callback(tpg.delete)
+    tpg.set_demo_mode()
+    tpg.add_portal(PORTAL_IP, PORTAL_PORT)
+    tpg.add_lun(0, backstore)
+    tpg.enable()
+    return tpg
 
 
 def run_compliance(
@@ -297,11 +318,14 @@ def run_compliance(
     *,
     family: str = DEFAULT_FAMILY,
     log: Path | None = None,
+    cfs: Configfs | None = None,
 ) -> list[CaseResult]:
-    """Create the backstore, export it on 127.0.0.1:3260 (demo mode), run, tear down."""
-    with Teardown() as stack:
-        backstore = create_backstore(stack)
-        export_iscsi_demo(COMPLIANCE_IQN, [backstore], stack, portal=PORTAL)
+    """Create the backstore, export it on 127.0.0.1:3260 (demo mode), run, tear down
+    (everything, last made first, whether the run succeeded or not)."""
+    cfs = cfs or Configfs()
+    with ExitStack() as stack:
+        backstore = create_backstore(stack, cfs)
+        export_iscsi_demo(stack, cfs, backstore)
         output = run_iscsi_test_cu(f"iscsi://{PORTAL}/{COMPLIANCE_IQN}/0", family, log)
     return parse_cunit(output, family)
 
@@ -354,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.vdisk:
             factory = vdisk_backstore(flags=args.vdisk_flag)
         else:
-            factory = lambda stack: args.backstore  # noqa: E731
+            backstore = Configfs().relative(args.backstore.resolve())
+            factory = lambda stack, cfs: backstore  # noqa: E731
 
         results = run_compliance(factory, family=args.family, log=args.log)
     except (TcmuScstError, OSError) as err:

@@ -14,11 +14,11 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
 from tcmu_scst.errors import TcmuScstError
-from tcmu_scst.lab.lio import Teardown
 
 DEMO_IQN = "iqn.2003-01.org.tcmu-scst:demo"
 DEMO_SIZE = 1 << 30  # 1 GiB, sparse, in guest RAM (tmpfs) only as far as written
@@ -44,7 +44,7 @@ def demo_config_text(image: Path, iqn: str = DEMO_IQN) -> str:
     return DEMO_CONF.format(image=image, iqn=iqn)
 
 
-def start_demo_target(stack: Teardown) -> None:
+def start_demo_target(stack: ExitStack) -> None:
     """Start the daemon, apply the demo config; undo both through ``stack``."""
     from tcmu_scst.kernel.configfs import Configfs
     from tcmu_scst.scst import conf
@@ -65,7 +65,7 @@ def start_demo_target(stack: Teardown) -> None:
         daemon.stop()
         loop.join(30)
 
-    stack.push("stop the tcmu-scst daemon", stop_daemon)
+    stack.callback(stop_daemon)
     text = demo_config_text(image)
     (DEMO_DIR / "scst.conf").write_text(text)
     cfs = Configfs()
@@ -75,7 +75,7 @@ def start_demo_target(stack: Teardown) -> None:
         # An empty config removes everything the demo made (declarative apply).
         apply_config(cfs, conf.parse("", "empty"), state)
 
-    stack.push("clear the demo setup", clear)
+    stack.callback(clear)
 
 
 def connect_help(host_port: int, iqn: str = DEMO_IQN) -> str:
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_exit)
     try:
-        with Teardown() as stack:
+        with ExitStack() as stack:
             start_demo_target(stack)
             print(connect_help(args.host_port), flush=True)
             sys.stdin.readline()  # the host writes a line on Ctrl-C

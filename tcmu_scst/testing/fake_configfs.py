@@ -185,6 +185,9 @@ class _Device:
     data_pages_per_blk: int = 1
     cmd_ring_size_mb: int = 8
     uio_minor: int = -1
+    # fileio only: fd_dev_name, fd_buffered_io (``size`` holds fd_dev_size)
+    fd_path: str = ""
+    fd_buffered: bool = False
 
 
 @dataclass
@@ -779,6 +782,8 @@ class FakeConfigfs(Configfs):
                 raise _fail(errno.EINVAL, "only 1 may be written to enable")
             if dev.enabled:
                 raise _fail(errno.EEXIST, f"{dev_rel} is already enabled")
+            if dev.plugin == "fileio":
+                self._open_fileio(dev)
             dev.enabled = True
             self._set(f"{dev_rel}/enable", "1")
             if dev.plugin == "user":
@@ -791,9 +796,33 @@ class FakeConfigfs(Configfs):
         else:
             self._set(f"{dev_rel}/{leaf}", value.rstrip("\n"))
 
+    def _open_fileio(self, dev: _Device) -> None:
+        # fd_configure_device: the name is required, the size too for a regular file
+        # (which it creates, O_CREAT, when missing).
+        if not dev.fd_path:
+            raise _fail(errno.EINVAL, "Missing fd_dev_name=")
+        backing = Path(dev.fd_path)
+        if (not backing.exists() or backing.is_file()) and dev.size <= 0:
+            raise _fail(errno.EINVAL, "Missing fd_dev_size=")
+        try:
+            backing.touch()
+        except OSError as err:
+            raise _fail(err.errno or errno.EINVAL, f"cannot open {backing}") from None
+
+    def _apply_fileio_control(self, dev: _Device, key: str, arg: str) -> None:
+        if key == "fd_dev_name":
+            dev.fd_path = arg
+        elif key == "fd_dev_size":
+            dev.size = _parse_int(arg, key)
+        elif key == "fd_buffered_io":
+            dev.fd_buffered = _parse_int(arg, key) == 1
+
     def _apply_control(self, dev_rel: str, dev: _Device, value: str) -> None:
         for token in re.split(r"[,\n]", value):
             key, sep, arg = token.partition("=")
+            if sep and dev.plugin == "fileio":
+                self._apply_fileio_control(dev, key, arg)
+                continue
             if not sep or (dev.plugin == "user" and key not in _TCMU_KEYS):
                 continue  # the kernel ignores unknown tokens
             if dev.plugin != "user":
@@ -905,6 +934,12 @@ class FakeConfigfs(Configfs):
                 f"Config: {dev.config or 'NULL'} Size: {dev.size} "
                 f"MaxDataAreaMB: {dev.max_data_area_mb} DataPagesPerBlk: "
                 f"{dev.data_pages_per_blk} CmdRingSizeMB: {dev.cmd_ring_size_mb}\n"
+            )
+        elif dev.plugin == "fileio":
+            mode = "Buffered-WCE" if dev.fd_buffered else "O_DSYNC"
+            backend = (
+                f"TCM FILEIO ID: {dev.hba_index}        File: {dev.fd_path or '(null)'}  "
+                f"Size: {dev.size}  Mode: {mode} Async: 0\n"
             )
         else:
             backend = f"{dev.plugin} (fake)\n"

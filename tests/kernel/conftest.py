@@ -14,11 +14,15 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tcmu_scst.lab import lio
+from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.lio import CoreBackstore, FileioBackstore
+from tcmu_scst.kernel.scsi_nodes import ScsiNodes
+from tests.kernel.tcmu_rig import export_loop
 
 KERNEL_DIR = Path(__file__).resolve().parent
 IN_LAB = os.environ.get("TCMU_SCST_IN_LAB") == "1"
@@ -55,51 +59,52 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture
-def configfs() -> Path:
-    """/sys/kernel/config/target (the target core is loaded and configfs mounted)."""
-    path = lio.TARGET
-    assert path.is_dir(), f"{path} missing: is target_core_mod loaded and configfs mounted?"
-    return path
+def configfs() -> Configfs:
+    """The real LIO tree (the target core is loaded and configfs mounted)."""
+    cfs = Configfs()
+    assert cfs.available(), f"{cfs.target} missing: is target_core_mod loaded and configfs mounted?"
+    return cfs
 
 
 @pytest.fixture
-def lio_stack(configfs: Path) -> Iterator[lio.Teardown]:
-    """One undo stack per test: every LIO object a fixture creates is removed at the
-    end, in reverse creation order (LUN links before backstores, etc.)."""
-    stack = lio.Teardown()
-    yield stack
-    stack.close()
-
-
-FileioFactory = Callable[..., Path]
+def lio_stack(configfs: Configfs) -> Iterator[ExitStack]:
+    """One undo stack per test: register each LIO object's removal with
+    ``lio_stack.callback(obj.delete)`` right after creating it; at the end they run in
+    reverse creation order (LUN exports before backstores, etc.), all of them even when
+    one fails. A test may close it early (``lio_stack.close()``) to tear down before
+    its own checks."""
+    with ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture
-def fileio_backstore(lio_stack: lio.Teardown, tmp_path: Path) -> FileioFactory:
+def fileio_backstore(
+    configfs: Configfs, lio_stack: ExitStack, tmp_path: Path
+) -> Callable[..., FileioBackstore]:
     """Factory: ``fileio_backstore(size=64 MiB, name="fileio0", buffered=False)``
-    -> configfs path of an enabled LIO fileio device on a sparse file in tmp_path."""
+    -> an enabled LIO fileio device on a sparse file in tmp_path, deleted at the end."""
     counter = iter(range(1000))
 
-    def make(size: int = 64 << 20, name: str | None = None, buffered: bool = False) -> Path:
+    def make(size: int = 64 << 20, name: str | None = None, buffered: bool = False) -> (
+        FileioBackstore
+    ):
         name = name or f"fileio{next(counter)}"
-        return lio.create_fileio(
-            name, tmp_path / f"{name}.img", size, lio_stack, buffered=buffered
-        )
+        image = tmp_path / f"{name}.img"
+        dev = FileioBackstore.create(configfs, name, image, size, buffered=buffered)
+        lio_stack.callback(dev.delete)
+        return dev
 
     return make
 
 
-LoopFactory = Callable[..., lio.LoopLun]
-
-
 @pytest.fixture
-def loop_export(lio_stack: lio.Teardown) -> LoopFactory:
-    """Factory: ``loop_export(backstore_path, lun=0, need_block=True)`` exports a core
-    backstore through a new tcm_loop target+TPG+nexus and returns a LoopLun with
-    ``.hctl``, ``.block`` (/dev/sdX) and ``.sg`` (/dev/sgN), waiting for the nodes."""
+def loop_export(lio_stack: ExitStack) -> Callable[..., ScsiNodes]:
+    """Factory: ``loop_export(backstore, lun=0, need_block=True)`` exports a core
+    backstore through a new tcm_loop target (see :func:`tcmu_rig.export_loop`) and
+    returns its ScsiNodes: ``.hctl``, ``.block`` (/dev/sdX), ``.sg`` (/dev/sgN)."""
 
-    def export(backstore: Path, lun: int = 0, need_block: bool = True) -> lio.LoopLun:
-        return lio.export_loop(backstore, lun, lio_stack, need_block=need_block)
+    def export(backstore: CoreBackstore, lun: int = 0, need_block: bool = True) -> ScsiNodes:
+        return export_loop(lio_stack, backstore, lun, need_block=need_block)
 
     return export
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,17 +22,15 @@ from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import IscsiTpg, LoopbackTpg
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions, hba_indexes
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
+from tests.kernel.tcmu_rig import uio_names
 
 IQN = "iqn.2003-01.org.tcmu-scst:kt-configfs"
 INI = "iqn.1993-08.org.debian:01:kt-initiator"
 
 
 @pytest.fixture
-def cfs(configfs: Path) -> Configfs:
-    real = Configfs()
-    real.ensure_mounted()
-    assert real.target == configfs
-    return real
+def cfs(configfs: Configfs) -> Configfs:
+    return configfs
 
 
 def purge(cfs: Configfs, rel: str) -> None:
@@ -54,10 +51,6 @@ def purge(cfs: Configfs, rel: str) -> None:
             purge(cfs, child)
     with contextlib.suppress(ConfigfsError):
         cfs.rmdir(rel)
-
-
-def uio_names() -> list[str]:
-    return [Path(p).read_text().strip() for p in glob.glob("/sys/class/uio/uio*/name")]
 
 
 def test_user_backstore_export_and_teardown(cfs: Configfs) -> None:

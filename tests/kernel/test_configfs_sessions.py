@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import IscsiTpg
+from tcmu_scst.kernel.lio import FileioBackstore
+from tests.kernel.tcmu_rig import iscsi_perf
 
 IQN = "iqn.2003-01.org.tcmu-scst:kt-sessions"
 INI_ACL = "iqn.2024-01.org.tcmu-scst:explicit"
@@ -33,17 +35,12 @@ def _save(name: str, data: bytes) -> None:
 
 
 def _perf(initiator: str) -> subprocess.Popen[bytes]:
-    url = f"iscsi://127.0.0.1:{PORT}/{IQN}/0"
-    return subprocess.Popen(
-        ["iscsi-perf", "-i", initiator, "-t", "6", "-m", "4", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return iscsi_perf(initiator, f"iscsi://127.0.0.1:{PORT}/{IQN}/0", "-t", "6", "-m", "4")
 
 
-def test_sessions_are_listed(fileio_backstore: Callable[..., Path]) -> None:
+def test_sessions_are_listed(fileio_backstore: Callable[..., FileioBackstore]) -> None:
     cfs = Configfs()
-    dev_rel = cfs.relative(fileio_backstore(size=16 << 20))
+    dev = fileio_backstore(size=16 << 20)
     tpg = IscsiTpg.create(cfs, IQN)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -56,7 +53,7 @@ def test_sessions_are_listed(fileio_backstore: Callable[..., Path]) -> None:
             }
         )
         tpg.add_portal("127.0.0.1", PORT)
-        tpg.add_lun(0, dev_rel)
+        tpg.add_lun(0, dev)
         acl = tpg.add_acl(INI_ACL)
         acl.map_lun(0, 0)
         tpg.enable()

@@ -14,33 +14,27 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
-from tcmu_scst.lab import lio
 from tcmu_scst.scst import conf, devconfig
 from tcmu_scst.scst.apply import apply_config
 from tcmu_scst.scst.model import Device
 from tcmu_scst.service import control, install
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.hotplug import Hotplug, load_config
+from tests.kernel.tcmu_rig import wait_until
 
 pytestmark = pytest.mark.kernel
 
 IQN = "iqn.2024-01.org.tcmu-scst:hotplug"
-TPG_LUNS = lio.TARGET / "iscsi" / IQN / "tpgt_1" / "lun"
-
-
-def wait_until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+TPG = f"iscsi/{IQN}/tpgt_1"
+TPG_LUNS = Configfs().path(f"{TPG}/lun")
 
 
 def d_state_tasks() -> list[str]:
@@ -115,14 +109,14 @@ def nullio_dev_config(name: str) -> str:
 
 
 def test_a_backstore_made_by_hand_is_attached_through_uevents_alone(
-    configfs: Path, tmp_path: Path
+    configfs: Configfs, tmp_path: Path
 ) -> None:
     options = UserBackstoreOptions(
         dev_config=nullio_dev_config("hand0"), dev_size=16 << 20, nl_reply_supported=-1
     )
     with DaemonWithHotplug(tmp_path, tmp_path / "none.conf", NoNetlink()) as d:
         assert d.hotplug.source is not None, "no uevent monitor in the guest"
-        backstore = UserBackstore.create(Configfs(), "hand0", options)
+        backstore = UserBackstore.create(configfs, "hand0", options)
         try:
             wait_until(lambda: d.serves("hand0"), "the daemon to attach hand0", 15)
             assert d.hotplug.events_seen >= 1
@@ -283,7 +277,7 @@ def test_reboot_like_sequence_restores_the_saved_setup(units: Path) -> None:
     # "Reboot": the daemon is gone, the kernel's LIO tree is empty, the files remain.
     saved_state = STATE.read_text()
     apply_config(Configfs(), conf.parse("", "empty"), STATE)
-    assert not (lio.TARGET / "iscsi" / IQN).exists()
+    assert not Configfs().exists(f"iscsi/{IQN}")
     assert not any(b.name == "boot0" for b in UserBackstore.all(Configfs()))
     STATE.write_text(saved_state)
 
@@ -294,7 +288,7 @@ def test_reboot_like_sequence_restores_the_saved_setup(units: Path) -> None:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
             assert result.returncode == 0, result.stderr
         assert (TPG_LUNS / "lun_0").is_dir()
-        assert lio.read_attr(lio.TARGET / "iscsi" / IQN / "tpgt_1" / "enable") == "1"
+        assert Configfs().read(f"{TPG}/enable") == "1"
         status = control.request("status")
         assert [dev["name"] for dev in status["devices"]] == ["boot0"]
         hot = control.request("hotplug", action="status")
@@ -318,7 +312,7 @@ def test_the_remaining_lun_reports_the_change_after_an_unplug(
 ) -> None:
     path = tmp_path / "scst.conf"
     path.write_text(LOOP_CONF)
-    tpg = lio.TARGET / "loopback" / LOOP_WWN / "tpgt_1"
+    tpg = LoopbackTpg(Configfs(), LOOP_WWN)
     try:
         with DaemonWithHotplug(tmp_path, path) as d:
             modprobe("scsi_debug", "dev_size_mb=8")
@@ -326,16 +320,16 @@ def test_the_remaining_lun_reports_the_change_after_an_unplug(
             hctl = scsi_debug_hctl()
             assert hctl is not None
             d.hotplug.request_check()
-            wait_until(lambda: (tpg / "lun/lun_1").is_dir(), "LUN 1 on tcm_loop")
-            host, channel, target = lio.read_attr(tpg / "address").split(":")
-            lun0 = lio.wait_for_scsi_device(f"{host}:{channel}:{target}:0")
-            lio.wait_for_scsi_device(f"{host}:{channel}:{target}:1")
+            # The TPG itself appears only with the hot-plug apply.
+            wait_until(lambda: tpg.exists and 1 in tpg.luns(), "LUN 1 on tcm_loop")
+            lun0 = tpg.wait_for_lun(0)
+            tpg.wait_for_lun(1)
             sg = lun0.sg
             assert sg is not None
             subprocess.run(["sg_turs", sg], capture_output=True, timeout=30)  # old UAs
             Path(f"/sys/class/scsi_device/{hctl}/device/delete").write_text("1")
-            wait_until(lambda: not (tpg / "lun/lun_1").exists(), "LUN 1 to go")
-            assert not Path(f"/sys/class/scsi_device/{host}:{channel}:{target}:1").exists()
+            wait_until(lambda: 1 not in tpg.luns(), "LUN 1 to go")
+            assert not Path(f"/sys/class/scsi_device/{tpg.hctl(1)}").exists()
             turs = subprocess.run(["sg_turs", "-v", sg], capture_output=True,
                                   text=True, timeout=30)  # fmt: skip
             report = (turs.stdout + turs.stderr).lower()

@@ -12,7 +12,6 @@ The raw kernel datagrams are saved under ``$TCMU_SCST_RESULTS`` or ``/results/ne
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import select
 import threading
@@ -32,6 +31,7 @@ from tcmu_scst.kernel.netlink import (
     TcmuNetlink,
     split_messages,
 )
+from tests.kernel.tcmu_rig import uio_names
 
 NAME = "kt_netlink"
 T = TypeVar("T")
@@ -95,10 +95,6 @@ def guarded(fn: Callable[[], T], timeout: float = 30.0) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
-
-
-def uio_names() -> list[str]:
-    return [Path(p).read_text().strip() for p in glob.glob("/sys/class/uio/uio*/name")]
 
 
 def save_fixtures(client: TcmuNetlink, sock: RecordingSocket) -> list[str]:

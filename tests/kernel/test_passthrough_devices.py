@@ -15,16 +15,16 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst.handlers.passthrough import PassthroughHandler
 from tcmu_scst.handlers.passthrough_params import PassthroughParams, to_dev_config
-from tcmu_scst.handlers.scsi_sysfs import ScsiDeviceInfo, find_by_identity
-from tcmu_scst.lab import lio
+from tcmu_scst.handlers.scsi_sysfs import ScsiDeviceInfo
 
-from .tcmu_rig import Served, serve
+from .tcmu_rig import Served, dd, load_scsi_debug, serve, sg_raw
 
 MiB = 1 << 20
 HANDLERS = {
@@ -38,37 +38,15 @@ HANDLERS = {
 }
 
 
-def wait_scsi_debug_gone(timeout: float = 15.0) -> None:
-    """Unload scsi_debug left by an earlier test (the ptype is a load-time parameter).
-
-    Measured on 6.1: once ``ch`` attached to a scsi_debug changer, the module stays
-    "in use" (refcnt 1, no holder, no open fd) until the SCSI device is deleted.
-    """
-    deadline = time.monotonic() + timeout
-    while Path("/sys/module/scsi_debug").exists():
-        if time.monotonic() > deadline:
-            pytest.fail("scsi_debug is still loaded from an earlier test; cannot change ptype")
-        for device in find_by_identity(vendor="Linux", model="scsi_debug"):
-            delete = Path("/sys/class/scsi_device") / device.hctl / "device/delete"
-            if delete.exists():
-                delete.write_text("1")
-        subprocess.run(["modprobe", "-r", "scsi_debug"], check=False, capture_output=True)
-        time.sleep(0.2)
+# CDBs sent with sg_raw both through the export and to scsi_debug's own node.
+TUR = bytes(6)
+READ_BLOCK_LIMITS = bytes([0x05, 0, 0, 0, 0, 0])
 
 
-def load_scsi_debug(modprobe: Callable[..., None], ptype: int) -> ScsiDeviceInfo:
-    wait_scsi_debug_gone()
-    modprobe("scsi_debug", f"ptype={ptype}", "dev_size_mb=16", "num_tgts=1", "max_luns=1")
-    deadline = time.monotonic() + 15
-    while True:
-        found = [d for d in find_by_identity(vendor="Linux", model="scsi_debug") if d.sg]
-        if found and os.path.exists(found[0].sg or ""):
-            assert len(found) == 1, f"more than one scsi_debug device: {found}"
-            assert found[0].device_type == ptype
-            return found[0]
-        if time.monotonic() > deadline:
-            pytest.fail(f"scsi_debug ptype={ptype} did not show up in sysfs with an sg node")
-        time.sleep(0.1)
+def scsi_debug_of_type(modprobe: Callable[..., None], ptype: int) -> ScsiDeviceInfo:
+    info = load_scsi_debug(modprobe, f"ptype={ptype}", "dev_size_mb=16", need_block=ptype == 0)
+    assert info.device_type == ptype
+    return info
 
 
 def sg_inq(node: str) -> str:
@@ -87,7 +65,7 @@ def inquiry_identity(text: str) -> dict[str, str]:
     return fields
 
 
-def export(stack: lio.Teardown, info: ScsiDeviceInfo, **params: object) -> Served:
+def export(stack: ExitStack, info: ScsiDeviceInfo, **params: object) -> Served:
     handler = HANDLERS[info.device_type]
     dev_config = to_dev_config(PassthroughParams(handler, info.hctl, **params))
     served = serve(stack, dev_config, 16 * MiB, need_block=info.device_type == 0)
@@ -99,9 +77,9 @@ def export(stack: lio.Teardown, info: ScsiDeviceInfo, **params: object) -> Serve
 
 @pytest.mark.parametrize("ptype", sorted(HANDLERS), ids=[HANDLERS[t] for t in sorted(HANDLERS)])
 def test_inquiry_through_the_export_shows_scsi_debug(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown, ptype: int
+    modprobe: Callable[..., None], lio_stack: ExitStack, ptype: int
 ) -> None:
-    info = load_scsi_debug(modprobe, ptype)
+    info = scsi_debug_of_type(modprobe, ptype)
     served = export(lio_stack, info)
     assert served.lun is not None and served.lun.sg
     through = inquiry_identity(sg_inq(served.lun.sg))
@@ -114,55 +92,38 @@ def test_inquiry_through_the_export_shows_scsi_debug(
 
 
 def test_disk_data_written_through_the_export_is_on_scsi_debug(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown, tmp_path: Path
+    modprobe: Callable[..., None], lio_stack: ExitStack, tmp_path: Path
 ) -> None:
-    info = load_scsi_debug(modprobe, 0)
+    info = scsi_debug_of_type(modprobe, 0)
     assert info.block, "scsi_debug disk has no block node"
     served = export(lio_stack, info)
     assert served.lun is not None and served.lun.block
     pattern = os.urandom(MiB)
     src = tmp_path / "pattern"
     src.write_bytes(pattern)
-    subprocess.run(
-        ["dd", f"if={src}", f"of={served.lun.block}", "bs=64k", "seek=16", "oflag=direct",
-         "status=none"],
-        check=True, timeout=120,
-    )
+    dd(f"if={src}", f"of={served.lun.block}", "bs=64k", "seek=16", "oflag=direct")
     back = tmp_path / "back"
-    subprocess.run(
-        ["dd", f"if={info.block}", f"of={back}", "bs=64k", "skip=16", "count=16",
-         "iflag=direct", "status=none"],
-        check=True, timeout=120,
-    )
+    dd(f"if={info.block}", f"of={back}", "bs=64k", "skip=16", "count=16", "iflag=direct")
     assert back.read_bytes() == pattern
     # ... and reading through the export gives the same bytes.
     again = tmp_path / "again"
-    subprocess.run(
-        ["dd", f"if={served.lun.block}", f"of={again}", "bs=64k", "skip=16", "count=16",
-         "iflag=direct", "status=none"],
-        check=True, timeout=120,
-    )
+    dd(f"if={served.lun.block}", f"of={again}", "bs=64k", "skip=16", "count=16", "iflag=direct")
     assert again.read_bytes() == pattern
 
 
-def sg_raw(node: str, *cdb: str, read: int = 0) -> subprocess.CompletedProcess[str]:
-    args = ["sg_raw", *(["-r", str(read)] if read else []), node, *cdb]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60)
-
-
 def test_tape_serialized_tur_and_read_block_limits(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown
+    modprobe: Callable[..., None], lio_stack: ExitStack
 ) -> None:
-    info = load_scsi_debug(modprobe, 1)
+    info = scsi_debug_of_type(modprobe, 1)
     served = export(lio_stack, info)
     assert isinstance(served.handler, PassthroughHandler) and served.handler.serialized
     assert served.lun is not None and served.lun.sg
     for node in (served.lun.sg, info.sg or ""):
-        sg_raw(node, "00", "00", "00", "00", "00", "00")  # eat a pending UNIT ATTENTION
-    tur = sg_raw(served.lun.sg, "00", "00", "00", "00", "00", "00")
+        sg_raw(node, TUR)  # eat a pending UNIT ATTENTION
+    tur = sg_raw(served.lun.sg, TUR)
     assert tur.returncode == 0, f"TEST UNIT READY through the export: {tur.stderr}"
-    through = sg_raw(served.lun.sg, "05", "00", "00", "00", "00", "00", read=6)
-    direct = sg_raw(info.sg or "", "05", "00", "00", "00", "00", "00", read=6)
+    through = sg_raw(served.lun.sg, READ_BLOCK_LIMITS, read=6)
+    direct = sg_raw(info.sg or "", READ_BLOCK_LIMITS, read=6)
     # The export answers exactly what the device answers (data, or status and sense).
     print(f"READ BLOCK LIMITS through the export: rc={through.returncode} "
           f"stdout={through.stdout!r} stderr={through.stderr!r}")
@@ -173,18 +134,18 @@ def test_tape_serialized_tur_and_read_block_limits(
 
 
 def test_lun_reset_through_the_export_resets_the_device(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown
+    modprobe: Callable[..., None], lio_stack: ExitStack
 ) -> None:
     """sg_reset -d on the export: LIO's LUN RESET reaches the handler as a TMR
     notification, and the handler resets scsi_debug (which then raises a reset
     UNIT ATTENTION on its own node)."""
-    info = load_scsi_debug(modprobe, 0)
+    info = scsi_debug_of_type(modprobe, 0)
     served = export(lio_stack, info)
     assert served.lun is not None and served.lun.sg and info.sg
-    (served.path / "attrib/tmr_notification").write_text("1")
+    served.backstore.set_attrib("tmr_notification", 1)
     for _ in range(3):  # eat the power-on UNIT ATTENTION on the direct node
-        sg_raw(info.sg, "00", "00", "00", "00", "00", "00")
-    assert sg_raw(info.sg, "00", "00", "00", "00", "00", "00").returncode == 0
+        sg_raw(info.sg, TUR)
+    assert sg_raw(info.sg, TUR).returncode == 0
     tmrs_before = served.runner.stats.tmrs
     reset = subprocess.run(["sg_reset", "-d", served.lun.sg], capture_output=True, text=True,
                            timeout=60)
@@ -193,16 +154,16 @@ def test_lun_reset_through_the_export_resets_the_device(
     while served.runner.stats.tmrs == tmrs_before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert served.runner.stats.tmrs > tmrs_before, "no TMR notification reached the ring"
-    after = sg_raw(info.sg, "00", "00", "00", "00", "00", "00")
+    after = sg_raw(info.sg, TUR)
     assert after.returncode != 0 and "Unit Attention" in after.stderr, after.stderr
 
 
 def test_disk_parallel_writers_in_concurrent_mode(
-    modprobe: Callable[..., None], lio_stack: lio.Teardown, tmp_path: Path
+    modprobe: Callable[..., None], lio_stack: ExitStack, tmp_path: Path
 ) -> None:
     """Four direct-I/O writers at once through a concurrent dev_disk (four runner
     threads issuing SG_IO side by side): every byte lands where it was written."""
-    info = load_scsi_debug(modprobe, 0)
+    info = scsi_debug_of_type(modprobe, 0)
     assert info.block
     handler_name = HANDLERS[0]
     dev_config = to_dev_config(PassthroughParams(handler_name, info.hctl))
@@ -220,11 +181,9 @@ def test_disk_parallel_writers_in_concurrent_mode(
         ))
     assert [w.wait(120) for w in writers] == [0, 0, 0, 0]
     whole = tmp_path / "whole"
-    subprocess.run(["dd", f"if={info.block}", f"of={whole}", "bs=1M", "count=8",
-                    "iflag=direct", "status=none"], check=True, timeout=120)
+    dd(f"if={info.block}", f"of={whole}", "bs=1M", "count=8", "iflag=direct")
     assert whole.read_bytes() == b"".join(patterns)
     started = time.monotonic()
-    subprocess.run(["dd", f"if={served.lun.block}", "of=/dev/null", "bs=1M", "count=16",
-                    "iflag=direct", "status=none"], check=True, timeout=120)
+    dd(f"if={served.lun.block}", "of=/dev/null", "bs=1M", "count=16", "iflag=direct")
     elapsed = time.monotonic() - started
     print(f"dev_disk read through the export: {16 / elapsed:.1f} MiB/s (bs=1M, direct)")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 from tcmu_scst.handlers._perf_tape import PerfTapeDevice
 from tcmu_scst.handlers.perf import PerfHandler, PerfParams, to_dev_config
-from tcmu_scst.lab import lio
 
-from .tcmu_rig import serve
+from .tcmu_rig import dd, serve
 
 MiB = 1 << 20
 
@@ -29,11 +29,7 @@ def read_all(dev: str, length: int) -> bytes:
         os.close(fd)
 
 
-def dd(*args: str) -> None:
-    subprocess.run(["dd", *args, "status=none"], check=True, timeout=120)
-
-
-def test_disk_perf_reads_zeros_after_random_writes(lio_stack: lio.Teardown) -> None:
+def test_disk_perf_reads_zeros_after_random_writes(lio_stack: ExitStack) -> None:
     size = 32 * MiB
     config = to_dev_config(PerfParams("dev_disk_perf", "perf0", size=size))
     served = serve(lio_stack, config, size)
@@ -59,7 +55,7 @@ def test_disk_perf_reads_zeros_after_random_writes(lio_stack: lio.Teardown) -> N
     assert job["read"]["io_bytes"] > 0
 
 
-def test_modisk_perf_is_optical_memory(lio_stack: lio.Teardown) -> None:
+def test_modisk_perf_is_optical_memory(lio_stack: ExitStack) -> None:
     size = 8 * MiB
     config = to_dev_config(PerfParams("dev_modisk_perf", "mo0", size=size, blocksize=2048))
     served = serve(lio_stack, config, size, block_size=2048)
@@ -70,7 +66,7 @@ def test_modisk_perf_is_optical_memory(lio_stack: lio.Teardown) -> None:
     assert read_all(served.lun.block, MiB) == bytes(MiB)
 
 
-def test_tape_perf_attaches_to_st(lio_stack: lio.Teardown) -> None:
+def test_tape_perf_attaches_to_st(lio_stack: ExitStack) -> None:
     config = to_dev_config(PerfParams("dev_tape_perf", "tape0"))
     served = serve(lio_stack, config, MiB, need_block=False)
     assert served.lun is not None

@@ -18,12 +18,12 @@ import pytest
 
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
-from tcmu_scst.lab import lio
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import ApplyError, apply_config
 from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.materializer import Materializer
 from tcmu_scst.scst.ownership import load_ownership
+from tests.kernel.tcmu_rig import iscsi_inq, product_id
 
 pytestmark = pytest.mark.kernel
 
@@ -84,20 +84,16 @@ CASE_C = iscsi(
 
 
 def inquiry(initiator: str, lun: int, chap: str = "") -> subprocess.CompletedProcess[str]:
-    user = f"{chap}@" if chap else ""  # libiscsi URL: iscsi://user%secret@host/iqn/lun
-    return subprocess.run(
-        ["iscsi-inq", "-i", initiator, f"iscsi://{user}{PORTAL}/{IQN}/{lun}"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    return iscsi_inq(initiator, url(lun, chap))
 
 
 def product(initiator: str, lun: int, chap: str = "") -> str:
-    proc = inquiry(initiator, lun, chap)
-    assert proc.returncode == 0, proc.stderr
-    for line in proc.stdout.splitlines():
-        if line.startswith("Product:"):  # iscsi-inq prints "Product:<id padded>"
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no product id in {proc.stdout!r}")
+    return product_id(initiator, url(lun, chap))
+
+
+def url(lun: int, chap: str = "") -> str:
+    user = f"{chap}@" if chap else ""  # libiscsi URL: iscsi://user%secret@host/iqn/lun
+    return f"iscsi://{user}{PORTAL}/{IQN}/{lun}"
 
 
 def discovered(initiator: str) -> str:
@@ -169,8 +165,7 @@ def test_loopback_target_per_group_exports_the_groups_devices(
     apply_config(cfs, conf.parse(devices(tmp_path) + body, "l.conf"), state)
     seen = {}
     for owned in load_ownership(state).targets:
-        hctl = LoopbackTpg(cfs, owned.wwn).hctl(0)
-        nodes = lio.wait_for_scsi_device(hctl)
+        nodes = LoopbackTpg(cfs, owned.wwn).wait_for_lun(0)
         assert nodes.block is not None
         model = Path(f"/sys/block/{os.path.basename(nodes.block)}/device/model").read_text()
         seen[owned.scst_group] = model.strip()

@@ -19,7 +19,7 @@ from tcmu_scst import cli
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import apply_config
-from tests.kernel.tcmu_rig import DaemonThread
+from tests.kernel.tcmu_rig import DaemonThread, iscsi_perf, product_id
 
 pytestmark = pytest.mark.kernel
 
@@ -60,22 +60,11 @@ def shell(tmp: Path, command: str) -> int:
 
 
 def product(initiator: str, lun: int) -> str:
-    done = subprocess.run(
-        ["iscsi-inq", "-i", initiator, f"iscsi://{PORTAL}/{IQN}/{lun}"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    for line in done.stdout.splitlines():
-        if line.startswith("Product:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no product id in {done.stdout!r}")
+    return product_id(initiator, f"iscsi://{PORTAL}/{IQN}/{lun}")
 
 
 def perf(initiator: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["iscsi-perf", "-i", initiator, "-m", "2", f"iscsi://{PORTAL}/{IQN}/0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return iscsi_perf(initiator, f"iscsi://{PORTAL}/{IQN}/0", "-m", "2")
 
 
 def test_readme_examples_serve_an_iscsi_initiator(

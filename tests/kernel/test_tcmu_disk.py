@@ -15,19 +15,19 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from tcmu_scst.command import Command, Result
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore
-from tcmu_scst.lab import lio
 from tcmu_scst.scsi.block import BlockDeviceConfig
 from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.service import control
 from tcmu_scst.testing.memory_backend import MemoryBackend
 
-from .tcmu_rig import DaemonThread, create_backstore, serve
+from .tcmu_rig import DaemonThread, create_backstore, dd, export_loop, serve
 
 MiB = 1 << 20
 
@@ -48,11 +48,7 @@ class MemoryDisk(Handler):
         return not self.device.is_io(cmd)
 
 
-def dd(*args: str) -> None:
-    subprocess.run(["dd", *args, "status=none"], check=True, timeout=120)
-
-
-def test_memory_disk_through_sd(lio_stack: lio.Teardown, tmp_path: Path) -> None:
+def test_memory_disk_through_sd(lio_stack: ExitStack, tmp_path: Path) -> None:
     handler = MemoryDisk(16 * MiB)
     served = serve(lio_stack, "memdisk/x", 16 * MiB, handler=handler)
     assert served.lun is not None and served.lun.block
@@ -68,7 +64,7 @@ def test_memory_disk_through_sd(lio_stack: lio.Teardown, tmp_path: Path) -> None
     assert handler.backend.read_bytes(MiB, len(data)) == data
 
 
-def test_daemon_serves_vdisk_and_answers_netlink(lio_stack: lio.Teardown, tmp_path: Path) -> None:
+def test_daemon_serves_vdisk_and_answers_netlink(lio_stack: ExitStack, tmp_path: Path) -> None:
     image = tmp_path / "disk1.img"
     with open(image, "wb") as f:
         f.truncate(32 * MiB)
@@ -82,7 +78,7 @@ def test_daemon_serves_vdisk_and_answers_netlink(lio_stack: lio.Teardown, tmp_pa
                               nl_reply_supported=None)
         status = control.request("status", daemon.socket)
         assert [d["name"] for d in status["devices"]] == ["disk1"]
-        lun = lio.export_loop(lio.TARGET / bs.rel, 0, lio_stack)
+        lun = export_loop(lio_stack, bs)
         assert lun.block
         payload = os.urandom(MiB)
         (tmp_path / "p").write_bytes(payload)
@@ -112,7 +108,7 @@ def test_daemon_serves_vdisk_and_answers_netlink(lio_stack: lio.Teardown, tmp_pa
 
 
 def test_sigkill_under_io_then_restart_keeps_acknowledged_writes(
-    lio_stack: lio.Teardown, tmp_path: Path
+    lio_stack: ExitStack, tmp_path: Path
 ) -> None:
     image = tmp_path / "crash.img"
     with open(image, "wb") as f:
@@ -132,7 +128,7 @@ def test_sigkill_under_io_then_restart_keeps_acknowledged_writes(
             time.sleep(0.2)
         bs = create_backstore(lio_stack, dev_config, 64 * MiB, name="crash",
                               nl_reply_supported=None)
-        lun = lio.export_loop(lio.TARGET / bs.rel, 0, lio_stack)
+        lun = export_loop(lio_stack, bs)
         assert lun.block
         # Write a verifiable pattern; kill the daemon in the middle of it.
         fio_write = subprocess.Popen(

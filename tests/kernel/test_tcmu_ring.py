@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tcmu_scst.kernel import abi, uio
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
 from tcmu_scst.kernel.ring import Ring
-from tcmu_scst.lab import lio
+from tests.kernel.tcmu_rig import export_loop, sg_raw
 
 INVALID_FIELD = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0])
 RECORD = os.environ.get("TCMU_SCST_RECORD")
@@ -115,7 +116,7 @@ class RawRig:
 
 @pytest.fixture
 def raw_rig(
-    lio_stack: lio.Teardown, request: pytest.FixtureRequest
+    lio_stack: ExitStack, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., RawRig]]:
     rigs: list[RawRig] = []
     counter = iter(range(100))
@@ -125,19 +126,10 @@ def raw_rig(
         name = f"ringtest{next(counter)}"
         options = UserBackstoreOptions(
             dev_config="ringtest/raw", dev_size=1 << 20, nl_reply_supported=-1,
-            max_data_area_mb=4,
+            max_data_area_mb=4, cmd_ring_size_mb=ring_mb,
         )
-        if ring_mb is not None:
-            # cmd_ring_size_mb goes into control before enable, like the rest.
-            cfs.mkdir("core/user_90")
-            cfs.mkdir(f"core/user_90/{name}")
-            for token in [*options.control_tokens(), f"cmd_ring_size_mb={ring_mb}"]:
-                cfs.write(f"core/user_90/{name}/control", token)
-            cfs.write(f"core/user_90/{name}/enable", "1")
-            bs = UserBackstore(cfs, 90, name)
-        else:
-            bs = UserBackstore.create(cfs, name, options)
-        lio_stack.push(f"delete {name}", bs.delete)
+        bs = UserBackstore.create(cfs, name, options)
+        lio_stack.callback(bs.delete)
         bs.set_cmd_time_out(cmd_time_out)
         if tmr:
             bs.set_attrib("tmr_notification", 1)
@@ -153,8 +145,8 @@ def raw_rig(
             rig.thread.join(5)
             port.close()
 
-        lio_stack.push(f"stop ring of {name}", teardown)
-        lun = lio.export_loop(lio.TARGET / bs.rel, 0, lio_stack, need_block=False)
+        lio_stack.callback(teardown)
+        lun = export_loop(lio_stack, bs, need_block=False)
         assert lun.sg, "no /dev/sg node for the exported processor device"
         rig.sg = lun.sg
         rigs.append(rig)
@@ -168,21 +160,6 @@ def raw_rig(
             for j, raw in enumerate(rig.raw[:40]):
                 name = f"{request.node.name}-rig{i}-entry{j:03d}-pos{raw.pos}.bin"
                 (out / name).write_bytes(raw.data)
-
-
-def sg_raw(sg: str, cdb: bytes, *, read: int = 0, write: bytes = b"", timeout: int = 20,
-           out: Path | None = None) -> subprocess.CompletedProcess[str]:
-    args = ["sg_raw", "-t", str(timeout)]
-    if read:
-        args += ["-r", str(read)]
-        if out is not None:
-            args += ["-o", str(out)]
-    if write:
-        src = Path(f"/tmp/sgraw-{os.getpid()}-{threading.get_ident()}.bin")
-        src.write_bytes(write)
-        args += ["-s", str(len(write)), "-i", str(src)]
-    args += [sg, *(f"{b:02x}" for b in cdb)]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout + 30)
 
 
 def entry_fields(raw: bytes) -> tuple[int, int, int, int, int, int, int]:

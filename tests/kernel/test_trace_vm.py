@@ -4,17 +4,17 @@ which then logs the commands the kernel's own initiator (sg via tcm_loop) sends.
 from __future__ import annotations
 
 import logging
-import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst import cli
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.lab import lio
+from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import apply_config
-from tests.kernel.tcmu_rig import DaemonThread
+from tests.kernel.tcmu_rig import DaemonThread, export_loop, sg_raw
 
 pytestmark = pytest.mark.kernel
 
@@ -27,10 +27,7 @@ def proc(tmp: Path, path: str, line: str) -> int:
 
 
 def read_lba0(sg: str) -> None:
-    done = subprocess.run(
-        ["sg_raw", "-r", "512", sg, "28", "00", "00", "00", "00", "00", "00", "00", "01", "00"],
-        capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
+    done = sg_raw(sg, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), read=512)  # READ(10)
     assert done.returncode == 0, done.stderr
 
 
@@ -48,12 +45,13 @@ def test_shell_trace_level_makes_the_daemon_log_commands(
         f.truncate(64 << 20)
     daemon = DaemonThread(tmp_path).start()
     try:
-        with lio.Teardown() as stack:
+        with ExitStack() as stack:
             assert proc(tmp_path, "vdisk/vdisk", f"open tracedisk {image}") == 0
-            [backstore] = Path("/sys/kernel/config/target/core").glob("user_*/tracedisk")
+            backstore = UserBackstore.find(Configfs(), "tracedisk")
+            assert backstore is not None
             # The daemon asks for TMR notifications on every device it serves.
-            assert (backstore / "attrib/tmr_notification").read_text().strip() == "1"
-            lun = lio.export_loop(backstore, 0, stack)
+            assert backstore.attrib("tmr_notification") == "1"
+            lun = export_loop(stack, backstore)
             assert lun.sg is not None
             read_lba0(lun.sg)
             assert not any("READ(10)" in line for line in trace_lines(caplog))  # default: off

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handlers.vcdrom import VcdromHandler, VcdromParams, to_dev_config
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
 
@@ -50,7 +50,7 @@ def umount(where: Path) -> None:
     subprocess.run(["umount", str(where)], check=True, timeout=60)
 
 
-def test_iso_mount_change_and_eject(lio_stack: lio.Teardown, tmp_path: Path) -> None:
+def test_iso_mount_change_and_eject(lio_stack: ExitStack, tmp_path: Path) -> None:
     subprocess.run(["modprobe", "isofs"], check=True)
     first = os.urandom(3 * 1024 * 1024 + 123)
     second = os.urandom(700 * 1024 + 5)
@@ -132,7 +132,7 @@ def sg_raw_in(node: str, cdb: bytes, length: int) -> bytes:
 
 
 def test_dvd_image_answers_read_disc_structure_and_get_performance(
-    lio_stack: lio.Teardown, tmp_path: Path
+    lio_stack: ExitStack, tmp_path: Path
 ) -> None:
     # A sparse image larger than an 80-minute CD: the drive reports a DVD-ROM.
     blocks = 400_000

@@ -10,40 +10,26 @@ rotational 0), although the vdisk was opened with the default ``rotational``.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tcmu_scst.handlers.scsi_sysfs import find_by_identity
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
-from tcmu_scst.lab import lio
 
-from .tcmu_rig import serve
-from .test_passthrough_devices import wait_scsi_debug_gone
+from .tcmu_rig import load_scsi_debug, serve
 
 pytestmark = pytest.mark.kernel
 
 MiB = 1 << 20
 
 
-def scsi_debug_disk(modprobe: Callable[..., None]) -> str:
-    wait_scsi_debug_gone()
-    modprobe("scsi_debug", "dev_size_mb=16", "physblk_exp=3", "num_tgts=1", "max_luns=1")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        found = [d for d in find_by_identity(vendor="Linux", model="scsi_debug") if d.block]
-        if found and Path(found[0].block or "").exists():
-            return found[0].block or ""
-        time.sleep(0.1)
-    pytest.fail("scsi_debug's disk did not show up")
-
-
 def test_blockio_reports_the_devices_physical_blocks_and_rotation(
-    lio_stack: lio.Teardown, modprobe: Callable[..., None]
+    lio_stack: ExitStack, modprobe: Callable[..., None]
 ) -> None:
-    disk = scsi_debug_disk(modprobe)
+    disk = load_scsi_debug(modprobe, "dev_size_mb=16", "physblk_exp=3", need_block=True).block
+    assert disk is not None
     name = Path(disk).name
     assert Path(f"/sys/block/{name}/queue/physical_block_size").read_text().strip() == "4096"
     assert Path(f"/sys/block/{name}/queue/rotational").read_text().strip() == "0"

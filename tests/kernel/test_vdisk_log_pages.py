@@ -4,12 +4,12 @@ sg over LIO, answered by our handler)."""
 from __future__ import annotations
 
 import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
 
@@ -24,7 +24,7 @@ def sg_logs(*args: str) -> str:
     return done.stdout
 
 
-def test_sg_logs_lists_and_decodes_the_pages(lio_stack: lio.Teardown, tmp_path: Path) -> None:
+def test_sg_logs_lists_and_decodes_the_pages(lio_stack: ExitStack, tmp_path: Path) -> None:
     image = tmp_path / "logs.img"
     with open(image, "wb") as f:
         f.truncate(16 * MiB)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
 
@@ -113,24 +113,24 @@ class Vdisk:
         return Path(f"/sys/block/{name}/queue/rotational").read_text().strip() == "1"
 
 
-def make_vdisk(stack: lio.Teardown, tmp: Path, mode: str, block_size: int,
+def make_vdisk(stack: ExitStack, tmp: Path, mode: str, block_size: int,
                thin: bool = False) -> Vdisk:
     _trace(f"== {mode} {block_size} thin={thin}")
-    stack.push("trace", lambda: _trace(f"== {mode} {block_size}: teardown finished"))
+    stack.callback(lambda: _trace(f"== {mode} {block_size}: teardown finished"))
     flags = dict(MODES[mode])
     backing: Path | None = None
     filename = ""
     size = SIZE
     if mode == "O_DIRECT":
         fs = Ext4Scratch(tmp)
-        stack.push("remove ext4 scratch", fs.close)
+        stack.callback(fs.close)
         backing = fs.mount / "vdisk.img"
     elif mode == "BLOCKIO":
         image = tmp / "blockio.img"
         with open(image, "wb") as f:
             f.truncate(SIZE)
         loop = run("losetup", "--find", "--show", str(image)).stdout.strip()
-        stack.push(f"detach {loop}", lambda: _detach(loop))
+        stack.callback(lambda: _detach(loop))
         filename = loop
     elif mode != "NULLIO":
         backing = tmp / f"{mode.lower()}.img"
@@ -168,7 +168,7 @@ def vpd(dev: str, page: int) -> bytes:
 @pytest.mark.parametrize("block_size", [512, 4096])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_pages_show_what_the_mode_promises(
-    lio_stack: lio.Teardown, tmp_path: Path, mode: str, block_size: int
+    lio_stack: ExitStack, tmp_path: Path, mode: str, block_size: int
 ) -> None:
     disk = make_vdisk(lio_stack, tmp_path, mode, block_size)
     inq = raw("sg_inq", "-r", "--len=96", disk.dev)
@@ -210,7 +210,7 @@ def test_pages_show_what_the_mode_promises(
     assert ro == ("1" if mode == "READ_ONLY" else "0")
 
 
-def test_thin_and_non_rotational_pages(lio_stack: lio.Teardown, tmp_path: Path) -> None:
+def test_thin_and_non_rotational_pages(lio_stack: ExitStack, tmp_path: Path) -> None:
     image = tmp_path / "thin.img"
     with open(image, "wb") as f:
         f.truncate(SIZE)
@@ -236,7 +236,7 @@ def test_thin_and_non_rotational_pages(lio_stack: lio.Teardown, tmp_path: Path) 
 @pytest.mark.parametrize("block_size", [512, 4096])
 @pytest.mark.parametrize("mode", WRITABLE)
 def test_filesystem_and_fio_verify(
-    lio_stack: lio.Teardown, tmp_path: Path, mode: str, block_size: int
+    lio_stack: ExitStack, tmp_path: Path, mode: str, block_size: int
 ) -> None:
     disk = make_vdisk(lio_stack, tmp_path, mode, block_size)
     run("modprobe", "ext4")
@@ -271,7 +271,7 @@ def test_filesystem_and_fio_verify(
 
 
 @pytest.mark.parametrize("block_size", [512, 4096])
-def test_read_only_refuses_writes(lio_stack: lio.Teardown, tmp_path: Path,
+def test_read_only_refuses_writes(lio_stack: ExitStack, tmp_path: Path,
                                   block_size: int) -> None:
     disk = make_vdisk(lio_stack, tmp_path, "READ_ONLY", block_size)
     assert disk.backing is not None
@@ -295,7 +295,7 @@ def test_read_only_refuses_writes(lio_stack: lio.Teardown, tmp_path: Path,
 
 @pytest.mark.parametrize("block_size", [512, 4096])
 def test_nullio_returns_zeros_and_accepts_writes(
-    lio_stack: lio.Teardown, tmp_path: Path, block_size: int
+    lio_stack: ExitStack, tmp_path: Path, block_size: int
 ) -> None:
     disk = make_vdisk(lio_stack, tmp_path, "NULLIO", block_size)
     run("dd", "if=/dev/urandom", f"of={disk.dev}", "bs=64k", "count=32", "oflag=direct",
@@ -305,7 +305,7 @@ def test_nullio_returns_zeros_and_accepts_writes(
     assert got == bytes(len(got)), "NULLIO returned non-zero bytes"
 
 
-def test_thin_fstrim_frees_backing_blocks(lio_stack: lio.Teardown, tmp_path: Path) -> None:
+def test_thin_fstrim_frees_backing_blocks(lio_stack: ExitStack, tmp_path: Path) -> None:
     disk = make_vdisk(lio_stack, tmp_path, "FILEIO", 512, thin=True)
     assert disk.backing is not None
     run("modprobe", "ext4")

@@ -19,7 +19,8 @@ from tcmu_scst.kernel.fabrics import (
     portal_name,
     validate_initiator_name,
 )
-from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
+from tcmu_scst.kernel.lio import FileioBackstore, UserBackstore, UserBackstoreOptions
+from tcmu_scst.kernel.scsi_nodes import ScsiNodes, ScsiNodeTimeout
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
 
 IQN = "iqn.2003-01.org.example:t1"
@@ -210,3 +211,30 @@ def test_loopback_delete_tolerates_stuck_port_count(tmp_path: Path) -> None:
     assert exc.value.errno == errno.EPERM
     tpg.delete()  # rmdir of the TPG drops the nexus itself
     assert not fake.exists(tpg.rel)
+
+
+def test_loopback_wait_for_lun_returns_the_nodes_the_scan_made(
+    fake: FakeConfigfs, tmp_path: Path
+) -> None:
+    tpg = LoopbackTpg.create(fake)
+    tpg.add_lun(0, FileioBackstore.create(fake, "f0", tmp_path / "f0.img", 1 << 20))
+    sysfs, dev = tmp_path / "sys", tmp_path / "dev"
+    device = sysfs / "class/scsi_device" / tpg.hctl(0) / "device"
+    with pytest.raises(ScsiNodeTimeout, match=f"SCSI device {tpg.hctl(0)} has no sg"):
+        tpg.wait_for_lun(0, timeout=0.1, sysfs=sysfs, dev=dev)
+    (device / "scsi_generic/sg0").mkdir(parents=True)
+    (dev / "sg0").mkdir(parents=True)
+    assert tpg.wait_for_lun(0, need_block=False, sysfs=sysfs, dev=dev) == ScsiNodes(
+        tpg.hctl(0), None, "/dev/sg0"
+    )
+
+
+def test_iscsi_demo_mode_opens_the_tpg_to_every_initiator(fake: FakeConfigfs) -> None:
+    tpg = IscsiTpg.create(fake, IQN)
+    tpg.set_demo_mode()
+    assert [tpg.attrib(k) for k in ("authentication", "generate_node_acls",
+                                    "cache_dynamic_acls", "demo_mode_write_protect")] == [
+        "0", "1", "1", "0"
+    ]  # fmt: skip
+    tpg.set_demo_mode(write_protect=True)
+    assert tpg.attrib("demo_mode_write_protect") == "1"

@@ -1,4 +1,4 @@
-"""User backstore helpers (tcmu_scst.kernel.lio) on the fake configfs."""
+"""Core backstore helpers (tcmu_scst.kernel.lio) on the fake configfs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import pytest
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.lio import (
+    FileioBackstore,
     UserBackstore,
     UserBackstoreOptions,
     hba_indexes,
+    parse_fileio_info,
     parse_user_info,
     validate_object_name,
 )
@@ -162,3 +164,77 @@ def test_parse_real_info_formats() -> None:
     assert info.config == "file/a b" and info.size == 42 and info.data_pages_per_blk is None
     with pytest.raises(ConfigfsError):
         parse_user_info("garbage")
+
+
+# ---- fileio (the lab's in-kernel reference backstore) --------------------------------
+
+
+def test_fileio_create_writes_one_key_per_control_write_then_enables(
+    fake: FakeConfigfs, tmp_path: Path
+) -> None:
+    image = tmp_path / "f0.img"
+    dev = FileioBackstore.create(fake, "f0", image, 16 << 20, buffered=True)
+    assert dev.rel == "core/fileio_0/f0" and dev.enabled
+    controls = [o.value for o in fake.ops("write") if o.path.endswith("/control")]
+    assert controls == [f"fd_dev_name={image}", f"fd_dev_size={16 << 20}", "fd_buffered_io=1"]
+    assert fake.index_of("write", "f0/enable") > fake.index_of("write", "f0/control")
+    assert image.exists()  # the kernel opens it O_CREAT
+    assert dev.info().path == str(image) and dev.info().size == 16 << 20
+    assert "Buffered-WCE" in fake.read(f"{dev.rel}/info")
+
+
+def test_fileio_and_user_share_the_hba_index_space(fake: FakeConfigfs, tmp_path: Path) -> None:
+    user = UserBackstore.create(fake, "u", UserBackstoreOptions("x/y", 0))
+    fileio = FileioBackstore.create(fake, "f", tmp_path / "f.img", 1 << 20)
+    assert (user.hba, fileio.hba) == ("core/user_0", "core/fileio_1")
+    assert [d.name for d in FileioBackstore.all(fake)] == ["f"]
+    assert FileioBackstore.find(fake, "u") is None and UserBackstore.find(fake, "f") is None
+    fileio.delete()
+    assert not fake.exists("core/fileio_1")
+    with pytest.raises(ConfigError, match="a user backstore named 'u' already exists"):
+        UserBackstore.create(fake, "u", UserBackstoreOptions("x/y", 0))
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "match"),
+    [
+        ("relative.img", 1 << 20, "absolute path"),
+        ("/tmp/a,b.img", 1 << 20, "','"),
+        ("/tmp/a.img", 0, "size must be > 0"),
+    ],
+)
+def test_fileio_refuses_what_the_kernel_would_misparse(
+    fake: FakeConfigfs, path: str, size: int, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        FileioBackstore.create(fake, "f", Path(path), size)
+    assert fake.ops("mkdir") == []
+
+
+def test_fileio_refused_enable_leaves_nothing(fake: FakeConfigfs, tmp_path: Path) -> None:
+    with pytest.raises(ConfigfsError) as exc:
+        FileioBackstore.create(fake, "f", tmp_path / "no-such-dir" / "f.img", 1 << 20)
+    assert exc.value.errno == errno.ENOENT and "f/enable" in str(exc.value)
+    assert fake.listdir("core") == ["alua"]
+
+
+def test_parse_fileio_info() -> None:
+    text = (
+        "Status: DEACTIVATED  Max Queue Depth: 0  SectorSize: 512  HwMaxSectors: 16384\n"
+        "        TCM FILEIO ID: 0        File: /run/c0.img  Size: 268435456  Mode: O_DSYNC"
+        " Async: 0\n"
+    )
+    info = parse_fileio_info(text)
+    assert (info.path, info.size) == ("/run/c0.img", 268435456)
+    with pytest.raises(ConfigfsError, match="is this a fileio backstore"):
+        parse_fileio_info("Status: ACTIVATED Config: x Size: 5")
+
+
+def test_cmd_ring_size_goes_into_control_before_enable(fake: FakeConfigfs) -> None:
+    dev = UserBackstore.create(fake, "r", UserBackstoreOptions("x/y", 0, cmd_ring_size_mb=1))
+    assert fake.index_of("write", "r/control", "cmd_ring_size_mb=1") < fake.index_of(
+        "write", "r/enable"
+    )
+    assert dev.info().cmd_ring_size_mb == 1
+    with pytest.raises(ConfigError, match="cmd_ring_size_mb must be > 0"):
+        UserBackstore.create(fake, "s", UserBackstoreOptions("x/y", 0, cmd_ring_size_mb=0))

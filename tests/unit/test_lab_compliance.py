@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tcmu_scst.errors import ConfigError, LabError
+from tcmu_scst.lab import compliance
 from tcmu_scst.lab.compliance import (
+    COMPLIANCE_IQN,
     CaseResult,
     compare,
     format_expectations,
     parse_cunit,
     parse_expectations,
 )
+from tcmu_scst.testing.fake_configfs import FakeConfigfs
 
 # Recorded from `iscsi-test-cu --dataloss --Verbose-scsi --test SCSI` against LIO fileio
 # in the lab (trimmed: some tests and most SCSI lines left out; summary adjusted to 5).
@@ -134,3 +139,54 @@ def test_regressions_improvements_and_stale_entries() -> None:
         "SCSI.A.WasFail", "SCSI.A.WasFail2"
     ]
     assert verdict.stale == ["SCSI.A.Gone"]
+
+
+# ---- the LIO side of a run, on the fake configfs -------------------------------------
+
+
+def _fake_run(monkeypatch: pytest.MonkeyPatch, fake: FakeConfigfs, result: str | Exception,
+              seen: list[str]) -> None:
+    def run(url: str, family: str, log: Path | None) -> str:
+        tpg = f"iscsi/{COMPLIANCE_IQN}/tpgt_1"
+        seen.append(url)
+        seen.append(fake.read(f"{tpg}/enable"))
+        seen.extend(fake.listdir(f"{tpg}/np"))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(compliance, "run_iscsi_test_cu", run)
+
+
+def test_fileio_run_exports_in_demo_mode_and_removes_everything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeConfigfs(tmp_path / "cfs")
+    seen: list[str] = []
+    _fake_run(monkeypatch, fake, RECORDED, seen)
+    image = tmp_path / "c0.img"
+    results = compliance.run_compliance(
+        compliance.fileio_backstore(1 << 20, image), cfs=fake
+    )
+    assert len(results) == 5
+    assert seen == [f"iscsi://{compliance.PORTAL}/{COMPLIANCE_IQN}/0", "1", compliance.PORTAL]
+    tpg = f"iscsi/{COMPLIANCE_IQN}/tpgt_1"
+    assert fake.index_of("write", f"{tpg}/attrib/generate_node_acls", "1") < fake.index_of(
+        "write", f"{tpg}/enable", "1"
+    )
+    # Torn down in reverse: the TPG (disabled first) before the backstore, then the file.
+    assert fake.index_of("write", f"{tpg}/enable", "0") < fake.index_of("rmdir", "core/fileio_0/")
+    assert not fake.exists("iscsi/" + COMPLIANCE_IQN) and fake.listdir("core") == ["alua"]
+    assert not image.exists()
+
+
+def test_a_failed_run_still_removes_everything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeConfigfs(tmp_path / "cfs")
+    _fake_run(monkeypatch, fake, LabError("iscsi-test-cu exited 1 without a Run Summary"), [])
+    with pytest.raises(LabError, match="without a Run Summary"):
+        compliance.run_compliance(
+            compliance.fileio_backstore(1 << 20, tmp_path / "c0.img"), cfs=fake
+        )
+    assert not fake.exists("iscsi/" + COMPLIANCE_IQN) and fake.listdir("core") == ["alua"]

@@ -159,26 +159,3 @@ def test_missing_static_busybox_names_busybox_static(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(initramfs, "BUSYBOX_CANDIDATES", ("/nonexistent/busybox",))
     with pytest.raises(LabError, match="apt-get install busybox-static"):
         initramfs.find_static_busybox()
-
-
-def test_scsi_device_nodes_are_found_through_sysfs(tmp_path: Path) -> None:
-    from tcmu_scst.lab import lio
-
-    device = tmp_path / "3:0:1:0" / "device"
-    (device / "block" / "sdb").mkdir(parents=True)
-    (device / "scsi_generic" / "sg2").mkdir(parents=True)
-    (tmp_path / "4:0:1:0" / "device").mkdir(parents=True)
-    assert lio.scsi_device_nodes("3:0:1:0", sysfs=tmp_path) == lio.LoopLun(
-        "3:0:1:0", "/dev/sdb", "/dev/sg2"
-    )
-    assert lio.scsi_device_nodes("4:0:1:0", sysfs=tmp_path) == lio.LoopLun("4:0:1:0", None, None)
-
-
-def test_free_hba_index_is_the_lowest_unused_across_plugins(tmp_path: Path) -> None:
-    from tcmu_scst.lab import lio
-
-    for name in ("alua", "fileio_0", "user_2"):
-        (tmp_path / name).mkdir()
-    assert lio.free_hba_index(tmp_path) == 1
-    (tmp_path / "iblock_1").mkdir()
-    assert lio.free_hba_index(tmp_path) == 3
