@@ -11,29 +11,24 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from tcmu_scst.handlers import vdisk_params
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
 
 MiB = 1 << 20
 
 
-def _sg(tpg: LoopbackTpg, lun: int, timeout: float = 15.0) -> str:
-    generic = Path("/sys/class/scsi_device") / tpg.hctl(lun) / "device/scsi_generic"
-    deadline = time.monotonic() + timeout
-    while True:
-        names = sorted(p.name for p in generic.iterdir()) if generic.is_dir() else []
-        if names and Path(f"/dev/{names[0]}").exists():
-            return f"/dev/{names[0]}"
-        assert time.monotonic() < deadline, f"no sg node for {tpg.hctl(lun)}"
-        time.sleep(0.1)
+def _sg(tpg: LoopbackTpg, lun: int) -> str:
+    """/dev/sgN of a loopback LUN once the midlayer scanned it."""
+    node = tpg.wait_for_lun(lun, need_block=False).sg
+    assert node is not None, f"no sg node for {tpg.hctl(lun)}"
+    return node
 
 
 def _remover(cfs: Configfs, rel: str) -> Callable[[], None]:
@@ -56,12 +51,12 @@ def _read(sg: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_standby_path_is_not_ready_and_groups_are_reported_and_set(
-    lio_stack: lio.Teardown,
+    lio_stack: ExitStack,
 ) -> None:
     backing = Path("/run/alua-disk.img")
     with open(backing, "wb") as handle:
         handle.truncate(16 * MiB)
-    lio_stack.push("remove the backing file", lambda: backing.unlink(missing_ok=True))
+    lio_stack.callback(lambda: backing.unlink(missing_ok=True))
     dev_config = vdisk_params.to_dev_config(
         vdisk_params.VdiskParams(name="aluadisk", filename=str(backing)))
     served = serve(lio_stack, dev_config, 16 * MiB, export=False)
@@ -72,11 +67,11 @@ def test_standby_path_is_not_ready_and_groups_are_reported_and_set(
     for name, gid, state in (("west", 10, 0), ("east", 20, 2)):
         group = f"{dev}/alua/{name}"
         cfs.mkdir(group)
-        lio_stack.push(f"rmdir {group}", _remover(cfs, group))
+        lio_stack.callback(_remover(cfs, group))
         cfs.write(f"{group}/tg_pt_gp_id", str(gid))
         cfs.write(f"{group}/alua_access_type", "3")  # implicit and explicit
         tpg = LoopbackTpg.create(cfs)
-        lio_stack.push(f"delete {tpg.rel}", tpg.delete)
+        lio_stack.callback(tpg.delete)
         tpg.add_lun(0, served.backstore)
         cfs.write(f"{tpg.rel}/lun/lun_0/alua_tg_pt_gp", name)
         cfs.write(f"{group}/alua_access_state", str(state))

@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ from tcmu_scst.command import Command, Result
 from tcmu_scst.handlers import _vdisk_sys as sysio
 from tcmu_scst.handlers._vdisk_file import FileBackend
 from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import serve
 
@@ -58,10 +58,10 @@ def dd(*args: str) -> None:
     subprocess.run(["dd", *args, "status=none"], check=True, timeout=120)
 
 
-def _serve_file(stack: lio.Teardown, image: Path, size: int) -> tuple[Recording, str]:
+def _serve_file(stack: ExitStack, image: Path, size: int) -> tuple[Recording, str]:
     with open(image, "wb") as f:
         f.truncate(size)
-    stack.push(f"remove {image}", lambda: image.unlink(missing_ok=True))
+    stack.callback(lambda: image.unlink(missing_ok=True))
     params = VdiskParams(name="inline", filename=str(image))
     handler = Recording(params)
     served = serve(stack, to_dev_config(params), size, handler=handler)
@@ -78,7 +78,7 @@ def _round_trip(dev: str, tmp_path: Path) -> None:
 
 
 def test_tmpfs_reads_and_writes_are_answered_on_the_ring_thread(
-    lio_stack: lio.Teardown, tmp_path: Path
+    lio_stack: ExitStack, tmp_path: Path
 ) -> None:
     image = Path("/run/inline-io.img")
     assert sysio.mount_fs_type(str(image)) == "tmpfs"
@@ -111,7 +111,7 @@ def ext4_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_ext4_cached_reads_inline_writes_on_workers(
-    lio_stack: lio.Teardown, tmp_path: Path, ext4_dir: Path
+    lio_stack: ExitStack, tmp_path: Path, ext4_dir: Path
 ) -> None:
     handler, dev = _serve_file(lio_stack, ext4_dir / "disk.img", 16 * MiB)
     backend = handler.backend

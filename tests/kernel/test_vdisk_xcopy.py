@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from tcmu_scst.handlers import vdisk_params
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
-from tcmu_scst.lab import lio
 
 from .tcmu_rig import Served, serve
 
@@ -26,31 +25,26 @@ MiB = 1 << 20
 SIZE = 16 * MiB
 
 
-def _vdisk(stack: lio.Teardown, name: str) -> tuple[Served, Path]:
+def _vdisk(stack: ExitStack, name: str) -> tuple[Served, Path]:
     backing = Path(f"/run/xcopy-{name}.img")
     with open(backing, "wb") as handle:
         handle.truncate(SIZE)
-    stack.push(f"remove {backing}", lambda: backing.unlink(missing_ok=True))
+    stack.callback(lambda: backing.unlink(missing_ok=True))
     dev_config = vdisk_params.to_dev_config(
         vdisk_params.VdiskParams(name=name, filename=str(backing)))
     return serve(stack, dev_config, SIZE, export=False), backing
 
 
-def _sg(tpg: LoopbackTpg, lun: int, timeout: float = 15.0) -> str:
+def _sg(tpg: LoopbackTpg, lun: int) -> str:
     """/dev/sgN of a loopback LUN once the midlayer scanned it."""
-    generic = Path("/sys/class/scsi_device") / tpg.hctl(lun) / "device/scsi_generic"
-    deadline = time.monotonic() + timeout
-    while True:
-        names = sorted(p.name for p in generic.iterdir()) if generic.is_dir() else []
-        if names and os.path.exists(f"/dev/{names[0]}"):
-            return f"/dev/{names[0]}"
-        assert time.monotonic() < deadline, f"no sg node for {tpg.hctl(lun)}"
-        time.sleep(0.1)
+    node = tpg.wait_for_lun(lun, need_block=False).sg
+    assert node is not None, f"no sg node for {tpg.hctl(lun)}"
+    return node
 
 
-def _export(stack: lio.Teardown, *served: Served) -> tuple[LoopbackTpg, list[str]]:
+def _export(stack: ExitStack, *served: Served) -> tuple[LoopbackTpg, list[str]]:
     tpg = LoopbackTpg.create(Configfs())
-    stack.push(f"delete {tpg.rel}", tpg.delete)
+    stack.callback(tpg.delete)
     for lun, dev in enumerate(served):
         tpg.add_lun(lun, dev.backstore)
     return tpg, [_sg(tpg, lun) for lun in range(len(served))]
@@ -75,7 +69,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
-def test_sg_xcopy_between_two_luns_copies_inside_the_daemon(lio_stack: lio.Teardown) -> None:
+def test_sg_xcopy_between_two_luns_copies_inside_the_daemon(lio_stack: ExitStack) -> None:
     (src, src_file), (dst, dst_file) = _vdisk(lio_stack, "xsrc"), _vdisk(lio_stack, "xdst")
     pattern = os.urandom(8 * MiB)
     with open(src_file, "r+b") as handle:
@@ -95,7 +89,7 @@ def test_sg_xcopy_between_two_luns_copies_inside_the_daemon(lio_stack: lio.Teard
     assert dst.runner.stats.commands - before < 50
 
 
-def test_copy_to_a_lun_exported_elsewhere_is_refused(lio_stack: lio.Teardown) -> None:
+def test_copy_to_a_lun_exported_elsewhere_is_refused(lio_stack: ExitStack) -> None:
     (src, src_file), (other, other_file) = _vdisk(lio_stack, "xa"), _vdisk(lio_stack, "xb")
     with open(src_file, "r+b") as handle:
         handle.write(b"\x77" * MiB)
@@ -108,7 +102,7 @@ def test_copy_to_a_lun_exported_elsewhere_is_refused(lio_stack: lio.Teardown) ->
     plist = _parameter_list(src, other, blocks=2048)
     params = Path("/run/xcopy-params.bin")
     params.write_bytes(plist)
-    lio_stack.push("remove the parameter file", lambda: params.unlink(missing_ok=True))
+    lio_stack.callback(lambda: params.unlink(missing_ok=True))
     cdb = ["83"] + ["00"] * 9 + [f"{b:02x}" for b in len(plist).to_bytes(4, "big")] + ["00"] * 2
     raw = _run("sg_raw", "-v", "-s", str(len(plist)), "-i", str(params), sg_a, *cdb)
     text = (raw.stdout + raw.stderr).lower()
