@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
 
@@ -230,9 +231,9 @@ def parse_proc_open(line: str, *, setup_id: int = 0) -> VdiskParams:
             f"vdisk open: name {name!r} is too long (max {PROC_MAX_NAME_LEN} characters)"
         )
     params = VdiskParams(name=name, setup_id=setup_id)
-    if rest and rest[0] not in PROC_FLAGS and not rest[0][:1].isdigit():
+    if rest and rest[0] not in PROC_FLAGS and not is_decimal(rest[0][:1]):
         params.filename, rest = rest[0], rest[1:]
-    if rest and rest[0][:1].isdigit():
+    if rest and is_decimal(rest[0][:1]):
         params.blocksize, rest = _parse_proc_number(name, rest[0]), rest[1:]
     for word in rest:
         field = PROC_FLAGS.get(word)
@@ -299,7 +300,7 @@ def to_proc_open(params: VdiskParams) -> str:
     fname = params.filename
     if any(c.isspace() for c in fname):
         lost.append("a file name with blanks")
-    elif fname[:1].isdigit() or fname in PROC_FLAGS:
+    elif is_decimal(fname[:1]) or fname in PROC_FLAGS:
         lost.append(f"the file name {fname!r} (it would read as a block size or flag)")
     if lost:
         raise ConfigError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from tcmu_scst.ascii import is_decimal
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.exposure import all_tpgs
 from tcmu_scst.scsi.alua import SUPPORT_BITS, AccessState, PortGroup
@@ -39,7 +40,7 @@ _SUPPORT_FILES = {
 def _access_type(text: str) -> tuple[bool, bool]:
     """(implicit, explicit) from ``alua_access_type`` (a number or LIO's words)."""
     text = text.strip()
-    if text.isdigit():
+    if is_decimal(text):
         value = int(text)
         return bool(value & 1), bool(value & 2)
     lowered = text.lower()

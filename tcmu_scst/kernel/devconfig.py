@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError
 
 DEV_CONFIG_MAX: Final = 255
@@ -110,6 +111,6 @@ def decode(text: str, subtypes: Iterable[str]) -> Decoded:
 
 def number(decoded: Decoded, key: str, value: str | None) -> int:
     """A token's value as a non-negative decimal number."""
-    if value is None or not value.isdigit():
+    if value is None or not is_decimal(value):
         raise ConfigError(f"{decoded.where}: {key}={value!r} is not a number")
     return int(value)

@@ -24,7 +24,7 @@ from tcmu_scst.scst.save import live_config
 def load(path: Path, fmt: str = "auto") -> ScstConfig:
     """Parse and validate ``path`` in the modern or 0.9.6 format."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(
             "config file not found; create it or name another file", str(path)

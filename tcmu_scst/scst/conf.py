@@ -50,6 +50,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
 from tcmu_scst.scst.model import (
@@ -310,7 +311,7 @@ class _Reader:
             if attr.keyword != "read_only":
                 raise self.unknown(attr, f"LUN {number}", "read_only")
             read_only = self.flag(attr)
-        if not number.isdigit():
+        if not is_decimal(number):
             raise self.fail(node, f"LUN number {number!r} is not a decimal number")
         return Lun(int(number), device, read_only, self.where(node))
 
@@ -405,7 +406,7 @@ def normalize_portal(text: str, source: str = "", line: int = 0) -> str:
         host, port = text.split(":")
     elif text.count(":") > 1:
         host = f"[{text}]"  # bare IPv6 address
-    if not port.isdigit() or not 0 < int(port) < 65536 or host in ("", "[]"):
+    if not is_decimal(port) or not 0 < int(port) < 65536 or host in ("", "[]"):
         raise ConfigError(f"portal {text!r} is not IP:PORT with a port 1..65535", source, line)
     try:
         # The kernel helper's spelling (compressed IPv6), so live np/ names compare equal.
@@ -424,7 +425,7 @@ def parse(text: str, source: str = "<string>") -> ScstConfig:
 def load(path: Path | str) -> ScstConfig:
     """Read, parse and validate the file at ``path``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file: {err}", str(path)) from err
     return parse(text, str(path))

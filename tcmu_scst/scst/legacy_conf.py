@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
@@ -185,14 +186,14 @@ class _LegacyReader:
         elif new_handler != "vdisk_nullio":
             raise self.fail(number, f"vdisk device {name} needs a path: DEVICE {name},/path")
         if blocksize:
-            if not blocksize.isdigit():
+            if not is_decimal(blocksize):
                 raise self.fail(number, f"block size {blocksize!r} is not a number")
             params["blocksize"] = blocksize
         return Device(name, new_handler, params, where)
 
     def lun(self, number: int, rest: str) -> Lun:
         fields = [f.strip() for f in rest.split(",")]
-        if len(fields) not in (2, 3) or not fields[1].isdigit():
+        if len(fields) not in (2, 3) or not is_decimal(fields[1]):
             raise self.fail(number, "expected 'DEVICE name,lun[,READ_ONLY]' with a decimal LUN")
         read_only = len(fields) == 3 and fields[2].upper() == "READ_ONLY"
         if len(fields) == 3 and not read_only:
@@ -224,7 +225,7 @@ def parse_legacy(text: str, source: str = "<string>") -> ScstConfig:
 
 def load_legacy(path: Path | str) -> ScstConfig:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file: {err}", str(path)) from err
     return parse_legacy(text, str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -162,6 +164,15 @@ def test_writer_output_reads_back_identical() -> None:
          "c.conf:4: unknown keyword 'hidden' at LUN 0; expected read_only"),
         ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN x d\n }\n}\n",
          "c.conf:3: LUN number 'x' is not a decimal number"),
+        # str.isdigit() takes these; int() crashed on the first, read the second as 0.
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN \u00b2 d\n }\n}\n",
+         "c.conf:3: LUN number '\u00b2' is not a decimal number"),
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN \u0660 d\n }\n}\n",
+         "c.conf:3: LUN number '\u0660' is not a decimal number"),
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  portal 10.0.0.1:\u00b3\u00b2\u2076\u2070\n"
+         " }\n}\n",
+         "c.conf:3: portal '10.0.0.1:\u00b3\u00b2\u2076\u2070' is not IP:PORT with a port "
+         "1..65535"),
     ],
 )  # fmt: skip
 def test_bad_input_gives_one_line_error_with_file_line_and_fix(text: str, message: str) -> None:
@@ -176,6 +187,12 @@ def test_first_error_wins_and_line_numbers_count_comments_and_blank_lines() -> N
     with pytest.raises(ConfigError) as info:
         conf.parse(text, "f")
     assert info.value.line == 4
+
+
+def test_a_utf8_byte_order_mark_is_not_a_keyword(tmp_path: Path) -> None:
+    path = tmp_path / "scst.conf"
+    path.write_bytes(b"\xef\xbb\xbf" + b"HANDLER vdisk_nullio {\n DEVICE d\n}\n")
+    assert [d.name for d in conf.load(path).devices] == ["d"]
 
 
 def test_empty_file_is_an_empty_setup() -> None:
