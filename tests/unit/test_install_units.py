@@ -76,8 +76,22 @@ def test_daemon_unit_restarts_on_failure_and_follows_the_config(tmp_path: Path) 
     assert service["ExecStart"] == [
         "/usr/bin/tcmu-scst daemon --hotplug-config /etc/tcmu-scst/scst.conf"
     ]
-    assert "target.service" in unit["Unit"]["Conflicts"][0]
+    assert unit["Unit"]["Conflicts"][0].split() == [
+        "target.service", "rtslib-fb-targetctl.service"
+    ]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_restore_unit_replaces_targetclis_restore_units_after_their_clear(
+    tmp_path: Path,
+) -> None:
+    # Debian 12's rtslib-fb-targetctl.service runs 'targetctl clear' when stopped: that
+    # stop must be over before our apply starts, or it wipes what we just applied.
+    do_install(tmp_path)
+    unit = unit_sections(tmp_path / "etc/systemd/system/tcmu-scst-restore.service")["Unit"]
+    for name in ("target.service", "rtslib-fb-targetctl.service"):
+        assert name in unit["Conflicts"][0].split()
+        assert any(name in after.split() for after in unit["After"])
 
 
 def test_restore_unit_runs_after_the_daemon_and_takes_the_apply_lock(tmp_path: Path) -> None:
