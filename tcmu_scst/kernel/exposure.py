@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.fabrics import Tpg
+from tcmu_scst.kernel.fabrics import Tpg, list_tpgs
 
 ANY_INITIATOR = "*"
-_TPG_PREFIX = "tpgt_"
 
 
 @dataclass(frozen=True, order=True)
@@ -39,17 +38,12 @@ class Access:
 
 def all_tpgs(cfs: Configfs) -> list[Tpg]:
     """Every TPG of every fabric in configfs."""
-    out = []
-    for fabric in cfs.listdir():
-        if fabric == "core" or not cfs.is_dir(fabric):
-            continue
-        for wwn in cfs.listdir(fabric):
-            if not cfs.is_dir(f"{fabric}/{wwn}"):
-                continue
-            for name in cfs.listdir(f"{fabric}/{wwn}"):
-                if name.startswith(_TPG_PREFIX) and name[len(_TPG_PREFIX):].isdigit():
-                    out.append(Tpg(cfs, fabric, wwn, int(name[len(_TPG_PREFIX):])))
-    return out
+    return [
+        tpg
+        for fabric in cfs.listdir()
+        if fabric != "core" and cfs.is_dir(fabric)
+        for tpg in list_tpgs(cfs, fabric)
+    ]
 
 
 def exposure(cfs: Configfs, device_rel: str) -> frozenset[Access]:
