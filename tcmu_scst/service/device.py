@@ -224,15 +224,7 @@ class DeviceRunner:
     def drain(self) -> int:
         """Take every new entry off the ring and dispatch it; returns commands taken."""
         with self._dispatch_lock:
-            return self._drain()
-
-    def _drain(self) -> int:
-        items = self.ring.fetch()
-        if items:
-            return self._dispatch(items)
-        self.ring.flush()
-        self._clear_wake()
-        return 0
+            return self._dispatch(self.ring.fetch())
 
     def _dispatch(self, items: list[Command | TmrNotice]) -> int:
         taken = 0
@@ -267,7 +259,7 @@ class DeviceRunner:
         # ring and one cmd_tail store.
         if inline_done:
             self.stats.count_many(inline_done)
-        self.ring.complete_many(inline_done)
+            self.ring.complete_many(inline_done)
         self.ring.flush()
         self._clear_wake()
         return taken
