@@ -47,7 +47,8 @@ setup(
         "configshell-fb>=2.0.3",
     ],
     extras_require={
-        "test": ["pytest>=9.2", "hypothesis>=6.170", "mypy>=2.4", "ruff>=0.17"],
+        "test": ["pytest>=9.2", "pytest-timeout>=2.4.0", "hypothesis>=6.170", "mypy>=2.4",
+                 "ruff>=0.17"],
     },
     entry_points={"console_scripts": ["tcmu-scst = tcmu_scst.cli:main"]},
     classifiers=[

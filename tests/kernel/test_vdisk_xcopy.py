@@ -69,12 +69,23 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
+def _clear_unit_attentions(sg: str) -> None:
+    """Take the unit attentions an initiator sees first (REPORTED LUNS DATA HAS CHANGED
+    once the second LUN appears; POWER ON/RESET) with TEST UNIT READY, as sd does."""
+    for _ in range(4):
+        if _run("sg_turs", sg).returncode == 0:
+            return
+    raise AssertionError(f"{sg}: TEST UNIT READY keeps failing")
+
+
 def test_sg_xcopy_between_two_luns_copies_inside_the_daemon(lio_stack: ExitStack) -> None:
     (src, src_file), (dst, dst_file) = _vdisk(lio_stack, "xsrc"), _vdisk(lio_stack, "xdst")
     pattern = os.urandom(8 * MiB)
     with open(src_file, "r+b") as handle:
         handle.write(pattern)
     _tpg, (sg_src, sg_dst) = _export(lio_stack, src, dst)
+    for sg in (sg_src, sg_dst):
+        _clear_unit_attentions(sg)
     opcodes = _run("sg_opcodes", sg_src)
     assert "Extended copy" in opcodes.stdout or "EXTENDED COPY" in opcodes.stdout.upper()
     before = dst.runner.stats.commands
