@@ -94,9 +94,10 @@ SCALE_JOB = Job(f"{SCALE_LUNS} LUNs 4k randread QD32", "randread", "4k", 32, SCA
 
 @dataclass(frozen=True)
 class Variant:
-    """How our daemon serves: ``t2`` (2 workers, I/O tried on the ring thread first),
-    ``t2-workers`` (every I/O command handed to a worker: the path before try_inline),
-    ``t2-shared`` (one thread polls every device's ring: service.ringloop);
+    """How our daemon serves: ``t2-shared`` (the daemon's default: one thread polls
+    every device's ring, service.ringloop; 2 workers per device, I/O tried on the ring
+    thread first), ``t2`` (a ring thread per device: ``--ring-thread-per-device``),
+    ``t2-workers`` (every I/O command handed to a worker: the path before try_inline);
     ``@DIR`` serves with the package of another checkout (``git worktree add DIR
     COMMIT``), to compare commits in one boot."""
 
@@ -520,10 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runtime", type=int, default=10, help="seconds per fio job")
-    parser.add_argument("--variants", default="t2",
+    parser.add_argument("--variants", default="t2-shared",
                         help="how our daemon serves, comma list; the first is 'tcmu-scst': "
-                        "tN = N worker threads per device (the daemon's default: 2) with I/O "
-                        "tried on the ring thread first, tN-workers = every I/O on a worker")
+                        "tN-shared = the daemon's default (one ring thread for every vdisk, "
+                        "N worker threads per device, I/O tried on the ring thread first); "
+                        "tN = a ring thread per device (--ring-thread-per-device); "
+                        "tN-workers = that, with every I/O on a worker")
     parser.add_argument("--only", default=f"{OURS},{RUNNER},{KERNEL}",
                         help="backstores to run (comma list)")
     parser.add_argument("--quick", action="store_true",

@@ -114,6 +114,7 @@ class PerfHandler(Handler):
     """A perf device of any of the three kinds."""
 
     handler_name: ClassVar[str] = DISK_PERF
+    shares_ring_loop: ClassVar[bool] = True  # nothing here ever waits
 
     def __init__(self, params: PerfParams) -> None:
         self.params = params.validate()

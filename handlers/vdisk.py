@@ -152,6 +152,8 @@ class VdiskHandler(Handler):
     """One open vdisk device."""
 
     handler_name: ClassVar[str] = "vdisk"
+    # Inline work is SCSI emulation in memory and RWF_NOWAIT attempts (never O_DIRECT).
+    shares_ring_loop: ClassVar[bool] = True
 
     def __init__(self, params: VdiskParams) -> None:
         self.params = params.validate()

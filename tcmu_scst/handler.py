@@ -25,6 +25,13 @@ class Handler(abc.ABC):
     #: SCST's handler name (``vdisk``, ``vcdrom``, ``dev_disk``, ...).
     handler_name: ClassVar[str] = ""
 
+    #: True when the work this handler does on the ring thread (:meth:`is_inline`
+    #: commands, :meth:`try_inline` attempts) never waits for a device: the daemon
+    #: may then serve its ring from one thread shared with other such devices
+    #: (service.ringloop) instead of a ring thread of its own. A pass-through device
+    #: that stops answering must not stall its neighbours: False by default.
+    shares_ring_loop: ClassVar[bool] = False
+
     @abc.abstractmethod
     def handle(self, cmd: Command) -> Result | None:
         """Execute ``cmd``; return its result, or ``None`` if completed asynchronously.

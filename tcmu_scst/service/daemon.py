@@ -11,8 +11,12 @@ It reacts to the kernel's TCM-USER netlink events and serves one ring per device
 * SIGTERM/SIGINT: every device drained and closed, reply support withdrawn so that
   configfs writes never hang while no daemon runs.
 
-The main loop is single-threaded (netlink, signals, control socket, hot-plug); each
-device has its own ring thread and worker threads (service.device).
+The main loop is single-threaded (netlink, signals, control socket, hot-plug). Devices
+whose handler never waits on the ring thread (``Handler.shares_ring_loop``: vdisk and
+the perf handlers) are served by one shared ring thread (service.ringloop): with a
+thread per ring, many devices' threads take turns at the GIL on every event. Every
+other device (pass-through: a device that stops answering must not stall the others)
+has a ring thread of its own. Each device has its own worker threads (service.device).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Op, Reply, 
 from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
 from tcmu_scst.service.hotplug import Hotplug
 from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
+from tcmu_scst.service.ringloop import SharedRingLoop
 from tcmu_scst.service.trace import (
     ROOT,
     CommandTracer,
@@ -77,7 +82,7 @@ class ServedDevice:
     info: uio.UioInfo
     port: ServedPort
     runner: DeviceRunner
-    thread: threading.Thread
+    thread: threading.Thread | None  # its own ring thread; None: the shared ring loop
     dev_config: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +134,7 @@ class Daemon:
         quiesce_wait: float = 5.0,
         detach_wait: float = 2.0,
         kernel_root: Path | None = None,
+        share_ring_loop: bool = True,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -172,6 +178,11 @@ class Daemon:
         # Where the target core's threads see <dbroot>/pr (kernel.dbroot); None: the
         # real kernel's for the real configfs, nothing for a fake tree.
         self.kernel_root = kernel_root if kernel_root is not None else default_kernel_root(self.cfs)
+        # One ring thread for every device whose handler allows it (started with the
+        # first such device); False: a ring thread per device, as for pass-through.
+        self.share_ring_loop = share_ring_loop
+        self._ring_loop: SharedRingLoop | None = None
+        self._ring_loop_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -287,6 +298,7 @@ class Daemon:
         self._run_main_calls()  # their answers
         for dev in list(self.devices.values()):
             self.detach(dev)
+        self._stop_ring_loop()
         if self.reply_supported:
             try:
                 # Without a daemon nobody answers: let configfs writes proceed.
@@ -337,17 +349,51 @@ class Daemon:
             port.close()
             handler.close()
             raise
-        thread = threading.Thread(
-            target=runner.run, name=f"ring-{info.name.device}", daemon=True
-        )
+        thread: threading.Thread | None = None
+        if not self._shares_loop(handler):
+            thread = threading.Thread(
+                target=runner.run, name=f"ring-{info.name.device}", daemon=True
+            )
         dev = ServedDevice(info, port, runner, thread, info.name.config)
         self.devices[dev.key] = dev
         units.UNITS.serve(info.configfs_dir, handler)  # EXTENDED COPY, ALUA groups
         self._trace_device(dev)
         self._ask_for_tmr_notifications(info)
-        thread.start()
+        if thread is None:
+            self._ring_loop_for_shared().add(runner)
+        else:
+            thread.start()
         log.info("serving %s (/dev/uio%d) with %s", info.configfs_dir, info.minor, info.name.config)
         return dev
+
+    def _shares_loop(self, handler: Handler) -> bool:
+        # --threads 0 runs every command on the ring thread: then each device keeps
+        # its own, or one device's disk I/O would hold up every other device.
+        return self.share_ring_loop and handler.shares_ring_loop and self.threads > 0
+
+    def _ring_loop_for_shared(self) -> SharedRingLoop:
+        if self._ring_loop is None:
+            self._ring_loop = SharedRingLoop()
+            self._ring_loop_thread = threading.Thread(
+                target=self._ring_loop.run, name="ring-shared", daemon=True
+            )
+            self._ring_loop_thread.start()
+        return self._ring_loop
+
+    def _stop_ring_loop(self) -> None:
+        """After every device left it (detach): end the shared loop's thread."""
+        loop, thread = self._ring_loop, self._ring_loop_thread
+        if loop is None or thread is None:
+            return
+        loop.stop()
+        thread.join(self.detach_wait)
+        if thread.is_alive():
+            # A device's leave is still waiting for a stuck command: the loop ends
+            # when that is done; its pipe is left to the process's exit.
+            log.warning("shared ring loop still busy at shutdown")
+        else:
+            loop.close()
+        self._ring_loop = self._ring_loop_thread = None
 
     def _ask_for_tmr_notifications(self, info: uio.UioInfo) -> None:
         """Our handlers act on LUN and target resets (PREVENT MEDIUM REMOVAL is cleared,
@@ -371,10 +417,22 @@ class Daemon:
         """
         units.UNITS.forget(dev.info.configfs_dir)
         self.devices.pop(dev.key, None)
-        dev.runner.stop()
-        dev.thread.join(self.detach_wait)
         runner = dev.runner
-        close_when_stopped(dev.thread, dev.info.configfs_dir, runner.close,
+        if dev.thread is not None:
+            runner.stop()
+            serving = dev.thread
+        else:
+            # The shared loop's last drain, then the workers finish what they hold:
+            # on a thread of its own, so that a stuck command is waited for by the
+            # reaper, not by the main loop.
+            assert self._ring_loop is not None
+            serving = threading.Thread(
+                target=partial(self._ring_loop.remove, runner, timeout=None),
+                name=f"leave-{dev.info.name.device}", daemon=True,
+            )
+            serving.start()
+        serving.join(self.detach_wait)
+        close_when_stopped(serving, dev.info.configfs_dir, runner.close,
                            lambda: runner.handler.close(), dev.port.close)
         log.info("stopped serving %s", dev.info.configfs_dir)
 

@@ -226,6 +226,16 @@ class DeviceRunner:
         with self._dispatch_lock:
             return self._dispatch(self.ring.fetch())
 
+    def try_drain(self) -> int | None:
+        """:meth:`drain`, or None at once while :meth:`quiesce` holds the ring (a
+        shared loop must not wait for one device's handler swap)."""
+        if not self._dispatch_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._dispatch(self.ring.fetch())
+        finally:
+            self._dispatch_lock.release()
+
     def _dispatch(self, items: list[Command | TmrNotice]) -> int:
         taken = 0
         inline_done: list[tuple[Command, Result]] = []

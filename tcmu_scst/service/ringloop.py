@@ -21,6 +21,10 @@ from tcmu_scst.service.device import DeviceRunner
 
 log = logging.getLogger(__name__)
 
+#: How often a quiesced runner's ring is looked at again (a handler swap lasts
+#: milliseconds to seconds; the ring's commands wait for it either way).
+_DEFERRED_RETRY_MS = 5
+
 
 class SharedRingLoop:
     """Call :meth:`run` on a thread; :meth:`add` and :meth:`remove` runners from others."""
@@ -45,9 +49,10 @@ class SharedRingLoop:
             self._runners[runner.port.fileno()] = runner
         self._wake()
 
-    def remove(self, runner: DeviceRunner, timeout: float = 30.0) -> bool:
+    def remove(self, runner: DeviceRunner, timeout: float | None = 30.0) -> bool:
         """Stop serving ``runner``: a last drain on the loop, then its workers finish
-        every command they hold. False if the loop did not let go within ``timeout``."""
+        every command they hold. False if the loop did not let go within ``timeout``
+        (None: wait as long as it takes)."""
         done = threading.Event()
         with self._lock:
             self._runners.pop(runner.port.fileno(), None)
@@ -71,6 +76,9 @@ class SharedRingLoop:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         served: dict[int, DeviceRunner] = {}
+        # Rings whose event was consumed while their runner was quiesced (a handler
+        # swap): drained again every few milliseconds until it resumes.
+        deferred: set[int] = set()
         while True:
             with self._lock:
                 if self._stopping and not self._runners and not self._leaving:
@@ -80,13 +88,24 @@ class SharedRingLoop:
             for fd in served.keys() - wanted.keys():
                 poller.unregister(fd)
             for runner, done in leaving:
-                self._drain(runner)  # what arrived before it was removed
+                self._drain(runner, wait=True)  # what arrived before it was removed
                 done.set()
-            for fd in wanted.keys() - served.keys():
+            for fd, runner in wanted.items():
+                if served.get(fd) is runner:
+                    continue
+                # New (an fd number may come back for another device: by identity).
                 poller.register(fd, select.POLLIN)
-                self._drain(wanted[fd])  # entries queued before it was added
+                if self._drain(runner) is None:  # entries queued before it was added
+                    deferred.add(fd)
             served = wanted
-            for fd, _mask in poller.poll():
+            deferred &= served.keys()
+            for fd in list(deferred):
+                drained = self._drain(served[fd], event=False)
+                if drained is not None:
+                    deferred.discard(fd)
+                if drained is False:
+                    self._forget(fd)
+            for fd, _mask in poller.poll(_DEFERRED_RETRY_MS if deferred else None):
                 if fd == self._wake_r:
                     try:
                         os.read(self._wake_r, 64)
@@ -94,18 +113,34 @@ class SharedRingLoop:
                         pass
                     continue
                 ready = served.get(fd)
-                if ready is not None and not self._drain(ready):
-                    with self._lock:
-                        self._runners.pop(fd, None)
+                if ready is None:
+                    continue
+                drained = self._drain(ready)
+                if drained is None:
+                    deferred.add(fd)
+                elif not drained:
+                    self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        """A device whose ring is gone: not polled again (the daemon detaches it)."""
+        with self._lock:
+            self._runners.pop(fd, None)
 
     @staticmethod
-    def _drain(runner: DeviceRunner) -> bool:
-        """Consume the event, then drain (no wakeup is lost); False if the device is gone."""
+    def _drain(
+        runner: DeviceRunner, *, event: bool = True, wait: bool = False
+    ) -> bool | None:
+        """Consume the event, then drain (no wakeup is lost). False if the device is
+        gone; None if its runner is quiesced (drain it again later) unless ``wait``."""
         if runner.gone:
             return False
         try:
-            runner.port.read_event()
-            runner.drain()
+            if event:
+                runner.port.read_event()
+            if wait:
+                runner.drain()
+            elif runner.try_drain() is None:
+                return None
         except UioError as err:
             runner.gone = str(err)
             log.warning("ring of %s stopped: %s", type(runner.handler).__name__, err)

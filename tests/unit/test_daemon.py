@@ -187,8 +187,9 @@ def wait_for(cond: object, timeout: float = 5.0) -> None:
 
 def read_through(rig: Rig, minor: int) -> bytes:
     emu = rig.emulators[minor]
+    seen = len(emu.completions)  # cmd_ids are reused: look only at newer completions
     cid = emu.submit(READ10, data_in_len=512)
-    wait_for(lambda: any(c.cmd_id == cid for c in emu.completions))
+    wait_for(lambda: any(c.cmd_id == cid for c in emu.completions[seen:]))
     return emu.completion(cid).data_in
 
 
@@ -430,3 +431,71 @@ def test_a_later_config_apply_of_threads_reaches_running_devices(tmp_path: Path)
         assert runner.threads == 3 and rig.daemon.threads == 3
     finally:
         rig.stop()
+
+
+class SharedDisk(Disk):
+    """A handler whose ring-thread work never waits: served by the shared ring loop."""
+
+    shares_ring_loop = True
+    threads_seen: set[str] = set()
+
+    def is_inline(self, cmd: Command) -> bool:
+        return True
+
+    def handle(self, cmd: Command) -> Result:
+        SharedDisk.threads_seen.add(threading.current_thread().name)
+        return super().handle(cmd)
+
+
+def test_devices_that_allow_it_share_one_ring_thread(rig: Rig) -> None:
+    SharedDisk.threads_seen.clear()
+    rig.daemon.open_handler = lambda config: (
+        SharedDisk(config) if "shared" in config else Disk(config))
+    rig.start()
+    names = {3: "tcm-user/4/a/vdisk/shared-a", 4: "tcm-user/4/b/vdisk/shared-b",
+             5: "tcm-user/4/p/vdisk/own"}
+    for minor, name in names.items():
+        rig.add_uio(minor, name)
+        rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, name, minor, minor))
+    wait_for(lambda: len(rig.netlink.replies) == 3)
+    assert read_through(rig, 3) == b"vdisk/shared-a"
+    assert read_through(rig, 4) == b"vdisk/shared-b"
+    assert read_through(rig, 5) == b"vdisk/own"
+    assert SharedDisk.threads_seen == {"ring-shared"}
+    devices = rig.daemon.devices
+    assert devices[(4, "a")].thread is None and devices[(4, "b")].thread is None
+    assert devices[(4, "p")].thread is not None  # a handler that may wait: its own thread
+    ring_threads = {t.name for t in threading.enumerate() if t.name.startswith("ring-")}
+    assert ring_threads == {"ring-shared", "ring-p"}
+
+    # A dev_config swap quiesces one device; the loop goes on serving the other.
+    name = names[3]
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, name, 3, 3,
+                                    dev_cfg="vdisk/shared-c\n"))
+    assert read_through(rig, 4) == b"vdisk/shared-b"
+    wait_for(lambda: len(rig.netlink.replies) == 4)
+    assert rig.netlink.replies[3][2] == 0
+    assert read_through(rig, 3) == b"vdisk/shared-c"
+
+    # REMOVED of a shared device: drained, closed, the other one still served.
+    rig.netlink.push(RemovedDevice(TCMU_CMD_REMOVED_DEVICE, names[4], 4, 4))
+    wait_for(lambda: len(rig.netlink.replies) == 5)
+    assert "vdisk/shared-b" in Disk.closed
+    assert read_through(rig, 3) == b"vdisk/shared-c"
+    rig.stop()
+    assert not any(t.name == "ring-shared" for t in threading.enumerate())
+    assert sorted(Disk.closed) == ["vdisk/own", "vdisk/shared-a", "vdisk/shared-b",
+                                   "vdisk/shared-c"]
+
+
+def test_without_worker_threads_every_device_keeps_its_own_ring_thread(rig: Rig) -> None:
+    # --threads 0 runs disk I/O on the ring thread: one slow device must not hold up
+    # the others, so nothing is shared.
+    rig.daemon.threads = 0
+    rig.daemon.open_handler = SharedDisk
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/a/vdisk/shared-a")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/a/vdisk/shared-a", 3, 1))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    assert read_through(rig, 3) == b"vdisk/shared-a"
+    assert rig.daemon.devices[(4, "a")].thread is not None

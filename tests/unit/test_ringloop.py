@@ -66,3 +66,29 @@ def test_one_thread_serves_every_ring_and_devices_come_and_go() -> None:
             port.close()
     for emu, *_ in devices:
         assert not emu.broken and emu.problems == []
+
+
+def test_a_quiesced_device_does_not_hold_up_the_others() -> None:
+    # A handler swap quiesces one runner for as long as it takes; the shared loop
+    # serves every other ring meanwhile and the quiesced one's commands right after.
+    loop = SharedRingLoop()
+    thread = threading.Thread(target=loop.run, name="ring-shared")
+    thread.start()
+    (emu0, _p0, _h0, runner0), (emu1, _p1, _h1, runner1) = _device(), _device()
+    try:
+        loop.add(runner0)
+        loop.add(runner1)
+        assert runner0.quiesce(1.0)
+        held = emu0.submit(read(2), data_in_len=512)
+        served = emu1.submit(read(2), data_in_len=512)
+        wait_for(lambda: any(c.cmd_id == served for c in emu1.completions))
+        assert not any(c.cmd_id == held for c in emu0.completions)
+        runner0.resume()
+        wait_for(lambda: any(c.cmd_id == held for c in emu0.completions))
+        assert all(c.status == GOOD for c in emu0.completions + emu1.completions)
+        assert loop.remove(runner0) and loop.remove(runner1)
+    finally:
+        loop.stop()
+        thread.join(5)
+        loop.close()
+    assert not thread.is_alive()
