@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.kernel.configfs import Configfs
@@ -136,10 +135,12 @@ class ShellContext:
         self.change(lambda model: _overwrite(model, config))
 
     def daemon_running(self) -> bool:
-        return control.daemon_running(self.control_socket)
+        return self.daemon.running()
 
-    def daemon(self, op: str, **args: Any) -> dict[str, Any]:
-        return control.request(op, self.control_socket, **args)
+    @property
+    def daemon(self) -> control.ControlClient:
+        """The running daemon's control socket (typed requests, service.messages)."""
+        return control.ControlClient(self.control_socket)
 
 
 def _overwrite(model: ScstConfig, new: ScstConfig) -> None:

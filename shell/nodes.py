@@ -299,7 +299,7 @@ class TraceLevel(Node):
         self.ctx.traces.set(self.owner, mask)
         if self.ctx.daemon_running():
             try:
-                self.ctx.daemon("trace_level", owner=self.owner, mask=mask)
+                self.ctx.daemon.set_trace_level(self.owner, mask)
             except TcmuScstError as err:
                 self.say(f"warning: stored, but the daemon did not take it: {err}")
 
@@ -552,7 +552,7 @@ class Sgv(Node):
         super().__init__("sgv", parent)
 
     def read(self) -> str:
-        return views.sgv_table(self.ctx.daemon("status").get("devices", []))
+        return views.sgv_table(self.ctx.daemon.status().devices)
 
 
 class Version(Node):
@@ -571,7 +571,7 @@ class Threads(Node):
 
     def read(self) -> str:
         if self.ctx.daemon_running():
-            return str(self.ctx.daemon("status").get("threads"))
+            return str(self.ctx.daemon.status().threads)
         saved = self.config.threads
         return f"{saved if saved is not None else '-'} (daemon not running: configured value)"
 
@@ -586,7 +586,7 @@ class Threads(Node):
 
         self.change(edit)
         if self.ctx.daemon_running():
-            self.ctx.daemon("set_threads", threads=value)
+            self.ctx.daemon.set_threads(value)
         else:
             self.say("warning: daemon not running; the value is kept for its next start")
 

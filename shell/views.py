@@ -6,7 +6,7 @@ SCST 0.9.6's column formats (lio-and-scst.md §5.1).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from tcmu_scst.scst.apply import tpg_handle
 from tcmu_scst.scst.devconfig import size_of
 from tcmu_scst.scst.model import FABRIC_DRIVERS, Group, ScstConfig
 from tcmu_scst.scst.ownership import Ownership
+from tcmu_scst.service.messages import DeviceStatus
 
 DEVICE_COLUMN = "Device (host:ch:id:lun or name)"
 # SCST 0.9.6's printf formats, kept as written in scst_proc.c.
@@ -121,7 +122,7 @@ def sessions_table(rows: Sequence[SessionRow]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def sgv_table(devices: Sequence[Mapping[str, Any]]) -> str:
+def sgv_table(devices: Sequence[DeviceStatus]) -> str:
     """``sgv``: commands per data size (rounded up to a power of 2), from the daemon.
 
     TCMU has no sgv_pool: every data buffer lives in the ring's preallocated data area,
@@ -129,12 +130,12 @@ def sgv_table(devices: Sequence[Mapping[str, Any]]) -> str:
     """
     totals: dict[int, int] = {}
     for dev in devices:
-        for size, count in (dev.get("sizes") or {}).items():
-            totals[int(size)] = totals.get(int(size), 0) + int(count)
+        for bucket, count in dev.sizes.items():
+            totals[int(bucket)] = totals.get(int(bucket), 0) + count
     lines = [SGV_FORMAT % ("Name", "Hit", "Total")]
     for size in sorted(totals):
         lines.append(SGV_FORMAT % (f"sgv-{size}", "-", totals[size]))
-    commands = sum(int(dev.get("commands", 0)) for dev in devices)
+    commands = sum(dev.commands for dev in devices)
     lines.append("")
     lines.append(f"{len(devices)} device(s) served, {commands} command(s) in all")
     return "\n".join(line.rstrip() for line in lines)

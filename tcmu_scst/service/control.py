@@ -2,15 +2,18 @@
 
 The shell and the CLI manipulate configfs themselves; runtime state only the daemon
 knows (devices it serves, command counters, the size histogram behind ``/sgv``, the
-``threads`` setting) comes from here. One request per connection::
+``threads`` setting) comes from here. One request per connection, the messages of
+service.messages::
 
     -> {"op": "status"}
     <- {"ok": true, "devices": [...], "threads": 2}
+
+:class:`ControlClient` is the typed client; an error the daemon raised comes back as
+the same :mod:`tcmu_scst.errors` class.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import selectors
@@ -21,30 +24,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from tcmu_scst import errors
 from tcmu_scst.errors import TcmuScstError
+from tcmu_scst.service import messages
 
 DEFAULT_SOCKET: Final = Path("/run/tcmu-scst/control.sock")
 MAX_REQUEST: Final = 64 * 1024
 
-Request = dict[str, Any]
-Reply = dict[str, Any]
-
-
-class Op(enum.StrEnum):
-    """The requests the daemon answers (``{"op": ...}``; a plain string works too)."""
-
-    PING = "ping"
-    STATUS = "status"
-    SET_THREADS = "set_threads"
-    TRACE_LEVEL = "trace_level"
-    RESCAN = "rescan"
-    HOTPLUG = "hotplug"
-
 
 class ControlError(TcmuScstError):
-    """The daemon could not be reached or refused a request."""
+    """The daemon could not be reached, refused a request, or answered nonsense."""
+
+
+#: Error classes an answer may name (``kind``): raised again as such by the client.
+#: Only classes whose first argument is the message; anything else is a ControlError.
+_KINDS: Final[dict[str, type[TcmuScstError]]] = {
+    cls.__name__: cls
+    for cls in (errors.TcmuScstError, errors.KernelError, errors.UioError,
+                errors.RingError, errors.ConfigfsError, errors.NetlinkError,
+                errors.ConfigError, errors.HandlerError, ControlError)
+}
 
 
 class ControlServer:
@@ -58,7 +59,10 @@ class ControlServer:
     """
 
     def __init__(
-        self, path: Path, handle: Callable[[Request], Reply], client_timeout: float = 2.0
+        self,
+        path: Path,
+        handle: Callable[[messages.Request], messages.Answer],
+        client_timeout: float = 2.0,
     ) -> None:
         self.path = path
         self.handle = handle
@@ -155,7 +159,7 @@ class ControlServer:
             try:
                 answer = self._answer(_read_line(conn))
             except (ValueError, OSError) as err:
-                answer = _encode({"ok": False, "error": f"bad request: {err}"})
+                answer = _refusal(ControlError(f"bad request: {err}"))
             try:
                 conn.sendall(answer)
             except OSError:
@@ -165,15 +169,16 @@ class ControlServer:
         try:
             if len(data) > MAX_REQUEST:
                 raise ValueError("request too large")
-            request = json.loads(data)
-            if not isinstance(request, dict):
+            obj = json.loads(data)
+            if not isinstance(obj, dict):
                 raise ValueError("request is not a JSON object")
-            reply = self.handle(request)
-        except (ValueError, OSError) as err:
-            reply = {"ok": False, "error": f"bad request: {err}"}
+            request = messages.decode_request(obj)
+        except ValueError as err:
+            return _refusal(ControlError(f"bad request: {err}"))
+        try:
+            return _encode(messages.encode(self.handle(request)))
         except TcmuScstError as err:
-            reply = {"ok": False, "error": str(err)}
-        return _encode(reply)
+            return _refusal(err)
 
     def close(self) -> None:
         for client in list(self._clients.values()):
@@ -198,8 +203,13 @@ class _Client:
     outbox: bytes = b""
 
 
-def _encode(reply: Reply) -> bytes:
-    return json.dumps(reply).encode() + b"\n"
+def _encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+def _refusal(err: TcmuScstError) -> bytes:
+    kind = type(err).__name__ if type(err).__name__ in _KINDS else "TcmuScstError"
+    return _encode({"ok": False, "error": str(err), "kind": kind})
 
 
 def _answers(path: Path) -> bool:
@@ -229,37 +239,91 @@ def _read_line(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def request(op: Op | str, path: Path = DEFAULT_SOCKET, timeout: float = 5.0, **args: Any) -> Reply:
-    """Send one request to the daemon and return its reply (raises ControlError)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-        sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-        raw = _read_line(sock)
-    except FileNotFoundError:
-        raise ControlError(
-            f"the tcmu-scst daemon is not running ({path} missing): start it with "
-            "'tcmu-scst daemon' or 'systemctl start tcmu-scst'"
-        ) from None
-    except OSError as err:
-        raise ControlError(f"cannot talk to the daemon at {path}: {err}") from err
-    finally:
-        sock.close()
-    try:
-        reply = json.loads(raw)
-    except ValueError as err:
-        raise ControlError(f"the daemon answered garbage: {raw[:80]!r}") from err
-    if not isinstance(reply, dict):
-        raise ControlError("the daemon's reply is not a JSON object")
-    if not reply.get("ok", False):
-        raise ControlError(str(reply.get("error", "request refused")))
-    return reply
+A = TypeVar("A")
+
+
+class ControlClient:
+    """Talks to the daemon at ``path``: one connection per request.
+
+    Raises :class:`ControlError` when the daemon cannot be reached or answers
+    nonsense, and the daemon's own error class when it refuses a request.
+    """
+
+    def __init__(self, path: Path = DEFAULT_SOCKET, timeout: float = 5.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def ping(self) -> messages.Pong:
+        return self._ask(messages.Ping(), messages.Pong)
+
+    def status(self) -> messages.Status:
+        return self._ask(messages.GetStatus(), messages.Status)
+
+    def set_threads(self, threads: int) -> int:
+        try:
+            request = messages.SetThreads(threads)
+        except ValueError as err:
+            raise ControlError(str(err)) from None
+        return self._ask(request, messages.ThreadsSet).threads
+
+    def set_trace_level(self, owner: str, mask: int) -> dict[str, int]:
+        try:
+            request = messages.SetTraceLevel(owner, mask)
+        except ValueError as err:
+            raise ControlError(str(err)) from None
+        return self._ask(request, messages.TraceLevels).trace_levels
+
+    def rescan(self) -> messages.Status:
+        return self._ask(messages.Rescan(), messages.Status)
+
+    def hotplug(
+        self, action: messages.HotplugAction = messages.HotplugAction.STATUS
+    ) -> messages.HotplugStatus:
+        return self._ask(messages.HotplugQuery(action), messages.HotplugStatus)
+
+    def running(self) -> bool:
+        """Does a daemon answer on :attr:`path` (within a second)?"""
+        try:
+            ControlClient(self.path, timeout=1.0).ping()
+        except ControlError:
+            return False
+        return True
+
+    def _ask(self, request: messages.Request, answer: type[A]) -> A:
+        reply = self._exchange(messages.encode(request))
+        if not reply.get("ok", False):
+            kind = _KINDS.get(str(reply.get("kind")), ControlError)
+            raise kind(str(reply.get("error", "request refused")))
+        try:
+            return messages.decode(answer, reply)
+        except ValueError as err:
+            raise ControlError(f"the daemon's answer does not fit: {err}") from None
+
+    def _exchange(self, obj: dict[str, Any]) -> dict[str, Any]:
+        path = self.path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(path))
+            sock.sendall(_encode(obj))
+            raw = _read_line(sock)
+        except FileNotFoundError:
+            raise ControlError(
+                f"the tcmu-scst daemon is not running ({path} missing): start it with "
+                "'tcmu-scst daemon' or 'systemctl start tcmu-scst'"
+            ) from None
+        except (OSError, ValueError) as err:
+            raise ControlError(f"cannot talk to the daemon at {path}: {err}") from err
+        finally:
+            sock.close()
+        try:
+            reply = json.loads(raw)
+        except ValueError as err:
+            raise ControlError(f"the daemon answered garbage: {raw[:80]!r}") from err
+        if not isinstance(reply, dict):
+            raise ControlError("the daemon's reply is not a JSON object")
+        return reply
 
 
 def daemon_running(path: Path = DEFAULT_SOCKET) -> bool:
-    try:
-        request(Op.PING, path, timeout=1.0)
-    except ControlError:
-        return False
-    return True
+    return ControlClient(path).running()

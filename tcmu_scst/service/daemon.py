@@ -52,10 +52,25 @@ from tcmu_scst.kernel.netlink import (
     TcmuNetlink,
 )
 from tcmu_scst.service import registry, units
-from tcmu_scst.service.control import DEFAULT_SOCKET, ControlServer, Op, Reply, Request
+from tcmu_scst.service.control import DEFAULT_SOCKET, ControlError, ControlServer
 from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
 from tcmu_scst.service.hotplug import Hotplug
 from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
+from tcmu_scst.service.messages import (
+    Answer,
+    DeviceStatus,
+    GetStatus,
+    HotplugQuery,
+    Ping,
+    Pong,
+    Request,
+    Rescan,
+    SetThreads,
+    SetTraceLevel,
+    Status,
+    ThreadsSet,
+    TraceLevels,
+)
 from tcmu_scst.service.ringloop import SharedRingLoop
 from tcmu_scst.service.trace import (
     ROOT,
@@ -597,51 +612,28 @@ class Daemon:
         self._run_main_calls()
 
     # -- control socket ------------------------------------------------------------------------
-    def handle_request(self, request: Request) -> Reply:
-        """One control request (service.control): dispatched on its :class:`Op`."""
-        try:
-            op = Op(str(request.get("op")))
-        except ValueError:
-            return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
-        handlers: dict[Op, Callable[[Request], Reply]] = {
-            Op.PING: self._op_ping,
-            Op.STATUS: self._op_status,
-            Op.SET_THREADS: self._op_set_threads,
-            Op.TRACE_LEVEL: self._op_trace_level,
-            Op.RESCAN: self._op_rescan,
-            Op.HOTPLUG: self._op_hotplug,
-        }
-        return handlers[op](request)
-
-    def _op_ping(self, _request: Request) -> Reply:
-        return {"ok": True, "version": __version__, "pid": os.getpid()}
-
-    def _op_status(self, _request: Request) -> Reply:
-        return {"ok": True, "threads": self.threads, "devices": self.describe_devices()}
-
-    def _op_set_threads(self, request: Request) -> Reply:
-        value = request.get("threads")
-        if not isinstance(value, int) or not 0 <= value <= 256:
-            return {"ok": False, "error": "threads must be an integer from 0 to 256"}
-        self.set_threads(value)
-        return {"ok": True, "threads": value}
-
-    def _op_trace_level(self, request: Request) -> Reply:
-        owner, mask = request.get("owner"), request.get("mask")
-        if not isinstance(owner, str) or not isinstance(mask, int) or mask < 0:
-            return {"ok": False, "error": "trace_level needs owner (text) and mask (int >= 0)"}
-        self.trace_levels[owner] = mask
-        self.apply_traces()
-        return {"ok": True, "trace_levels": self.trace_levels}
-
-    def _op_rescan(self, _request: Request) -> Reply:
-        self._rescan()
-        return {"ok": True, "devices": self.describe_devices()}
-
-    def _op_hotplug(self, request: Request) -> Reply:
-        if self.hotplug is None:
-            return {"ok": False, "error": "hot-plug is off in this daemon"}
-        return self.hotplug.handle_request(request)
+    def handle_request(self, request: Request) -> Answer:
+        """One control request (service.control, typed by service.messages)."""
+        match request:
+            case Ping():
+                return Pong(__version__, os.getpid())
+            case GetStatus():
+                return self.status()
+            case SetThreads(threads=count):
+                self.set_threads(count)
+                return ThreadsSet(count)
+            case SetTraceLevel(owner=owner, mask=mask):
+                self.trace_levels[owner] = mask
+                self.apply_traces()
+                return TraceLevels(dict(self.trace_levels))
+            case Rescan():
+                self._rescan()
+                return self.status()
+            case HotplugQuery(action=action):
+                if self.hotplug is None:
+                    raise ControlError("hot-plug is off in this daemon")
+                return self.hotplug.handle_request(action)
+        raise ControlError(f"no handler for {type(request).__name__}")  # pragma: no cover
 
     def _adopt_threads(self, configured: int | None) -> None:
         """``threads`` from the applied scst.conf (or the shell's /threads) beats the
@@ -700,25 +692,28 @@ class Daemon:
         elif logger_name in self._log_levels:
             logger.setLevel(self._log_levels.pop(logger_name))
 
-    def describe_devices(self) -> list[dict[str, Any]]:
+    def status(self) -> Status:
+        return Status(self.threads, tuple(self.describe_devices()))
+
+    def describe_devices(self) -> list[DeviceStatus]:
         out = []
         for dev in self.devices.values():
             stats = dev.runner.stats
             with stats.lock:
                 out.append(
-                    {
-                        "name": dev.info.name.device,
-                        "hba": dev.info.name.hba,
-                        "minor": dev.info.minor,
-                        "subtype": dev.info.name.subtype,
-                        "dev_config": dev.dev_config,
-                        "threads": dev.runner.threads,
-                        "commands": stats.commands,
-                        "errors": stats.errors,
-                        "handler_failures": stats.handler_failures,
-                        "tmrs": stats.tmrs,
-                        "sizes": {str(k): v for k, v in sorted(stats.size_histogram.items())},
-                    }
+                    DeviceStatus(
+                        name=dev.info.name.device,
+                        hba=dev.info.name.hba,
+                        minor=dev.info.minor,
+                        subtype=dev.info.name.subtype,
+                        dev_config=dev.dev_config,
+                        threads=dev.runner.threads,
+                        commands=stats.commands,
+                        errors=stats.errors,
+                        handler_failures=stats.handler_failures,
+                        tmrs=stats.tmrs,
+                        sizes={str(k): v for k, v in sorted(stats.size_histogram.items())},
+                    )
                 )
         return out
 

@@ -41,6 +41,7 @@ from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import hotplug_rules, legacy_conf
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS
+from tcmu_scst.service.messages import HotplugAction, HotplugStatus
 
 log = logging.getLogger(__name__)
 
@@ -363,22 +364,18 @@ class Hotplug:
         self.last_error = message
 
     # -- control socket ----------------------------------------------------------------
-    def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``{"op": "hotplug", "action": "check"|"status"}``."""
-        action = request.get("action", "status")
-        if action == "check":
+    def handle_request(self, action: HotplugAction) -> HotplugStatus:
+        """The control socket's ``hotplug`` request: look now (CHECK), then report."""
+        if action is HotplugAction.CHECK:
             self.request_check()
-        elif action != "status":
-            return {"ok": False, "error": f"unknown hotplug action {action!r}; check or status"}
-        return {
-            "ok": True,
-            "listening": self.source is not None,
-            "config": str(self.config_path),
-            "events": self.events_seen,
-            "applies": self.applies,
-            "busy": self.busy,
-            "last_error": self.last_error,
-        }
+        return HotplugStatus(
+            listening=self.source is not None,
+            config=str(self.config_path),
+            events=self.events_seen,
+            applies=self.applies,
+            busy=self.busy,
+            last_error=self.last_error,
+        )
 
 
 def notify(action: str, subsystem: str, socket_path: Path | None = None) -> int:
@@ -386,11 +383,12 @@ def notify(action: str, subsystem: str, socket_path: Path | None = None) -> int:
     from tcmu_scst.service import control
 
     path = socket_path or control.DEFAULT_SOCKET
+    client = control.ControlClient(path)
     try:
         if subsystem == "uio":
-            control.request(control.Op.RESCAN, path)
+            client.rescan()
         else:
-            control.request(control.Op.HOTPLUG, path, action="check")
+            client.hotplug(HotplugAction.CHECK)
     except TcmuScstError as err:
         # udev logs stderr; a missing daemon is not udev's failure.
         print(f"tcmu-scst hot-plug notify ({action} {subsystem}): {err}", file=sys.stderr)

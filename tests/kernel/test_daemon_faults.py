@@ -197,7 +197,7 @@ def test_a_second_daemon_refuses_and_the_first_keeps_serving(
         assert len(lines) == 1 and "another tcmu-scst daemon" in lines[0], second.stderr
         assert not (tmp_path / "second.sock").exists()
         assert daemon.proc is not None and daemon.proc.poll() is None
-        assert control.request("ping", daemon.sock)["pid"] == daemon.proc.pid
+        assert control.ControlClient(daemon.sock).ping().pid == daemon.proc.pid
         dropped = Path("/proc/sys/vm/drop_caches")
         dropped.write_text("3\n")
         with open(lun.block, "rb", buffering=0) as f:
@@ -361,9 +361,9 @@ def test_dev_config_reopens_under_verified_random_writes(
             bs.set_dev_config(configs[next(swaps) % 2])  # waits for the daemon's answer
 
         verified_writes(lun.block, size, 400, swap, 10)
-        status = control.request("status", daemon.sock)
-        [dev] = [d for d in status["devices"] if d["name"] == "swap"]
-        assert dev["handler_failures"] == 0 and dev["dev_config"] == configs[0]
+        status = control.ControlClient(daemon.sock).status()
+        [dev] = [d for d in status.devices if d.name == "swap"]
+        assert dev.handler_failures == 0 and dev.dev_config == configs[0]
         assert daemon.starts == 1
     log = daemon.log.read_text()
     assert "reopened with" in log and "Bad file descriptor" not in log, log[-3000:]

@@ -289,10 +289,10 @@ def test_reboot_like_sequence_restores_the_saved_setup(units: Path) -> None:
             assert result.returncode == 0, result.stderr
         assert (TPG_LUNS / "lun_0").is_dir()
         assert Configfs().read(f"{TPG}/enable") == "1"
-        status = control.request("status")
-        assert [dev["name"] for dev in status["devices"]] == ["boot0"]
-        hot = control.request("hotplug", action="status")
-        assert hot["listening"] is True and hot["last_error"] == ""
+        client = control.ControlClient()
+        assert [dev.name for dev in client.status().devices] == ["boot0"]
+        hot = client.hotplug()
+        assert hot.listening is True and hot.last_error == ""
     finally:
         stop_daemon(proc)
 

@@ -168,8 +168,8 @@ def test_vcdrom_change_reaches_the_daemon(rig: Path, capsys: pytest.CaptureFixtu
     assert proc(rig, "vcdrom/vcdrom", f"change cd1 {rig}/cd2.iso") == 0, capsys.readouterr().err
 
     def served_config() -> str:
-        status = control.request("status", rig / "control.sock")
-        return str(next(d["dev_config"] for d in status["devices"] if d["name"] == "cd1"))
+        status = control.ControlClient(rig / "control.sock").status()
+        return next(d.dev_config for d in status.devices if d.name == "cd1")
 
     deadline = time.monotonic() + 30
     while "cd2.iso" not in served_config() and time.monotonic() < deadline:

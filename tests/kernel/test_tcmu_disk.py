@@ -76,8 +76,8 @@ def test_daemon_serves_vdisk_and_answers_netlink(lio_stack: ExitStack, tmp_path:
         # Reply support is on: enable returns only after the daemon's ADDED_DONE.
         bs = create_backstore(lio_stack, dev_config, 32 * MiB, name="disk1",
                               nl_reply_supported=None)
-        status = control.request("status", daemon.socket)
-        assert [d["name"] for d in status["devices"]] == ["disk1"]
+        status = control.ControlClient(daemon.socket).status()
+        assert [d.name for d in status.devices] == ["disk1"]
         lun = export_loop(lio_stack, bs)
         assert lun.block
         payload = os.urandom(MiB)

@@ -291,11 +291,10 @@ def test_control_socket_status(rig: Rig, tmp_path: Path) -> None:
     rig.make_backstore(1, "disk1", "vdisk/x")
     rig.start()
     read_through(rig, 0)
-    reply = control.request("status", tmp_path / "control.sock")
-    [dev] = reply["devices"]
-    assert dev["name"] == "disk1" and dev["commands"] == 1 and dev["sizes"] == {"512": 1}
-    with pytest.raises(control.ControlError, match="unknown request"):
-        control.request("explode", tmp_path / "control.sock")
+    client = control.ControlClient(tmp_path / "control.sock")
+    [dev] = client.status().devices
+    assert dev.name == "disk1" and dev.commands == 1 and dev.sizes == {"512": 1}
+    assert client.ping().pid == os.getpid()
     assert control.daemon_running(tmp_path / "control.sock")
     rig.stop()
     assert not control.daemon_running(tmp_path / "control.sock")
@@ -372,14 +371,14 @@ def test_set_threads_applies_to_running_devices_and_new_ones(rig: Rig, tmp_path:
     rig.start()
     runner = rig.daemon.devices[(1, "disk1")].runner
     wait_for(lambda: len(runner._workers) == 2)
-    reply = control.request("set_threads", tmp_path / "control.sock", threads=4)
-    assert reply["threads"] == 4 and runner.threads == 4
+    client = control.ControlClient(tmp_path / "control.sock")
+    assert client.set_threads(4) == 4 and runner.threads == 4
     wait_for(lambda: len(runner._workers) == 4)
     assert read_through(rig, 0) == b"vdisk/x"
     add_and_serve(rig, 77)
     assert rig.daemon.devices[(4, "d")].runner.threads == 4
     with pytest.raises(control.ControlError, match="0 to 256"):
-        control.request("set_threads", tmp_path / "control.sock", threads=-1)
+        client.set_threads(-1)
 
 
 def rig_with_state(tmp_path: Path, ownership: Ownership, poll: float) -> Rig:
@@ -425,7 +424,7 @@ def test_a_later_config_apply_of_threads_reaches_running_devices(tmp_path: Path)
         wait_for(lambda: runner.threads == 5 and len(runner._workers) == 5)
         assert rig.daemon.threads == 5
         # The shell sets 3 directly; the file (also 3 after its edit) changes nothing more.
-        control.request("set_threads", tmp_path / "control.sock", threads=3)
+        control.ControlClient(tmp_path / "control.sock").set_threads(3)
         save_ownership(state, Ownership(threads=3))
         time.sleep(0.3)
         assert runner.threads == 3 and rig.daemon.threads == 3

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 import threading
@@ -37,6 +38,7 @@ from tcmu_scst.service import control
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.device import serve_in_thread
 from tcmu_scst.service.instance import AlreadyRunning, InstanceLock
+from tcmu_scst.service.messages import Pong
 from tcmu_scst.testing.emulator_port import EmulatorPort
 from tcmu_scst.testing.ring_emulator import RingEmulator
 
@@ -210,10 +212,10 @@ def test_a_silent_control_client_does_not_stall_the_main_loop(
         start = time.monotonic()
         rig.add_uio(3, NAME)
         rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, NAME, 3, 1))
-        status = control.request("status", tmp_path / "control.sock", timeout=3)
+        status = control.ControlClient(tmp_path / "control.sock", timeout=3).status()
         wait_for(lambda: rig.netlink.replies, timeout=3)
         assert time.monotonic() - start < 1.5  # the old blocking read took 2 s
-        assert [d["name"] for d in status["devices"]] in ([], ["d"])
+        assert [d.name for d in status.devices] in ([], ["d"])
         # ... and it is dropped after client_timeout.
         silent.settimeout(3)
         assert silent.recv(10) == b""
@@ -245,7 +247,7 @@ def test_a_second_daemon_refuses_to_start_and_the_first_keeps_serving(
         second.start()
     assert not second_netlink.opened and second_netlink.features == []
     assert reset.read_text() == "untouched\n"
-    assert control.request("ping", tmp_path / "control.sock")["ok"]
+    assert control.ControlClient(tmp_path / "control.sock").ping().pid == os.getpid()
     assert read(rig) == b"vdisk/one"
     rig.stop()
     # The lock goes with the first daemon: a successor may start.
@@ -276,10 +278,10 @@ def test_cli_daemon_refuses_with_one_line_while_another_holds_the_lock(
 
 def test_control_server_never_replaces_a_live_socket(tmp_path: Path) -> None:
     path = tmp_path / "c.sock"
-    first = control.ControlServer(path, lambda req: {"ok": True, "who": "first"})
+    first = control.ControlServer(path, lambda req: Pong("first", 1))
     try:
         with pytest.raises(control.ControlError, match="another daemon is listening"):
-            control.ControlServer(path, lambda req: {"ok": True, "who": "second"})
+            control.ControlServer(path, lambda req: Pong("second", 2))
         done = threading.Event()
 
         def serve() -> None:  # the refused server's probe is in the backlog too
@@ -290,7 +292,7 @@ def test_control_server_never_replaces_a_live_socket(tmp_path: Path) -> None:
         server = threading.Thread(target=serve)
         server.start()
         try:
-            assert control.request("ping", path)["who"] == "first"
+            assert control.ControlClient(path).ping().version == "first"
         finally:
             done.set()
             server.join(5)
@@ -300,7 +302,7 @@ def test_control_server_never_replaces_a_live_socket(tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(path))
     stale.close()
-    control.ControlServer(path, lambda req: {"ok": True}).close()
+    control.ControlServer(path, lambda req: Pong("x", 1)).close()
 
 
 def test_serve_in_thread_stop_never_closes_under_a_running_command() -> None:

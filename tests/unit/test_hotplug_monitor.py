@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import selectors
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.kernel.netlink import TCMU_CMD_ADDED_DEVICE, AddedDevice
-from tcmu_scst.service import control
+from tcmu_scst.service import control, messages
 from tcmu_scst.service.hotplug import (
     ApplyLock,
     Hotplug,
@@ -28,6 +27,8 @@ from tcmu_scst.service.hotplug import (
     monitor_source,
     notify,
 )
+from tcmu_scst.service.messages import HotplugAction
+from tcmu_scst.testing.control_server import serving
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
 from tests.unit.test_daemon import Rig, wait_for
 from tests.unit.test_hotplug_rules import add_scsi
@@ -318,16 +319,16 @@ def test_without_an_event_source_the_audit_still_runs(setup: Setup) -> None:
     setup.hotplug.audit()
     setup.settle()
     assert live_passthrough(setup.cfs) == {"2:0:0:0"}
-    assert setup.hotplug.handle_request({"op": "hotplug"})["listening"] is False
+    assert setup.hotplug.handle_request(HotplugAction.STATUS).listening is False
 
 
 def test_control_requests(setup: Setup) -> None:
     setup.start()
     setup.hotplug.check_due = None
-    reply = setup.hotplug.handle_request({"op": "hotplug", "action": "check"})
-    assert reply["ok"] and setup.hotplug.check_due == setup.clock.now
-    bad = setup.hotplug.handle_request({"op": "hotplug", "action": "explode"})
-    assert bad == {"ok": False, "error": "unknown hotplug action 'explode'; check or status"}
+    setup.hotplug.handle_request(HotplugAction.CHECK)
+    assert setup.hotplug.check_due == setup.clock.now
+    with pytest.raises(ValueError, match="'explode' is not one of status, check"):
+        messages.decode_request({"op": "hotplug", "action": "explode"})
 
 
 def test_event_of_reads_a_pyudev_like_device() -> None:
@@ -376,8 +377,8 @@ def test_daemon_attaches_a_device_seen_only_through_udev(rig: Rig, tmp_path: Pat
     rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/2/late/vdisk/cfg", 5, 9))
     wait_for(lambda: rig.netlink.replies)
     assert rig.netlink.replies == [(TCMU_CMD_ADDED_DEVICE + 3, 9, 0)]
-    reply = control.request("hotplug", rig.daemon.control_path or Path(), action="status")
-    assert reply["listening"] is True and reply["events"] == 1
+    reply = control.ControlClient(rig.daemon.control_path or Path()).hotplug()
+    assert reply.listening is True and reply.events == 1
     rig.stop()
 
 
@@ -396,42 +397,26 @@ def test_daemon_prunes_a_device_whose_uio_entry_vanished(rig: Rig, tmp_path: Pat
 
 
 def test_daemon_without_hotplug_refuses_the_op(rig: Rig) -> None:
-    assert rig.daemon.handle_request({"op": "hotplug"}) == {
-        "ok": False,
-        "error": "hot-plug is off in this daemon",
-    }
+    with pytest.raises(control.ControlError, match="hot-plug is off in this daemon"):
+        rig.daemon.handle_request(messages.HotplugQuery())
 
 
 # ---- the udev rule's notify helper ---------------------------------------------------
 
 
 def test_notify_pokes_a_running_daemon(tmp_path: Path) -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[messages.Request] = []
 
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
+    def handle(request: messages.Request) -> messages.Answer:
         seen.append(request)
-        return {"ok": True}
+        if isinstance(request, messages.Rescan):
+            return messages.Status(2, ())
+        return messages.HotplugStatus(True, "scst.conf", 1, 0, False, "")
 
-    server = control.ControlServer(tmp_path / "c.sock", handle)
-
-    def serve() -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(server, selectors.EVENT_READ)
-            for _ in range(200):
-                if len(seen) == 2:
-                    return
-                if sel.select(timeout=0.05):
-                    server.serve_one()
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
+    with serving(tmp_path / "c.sock", handle):
         assert notify("add", "uio", tmp_path / "c.sock") == 0
         assert notify("remove", "scsi", tmp_path / "c.sock") == 0
-    finally:
-        thread.join(5)
-        server.close()
-    assert seen == [{"op": "rescan"}, {"op": "hotplug", "action": "check"}]
+    assert seen == [messages.Rescan(), messages.HotplugQuery(HotplugAction.CHECK)]
 
 
 def test_notify_without_a_daemon_succeeds_quietly(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +13,22 @@ import pytest
 from tcmu_scst import cli
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst import conf
-from tcmu_scst.service.control import ControlServer
+from tcmu_scst.service.messages import (
+    Answer,
+    DeviceStatus,
+    GetStatus,
+    Ping,
+    Pong,
+    Request,
+    SetThreads,
+    SetTraceLevel,
+    Status,
+    ThreadsSet,
+    TraceLevels,
+)
 from tcmu_scst.shell import cli as shell_cli
 from tcmu_scst.shell.proc import node_path
+from tcmu_scst.testing.control_server import serving
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
 
 IQN = "iqn.2024-01.org.test:t1"
@@ -164,46 +175,42 @@ def test_sessions_read_format(
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[list[dict[str, Any]]]:
+def daemon(tmp_path: Path) -> Iterator[list[Request]]:
     """A stand-in daemon on the control socket answering status/set_threads/trace_level."""
-    seen: list[dict[str, Any]] = []
+    seen: list[Request] = []
 
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
+    def device(name: str, commands: int, sizes: dict[str, int]) -> DeviceStatus:
+        return DeviceStatus(name, 1, 0, "vdisk", "vdisk/x", 3, commands, 0, 0, 0, sizes)
+
+    def handle(request: Request) -> Answer:
         seen.append(request)
-        if request["op"] == "status":
-            devices = [
-                {"name": "d0", "commands": 5, "sizes": {"512": 3, "4096": 1}},
-                {"name": "d1", "commands": 2, "sizes": {"4096": 2}},
-            ]
-            return {"ok": True, "threads": 3, "devices": devices}
-        return {"ok": True}
+        match request:
+            case Ping():
+                return Pong("test", 1)
+            case GetStatus():
+                devices = (device("d0", 5, {"512": 3, "4096": 1}),
+                           device("d1", 2, {"4096": 2}))
+                return Status(3, devices)
+            case SetThreads(threads=n):
+                return ThreadsSet(n)
+            case SetTraceLevel(owner=owner, mask=mask):
+                return TraceLevels({owner: mask})
+        raise AssertionError(request)
 
-    server = ControlServer(tmp_path / "daemon.sock", handle)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            if select.select([server], [], [], 0.05)[0]:
-                server.serve_one()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    yield seen
-    stop.set()
-    thread.join()
-    server.close()
+    with serving(tmp_path / "daemon.sock", handle):
+        yield seen
 
 
 def test_daemon_backed_files(
     tmp_path: Path,
     fake: FakeConfigfs,
-    daemon: list[dict[str, Any]],
+    daemon: list[Request],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert proc(tmp_path, "/proc/scsi_tgt/threads") == 0
     assert capsys.readouterr().out.strip() == "3"
     assert proc(tmp_path, "/proc/scsi_tgt/threads", "0x6") == 0
-    assert {"op": "set_threads", "threads": 6} in daemon
+    assert SetThreads(6) in daemon
     assert proc(tmp_path, "/proc/scsi_tgt/sgv") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["Name", "Hit", "Total"]
@@ -211,8 +218,8 @@ def test_daemon_backed_files(
     assert out[2].split() == ["sgv-4096", "-", "3"]
     assert out[-1] == "2 device(s) served, 7 command(s) in all"
     assert proc(tmp_path, "/proc/scsi_tgt/vdisk/trace_level", "add debug") == 0
-    sent = [r for r in daemon if r["op"] == "trace_level"]
-    assert sent and sent[-1]["owner"] == "vdisk" and sent[-1]["mask"] & 0x200
+    sent = [r for r in daemon if isinstance(r, SetTraceLevel)]
+    assert sent and sent[-1].owner == "vdisk" and sent[-1].mask & 0x200
 
 
 def test_shell_one_shot_script_and_stdin(
@@ -266,10 +273,10 @@ def test_daemon_records_trace_levels(tmp_path: Path, fake: FakeConfigfs) -> None
         dev_dir=tmp_path,
         control_socket=None,
     )
-    reply = daemon.handle_request({"op": "trace_level", "owner": "vdisk", "mask": 0x200})
-    assert reply == {"ok": True, "trace_levels": {"vdisk": 0x200}}
-    bad = daemon.handle_request({"op": "trace_level", "owner": "vdisk", "mask": -1})
-    assert bad["ok"] is False and "mask" in bad["error"]
+    reply = daemon.handle_request(SetTraceLevel("vdisk", 0x200))
+    assert reply == TraceLevels({"vdisk": 0x200})
+    with pytest.raises(ValueError, match="mask"):
+        SetTraceLevel("vdisk", -1)
 
 
 @pytest.mark.parametrize("euid", [0, 1000])

@@ -158,14 +158,14 @@ def test_daemon_traces_what_the_file_and_the_shell_ask(
         assert f"disk1: cmd {cid} READ(10) -> GOOD data-in 7" in lines
         # The shell turns the handler's tracing off and the core's debug on.
         sock = tmp_path / "control.sock"
-        control.request("trace_level", sock, owner="vdisk", mask=0)
-        control.request("trace_level", sock, owner=ROOT, mask=DEBUG)
+        control.ControlClient(sock).set_trace_level("vdisk", 0)
+        control.ControlClient(sock).set_trace_level(ROOT, DEBUG)
         assert logging.getLogger("tcmu_scst").level == logging.DEBUG
         caplog.clear()
         submit_read(rig, 0)
         time.sleep(0.05)
         assert trace_lines(caplog) == []
-        control.request("trace_level", sock, owner=ROOT, mask=0)
+        control.ControlClient(sock).set_trace_level(ROOT, 0)
         assert logging.getLogger("tcmu_scst").level == logging.NOTSET  # restored
     finally:
         rig.stop()
