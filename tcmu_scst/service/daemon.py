@@ -11,12 +11,14 @@ It reacts to the kernel's TCM-USER netlink events and serves one ring per device
 * SIGTERM/SIGINT: every device drained and closed, reply support withdrawn so that
   configfs writes never hang while no daemon runs.
 
-The main loop is single-threaded (netlink, signals, control socket, hot-plug). Devices
-whose handler never waits on the ring thread (``Handler.shares_ring_loop``: vdisk and
-the perf handlers) are served by one shared ring thread (service.ringloop): with a
-thread per ring, many devices' threads take turns at the GIL on every event. Every
-other device (pass-through: a device that stops answering must not stall the others)
-has a ring thread of its own. Each device has its own worker threads (service.device).
+The main loop is single-threaded (netlink, signals, control socket, hot-plug, timers);
+this module is the event handling and the control API, service.devices the devices'
+lifecycle (open, serve, swap, close) and service.messages the control protocol.
+Devices whose handler never waits on the ring thread (``Handler.shares_ring_loop``:
+vdisk and the perf handlers) are served by one shared ring thread (service.ringloop):
+with a thread per ring, many devices' threads take turns at the GIL on every event.
+Every other device (pass-through: a device that stops answering must not stall the
+others) has a ring thread of its own.
 """
 
 from __future__ import annotations
@@ -31,10 +33,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
 
 from tcmu_scst import __version__
 from tcmu_scst.errors import ConfigError, HandlerError, TcmuScstError
@@ -51,9 +51,9 @@ from tcmu_scst.kernel.netlink import (
     TcmuModuleParams,
     TcmuNetlink,
 )
-from tcmu_scst.service import registry, units
+from tcmu_scst.service import registry
 from tcmu_scst.service.control import DEFAULT_SOCKET, ControlError, ControlServer
-from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
+from tcmu_scst.service.devices import DeviceSet, ServedDevice, ServedPort
 from tcmu_scst.service.hotplug import Hotplug
 from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
 from tcmu_scst.service.messages import (
@@ -71,7 +71,6 @@ from tcmu_scst.service.messages import (
     ThreadsSet,
     TraceLevels,
 )
-from tcmu_scst.service.ringloop import SharedRingLoop
 from tcmu_scst.service.trace import (
     ROOT,
     CommandTracer,
@@ -82,32 +81,6 @@ from tcmu_scst.service.trace import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ServedPort(RingPort, Protocol):
-    """A ring port the daemon can close (a UioDevice; an emulator port in tests)."""
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class ServedDevice:
-    """One device this daemon serves."""
-
-    info: uio.UioInfo
-    port: ServedPort
-    runner: DeviceRunner
-    thread: threading.Thread | None  # its own ring thread; None: the shared ring loop
-    dev_config: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.info.name.hba, self.info.name.device)
-
-    @property
-    def handler(self) -> Handler:
-        return self.runner.handler
 
 
 def errno_of(err: BaseException) -> int:
@@ -157,16 +130,12 @@ class Daemon:
         self.sysfs_uio = sysfs_uio
         self.dev_dir = dev_dir
         self.control_path = control_socket
-        self.threads = threads
         self.trace_levels: dict[str, int] = {}  # SCST trace_level masks set by the shell
         self.trace_file = trace_file  # where the shell keeps them; read at start
         self.decorations = decorations  # the log handler's pid/function/line filter
         self._log_levels: dict[str, int] = {}  # logger levels before 'debug' tracing
         self._seen_threads: int | None = None  # the state file's threads, last read
-        self.open_handler = open_handler
         self.owns = owns
-        self.open_port = open_port
-        self.devices: dict[tuple[int, str], ServedDevice] = {}
         self.selector = selectors.DefaultSelector()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -175,7 +144,6 @@ class Daemon:
         self.control: ControlServer | None = None
         # Work other threads hand back to the main loop (e.g. a handler swap's answer).
         self._main_calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._swaps: list[threading.Thread] = []
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self._timer_due: dict[int, float] = {}
         self.reply_supported = False
@@ -186,18 +154,27 @@ class Daemon:
         self.hotplug = hotplug  # udev events (service.hotplug); None: netlink only
         # One daemon per kernel (service.instance); None only for tests' fakes.
         self.instance = InstanceLock(lock_file) if lock_file is not None else None
-        # Bounds on the main loop's waits for one device (a command stuck in a
-        # pass-through device must not stall every other device's netlink replies).
-        self.quiesce_wait = quiesce_wait  # RECONFIG of dev_config
-        self.detach_wait = detach_wait  # REMOVED, shutdown: then a reaper closes
         # Where the target core's threads see <dbroot>/pr (kernel.dbroot); None: the
         # real kernel's for the real configfs, nothing for a fake tree.
         self.kernel_root = kernel_root if kernel_root is not None else default_kernel_root(self.cfs)
-        # One ring thread for every device whose handler allows it (started with the
-        # first such device); False: a ring thread per device, as for pass-through.
-        self.share_ring_loop = share_ring_loop
-        self._ring_loop: SharedRingLoop | None = None
-        self._ring_loop_thread: threading.Thread | None = None
+        self.lifecycle = DeviceSet(
+            configfs=self.cfs,
+            open_handler=open_handler,
+            owns=owns,
+            open_port=open_port,
+            post=self._later,
+            on_open=self._trace_device,
+            threads=threads,
+            share_ring_loop=share_ring_loop,
+            quiesce_wait=quiesce_wait,
+            detach_wait=detach_wait,
+        )
+        self.devices = self.lifecycle.served  # (hba, name) -> ServedDevice
+
+    @property
+    def threads(self) -> int:
+        """Worker threads per device (SCST's scst_threads)."""
+        return self.lifecycle.threads
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -307,13 +284,9 @@ class Daemon:
     def shutdown(self) -> None:
         if self.hotplug is not None:
             self.hotplug.close()  # gives a running hot-plug apply a moment to finish
-        for swap in self._swaps:  # each gives up after quiesce_wait
-            swap.join(self.quiesce_wait + 1.0)
-        self._swaps.clear()
+        self.lifecycle.wait_for_swaps()
         self._run_main_calls()  # their answers
-        for dev in list(self.devices.values()):
-            self.detach(dev)
-        self._stop_ring_loop()
+        self.lifecycle.close()
         if self.reply_supported:
             try:
                 # Without a daemon nobody answers: let configfs writes proceed.
@@ -345,114 +318,17 @@ class Daemon:
                 except TcmuScstError as err:
                     log.error("periodic task failed: %s", err)
 
-    # -- devices -------------------------------------------------------------------------
+    # -- devices (service.devices) -------------------------------------------------------
     def attach(self, info: uio.UioInfo) -> ServedDevice:
         """Open the handler, map the ring and start serving it."""
-        if info.name.subtype and not self.owns(info.name.subtype):
-            raise HandlerError(f"{info.configfs_dir}: handler {info.name.subtype!r} is not ours")
-        if (info.name.hba, info.name.device) in self.devices:
-            raise HandlerError(f"{info.configfs_dir} is already served")
-        handler = self.open_handler(info.name.config)
-        try:
-            port = self.open_port(info)
-        except BaseException:
-            handler.close()
-            raise
-        try:
-            runner = DeviceRunner(port, handler, threads=self.threads)
-        except BaseException:
-            port.close()
-            handler.close()
-            raise
-        thread: threading.Thread | None = None
-        if not self._shares_loop(handler):
-            thread = threading.Thread(
-                target=runner.run, name=f"ring-{info.name.device}", daemon=True
-            )
-        dev = ServedDevice(info, port, runner, thread, info.name.config)
-        self.devices[dev.key] = dev
-        units.UNITS.serve(info.configfs_dir, handler)  # EXTENDED COPY, ALUA groups
-        self._trace_device(dev)
-        self._ask_for_tmr_notifications(info)
-        if thread is None:
-            self._ring_loop_for_shared().add(runner)
-        else:
-            thread.start()
-        log.info("serving %s (/dev/uio%d) with %s", info.configfs_dir, info.minor, info.name.config)
-        return dev
-
-    def _shares_loop(self, handler: Handler) -> bool:
-        # --threads 0 runs every command on the ring thread: then each device keeps
-        # its own, or one device's disk I/O would hold up every other device.
-        return self.share_ring_loop and handler.shares_ring_loop and self.threads > 0
-
-    def _ring_loop_for_shared(self) -> SharedRingLoop:
-        if self._ring_loop is None:
-            self._ring_loop = SharedRingLoop()
-            self._ring_loop_thread = threading.Thread(
-                target=self._ring_loop.run, name="ring-shared", daemon=True
-            )
-            self._ring_loop_thread.start()
-        return self._ring_loop
-
-    def _stop_ring_loop(self) -> None:
-        """After every device left it (detach): end the shared loop's thread."""
-        loop, thread = self._ring_loop, self._ring_loop_thread
-        if loop is None or thread is None:
-            return
-        loop.stop()
-        thread.join(self.detach_wait)
-        if thread.is_alive():
-            # A device's leave is still waiting for a stuck command: the loop ends
-            # when that is done; its pipe is left to the process's exit.
-            log.warning("shared ring loop still busy at shutdown")
-        else:
-            loop.close()
-        self._ring_loop = self._ring_loop_thread = None
-
-    def _ask_for_tmr_notifications(self, info: uio.UioInfo) -> None:
-        """Our handlers act on LUN and target resets (PREVENT MEDIUM REMOVAL is cleared,
-        a pass-through device is reset), which the kernel reports only with
-        ``attrib/tmr_notification`` = 1 (default 0). Set for every device we serve,
-        whoever created it; the attribute may change while the device is exported."""
-        backstore = UserBackstore(self.cfs, info.name.hba, info.name.device)
-        try:
-            if backstore.attrib("tmr_notification").strip() != "1":
-                backstore.set_attrib("tmr_notification", 1)
-        except (TcmuScstError, OSError) as err:
-            log.warning("%s: TMR notifications stay off (%s): resets will not reach the "
-                        "handler", info.configfs_dir, err)
+        return self.lifecycle.attach(info)
 
     def detach(self, dev: ServedDevice) -> None:
-        """Drain in-flight commands, stop the ring thread, close everything.
-
-        Waits at most ``detach_wait`` for the ring thread: past that (a command stuck
-        in a pass-through device) the handler and port are closed by a reaper once the
-        command returns, and the main loop answers the kernel meanwhile.
-        """
-        units.UNITS.forget(dev.info.configfs_dir)
-        self.devices.pop(dev.key, None)
-        runner = dev.runner
-        if dev.thread is not None:
-            runner.stop()
-            serving = dev.thread
-        else:
-            # The shared loop's last drain, then the workers finish what they hold:
-            # on a thread of its own, so that a stuck command is waited for by the
-            # reaper, not by the main loop.
-            assert self._ring_loop is not None
-            serving = threading.Thread(
-                target=partial(self._ring_loop.remove, runner, timeout=None),
-                name=f"leave-{dev.info.name.device}", daemon=True,
-            )
-            serving.start()
-        serving.join(self.detach_wait)
-        close_when_stopped(serving, dev.info.configfs_dir, runner.close,
-                           lambda: runner.handler.close(), dev.port.close)
-        log.info("stopped serving %s", dev.info.configfs_dir)
+        """Drain, stop serving and close ``dev`` (bounded: see DeviceSet.detach)."""
+        self.lifecycle.detach(dev)
 
     def find(self, event: DeviceEvent) -> ServedDevice | None:
-        return self.devices.get((event.hba_index, event.name))
+        return self.lifecycle.find(event.hba_index, event.name)
 
     # -- netlink -----------------------------------------------------------------------------
     def _on_netlink(self) -> None:
@@ -509,60 +385,9 @@ class Daemon:
             state = "on" if event.write_cache else "off"
             log.info("%s write cache %s", dev.info.configfs_dir, state)
         elif event.dev_cfg is not None:
-            return self._reopen(dev, event.dev_cfg.strip(), partial(self._answer, event))
+            answer = partial(self._answer, event)
+            return self.lifecycle.reopen(dev, event.dev_cfg.strip(), answer)
         return False
-
-    def _reopen(self, dev: ServedDevice, dev_config: str, answer: Callable[[int], None]) -> bool:
-        """RECONFIG of dev_config: open the new handler, swap it in off the main loop.
-
-        Returns False if done in place (the caller answers), True if ``answer`` will
-        be called from the main loop once the swap is done or has given up.
-        """
-        if dev_config.split("/", 1)[0] != dev.info.name.subtype:
-            raise HandlerError(
-                f"{dev.info.configfs_dir}: dev_config may not change handler "
-                f"({dev.info.name.subtype} -> {dev_config.split('/', 1)[0]})"
-            )
-        if dev.runner.handler.reconfigure(dev_config):
-            dev.dev_config = dev_config  # done in place (e.g. a vcdrom medium change)
-            log.info("%s reconfigured in place: %s", dev.info.configfs_dir, dev_config)
-            return False
-        new_handler = self.open_handler(dev_config)
-        runner = dev.runner
-
-        def swap() -> None:
-            # The kernel waits for our reply, but initiators keep sending: stop taking
-            # commands off the ring and let every one in flight finish (inline, queued,
-            # on a worker, or completed later by the handler) before the old handler
-            # goes. Bounded: a command stuck in a device fails the RECONFIG (EBUSY).
-            if not runner.quiesce(self.quiesce_wait):
-                new_handler.close()
-                self._later(partial(finish, -errno.EBUSY))
-                return
-            try:
-                old = runner.handler
-                runner.handler = new_handler
-                units.UNITS.serve(dev.info.configfs_dir, new_handler)
-            finally:
-                runner.resume()
-            old.close()
-            self._later(partial(finish, 0))
-
-        def finish(status: int) -> None:
-            if status == 0:
-                dev.dev_config = dev_config
-                self._trace_device(dev)
-                log.info("%s reopened with %s", dev.info.configfs_dir, dev_config)
-            else:
-                log.error("%s: commands still in flight after %g s; dev_config unchanged",
-                          dev.info.configfs_dir, self.quiesce_wait)
-            answer(status)
-
-        thread = threading.Thread(target=swap, name=f"reopen-{dev.info.name.device}",
-                                  daemon=True)
-        self._swaps = [t for t in self._swaps if t.is_alive()] + [thread]
-        thread.start()
-        return True
 
     def _later(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the main loop (from any thread)."""
@@ -659,9 +484,7 @@ class Daemon:
 
     def set_threads(self, count: int) -> None:
         """Worker threads per device, for every device now and for those opened later."""
-        self.threads = count
-        for dev in self.devices.values():
-            dev.runner.set_threads(count)
+        self.lifecycle.set_threads(count)
         log.info("%d worker threads per device", count)
 
     # -- SCST trace_level (service.trace) ---------------------------------------------------
@@ -696,26 +519,7 @@ class Daemon:
         return Status(self.threads, tuple(self.describe_devices()))
 
     def describe_devices(self) -> list[DeviceStatus]:
-        out = []
-        for dev in self.devices.values():
-            stats = dev.runner.stats
-            with stats.lock:
-                out.append(
-                    DeviceStatus(
-                        name=dev.info.name.device,
-                        hba=dev.info.name.hba,
-                        minor=dev.info.minor,
-                        subtype=dev.info.name.subtype,
-                        dev_config=dev.dev_config,
-                        threads=dev.runner.threads,
-                        commands=stats.commands,
-                        errors=stats.errors,
-                        handler_failures=stats.handler_failures,
-                        tmrs=stats.tmrs,
-                        sizes={str(k): v for k, v in sorted(stats.size_histogram.items())},
-                    )
-                )
-        return out
+        return [dev.status() for dev in self.lifecycle]
 
 
 def notify_systemd(state: str) -> None:

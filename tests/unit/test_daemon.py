@@ -448,7 +448,7 @@ class SharedDisk(Disk):
 
 def test_devices_that_allow_it_share_one_ring_thread(rig: Rig) -> None:
     SharedDisk.threads_seen.clear()
-    rig.daemon.open_handler = lambda config: (
+    rig.daemon.lifecycle.open_handler = lambda config: (
         SharedDisk(config) if "shared" in config else Disk(config))
     rig.start()
     names = {3: "tcm-user/4/a/vdisk/shared-a", 4: "tcm-user/4/b/vdisk/shared-b",
@@ -490,8 +490,8 @@ def test_devices_that_allow_it_share_one_ring_thread(rig: Rig) -> None:
 def test_without_worker_threads_every_device_keeps_its_own_ring_thread(rig: Rig) -> None:
     # --threads 0 runs disk I/O on the ring thread: one slow device must not hold up
     # the others, so nothing is shared.
-    rig.daemon.threads = 0
-    rig.daemon.open_handler = SharedDisk
+    rig.daemon.lifecycle.threads = 0
+    rig.daemon.lifecycle.open_handler = SharedDisk
     rig.start()
     rig.add_uio(3, "tcm-user/4/a/vdisk/shared-a")
     rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/a/vdisk/shared-a", 3, 1))

@@ -37,6 +37,7 @@ from tcmu_scst.kernel.netlink import (
 from tcmu_scst.service import control
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.device import serve_in_thread
+from tcmu_scst.service.devices import DeviceState
 from tcmu_scst.service.instance import AlreadyRunning, InstanceLock
 from tcmu_scst.service.messages import Pong
 from tcmu_scst.testing.emulator_port import EmulatorPort
@@ -84,7 +85,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     Gated.gate.set()
     Gated.entered = threading.Semaphore(0)
     r = Rig(tmp_path)
-    r.daemon.open_handler = Gated
+    r.daemon.lifecycle.open_handler = Gated
     yield r
     Gated.gate.set()
     if r.thread is not None and r.thread.is_alive():
@@ -92,7 +93,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def serve(rig: Rig, threads: int, minor: int = 3, name: str = NAME, device_id: int = 1) -> None:
-    rig.daemon.threads = threads
+    rig.daemon.lifecycle.threads = threads
     rig.add_uio(minor, name)
     before = len(rig.netlink.replies)
     rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, name, minor, device_id))
@@ -161,7 +162,7 @@ def test_commands_fetched_during_a_reopen_reach_the_new_handler(rig: Rig) -> Non
 
 
 def test_reopen_gives_up_on_a_stuck_command_and_keeps_the_old_handler(rig: Rig) -> None:
-    rig.daemon.quiesce_wait = 0.3
+    rig.daemon.lifecycle.quiesce_wait = 0.3
     rig.start()
     serve(rig, 0)
     first = submit_blocked(rig)
@@ -177,7 +178,7 @@ def test_reopen_gives_up_on_a_stuck_command_and_keeps_the_old_handler(rig: Rig) 
 
 
 def test_removed_with_a_stuck_command_does_not_stall_other_devices(rig: Rig) -> None:
-    rig.daemon.detach_wait = 0.2
+    rig.daemon.lifecycle.detach_wait = 0.2
     rig.start()
     serve(rig, 2)
     submit_blocked(rig)
@@ -340,7 +341,7 @@ def start_a_stuck_swap(rig: Rig) -> None:
 
 
 def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: Rig) -> None:
-    rig.daemon.quiesce_wait = 2.5
+    rig.daemon.lifecycle.quiesce_wait = 2.5
     start_a_stuck_swap(rig)
     other = "tcm-user/5/e/vdisk/other"
     rig.add_uio(4, other)
@@ -355,8 +356,8 @@ def test_other_devices_are_answered_while_a_swap_waits_for_a_stuck_command(rig: 
 
 
 def test_shutdown_during_a_swap_answers_it_and_does_not_hang(rig: Rig) -> None:
-    rig.daemon.quiesce_wait = 0.5
-    rig.daemon.detach_wait = 0.2
+    rig.daemon.lifecycle.quiesce_wait = 0.5
+    rig.daemon.lifecycle.detach_wait = 0.2
     start_a_stuck_swap(rig)
     started = time.monotonic()
     rig.stop()  # joins the main loop within 10 s or fails
@@ -366,3 +367,19 @@ def test_shutdown_during_a_swap_answers_it_and_does_not_hang(rig: Rig) -> None:
     assert "close vdisk/one" not in Gated.log  # its command still runs
     Gated.gate.set()
     wait_for(lambda: "close vdisk/one" in Gated.log)
+
+
+def test_a_second_reconfig_during_a_swap_is_refused_at_once(rig: Rig) -> None:
+    rig.daemon.lifecycle.quiesce_wait = 2.5
+    start_a_stuck_swap(rig)
+    dev = rig.daemon.devices[(4, "d")]
+    assert dev.state is DeviceState.SWAPPING
+    rig.netlink.push(ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, NAME, 3, 1, dev_cfg="vdisk/three"))
+    wait_for(lambda: len(rig.netlink.replies) == 2, timeout=1.5)  # not after the first
+    assert rig.netlink.replies[1] == (DONE_RECONFIG, 1, -errno.EBUSY)
+    Gated.gate.set()  # the stuck command returns: the first swap goes through
+    wait_for(lambda: len(rig.netlink.replies) == 3, timeout=5)
+    assert rig.netlink.replies[2] == (DONE_RECONFIG, 1, 0)
+    assert dev.state is DeviceState.SERVING and dev.dev_config == "vdisk/two"
+    assert "close vdisk/three" not in Gated.log  # never opened
+    assert read(rig) == b"vdisk/two"
