@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from tcmu_scst.errors import ConfigError, TcmuScstError
+from tcmu_scst.errors import ConfigError, ErrorCollector, TcmuScstError
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
 from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
@@ -15,7 +15,7 @@ from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
 from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.mapping import map_config
-from tcmu_scst.scst.model import ScstConfig
+from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, ScstConfig
 from tcmu_scst.scst.ownership import load_ownership, write_atomically
 from tcmu_scst.scst.running import DEFAULT_RUNNING, RunningStore
 from tcmu_scst.scst.save import live_config
@@ -36,13 +36,40 @@ def load(path: Path, fmt: str = "auto") -> ScstConfig:
         # Pass-through devices are applied only while present (hot-plug, issue 7).
         return hotplug_rules.resolve(legacy_conf.parse_legacy(text, str(path))).config
     # Modern files may name pass-through devices by identity (hotplug_rules).
-    return hotplug_rules.load_resolved(text, str(path)).config
+    try:
+        return hotplug_rules.load_resolved(text, str(path)).config
+    except ConfigError as err:
+        # All errors in one run: the backing files of the devices that did parse are
+        # checked too, so a missing image is not news only after the syntax is fixed.
+        errors = ErrorCollector()
+        errors.add(err)
+        _check_files(conf.read(text, str(path), ErrorCollector()), errors)
+        errors.raise_if_any()
+        raise
+
+
+def _check_files(config: ScstConfig, errors: ErrorCollector) -> None:
+    """Backing-file checks of each device whose own line has no error yet."""
+    bad_lines = {(err.source, err.line) for err in errors.errors}
+    for device in config.devices:
+        if (device.where.source, device.where.line) in bad_lines:
+            continue
+        if device.handler in PASSTHROUGH_HANDLERS:
+            continue  # named by address or label: hot-plug decides when it is present
+        with errors.guard():
+            check_device_files(device, config.setup_id or 0)
 
 
 def check_system(config: ScstConfig) -> list[str]:
-    """Checks that look at the system (backing files...); returns mapping warnings."""
+    """Checks that look at the system (backing files...); returns mapping warnings.
+
+    Every device is checked before anything is raised: all its errors in one run.
+    """
+    errors = ErrorCollector()
     for device in config.devices:
-        check_device_files(device, config.setup_id or 0)
+        with errors.guard():
+            check_device_files(device, config.setup_id or 0)
+    errors.raise_if_any()
     return map_config(config).warnings
 
 

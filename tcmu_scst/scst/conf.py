@@ -46,12 +46,12 @@ attributes other than ``enabled``). :func:`write` produces the same syntax, so
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
 from tcmu_scst.scst.model import (
     FABRIC_DRIVERS,
@@ -174,50 +174,73 @@ def _token(chars: list[str], quoted: bool) -> str | object:
     return text
 
 
-def parse_tree(text: str, source: str = "") -> list[Node]:
-    """Split the file into nested :class:`Node` items (syntax only, no meaning)."""
+def parse_tree(text: str, source: str = "", errors: ErrorCollector | None = None) -> list[Node]:
+    """Split the file into nested :class:`Node` items (syntax only, no meaning).
+
+    With ``errors``, a faulty line is recorded there and skipped, so every syntax error
+    of the file is found in one pass; without, the first one is raised.
+    """
+    collector = errors if errors is not None else ErrorCollector()
     root = _Frame(Node("", [], 0))
     stack = [root]
     for number, raw in enumerate(text.splitlines(), start=1):
-        tokens = _tokenize(raw, source, number)
-        if not tokens:
-            continue
-        if tokens == [CLOSE]:
-            if len(stack) == 1:
-                raise ConfigError("'}' closes no section; remove it", source, number)
-            frame = stack.pop()
-            frame.node.children = frame.items
-            frame.node.closed_at = number
-            continue
-        if OPEN in tokens[:-1] or CLOSE in tokens:
-            raise ConfigError(
-                "'{' must end a line and '}' must stand alone on its line", source, number
+        with collector.guard():
+            _tree_line(stack, raw, source, number)
+    while len(stack) > 1:
+        frame = stack.pop()
+        open_node = frame.node
+        open_node.children = frame.items  # still read, so its own errors are found too
+        collector.add(
+            ConfigError(
+                f"section {open_node.keyword} {' '.join(open_node.args)} is never closed; add '}}'",
+                source,
+                open_node.line,
             )
-        words = [t for t in tokens if isinstance(t, str)]
-        if tokens[-1] is OPEN:
-            if not words:
-                raise ConfigError("a section needs a name before '{'", source, number)
-            node = Node(words[0], words[1:], number, [])
-            stack[-1].items.append(node)
-            stack.append(_Frame(node))
-            continue
-        stack[-1].items.append(Node(words[0], words[1:], number))
-    if len(stack) > 1:
-        open_node = stack[-1].node
-        raise ConfigError(
-            f"section {open_node.keyword} {' '.join(open_node.args)} is never closed; add '}}'",
-            source,
-            open_node.line,
         )
+    if errors is None:
+        collector.raise_if_any()
     return root.items
+
+
+def _tree_line(stack: list[_Frame], raw: str, source: str, number: int) -> None:
+    tokens = _tokenize(raw, source, number)
+    if not tokens:
+        return
+    if tokens == [CLOSE]:
+        if len(stack) == 1:
+            raise ConfigError("'}' closes no section; remove it", source, number)
+        frame = stack.pop()
+        frame.node.children = frame.items
+        frame.node.closed_at = number
+        return
+    if OPEN in tokens[:-1] or CLOSE in tokens:
+        raise ConfigError(
+            "'{' must end a line and '}' must stand alone on its line", source, number
+        )
+    words = [t for t in tokens if isinstance(t, str)]
+    if tokens[-1] is OPEN:
+        if not words:
+            raise ConfigError("a section needs a name before '{'", source, number)
+        node = Node(words[0], words[1:], number, [])
+        stack[-1].items.append(node)
+        stack.append(_Frame(node))
+        return
+    stack[-1].items.append(Node(words[0], words[1:], number))
 
 
 class _Reader:
     """Turns the item tree into an :class:`ScstConfig`."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, errors: ErrorCollector | None = None) -> None:
         self.source = source
         self.config = ScstConfig()
+        self.errors = errors if errors is not None else ErrorCollector()
+
+    def each(self, nodes: list[Node], read: Callable[[Node], None]) -> None:
+        """``read`` every node; a node's error is recorded and the next node read."""
+        for node in nodes:
+            with self.errors.guard():
+                read(node)
 
     def where(self, node: Node) -> Where:
         return Where(self.source, node.line)
@@ -252,22 +275,26 @@ class _Reader:
         return self.number(node, self.args(node, 1, "one number")[0], node.keyword)
 
     def read(self, nodes: list[Node]) -> ScstConfig:
-        for node in nodes:
-            if node.keyword == "HANDLER":
-                self.handler(node)
-            elif node.keyword == "TARGET_DRIVER":
-                self.driver(node)
-            elif node.keyword == "GROUP":
-                self.config.groups.append(self.group(node, None))
-            elif node.keyword == "setup_id":
-                self.config.setup_id = self.scalar(node)
-            elif node.keyword == "threads":
-                self.config.threads = self.scalar(node)
-            else:
-                raise self.unknown(
-                    node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
-                )
+        """The config of ``nodes``; errors go to the collector (raised by the caller)."""
+        self.each(nodes, self.top_item)
         return self.config
+
+    def top_item(self, node: Node) -> None:
+        if node.keyword == "HANDLER":
+            self.handler(node)
+        elif node.keyword == "TARGET_DRIVER":
+            self.driver(node)
+        elif node.keyword == "GROUP":
+            self.config.groups.append(self.group(node, None))
+        elif node.keyword == "setup_id":
+            self.config.setup_id = self.scalar(node)
+        elif node.keyword == "threads":
+            self.config.threads = self.scalar(node)
+            self.config.threads_where = self.where(node)
+        else:
+            raise self.unknown(
+                node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
+            )
 
     def unknown(self, node: Node, place: str, allowed: str) -> ConfigError:
         if node.keyword in ("DEVICE_GROUP", "TARGET_GROUP"):
@@ -278,24 +305,32 @@ class _Reader:
         name = self.args(node, 1, "a handler name, e.g. HANDLER vdisk_fileio {")[0]
         if node.children is None:
             raise self.fail(node, f"HANDLER {name} needs a section: HANDLER {name} {{ ... }}")
-        for item in node.section():
-            if item.keyword != "DEVICE":
-                raise self.unknown(item, f"HANDLER {name}", "DEVICE")
-            dev_name = self.args(item, 1, "a device name")[0]
-            params: dict[str, str] = {}
-            for attr in item.section():
-                self.plain(attr)
-                if not attr.args:
-                    raise self.fail(attr, f"device attribute {attr.keyword} needs a value")
-                if attr.keyword in params:
-                    raise self.fail(attr, f"attribute {attr.keyword} of {dev_name} is set twice")
-                params[attr.keyword] = " ".join(attr.args)
-            self.config.devices.append(Device(dev_name, name, params, self.where(item)))
+        self.each(node.section(), lambda item: self.device(name, item))
+
+    def device(self, handler: str, item: Node) -> None:
+        if item.keyword != "DEVICE":
+            raise self.unknown(item, f"HANDLER {handler}", "DEVICE")
+        dev_name = self.args(item, 1, "a device name")[0]
+        params: dict[str, str] = {}
+        # Added before its attributes are read: a faulty attribute is one error, not
+        # one more "unknown device" error at each of its LUNs.
+        self.config.devices.append(Device(dev_name, handler, params, self.where(item)))
+
+        def attribute(attr: Node) -> None:
+            self.plain(attr)
+            if not attr.args:
+                raise self.fail(attr, f"device attribute {attr.keyword} needs a value")
+            if attr.keyword in params:
+                raise self.fail(attr, f"attribute {attr.keyword} of {dev_name} is set twice")
+            params[attr.keyword] = " ".join(attr.args)
+
+        self.each(item.section(), attribute)
 
     def driver(self, node: Node) -> None:
         name = self.args(node, 1, "a driver name, e.g. TARGET_DRIVER iscsi {")[0]
         fabric = fabric_of(name, self.where(node))
-        for item in node.section():
+
+        def item_of(item: Node) -> None:
             if item.keyword == "TARGET":
                 self.config.targets.append(self.target(item, fabric))
             elif item.keyword == "enabled":
@@ -304,16 +339,21 @@ class _Reader:
             else:
                 raise self.unknown(item, f"TARGET_DRIVER {name}", "TARGET, enabled")
 
+        self.each(node.section(), item_of)
+
     def lun(self, node: Node) -> Lun:
         number, device = self.args(node, 2, "a LUN number and a device name: LUN 0 disk1")
-        read_only = False
-        for attr in node.section():
-            if attr.keyword != "read_only":
-                raise self.unknown(attr, f"LUN {number}", "read_only")
-            read_only = self.flag(attr)
         if not is_decimal(number):
             raise self.fail(node, f"LUN number {number!r} is not a decimal number")
-        return Lun(int(number), device, read_only, self.where(node))
+        lun = Lun(int(number), device, False, self.where(node))
+
+        def attribute(attr: Node) -> None:
+            if attr.keyword != "read_only":
+                raise self.unknown(attr, f"LUN {number}", "read_only")
+            lun.read_only = self.flag(attr)
+
+        self.each(node.section(), attribute)
+        return lun
 
     def account(self, node: Node) -> tuple[str, str]:
         self.plain(node)
@@ -325,7 +365,8 @@ class _Reader:
     def group(self, node: Node, fabric: str | None) -> Group:
         name = self.args(node, 1, "a group name")[0]
         grp = Group(name, where=self.where(node))
-        for item in node.section():
+
+        def item_of(item: Node) -> None:
             if item.keyword == "LUN":
                 grp.luns.append(self.lun(item))
             elif item.keyword == "INITIATOR":
@@ -337,6 +378,8 @@ class _Reader:
                 grp.incoming_users.append(self.account(item))
             else:
                 raise self.unknown(item, f"GROUP {name}", "LUN, INITIATOR, IncomingUser")
+
+        self.each(node.section(), item_of)
         return grp
 
     def wwpn(self, node: Node, name: str, fabric: str | None) -> str:
@@ -351,34 +394,37 @@ class _Reader:
     def target(self, node: Node, fabric: str) -> Target:
         name = self.wwpn(node, self.args(node, 1, "a target name")[0], fabric)
         tgt = Target(fabric, name, enabled=fabric == "loopback", where=self.where(node))
-        for item in node.section():
-            key = item.keyword
-            if key == "LUN":
-                tgt.luns.append(self.lun(item))
-            elif key == "GROUP":
-                tgt.groups.append(self.group(item, fabric))
-            elif key == "enabled":
-                tgt.enabled = self.flag(item)
-            elif key == "IncomingUser":
-                tgt.incoming_users.append(self.account(item))
-            elif key == "OutgoingUser":
-                tgt.outgoing_user = self.account(item)
-            elif key in ("portal", "allowed_portal"):
-                self.plain(item)
-                tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
-            elif key in ISCSI_PARAMS or key in KEPT_TARGET_ATTRS:
-                self.plain(item)
-                if not item.args:
-                    raise self.fail(item, f"{key} needs a value")
-                tgt.attributes[key] = " ".join(item.args)
-            else:
-                raise self.unknown(
-                    item,
-                    f"TARGET {name}",
-                    "LUN, GROUP, enabled, IncomingUser, OutgoingUser, "
-                    "portal, allowed_portal or an iSCSI parameter",
-                )
+        self.each(node.section(), lambda item: self.target_item(tgt, item))
         return tgt
+
+    def target_item(self, tgt: Target, item: Node) -> None:
+        name, fabric = tgt.name, tgt.fabric
+        key = item.keyword
+        if key == "LUN":
+            tgt.luns.append(self.lun(item))
+        elif key == "GROUP":
+            tgt.groups.append(self.group(item, fabric))
+        elif key == "enabled":
+            tgt.enabled = self.flag(item)
+        elif key == "IncomingUser":
+            tgt.incoming_users.append(self.account(item))
+        elif key == "OutgoingUser":
+            tgt.outgoing_user = self.account(item)
+        elif key in ("portal", "allowed_portal"):
+            self.plain(item)
+            tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
+        elif key in ISCSI_PARAMS or key in KEPT_TARGET_ATTRS:
+            self.plain(item)
+            if not item.args:
+                raise self.fail(item, f"{key} needs a value")
+            tgt.attributes[key] = " ".join(item.args)
+        else:
+            raise self.unknown(
+                item,
+                f"TARGET {name}",
+                "LUN, GROUP, enabled, IncomingUser, OutgoingUser, "
+                "portal, allowed_portal or an iSCSI parameter",
+            )
 
     def portal(self, node: Node, text: str) -> str:
         if any(ch in text for ch in "*?!"):
@@ -415,10 +461,21 @@ def normalize_portal(text: str, source: str = "", line: int = 0) -> str:
         raise ConfigError(f"portal {text!r}: {err.reason}", source, line) from None
 
 
+def read(text: str, source: str, errors: ErrorCollector) -> ScstConfig:
+    """The config of ``text`` (not validated); every error goes to ``errors``."""
+    return _Reader(source, errors).read(parse_tree(text, source, errors))
+
+
 def parse(text: str, source: str = "<string>") -> ScstConfig:
-    """Parse and validate a modern scst.conf text; errors name ``source`` and the line."""
-    config = _Reader(source).read(parse_tree(text, source))
-    validate(config)
+    """Parse and validate a modern scst.conf text; errors name ``source`` and the line.
+
+    Every error of the file is raised at once (:class:`ConfigErrors`, one per line).
+    """
+    errors = ErrorCollector()
+    config = read(text, source, errors)
+    with errors.guard():
+        validate(config)
+    errors.raise_if_any()
     return config
 
 

@@ -176,10 +176,11 @@ def _assign_indices(
     """Give each device a TPG LUN index: live index, then preferred numbers, then free."""
     result: dict[str, int] = {}
     used: set[int] = set()
+    wanted = set(devices)
     for source in [dict(hint), *preferred]:
-        for dev in devices:
-            number = source.get(dev)
-            if dev not in result and number is not None and number not in used:
+        # Walk the source, not every device: linear in the config's size overall.
+        for dev, number in source.items():
+            if dev in wanted and dev not in result and number not in used:
                 result[dev] = number
                 used.add(number)
     free = 0
@@ -248,7 +249,9 @@ def _fabric_target(
     tpg_devices = list(dict.fromkeys(exported))
     case = _classify(default, tpg_devices, devices)
     default_numbers = {lun.device: lun.number for lun in default.luns}
-    group_numbers = [{lun.device: lun.number for lun in grp.luns} for _, grp in members]
+    # One entry per group, not per member: a group of N members would be walked N times.
+    distinct = list({id(grp): grp for _, grp in members}.values())
+    group_numbers = [{lun.device: lun.number for lun in grp.luns} for grp in distinct]
     hint = {} if case == "B" else hints.get((fabric_dir, target.name), {})
     index = _assign_indices(tpg_devices, [default_numbers, *group_numbers], hint)
 

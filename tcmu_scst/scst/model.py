@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ErrorCollector
 
 DEFAULT_GROUP = "Default"
 DEFAULT_GROUP_PREFIX = "Default_"
@@ -151,6 +151,7 @@ class ScstConfig:
     groups: list[Group] = field(default_factory=list)  # 0.9.6 global groups
     threads: int | None = None
     setup_id: int | None = None
+    threads_where: Where = field(default=NOWHERE, compare=False)
     # Target drivers named in the file with their own attributes (e.g. "enabled").
     drivers: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -268,101 +269,141 @@ def target_name_error(name: str, fabric: str) -> str | None:
     return None
 
 
-def _check_luns(config: ScstConfig, owner: str, luns: list[Lun], where: Where) -> None:
+def _check_luns(
+    known: set[str], owner: str, luns: list[Lun], where: Where, errors: ErrorCollector
+) -> None:
     numbers: dict[int, Lun] = {}
     devices: dict[str, Lun] = {}
     for lun in luns:
-        at = lun.where if lun.where.line else where
-        if not 0 <= lun.number <= MAX_LUN:
-            raise at.error(f"LUN {lun.number} in {owner} is out of range 0..{MAX_LUN}")
-        if lun.number in numbers:
-            raise at.error(
-                f"LUN {lun.number} is assigned twice in {owner} "
-                f"({numbers[lun.number].device} and {lun.device}); give each device its own LUN"
-            )
-        if config.device(lun.device) is None:
-            raise at.error(
-                f"LUN {lun.number} in {owner} names unknown device {lun.device!r}; "
-                "define it in a HANDLER section first"
-            )
-        if lun.device in devices:
-            raise at.error(
-                f"device {lun.device} is exported twice in {owner} (LUN "
-                f"{devices[lun.device].number} and {lun.number}); keep one"
-            )
-        numbers[lun.number] = lun
-        devices[lun.device] = lun
+        with errors.guard():
+            _check_lun(known, owner, lun, where, numbers, devices)
     if luns and 0 not in numbers:
-        raise where.error(
-            f"{owner} has no LUN 0: there must be LUN 0 in each security group; "
-            "renumber its LUNs to start at 0"
+        errors.add(
+            where.error(
+                f"{owner} has no LUN 0: there must be LUN 0 in each security group; "
+                "renumber its LUNs to start at 0"
+            )
         )
 
 
-def _check_group(config: ScstConfig, grp: Group, fabric: str | None, owner: str) -> None:
+def _check_lun(
+    known: set[str],
+    owner: str,
+    lun: Lun,
+    where: Where,
+    numbers: dict[int, Lun],
+    devices: dict[str, Lun],
+) -> None:
+    at = lun.where if lun.where.line else where
+    if not 0 <= lun.number <= MAX_LUN:
+        raise at.error(f"LUN {lun.number} in {owner} is out of range 0..{MAX_LUN}")
+    if lun.number in numbers:
+        raise at.error(
+            f"LUN {lun.number} is assigned twice in {owner} "
+            f"({numbers[lun.number].device} and {lun.device}); give each device its own LUN"
+        )
+    numbers[lun.number] = lun
+    if lun.device not in known:
+        raise at.error(
+            f"LUN {lun.number} in {owner} names unknown device {lun.device!r}; "
+            "define it in a HANDLER section first"
+        )
+    if lun.device in devices:
+        raise at.error(
+            f"device {lun.device} is exported twice in {owner} (LUN "
+            f"{devices[lun.device].number} and {lun.number}); keep one"
+        )
+    devices[lun.device] = lun
+
+
+def _check_group(
+    known: set[str], grp: Group, fabric: str | None, owner: str, errors: ErrorCollector
+) -> None:
     seen: set[str] = set()
     for index, name in enumerate(grp.initiators):
         at = grp.initiator_lines[index] if index < len(grp.initiator_lines) else grp.where
         problem = initiator_name_error(name, fabric)
         if problem is not None:
-            raise at.error(f"{problem} (in {owner})")
-        if name in seen:
-            raise at.error(f"initiator {name} is listed twice in {owner}; remove one")
+            errors.add(at.error(f"{problem} (in {owner})"))
+        elif name in seen:
+            errors.add(at.error(f"initiator {name} is listed twice in {owner}; remove one"))
         seen.add(name)
-    _check_luns(config, owner, grp.luns, grp.where)
+    _check_luns(known, owner, grp.luns, grp.where, errors)
 
 
-def _unique(items: Iterable[tuple[str, Where]], what: str) -> None:
+def _unique(items: Iterable[tuple[str, Where]], what: str, errors: ErrorCollector) -> None:
     seen: set[str] = set()
     for name, where in items:
         if name in seen:
-            raise where.error(f"{what} {name} is defined twice; remove or rename one")
+            errors.add(where.error(f"{what} {name} is defined twice; remove or rename one"))
         seen.add(name)
 
 
-def validate(config: ScstConfig) -> None:
-    """Check the rules SCST enforces; raise the first violation as a ConfigError."""
-    for dev in config.devices:
-        if dev.handler not in HANDLER_TYPES:
-            known = ", ".join(sorted(HANDLER_TYPES))
-            raise dev.where.error(f"unknown handler {dev.handler!r}; use one of: {known}")
-        problem = device_name_error(dev.name, dev.handler)
-        if problem is not None:
-            raise dev.where.error(problem)
-    _unique(((d.name, d.where) for d in config.devices), "device")
-    _unique(((g.name, g.where) for g in config.groups), "group")
-    _unique(((f"{t.fabric}/{t.name}", t.where) for t in config.targets), "target")
-    if config.threads is not None and not 1 <= config.threads <= 1024:
-        raise ConfigError(f"threads {config.threads} is out of range 1..1024")
-    for grp in config.groups:
-        _check_group(config, grp, None, f"group {grp.name}")
-    for tgt in config.targets:
-        if tgt.fabric not in FABRIC_DRIVERS:
-            raise tgt.where.error(f"unknown fabric {tgt.fabric!r} for target {tgt.name}")
-        problem = target_name_error(tgt.name, tgt.fabric)
-        if problem is not None:
-            raise tgt.where.error(problem)
-        _check_luns(config, f"target {tgt.name}", tgt.luns, tgt.where)
-        _unique(((g.name, g.where) for g in tgt.groups), f"group of target {tgt.name}:")
-        for grp in tgt.groups:
-            if is_default_group(grp.name):
-                raise grp.where.error(
+def _check_device(dev: Device) -> None:
+    if dev.handler not in HANDLER_TYPES:
+        known = ", ".join(sorted(HANDLER_TYPES))
+        raise dev.where.error(f"unknown handler {dev.handler!r}; use one of: {known}")
+    problem = device_name_error(dev.name, dev.handler)
+    if problem is not None:
+        raise dev.where.error(problem)
+
+
+def _check_target(config: ScstConfig, known: set[str], tgt: Target, errors: ErrorCollector) -> None:
+    if tgt.fabric not in FABRIC_DRIVERS:
+        raise tgt.where.error(f"unknown fabric {tgt.fabric!r} for target {tgt.name}")
+    problem = target_name_error(tgt.name, tgt.fabric)
+    if problem is not None:
+        errors.add(tgt.where.error(problem))
+    _check_luns(known, f"target {tgt.name}", tgt.luns, tgt.where, errors)
+    _unique(((g.name, g.where) for g in tgt.groups), f"group of target {tgt.name}:", errors)
+    for grp in tgt.groups:
+        if is_default_group(grp.name):
+            errors.add(
+                grp.where.error(
                     f"group name {grp.name} is reserved for the default LUN set; "
                     f"put target {tgt.name}'s default LUNs directly in its TARGET section"
                 )
-            _check_group(config, grp, tgt.fabric, f"group {grp.name} of target {tgt.name}")
-        if tgt.fabric != "iscsi" and (tgt.incoming_users or tgt.outgoing_user or tgt.portals):
-            raise tgt.where.error(
-                f"target {tgt.name}: CHAP and portals exist only on iSCSI; remove them"
             )
-        holders: list[tuple[str, list[tuple[str, str]], Where]] = [
-            (f"target {tgt.name}", tgt.incoming_users, tgt.where),
-            *((f"group {g.name}", g.incoming_users, g.where) for g in tgt.groups),
-        ]
-        for owner, users, where in holders:
-            if len(users) > 1:
-                raise where.error(
+            continue
+        _check_group(known, grp, tgt.fabric, f"group {grp.name} of target {tgt.name}", errors)
+    if tgt.fabric != "iscsi" and (tgt.incoming_users or tgt.outgoing_user or tgt.portals):
+        errors.add(
+            tgt.where.error(f"target {tgt.name}: CHAP and portals exist only on iSCSI; remove them")
+        )
+    holders: list[tuple[str, list[tuple[str, str]], Where]] = [
+        (f"target {tgt.name}", tgt.incoming_users, tgt.where),
+        *((f"group {g.name}", g.incoming_users, g.where) for g in tgt.groups),
+    ]
+    for owner, users, where in holders:
+        if len(users) > 1:
+            errors.add(
+                where.error(
                     f"{len(users)} IncomingUser accounts for {owner}: LIO keeps one CHAP "
                     "account per initiator; keep one (or split the group)"
                 )
+            )
 
+
+def check(config: ScstConfig, errors: ErrorCollector) -> None:
+    """Every violation of the rules SCST enforces, into ``errors`` (linear in size)."""
+    for dev in config.devices:
+        with errors.guard():
+            _check_device(dev)
+    known = {dev.name for dev in config.devices}
+    _unique(((d.name, d.where) for d in config.devices), "device", errors)
+    _unique(((g.name, g.where) for g in config.groups), "group", errors)
+    _unique(((f"{t.fabric}/{t.name}", t.where) for t in config.targets), "target", errors)
+    if config.threads is not None and not 1 <= config.threads <= 1024:
+        errors.add(config.threads_where.error(f"threads {config.threads} is out of range 1..1024"))
+    for grp in config.groups:
+        _check_group(known, grp, None, f"group {grp.name}", errors)
+    for tgt in config.targets:
+        with errors.guard():
+            _check_target(config, known, tgt, errors)
+
+
+def validate(config: ScstConfig) -> None:
+    """Check the rules SCST enforces; raise every violation at once (ConfigErrors)."""
+    errors = ErrorCollector()
+    check(config, errors)
+    errors.raise_if_any()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ConfigErrors
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import Device, Group, Lun, ScstConfig, Target
 
@@ -160,8 +160,9 @@ def test_writer_output_reads_back_identical() -> None:
          "c.conf:3: initiator iqn.a is listed twice in group g; remove one"),
         ("HANDLER vdisk_fileio {\n DEVICE d\n DEVICE d\n}\n",
          "c.conf:3: device d is defined twice; remove or rename one"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 0 d {\n   hidden 1\n  }\n }\n}\n",
-         "c.conf:4: unknown keyword 'hidden' at LUN 0; expected read_only"),
+        ("HANDLER vdisk_nullio {\n DEVICE d\n}\n"
+         "TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 0 d {\n   hidden 1\n  }\n }\n}\n",
+         "c.conf:7: unknown keyword 'hidden' at LUN 0; expected read_only"),
         ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN x d\n }\n}\n",
          "c.conf:3: LUN number 'x' is not a decimal number"),
         # str.isdigit() takes these; int() crashed on the first, read the second as 0.
@@ -182,11 +183,12 @@ def test_bad_input_gives_one_line_error_with_file_line_and_fix(text: str, messag
     assert "\n" not in str(info.value)
 
 
-def test_first_error_wins_and_line_numbers_count_comments_and_blank_lines() -> None:
+def test_every_error_in_one_run_and_line_numbers_count_comments_and_blank_lines() -> None:
     text = "# one\n\n  # three\nbogus 1\nalso_bogus 2\n"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigErrors) as info:
         conf.parse(text, "f")
-    assert info.value.line == 4
+    assert info.value.line == 4  # it reads as its first error
+    assert [err.line for err in info.value.errors] == [4, 5]
 
 
 def test_a_utf8_byte_order_mark_is_not_a_keyword(tmp_path: Path) -> None:
