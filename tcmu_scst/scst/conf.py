@@ -63,6 +63,7 @@ from tcmu_scst.scst.model import (
     Target,
     Where,
     fabric_of,
+    is_pattern,
     validate,
 )
 
@@ -386,6 +387,8 @@ class _Reader:
         """FC names in the kernel's form (lower-case colon WWPN); others unchanged."""
         if fabric not in FC_FABRICS:
             return name
+        if is_pattern(name):
+            return name.lower()  # matched against the kernel's lower-case WWPNs
         try:
             return normalize_wwpn(name)
         except ConfigError:

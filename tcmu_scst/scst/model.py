@@ -69,6 +69,7 @@ MAX_NAME_LEN = 223  # iSCSI names are at most 223 bytes (RFC 3720 3.2.6.1).
 _WWPN = re.compile(r"^([0-9a-f]{2}:){7}[0-9a-f]{2}$")
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
 _BAD_NAME_CHARS = re.compile(r"[\s/]")
+_FC_PATTERN = re.compile(r"^[0-9a-f:*?]+$")
 
 
 @dataclass(frozen=True)
@@ -207,10 +208,68 @@ def default_for(config: ScstConfig, target: Target) -> Group:
     return Group(DEFAULT_GROUP)
 
 
+def is_pattern(name: str) -> bool:
+    """Whether an INITIATOR entry is an SCST 3.x pattern, not one exact name.
+
+    Modern SCST matches a group's entries with ``wildcmp``: ``*`` any run of characters,
+    ``?`` any one character, a leading ``!`` negates the rest (lio-and-scst.md §2.1).
+    """
+    return name.startswith("!") or "*" in name or "?" in name
+
+
+def wildcard_match(pattern: str, name: str) -> bool:
+    """Whether ``name`` matches the SCST initiator pattern (exact, case-sensitive, as the
+    kernel compares names). Linear backtracking over ``*``: at most len(pattern) *
+    len(name) steps, and names are at most 223 bytes."""
+    if pattern.startswith("!"):
+        return not _glob(pattern[1:], name)
+    return _glob(pattern, name)
+
+
+def _glob(pattern: str, name: str) -> bool:
+    p = n = 0
+    star_p, star_n = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in ("?", name[n]) and pattern[p] != "*":
+            p, n = p + 1, n + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star_p, star_n = p, n
+            p += 1
+        elif star_p >= 0:
+            star_n += 1
+            p, n = star_p + 1, star_n
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+def group_matches(grp: Group, name: str) -> bool:
+    """Whether one of ``grp``'s INITIATOR entries (a name or a pattern) takes ``name``."""
+    return any(wildcard_match(e, name) if is_pattern(e) else e == name for e in grp.initiators)
+
+
+def _pattern_error(pattern: str, fabric: str | None) -> str | None:
+    body = pattern[1:] if pattern.startswith("!") else pattern
+    if not body:
+        return f"initiator pattern {pattern!r} has nothing after '!'"
+    if fabric in FC_FABRICS and not _FC_PATTERN.match(body):
+        return (
+            f"initiator pattern {pattern!r} cannot match an FC WWPN; use lower-case hex, "
+            "':', '*' and '?' only, e.g. 21:00:00:24:ff:*"
+        )
+    return None
+
+
 def initiator_name_error(name: str, fabric: str | None = None) -> str | None:
-    """Why ``name`` cannot be an initiator name (on ``fabric``), or None if it can."""
+    """Why ``name`` cannot be an initiator name or pattern (on ``fabric``), or None."""
     if not name:
         return "initiator name is empty"
+    if is_pattern(name) and not _BAD_NAME_CHARS.search(name):
+        if len(name.encode()) > MAX_NAME_LEN + 1:
+            return f"initiator pattern {name[:32]!r}... is longer than {MAX_NAME_LEN} bytes"
+        return _pattern_error(name, fabric)
     if _BAD_NAME_CHARS.search(name):
         return f"initiator name {name!r} contains '/' or white space, which LIO cannot store"
     if len(name.encode()) > MAX_NAME_LEN:
@@ -229,6 +288,8 @@ def name_fits_fabric(name: str, fabric: str) -> bool:
     0.9.6 names are shared by every target driver; a name only ever matches sessions
     of the driver whose name format it has, so an IQN is not expanded onto FC ports.
     """
+    if is_pattern(name):
+        return fabric != "loopback"  # a pattern may match names of any fabric with ACLs
     is_wwpn = bool(_WWPN.match(name))
     if fabric in FC_FABRICS:
         return is_wwpn

@@ -214,3 +214,29 @@ def test_read_only_lun_refuses_writes_for_that_group_only(
     assert "Test: Simple ...passed" in writable, writable
     # LIO's per-mapped-LUN write_protect, generic in the core, also for TCMU devices.
     assert "sense key DATA PROTECTION(0x07) / ASCQ WRITE_PROTECTED(0x2700)" in protected
+
+
+WILD_HOST = "iqn.2024-01.org.wild:host1"
+
+
+def test_wildcard_group_materializes_matching_initiators_only(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    """SCST 3.x ``INITIATOR iqn...:*``: LIO has no pattern ACLs; a matching initiator is
+    refused once, gets an ACL with the group's LUNs, and one that does not match stays
+    refused (the default set is empty)."""
+    cfs, state, tmp_path = setup
+    body = iscsi("  GROUP wild {\n   LUN 0 d1\n   INITIATOR iqn.2024-01.org.wild:*\n  }\n")
+    apply_config(cfs, conf.parse(devices(tmp_path) + body, "w.conf"), state)
+    tpg = f"iscsi/{IQN}/tpgt_1"
+    assert cfs.read(f"{tpg}/attrib/generate_node_acls") == "0"
+    assert cfs.listdir(f"{tpg}/acls") == []  # no ACL named after the pattern
+    assert inquiry(WILD_HOST, 0).returncode != 0  # LIO has no login hook: first is refused
+    assert inquiry(INI_C, 0).returncode != 0
+    created = Materializer(cfs, state).poll_once()
+    assert [m.initiator for m in created] == [WILD_HOST]
+    assert cfs.read(f"{tpg}/acls/{WILD_HOST}/tag") == "wild"
+    assert product(WILD_HOST, 0) == "d1"
+    assert inquiry(INI_C, 0).returncode != 0  # matches no pattern: still refused
+    assert Materializer(cfs, state).poll_once() == []
+    assert cfs.listdir(f"{tpg}/acls") == [WILD_HOST]
