@@ -80,7 +80,7 @@ def _usable(cfs: Configfs) -> bool:
 def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load(path, fmt)
-    warnings = check_system(config)
+    warnings = [*config.warnings, *check_system(config)]
     for warning in warnings:
         print(f"warning: {warning}", file=out)
     summary = f"{path}: OK ({len(config.devices)} devices, {len(config.targets)} targets)"
@@ -123,7 +123,7 @@ def apply(
         )
         if not dry_run:
             running.store(config)
-    for warning in result.warnings:
+    for warning in [*config.warnings, *result.warnings]:
         print(f"warning: {warning}", file=out)
     if not dry_run:
         _ensure_metadata_dirs(cfs, out)

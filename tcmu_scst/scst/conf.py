@@ -39,8 +39,11 @@ Accepted sections and items::
         INITIATOR iqn.1993-08.org.debian:01:abc   # are 0.9.6's default groups
     }
 
-Everything else is refused with the line and the fix (``DEVICE_GROUP``, ALUA, driver
-attributes other than ``enabled``). :func:`write` produces the same syntax, so
+The other attributes SCST 3.x writes (``max_tasklet_cmd``, ``threads_num``,
+``NopInInterval``, ``cpu_mask``..., and the ``TARGET_DRIVER copy_manager`` section) are
+accepted with one ``FILE:LINE`` warning each saying why they have no effect on LIO
+(:mod:`tcmu_scst.scst.catalogue` lists them). Everything else is refused with the line
+and the fix (``DEVICE_GROUP``, ALUA, unknown attributes). :func:`write` produces the same syntax, so
 ``parse(write(config)) == config``.
 """
 
@@ -53,6 +56,7 @@ from pathlib import Path
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
+from tcmu_scst.scst.catalogue import COPY_MANAGER_DRIVER, ISCSI_PARAMS, Level, ignored, warning
 from tcmu_scst.scst.model import (
     FABRIC_DRIVERS,
     FC_FABRICS,
@@ -67,35 +71,6 @@ from tcmu_scst.scst.model import (
     validate,
 )
 
-# iSCSI negotiation keys LIO keeps in tpgt_N/param/ (RFC 3720 names).
-ISCSI_PARAMS = frozenset(
-    {
-        "AuthMethod",
-        "HeaderDigest",
-        "DataDigest",
-        "MaxConnections",
-        "TargetAlias",
-        "InitialR2T",
-        "ImmediateData",
-        "MaxRecvDataSegmentLength",
-        "MaxXmitDataSegmentLength",
-        "MaxBurstLength",
-        "FirstBurstLength",
-        "DefaultTime2Wait",
-        "DefaultTime2Retain",
-        "MaxOutstandingR2T",
-        "DataPDUInOrder",
-        "DataSequenceInOrder",
-        "ErrorRecoveryLevel",
-        "IFMarker",
-        "OFMarker",
-        "IFMarkInt",
-        "OFMarkInt",
-    }
-)
-# SCST target attributes scstadmin writes that have no LIO counterpart: kept so a
-# file round-trips, never applied.
-KEPT_TARGET_ATTRS = frozenset({"rel_tgt_id", "comment", "addr_method", "io_grouping_type"})
 DEFAULT_ISCSI_PORT = 3260
 
 
@@ -292,10 +267,22 @@ class _Reader:
         elif node.keyword == "threads":
             self.config.threads = self.scalar(node)
             self.config.threads_where = self.where(node)
-        else:
+        elif not self.ignore(node, Level.GLOBAL):
             raise self.unknown(
                 node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
             )
+
+    def ignore(self, node: Node, level: Level, driver: str | None = None) -> str | None:
+        """An SCST attribute without effect here: warn (file:line) and return its value;
+        None when the catalogue does not know ``node`` at ``level``."""
+        entry = ignored(level, node.keyword, driver)
+        if entry is None:
+            return None
+        self.plain(node)
+        if not node.args:
+            raise self.fail(node, f"{node.keyword} needs a value")
+        self.config.warnings.append(f"{self.source}:{node.line}: {warning(entry)}")
+        return " ".join(node.args)
 
     def unknown(self, node: Node, place: str, allowed: str) -> ConfigError:
         if node.keyword in ("DEVICE_GROUP", "TARGET_GROUP"):
@@ -310,7 +297,9 @@ class _Reader:
 
     def device(self, handler: str, item: Node) -> None:
         if item.keyword != "DEVICE":
-            raise self.unknown(item, f"HANDLER {handler}", "DEVICE")
+            if self.ignore(item, Level.HANDLER) is None:
+                raise self.unknown(item, f"HANDLER {handler}", "DEVICE")
+            return
         dev_name = self.args(item, 1, "a device name")[0]
         params: dict[str, str] = {}
         # Added before its attributes are read: a faulty attribute is one error, not
@@ -318,6 +307,8 @@ class _Reader:
         self.config.devices.append(Device(dev_name, handler, params, self.where(item)))
 
         def attribute(attr: Node) -> None:
+            if self.ignore(attr, Level.DEVICE, handler) is not None:
+                return  # not a handler parameter: never reaches the handler's codec
             self.plain(attr)
             if not attr.args:
                 raise self.fail(attr, f"device attribute {attr.keyword} needs a value")
@@ -329,6 +320,9 @@ class _Reader:
 
     def driver(self, node: Node) -> None:
         name = self.args(node, 1, "a driver name, e.g. TARGET_DRIVER iscsi {")[0]
+        if name == COPY_MANAGER_DRIVER:
+            self.copy_manager(node)
+            return
         fabric = fabric_of(name, self.where(node))
 
         def item_of(item: Node) -> None:
@@ -337,8 +331,39 @@ class _Reader:
             elif item.keyword == "enabled":
                 attrs = self.config.drivers.setdefault(fabric, {})
                 attrs["enabled"] = "1" if self.flag(item) else "0"
-            else:
+            elif self.ignore(item, Level.DRIVER, fabric) is None:
                 raise self.unknown(item, f"TARGET_DRIVER {name}", "TARGET, enabled")
+
+        self.each(node.section(), item_of)
+
+    def copy_manager(self, node: Node) -> None:
+        """SCST's internal EXTENDED COPY target: read (so its errors show), then dropped.
+
+        scstadmin writes it with a LUN per device; here EXTENDED COPY is served by each
+        device's handler between LUNs the initiator sees, so the section has no effect.
+        """
+        self.config.warnings.append(
+            f"{self.source}:{node.line}: TARGET_DRIVER {COPY_MANAGER_DRIVER} has no effect "
+            "here: EXTENDED COPY is served by the tcmu-scst handler between the LUNs an "
+            "initiator sees"
+        )
+
+        def target_item(target: str, item: Node) -> None:
+            if item.keyword == "LUN":
+                self.lun(item)
+            elif self.ignore(item, Level.TARGET) is None:
+                raise self.unknown(item, f"TARGET {target}", "LUN")
+
+        def item_of(item: Node) -> None:
+            if item.keyword == "TARGET":
+                target = self.args(item, 1, "a target name")[0]
+                self.each(item.section(), lambda attr: target_item(target, attr))
+            elif item.keyword != "enabled" and self.ignore(
+                item, Level.DRIVER, COPY_MANAGER_DRIVER
+            ) is None:
+                raise self.unknown(
+                    item, f"TARGET_DRIVER {COPY_MANAGER_DRIVER}", "TARGET, allow_not_connected_copy"
+                )
 
         self.each(node.section(), item_of)
 
@@ -377,7 +402,7 @@ class _Reader:
                 grp.initiator_lines.append(self.where(item))
             elif item.keyword == "IncomingUser":
                 grp.incoming_users.append(self.account(item))
-            else:
+            elif self.ignore(item, Level.GROUP, fabric) is None:
                 raise self.unknown(item, f"GROUP {name}", "LUN, INITIATOR, IncomingUser")
 
         self.each(node.section(), item_of)
@@ -416,11 +441,13 @@ class _Reader:
         elif key in ("portal", "allowed_portal"):
             self.plain(item)
             tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
-        elif key in ISCSI_PARAMS or key in KEPT_TARGET_ATTRS:
+        elif key in ISCSI_PARAMS and fabric == "iscsi":
             self.plain(item)
             if not item.args:
                 raise self.fail(item, f"{key} needs a value")
             tgt.attributes[key] = " ".join(item.args)
+        elif (value := self.ignore(item, Level.TARGET, fabric)) is not None:
+            tgt.attributes[key] = value  # kept, so "config save" writes it back
         else:
             raise self.unknown(
                 item,

@@ -73,6 +73,10 @@ def encode_dev_config(device: Device, setup_id: int = 0) -> str:
     """``<subtype>/<encoded parameters>``, at most 255 bytes, without ',' or ':'."""
     try:
         config = _handler_dev_config(device, setup_id)
+    except ConfigError as err:
+        if err.source:
+            raise  # already names the file and line (vdisk_params)
+        raise device.where.error(str(err)) from err
     except TcmuScstError as err:
         raise device.where.error(str(err)) from err
     if "," in config or ":" in config or len(config.encode()) > 255:

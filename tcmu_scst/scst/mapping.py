@@ -31,6 +31,7 @@ from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
 from tcmu_scst.scst import devconfig
+from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     Device,
@@ -53,16 +54,6 @@ FABRIC_DIRS: dict[str, str] = {
 }
 DEFAULT_PORTAL = "0.0.0.0:3260"
 TPG_TAG = 1
-ISCSI_PARAM_KEYS = frozenset(
-    {
-        "AuthMethod", "HeaderDigest", "DataDigest", "MaxConnections", "TargetAlias",
-        "InitialR2T", "ImmediateData", "MaxRecvDataSegmentLength",
-        "MaxXmitDataSegmentLength", "MaxBurstLength", "FirstBurstLength",
-        "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
-        "DataSequenceInOrder", "ErrorRecoveryLevel", "IFMarker", "OFMarker", "IFMarkInt",
-        "OFMarkInt",
-    }
-)  # fmt: skip
 _NAA_LOOPBACK = re.compile(r"^naa\.[0-9a-f]{16}$")
 
 DefaultCase = Literal["A", "B", "C", "loopback"]
@@ -366,7 +357,7 @@ def _fabric_target(
     disk_ro = any(lun.read_only for lun in default.luns if devices[lun.device].is_disk)
     tpg.attributes = _tpg_attributes(target.fabric, case, disk_ro, target_chap is not None)
     if target.fabric == "iscsi":
-        tpg.params = {k: v for k, v in target.attributes.items() if k in ISCSI_PARAM_KEYS}
+        tpg.params = {k: v for k, v in target.attributes.items() if k in ISCSI_PARAMS}
         tpg.portals = list(target.portals) or [DEFAULT_PORTAL]
         if case == "B":
             tpg.auth = target_chap

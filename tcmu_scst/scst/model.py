@@ -153,6 +153,8 @@ class ScstConfig:
     threads: int | None = None
     setup_id: int | None = None
     threads_where: Where = field(default=NOWHERE, compare=False)
+    # "FILE:LINE: attr has no effect here: why" for SCST attributes LIO has no use for.
+    warnings: list[str] = field(default_factory=list, compare=False)
     # Target drivers named in the file with their own attributes (e.g. "enabled").
     drivers: dict[str, dict[str, str]] = field(default_factory=dict)
 
