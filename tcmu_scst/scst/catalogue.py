@@ -43,17 +43,58 @@ class Ignored:
     drivers: frozenset[str] = frozenset()
 
 
-# iSCSI negotiation keys LIO keeps in tpgt_N/param/ (RFC 7143 names): applied.
-ISCSI_PARAMS = frozenset(
-    {
-        "AuthMethod", "HeaderDigest", "DataDigest", "MaxConnections", "TargetAlias",
-        "InitialR2T", "ImmediateData", "MaxRecvDataSegmentLength",
-        "MaxXmitDataSegmentLength", "MaxBurstLength", "FirstBurstLength",
-        "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
-        "DataSequenceInOrder", "ErrorRecoveryLevel", "IFMarker", "OFMarker", "IFMarkInt",
-        "OFMarkInt",
-    }
-)  # fmt: skip
+_BOOLEAN = ("Yes", "No")
+_SEGMENT = (512, 2**24 - 1)  # RFC 7143 13.12-13.14: 512 to 2**24-1 bytes
+# iSCSI negotiation keys LIO keeps in tpgt_N/param/ (RFC 7143 section 13 names) and the
+# values RFC 7143 allows: a tuple of words (a list key takes several, comma-separated),
+# an inclusive (low, high) number range, or None for free text. Applied.
+_ISCSI_VALUES: dict[str, tuple[str, ...] | tuple[int, int] | None] = {
+    "AuthMethod": ("CHAP", "None"),  # LIO implements these two of RFC 7143 12.1
+    "HeaderDigest": ("CRC32C", "None"),
+    "DataDigest": ("CRC32C", "None"),
+    "MaxConnections": (1, 65535),
+    "TargetAlias": None,
+    "InitialR2T": _BOOLEAN,
+    "ImmediateData": _BOOLEAN,
+    "MaxRecvDataSegmentLength": _SEGMENT,
+    "MaxXmitDataSegmentLength": _SEGMENT,
+    "MaxBurstLength": _SEGMENT,
+    "FirstBurstLength": _SEGMENT,
+    "DefaultTime2Wait": (0, 3600),
+    "DefaultTime2Retain": (0, 3600),
+    "MaxOutstandingR2T": (1, 65535),
+    "DataPDUInOrder": _BOOLEAN,
+    "DataSequenceInOrder": _BOOLEAN,
+    "ErrorRecoveryLevel": (0, 2),
+    "IFMarker": _BOOLEAN,
+    "OFMarker": _BOOLEAN,
+    "IFMarkInt": (1, 65535),  # RFC 3720 A.3.2 (markers left RFC 7143): N or N~M
+    "OFMarkInt": (1, 65535),
+}
+ISCSI_PARAMS = frozenset(_ISCSI_VALUES)
+_LIST_KEYS = frozenset({"AuthMethod", "HeaderDigest", "DataDigest"})
+
+
+def iscsi_param_error(key: str, value: str) -> str | None:
+    """Why ``value`` is not a valid value of iSCSI key ``key`` (RFC 7143), or None."""
+    allowed = _ISCSI_VALUES[key]
+    if allowed is None:
+        return None if value.isprintable() and len(value.encode()) <= 255 else (
+            f"{key} {value!r} must be printable text of at most 255 bytes"
+        )  # fmt: skip
+    if isinstance(allowed[0], str):
+        words = value.split(",") if key in _LIST_KEYS else [value]
+        if all(w in allowed for w in words) and len(set(words)) == len(words):
+            return None
+        how = "one or more of" if key in _LIST_KEYS else "one of"
+        return f"{key} {value!r} is not valid; use {how} {', '.join(map(str, allowed))}"
+    low, high = int(allowed[0]), int(allowed[1])
+    parts = value.split("~") if key.endswith("MarkInt") else [value]
+    if len(parts) <= 2 and all(p.isascii() and p.isdigit() for p in parts) and all(
+        low <= int(p) <= high for p in parts
+    ):
+        return None
+    return f"{key} {value!r} is out of range; use a decimal number {low}..{high} (RFC 7143)"
 
 # The SCST target driver whose only target is the internal EXTENDED COPY manager.
 COPY_MANAGER_DRIVER = "copy_manager"

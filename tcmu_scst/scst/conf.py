@@ -56,7 +56,14 @@ from pathlib import Path
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
-from tcmu_scst.scst.catalogue import COPY_MANAGER_DRIVER, ISCSI_PARAMS, Level, ignored, warning
+from tcmu_scst.scst.catalogue import (
+    COPY_MANAGER_DRIVER,
+    ISCSI_PARAMS,
+    Level,
+    ignored,
+    iscsi_param_error,
+    warning,
+)
 from tcmu_scst.scst.model import (
     FABRIC_DRIVERS,
     FC_FABRICS,
@@ -445,7 +452,11 @@ class _Reader:
             self.plain(item)
             if not item.args:
                 raise self.fail(item, f"{key} needs a value")
-            tgt.attributes[key] = " ".join(item.args)
+            param = " ".join(item.args)
+            problem = iscsi_param_error(key, param)
+            if problem is not None:
+                raise self.fail(item, problem)  # never written to the kernel unchecked
+            tgt.attributes[key] = param
         elif (value := self.ignore(item, Level.TARGET, fabric)) is not None:
             tgt.attributes[key] = value  # kept, so "config save" writes it back
         else:

@@ -69,6 +69,15 @@ MAX_NAME_LEN = 223  # iSCSI names are at most 223 bytes (RFC 3720 3.2.6.1).
 _WWPN = re.compile(r"^([0-9a-f]{2}:){7}[0-9a-f]{2}$")
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
 _BAD_NAME_CHARS = re.compile(r"[\s/]")
+# RFC 3720 3.2.6.3 name formats after RFC 3722's case folding (what initiators send):
+# iqn.YYYY-MM.reversed.domain[:anything], eui.<16 hex>, naa.<16 or 32 hex>.
+_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.:-]*)?$")
+_EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
+_NAA = re.compile(r"^naa\.([0-9a-f]{16}|[0-9a-f]{32})$")
+MAX_ACL_TAG = 63  # LIO keeps an ACL tag in 64 bytes with its NUL (MAX_ACL_TAG_SIZE)
+# CHAP secrets: RFC 7143 12.1.3 wants at least 12 bytes (96 bits) for a shared secret;
+# the Microsoft initiator accepts 12..16 only, so a longer one locks Windows hosts out.
+MIN_CHAP_SECRET, MAX_CHAP_SECRET = 12, 16
 _FC_PATTERN = re.compile(r"^[0-9a-f:*?]+$")
 
 
@@ -264,6 +273,46 @@ def _pattern_error(pattern: str, fabric: str | None) -> str | None:
     return None
 
 
+def iscsi_name_error(name: str, what: str) -> str | None:
+    """Why ``name`` is not an iSCSI name as initiators send it (RFC 3720/3722), or None."""
+    if name != name.lower() and iscsi_name_error(name.lower(), what) is None:
+        return (
+            f"{what} {name!r} has upper-case letters: iSCSI names are case-folded (RFC 3722) "
+            f"and LIO compares them exactly; write {name.lower()}"
+        )
+    if _IQN.match(name) or _EUI.match(name) or _NAA.match(name):
+        return None
+    return (
+        f"{what} {name!r} is not an iSCSI name; write iqn.YYYY-MM.reversed.domain[:id], "
+        "eui.<16 hex digits> or naa.<16 or 32 hex digits> (RFC 3720 3.2.6.3)"
+    )
+
+
+def chap_error(user: str, secret: str) -> str | None:
+    """Why (user, secret) cannot be a CHAP account, or None."""
+    if not user or not secret or any(c.isspace() for c in user + secret):
+        return "CHAP user and secret must be single words without blanks"
+    size = len(secret.encode())
+    if not MIN_CHAP_SECRET <= size <= MAX_CHAP_SECRET:
+        return (
+            f"CHAP secret of {user} is {size} bytes; use {MIN_CHAP_SECRET} to "
+            f"{MAX_CHAP_SECRET} (RFC 7143 wants 12 or more, the Windows initiator at most 16)"
+        )
+    return None
+
+
+def group_name_error(name: str) -> str | None:
+    """Why ``name`` cannot name a security group (it becomes the iSCSI ACL tag)."""
+    if not name or _BAD_NAME_CHARS.search(name):
+        return f"group name {name!r} is empty or contains '/' or white space"
+    if len(name.encode()) > MAX_ACL_TAG:
+        return (
+            f"group name {name[:32]!r}... is {len(name.encode())} bytes; LIO's ACL tag "
+            f"holds {MAX_ACL_TAG}: shorten it"
+        )
+    return None
+
+
 def initiator_name_error(name: str, fabric: str | None = None) -> str | None:
     """Why ``name`` cannot be an initiator name or pattern (on ``fabric``), or None."""
     if not name:
@@ -281,6 +330,8 @@ def initiator_name_error(name: str, fabric: str | None = None) -> str | None:
             f"initiator name {name!r} is not an FC WWPN; "
             "write 8 lower-case hex bytes with colons, e.g. 21:00:00:24:ff:31:4c:48"
         )
+    if fabric == "iscsi" or (fabric is None and not _WWPN.match(name)):
+        return iscsi_name_error(name, "initiator name")
     return None
 
 
@@ -329,6 +380,8 @@ def target_name_error(name: str, fabric: str) -> str | None:
         )
     if fabric == "iscsi" and len(name.encode()) > MAX_NAME_LEN:
         return f"iSCSI target name {name[:32]!r}... is longer than {MAX_NAME_LEN} bytes"
+    if fabric == "iscsi":
+        return iscsi_name_error(name, "iSCSI target name")
     return None
 
 
@@ -382,6 +435,9 @@ def _check_lun(
 def _check_group(
     known: set[str], grp: Group, fabric: str | None, owner: str, errors: ErrorCollector
 ) -> None:
+    problem = group_name_error(grp.name)
+    if problem is not None:
+        errors.add(grp.where.error(problem))
     seen: set[str] = set()
     for index, name in enumerate(grp.initiators):
         at = grp.initiator_lines[index] if index < len(grp.initiator_lines) else grp.where
@@ -437,6 +493,13 @@ def _check_target(config: ScstConfig, known: set[str], tgt: Target, errors: Erro
         (f"target {tgt.name}", tgt.incoming_users, tgt.where),
         *((f"group {g.name}", g.incoming_users, g.where) for g in tgt.groups),
     ]
+    accounts = [*tgt.incoming_users, *([tgt.outgoing_user] if tgt.outgoing_user else [])]
+    for grp in tgt.groups:
+        accounts += grp.incoming_users
+    for user, secret in accounts:
+        problem = chap_error(user, secret)
+        if problem is not None:
+            errors.add(tgt.where.error(f"{problem} (target {tgt.name})"))
     for owner, users, where in holders:
         if len(users) > 1:
             errors.add(

@@ -28,7 +28,7 @@ WILD = "iqn.2024-01.org.wild:*"
         ("iqn.2024-01.org.wild:*", "iqn.2024-01.org.other:host1", False),
         ("iqn.*.wild:h?", "iqn.2024-01.org.wild:h1", True),
         ("iqn.*.wild:h?", "iqn.2024-01.org.wild:h12", False),
-        ("*:h*1*", "iqn.x:h-a-1-b", True),
+        ("*:h*1*", "iqn.2024-01.x:h-a-1-b", True),
         ("!iqn.2024-01.org.bad:*", "iqn.2024-01.org.good:x", True),
         ("!iqn.2024-01.org.bad:*", "iqn.2024-01.org.bad:x", False),
         ("iqn.2024-01.org.wild:*", "IQN.2024-01.ORG.WILD:X", False),  # exact, as the kernel
@@ -73,12 +73,12 @@ def test_a_name_matched_by_an_earlier_groups_pattern_belongs_to_that_group(
 ) -> None:
     body = target(
         group("wild", "   LUN 0 d1\n", WILD)
-        + group("named", "   LUN 0 d0\n", "iqn.2024-01.org.wild:host1", "iqn.other:x")
+        + group("named", "   LUN 0 d0\n", "iqn.2024-01.org.wild:host1", "iqn.2024-01.other:x")
     )
     (lio,) = map_config(parse(tmp_path, body), size_of=lambda d: 512).targets
     assert {a.name: a.group for a in lio.tpg.acls} == {
         "iqn.2024-01.org.wild:host1": "wild",  # SCST: first group whose entries match
-        "iqn.other:x": "named",
+        "iqn.2024-01.other:x": "named",
     }
 
 
@@ -126,13 +126,13 @@ def test_reapply_keeps_matching_materialized_acls_and_drops_unmatched_ones(
 
 
 def test_config_save_writes_the_patterns_back(tmp_path: Path) -> None:
-    body = target(group("wild", "   LUN 0 d1\n", WILD, "iqn.exact:one"))
+    body = target(group("wild", "   LUN 0 d1\n", WILD, "iqn.2024-01.exact:one"))
     cfs, state = setup(tmp_path, body)
     saved = live_config(cfs, load_ownership(state))
     (grp,) = saved.targets[0].groups
     assert (grp.name, grp.initiators, [(x.number, x.device) for x in grp.luns]) == (
         "wild",
-        [WILD, "iqn.exact:one"],
+        [WILD, "iqn.2024-01.exact:one"],
         [(0, "d1")],
     )
 
@@ -141,7 +141,8 @@ def test_config_save_writes_the_patterns_back(tmp_path: Path) -> None:
     ("initiator", "message"),
     [
         ("!", "p.conf:13: initiator pattern '!' has nothing after '!' (in group g of target "),
-        ("iqn.a/*", "p.conf:13: initiator name 'iqn.a/*' contains '/' or white space"),
+        ("iqn.2024-01.a/*", "p.conf:13: initiator name 'iqn.2024-01.a/*' contains '/' or"
+         " white space"),
     ],
 )
 def test_bad_patterns_are_refused_with_their_line(

@@ -234,10 +234,11 @@ def test_shell_one_shot_script_and_stdin(
     assert model(tmp_path).group("g1").initiators == []  # stopped at the error
     import io
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("/groups/g1/names add iqn.x:y\nls /groups\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("/groups/g1/names add iqn.2024-01.x:y\nls"
+                        " /groups\n"))
     assert shell(tmp_path) == 0
     assert "g1" in capsys.readouterr().out
-    assert model(tmp_path).group("g1").initiators == ["iqn.x:y"]
+    assert model(tmp_path).group("g1").initiators == ["iqn.2024-01.x:y"]
 
 
 def test_needs_root_on_the_system_configfs(
