@@ -493,14 +493,13 @@ def _check_target(config: ScstConfig, known: set[str], tgt: Target, errors: Erro
         (f"target {tgt.name}", tgt.incoming_users, tgt.where),
         *((f"group {g.name}", g.incoming_users, g.where) for g in tgt.groups),
     ]
-    accounts = [*tgt.incoming_users, *([tgt.outgoing_user] if tgt.outgoing_user else [])]
-    for grp in tgt.groups:
-        accounts += grp.incoming_users
-    for user, secret in accounts:
-        problem = chap_error(user, secret)
-        if problem is not None:
-            errors.add(tgt.where.error(f"{problem} (target {tgt.name})"))
+    if tgt.outgoing_user is not None:
+        holders.append((f"target {tgt.name}", [tgt.outgoing_user], tgt.where))
     for owner, users, where in holders:
+        for user, secret in users:
+            problem = chap_error(user, secret)
+            if problem is not None:
+                errors.add(where.error(f"{problem} ({owner})"))
         if len(users) > 1:
             errors.add(
                 where.error(
