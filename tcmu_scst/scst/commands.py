@@ -10,7 +10,7 @@ from typing import TextIO
 from tcmu_scst.errors import ConfigError, ErrorCollector, TcmuScstError
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
-from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
+from tcmu_scst.scst import conf, hotplug_rules, importer, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
 from tcmu_scst.scst.live import read_live
@@ -155,4 +155,18 @@ def save(path: Path, cfs: Configfs, state_file: Path, out: TextIO | None = None)
     write_atomically(path, conf.write(config), mode=0o600)
     print(f"saved {len(config.devices)} devices, {len(config.targets)} targets to {path}",
           file=out)  # fmt: skip
+    return 0
+
+
+def import_saveconfig(path: Path, output: Path | None, out: TextIO | None = None) -> int:
+    """targetcli's save file as scst.conf, on stdout or atomically into ``output``."""
+    out = out or sys.stdout
+    config = importer.import_saveconfig(path)
+    text = f"# Imported from {path} by tcmu-scst config import.\n" + conf.write(config)
+    if output is None:
+        out.write(text)
+    else:
+        write_atomically(output, text, mode=0o600)  # CHAP secrets
+        print(f"imported {len(config.devices)} devices, {len(config.targets)} targets "
+              f"to {output}", file=out)  # fmt: skip
     return 0
