@@ -129,3 +129,28 @@ def test_check_work_grows_linearly_with_the_file(tmp_path: Path) -> None:
     large.write_text(big_config(600))
     ratio = python_lines_run(large) / python_lines_run(small)
     assert 3.5 < ratio < 4.6, ratio
+
+
+def test_a_0_9_6_file_also_reports_every_error(tmp_path: Path) -> None:
+    path = tmp_path / "old.conf"
+    path.write_text(
+        "[HANDLER vdisk]\n"  # 1
+        "DEVICE d0,,BOGUS\n"  # 2
+        "[HANDLER magic]\n"  # 3
+        "DEVICE x\n"  # 4: skipped with its refused section
+        "[GROUP g]\n"  # 5
+        "USER bad name\n"  # 6
+        "[ASSIGNMENT nosuch]\n"  # 7
+        "DEVICE d0,0\n"  # 8
+    )
+    with pytest.raises(commands.ConfigError) as info:
+        commands.load(path)
+    assert str(info.value).splitlines() == [
+        f"{path}:2: unknown vdisk option 'BOGUS'; use WRITE_THROUGH, READ_ONLY, O_DIRECT, "
+        "NV_CACHE, REMOVABLE, BLOCKIO, BIO, NULLIO",
+        f"{path}:3: unknown handler 'magic'; use vdisk, vcdrom or dev_*",
+        f"{path}:6: initiator name 'bad name' contains '/' or white space, which LIO cannot "
+        "store (in group g)",
+        f"{path}:8: [ASSIGNMENT nosuch] names unknown group 'nosuch'; declare it with "
+        "[GROUP nosuch]",
+    ]
