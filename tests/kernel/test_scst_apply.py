@@ -240,3 +240,38 @@ def test_wildcard_group_materializes_matching_initiators_only(
     assert inquiry(INI_C, 0).returncode != 0  # matches no pattern: still refused
     assert Materializer(cfs, state).poll_once() == []
     assert cfs.listdir(f"{tpg}/acls") == [WILD_HOST]
+
+
+SCSTADMIN_FILE = Path(__file__).parent.parent / "fixtures" / "scst3" / "scstadmin-write-config.conf"
+SCSTADMIN_IQN = "iqn.2006-10.net.vlnb:tgt"
+
+
+def test_a_file_written_by_scstadmin_applies_unchanged_with_its_wildcard_group(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    """The scstadmin-shaped file (non-key attributes, copy_manager, a group with
+    ``INITIATOR iqn.1993-08.org.debian:*``) applies as is; libiscsi ``-i`` with a
+    matching name lands in that group, another name in the target's default set."""
+    from tcmu_scst.scst.commands import load
+
+    cfs, state, tmp_path = setup
+    with open(tmp_path / "disk01.img", "wb") as image:
+        image.truncate(1 << 20)
+    path = tmp_path / "scst.conf"
+    path.write_text(SCSTADMIN_FILE.read_text().replace("@DIR@", str(tmp_path)))
+    config = load(path)
+    assert len(config.warnings) == 42  # one per attribute without effect
+    apply_config(cfs, config, state)
+    tpg = f"iscsi/{SCSTADMIN_IQN}/tpgt_1"
+    assert cfs.read(f"{tpg}/param/MaxBurstLength") == "1048576"
+    debian, other = "iqn.1993-08.org.debian:01:kt-wild", "iqn.2024-01.org.test:not-debian"
+    url = f"iscsi://{PORTAL}/{SCSTADMIN_IQN}/0"
+    assert iscsi_inq(debian, url).returncode != 0  # first login refused (case C)
+    # (a new poller reads the whole kernel log: earlier tests' refusals may come too)
+    assert debian in [m.initiator for m in Materializer(cfs, state).poll_once()]
+    assert product_id(debian, url) == "disk01"
+    assert cfs.read(f"{tpg}/acls/{debian}/tag") == "hosts"
+    assert iscsi_inq(other, url).returncode != 0
+    assert other in [m.initiator for m in Materializer(cfs, state).poll_once()]
+    assert product_id(other, url) == "disk01"
+    assert cfs.read(f"{tpg}/acls/{other}/tag") == "Default"  # the target's own LUNs
