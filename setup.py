@@ -38,7 +38,9 @@ setup(
                 "udev/tcmu-scst.service",
                 "udev/tcmu-scst-restore.service",
             ],
-        )
+        ),
+        ("share/man/man8", ["man/tcmu-scst.8"]),
+        ("share/man/man5", ["man/tcmu-scst.conf.5"]),
     ],
     # Floors: the versions the test suite ran with (CI installs the newest).
     install_requires=[

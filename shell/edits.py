@@ -26,14 +26,14 @@ from tcmu_scst.scst.model import (
     Lun,
     ScstConfig,
     Target,
+    chap_error,
     device_name_error,
+    group_name_error,
     initiator_name_error,
     target_name_error,
 )
 
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
-MIN_CHAP_SECRET = 12  # LIO accepts less, but Windows and open-iscsi refuse < 12 bytes
 
 
 # ---- groups ---------------------------------------------------------------------------
@@ -54,10 +54,9 @@ def group_or_fail(config: ScstConfig, name: str) -> Group:
 def add_group(config: ScstConfig, name: str) -> None:
     if name == DEFAULT_GROUP:
         raise ConfigError("Default is the predefined group: it always exists and cannot be added")
-    if not _GROUP_NAME.match(name):
-        raise ConfigError(
-            f"group name {name!r} is not usable; use up to 64 letters, digits or _.:@+-"
-        )
+    problem = group_name_error(name)  # the config file's rule, one declaration
+    if problem is not None:
+        raise ConfigError(problem)
     if config.group(name) is not None:
         raise ConfigError(f"group {name} already exists; pick another name")
     config.groups.append(Group(name))
@@ -233,11 +232,7 @@ def del_portal(tgt: Target, text: str) -> None:
 
 
 def check_secret(user: str, secret: str) -> tuple[str, str]:
-    if not user or not secret or any(c.isspace() for c in user + secret):
-        raise ConfigError("CHAP user and secret must be single words without blanks")
-    if len(secret) < MIN_CHAP_SECRET:
-        raise ConfigError(
-            f"CHAP secret is {len(secret)} characters; initiators require at least "
-            f"{MIN_CHAP_SECRET}"
-        )
+    problem = chap_error(user, secret)  # the config file's rule, one declaration
+    if problem is not None:
+        raise ConfigError(problem)
     return user, secret

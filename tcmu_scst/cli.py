@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except TcmuScstError as err:
-        print(f"tcmu-scst {args.command}: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [""]:  # ConfigErrors: one line per error
+            print(f"tcmu-scst {args.command}: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

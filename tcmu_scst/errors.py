@@ -13,6 +13,7 @@ The CLI prints ``str(error)`` and exits non-zero; nothing else is needed to repo
      |    +-- ConfigfsError     a configfs operation failed (path and errno kept)
      |    +-- NetlinkError      the TCM-USER generic netlink family
      +-- ConfigError            a config file or command argument is wrong
+     |    +-- ConfigErrors      every error found in one file (one line each)
      +-- HandlerError           a device handler cannot open/serve its device
      +-- LabError               the microVM cannot be built or booted
 """
@@ -58,6 +59,63 @@ class ConfigError(TcmuScstError):
         self.source = source
         self.line = line
         self.reason = message
+
+
+class ConfigErrors(ConfigError):
+    """All the errors of one file, so an admin fixes them in one pass.
+
+    Behaves as its first error (``source``, ``line``, ``reason``); ``str()`` is every
+    error on its own line, in file order.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(first.reason, first.source, first.line)
+        self.errors = list(errors)
+        self.args = ("\n".join(str(err) for err in self.errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ErrorCollector:
+    """Gathers ConfigErrors instead of stopping at the first (``with collector.guard():``)."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, error: ConfigError) -> None:
+        if isinstance(error, ConfigErrors):
+            self.errors.extend(error.errors)
+        else:
+            self.errors.append(error)
+
+    def guard(self) -> _Guard:
+        return _Guard(self)
+
+    def raise_if_any(self) -> None:
+        """Raise every gathered error at once (sorted by line, duplicates dropped)."""
+        if not self.errors:
+            return
+        unique = list({str(err): err for err in self.errors}.values())
+        unique.sort(key=lambda err: (err.source, err.line))
+        raise ConfigErrors(unique)
+
+
+class _Guard:
+    def __init__(self, collector: ErrorCollector) -> None:
+        self.collector = collector
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, value: BaseException | None, tb: object) -> bool:
+        if isinstance(value, ConfigError):
+            self.collector.add(value)
+            return True
+        return False
 
 
 class HandlerError(TcmuScstError):

@@ -435,6 +435,8 @@ def record_ownership(desired: DesiredState, ownership: Ownership) -> Ownership:
                 acl_groups={a.name: a.group for a in tgt.tpg.acls if not a.materialized},
                 materialized=[a.name for a in tgt.tpg.acls if a.materialized],
                 default_chap=list(astuple(tgt.default_chap)) if tgt.default_chap else [],
+                pattern_rules=[rule.to_state() for rule in tgt.pattern_rules],
+                default_open=tgt.default_open,
             )
         )
     return Ownership(

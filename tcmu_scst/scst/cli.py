@@ -6,6 +6,7 @@
 * ``apply`` makes the managed part of LIO match the file (diff, then only the changes,
   all-or-nothing); needs root and configfs.
 * ``save`` writes the live managed setup to FILE atomically.
+* ``import`` turns targetcli's ``saveconfig.json`` into scst.conf (no kernel needed).
 
 FILE defaults to /etc/tcmu-scst/scst.conf; both the modern syntax and the 0.9.6-era
 bracketed format are read (detected, or forced with ``--format``).
@@ -28,6 +29,7 @@ ACTIONS = {
     "check": "parse and validate FILE, show what apply would do; changes nothing",
     "apply": "make the managed part of LIO match FILE (diff, all-or-nothing); needs root",
     "save": "write the live managed setup to FILE",
+    "import": "turn targetcli's saveconfig.json into scst.conf (stdout, or --output FILE)",
 }
 
 
@@ -42,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_action_arguments(parser: argparse.ArgumentParser, action: str) -> None:
+    if action == "import":
+        parser.add_argument("file", type=Path, help="targetcli/rtslib saveconfig.json")
+        parser.add_argument(
+            "-o", "--output", type=Path, default=None, help="write here (mode 0600), not stdout"
+        )
+        return
     parser.add_argument(
         "file", nargs="?", type=Path, default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}"
     )
@@ -77,6 +85,8 @@ def _add_action_arguments(parser: argparse.ArgumentParser, action: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tcmu_scst.scst import commands
 
+    if args.action == "import":
+        return commands.import_saveconfig(args.file, args.output)
     cfs = _configfs(args)
     if args.action == "check":
         return commands.check(args.file, args.format, cfs, _state_file(args))

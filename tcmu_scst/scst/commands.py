@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from tcmu_scst.errors import ConfigError, TcmuScstError
+from tcmu_scst.errors import ConfigError, ErrorCollector, TcmuScstError
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
-from tcmu_scst.scst import conf, hotplug_rules, legacy_conf
+from tcmu_scst.scst import conf, hotplug_rules, importer, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
 from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.mapping import map_config
-from tcmu_scst.scst.model import ScstConfig
+from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, ScstConfig
 from tcmu_scst.scst.ownership import load_ownership, write_atomically
 from tcmu_scst.scst.running import DEFAULT_RUNNING, RunningStore
 from tcmu_scst.scst.save import live_config
@@ -36,13 +36,40 @@ def load(path: Path, fmt: str = "auto") -> ScstConfig:
         # Pass-through devices are applied only while present (hot-plug, issue 7).
         return hotplug_rules.resolve(legacy_conf.parse_legacy(text, str(path))).config
     # Modern files may name pass-through devices by identity (hotplug_rules).
-    return hotplug_rules.load_resolved(text, str(path)).config
+    try:
+        return hotplug_rules.load_resolved(text, str(path)).config
+    except ConfigError as err:
+        # All errors in one run: the backing files of the devices that did parse are
+        # checked too, so a missing image is not news only after the syntax is fixed.
+        errors = ErrorCollector()
+        errors.add(err)
+        _check_files(conf.read(text, str(path), ErrorCollector()), errors)
+        errors.raise_if_any()
+        raise
+
+
+def _check_files(config: ScstConfig, errors: ErrorCollector) -> None:
+    """Backing-file checks of each device whose own line has no error yet."""
+    bad_lines = {(err.source, err.line) for err in errors.errors}
+    for device in config.devices:
+        if (device.where.source, device.where.line) in bad_lines:
+            continue
+        if device.handler in PASSTHROUGH_HANDLERS:
+            continue  # named by address or label: hot-plug decides when it is present
+        with errors.guard():
+            check_device_files(device, config.setup_id or 0)
 
 
 def check_system(config: ScstConfig) -> list[str]:
-    """Checks that look at the system (backing files...); returns mapping warnings."""
+    """Checks that look at the system (backing files...); returns mapping warnings.
+
+    Every device is checked before anything is raised: all its errors in one run.
+    """
+    errors = ErrorCollector()
     for device in config.devices:
-        check_device_files(device, config.setup_id or 0)
+        with errors.guard():
+            check_device_files(device, config.setup_id or 0)
+    errors.raise_if_any()
     return map_config(config).warnings
 
 
@@ -53,7 +80,7 @@ def _usable(cfs: Configfs) -> bool:
 def check(path: Path, fmt: str, cfs: Configfs, state_file: Path, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load(path, fmt)
-    warnings = check_system(config)
+    warnings = [*config.warnings, *check_system(config)]
     for warning in warnings:
         print(f"warning: {warning}", file=out)
     summary = f"{path}: OK ({len(config.devices)} devices, {len(config.targets)} targets)"
@@ -96,7 +123,7 @@ def apply(
         )
         if not dry_run:
             running.store(config)
-    for warning in result.warnings:
+    for warning in [*config.warnings, *result.warnings]:
         print(f"warning: {warning}", file=out)
     if not dry_run:
         _ensure_metadata_dirs(cfs, out)
@@ -128,4 +155,18 @@ def save(path: Path, cfs: Configfs, state_file: Path, out: TextIO | None = None)
     write_atomically(path, conf.write(config), mode=0o600)
     print(f"saved {len(config.devices)} devices, {len(config.targets)} targets to {path}",
           file=out)  # fmt: skip
+    return 0
+
+
+def import_saveconfig(path: Path, output: Path | None, out: TextIO | None = None) -> int:
+    """targetcli's save file as scst.conf, on stdout or atomically into ``output``."""
+    out = out or sys.stdout
+    config = importer.import_saveconfig(path)
+    text = f"# Imported from {path} by tcmu-scst config import.\n" + conf.write(config)
+    if output is None:
+        out.write(text)
+    else:
+        write_atomically(output, text, mode=0o600)  # CHAP secrets
+        print(f"imported {len(config.devices)} devices, {len(config.targets)} targets "
+              f"to {output}", file=out)  # fmt: skip
     return 0

@@ -39,20 +39,31 @@ Accepted sections and items::
         INITIATOR iqn.1993-08.org.debian:01:abc   # are 0.9.6's default groups
     }
 
-Everything else is refused with the line and the fix (``DEVICE_GROUP``, ALUA, driver
-attributes other than ``enabled``). :func:`write` produces the same syntax, so
+The other attributes SCST 3.x writes (``max_tasklet_cmd``, ``threads_num``,
+``NopInInterval``, ``cpu_mask``..., and the ``TARGET_DRIVER copy_manager`` section) are
+accepted with one ``FILE:LINE`` warning each saying why they have no effect on LIO
+(:mod:`tcmu_scst.scst.catalogue` lists them). Everything else is refused with the line
+and the fix (``DEVICE_GROUP``, ALUA, unknown attributes). :func:`write` produces the same syntax, so
 ``parse(write(config)) == config``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
+from tcmu_scst.scst.catalogue import (
+    COPY_MANAGER_DRIVER,
+    ISCSI_PARAMS,
+    Level,
+    ignored,
+    iscsi_param_error,
+    warning,
+)
 from tcmu_scst.scst.model import (
     FABRIC_DRIVERS,
     FC_FABRICS,
@@ -63,38 +74,10 @@ from tcmu_scst.scst.model import (
     Target,
     Where,
     fabric_of,
+    is_pattern,
     validate,
 )
 
-# iSCSI negotiation keys LIO keeps in tpgt_N/param/ (RFC 3720 names).
-ISCSI_PARAMS = frozenset(
-    {
-        "AuthMethod",
-        "HeaderDigest",
-        "DataDigest",
-        "MaxConnections",
-        "TargetAlias",
-        "InitialR2T",
-        "ImmediateData",
-        "MaxRecvDataSegmentLength",
-        "MaxXmitDataSegmentLength",
-        "MaxBurstLength",
-        "FirstBurstLength",
-        "DefaultTime2Wait",
-        "DefaultTime2Retain",
-        "MaxOutstandingR2T",
-        "DataPDUInOrder",
-        "DataSequenceInOrder",
-        "ErrorRecoveryLevel",
-        "IFMarker",
-        "OFMarker",
-        "IFMarkInt",
-        "OFMarkInt",
-    }
-)
-# SCST target attributes scstadmin writes that have no LIO counterpart: kept so a
-# file round-trips, never applied.
-KEPT_TARGET_ATTRS = frozenset({"rel_tgt_id", "comment", "addr_method", "io_grouping_type"})
 DEFAULT_ISCSI_PORT = 3260
 
 
@@ -174,50 +157,73 @@ def _token(chars: list[str], quoted: bool) -> str | object:
     return text
 
 
-def parse_tree(text: str, source: str = "") -> list[Node]:
-    """Split the file into nested :class:`Node` items (syntax only, no meaning)."""
+def parse_tree(text: str, source: str = "", errors: ErrorCollector | None = None) -> list[Node]:
+    """Split the file into nested :class:`Node` items (syntax only, no meaning).
+
+    With ``errors``, a faulty line is recorded there and skipped, so every syntax error
+    of the file is found in one pass; without, the first one is raised.
+    """
+    collector = errors if errors is not None else ErrorCollector()
     root = _Frame(Node("", [], 0))
     stack = [root]
     for number, raw in enumerate(text.splitlines(), start=1):
-        tokens = _tokenize(raw, source, number)
-        if not tokens:
-            continue
-        if tokens == [CLOSE]:
-            if len(stack) == 1:
-                raise ConfigError("'}' closes no section; remove it", source, number)
-            frame = stack.pop()
-            frame.node.children = frame.items
-            frame.node.closed_at = number
-            continue
-        if OPEN in tokens[:-1] or CLOSE in tokens:
-            raise ConfigError(
-                "'{' must end a line and '}' must stand alone on its line", source, number
+        with collector.guard():
+            _tree_line(stack, raw, source, number)
+    while len(stack) > 1:
+        frame = stack.pop()
+        open_node = frame.node
+        open_node.children = frame.items  # still read, so its own errors are found too
+        collector.add(
+            ConfigError(
+                f"section {open_node.keyword} {' '.join(open_node.args)} is never closed; add '}}'",
+                source,
+                open_node.line,
             )
-        words = [t for t in tokens if isinstance(t, str)]
-        if tokens[-1] is OPEN:
-            if not words:
-                raise ConfigError("a section needs a name before '{'", source, number)
-            node = Node(words[0], words[1:], number, [])
-            stack[-1].items.append(node)
-            stack.append(_Frame(node))
-            continue
-        stack[-1].items.append(Node(words[0], words[1:], number))
-    if len(stack) > 1:
-        open_node = stack[-1].node
-        raise ConfigError(
-            f"section {open_node.keyword} {' '.join(open_node.args)} is never closed; add '}}'",
-            source,
-            open_node.line,
         )
+    if errors is None:
+        collector.raise_if_any()
     return root.items
+
+
+def _tree_line(stack: list[_Frame], raw: str, source: str, number: int) -> None:
+    tokens = _tokenize(raw, source, number)
+    if not tokens:
+        return
+    if tokens == [CLOSE]:
+        if len(stack) == 1:
+            raise ConfigError("'}' closes no section; remove it", source, number)
+        frame = stack.pop()
+        frame.node.children = frame.items
+        frame.node.closed_at = number
+        return
+    if OPEN in tokens[:-1] or CLOSE in tokens:
+        raise ConfigError(
+            "'{' must end a line and '}' must stand alone on its line", source, number
+        )
+    words = [t for t in tokens if isinstance(t, str)]
+    if tokens[-1] is OPEN:
+        if not words:
+            raise ConfigError("a section needs a name before '{'", source, number)
+        node = Node(words[0], words[1:], number, [])
+        stack[-1].items.append(node)
+        stack.append(_Frame(node))
+        return
+    stack[-1].items.append(Node(words[0], words[1:], number))
 
 
 class _Reader:
     """Turns the item tree into an :class:`ScstConfig`."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, errors: ErrorCollector | None = None) -> None:
         self.source = source
         self.config = ScstConfig()
+        self.errors = errors if errors is not None else ErrorCollector()
+
+    def each(self, nodes: list[Node], read: Callable[[Node], None]) -> None:
+        """``read`` every node; a node's error is recorded and the next node read."""
+        for node in nodes:
+            with self.errors.guard():
+                read(node)
 
     def where(self, node: Node) -> Where:
         return Where(self.source, node.line)
@@ -252,22 +258,38 @@ class _Reader:
         return self.number(node, self.args(node, 1, "one number")[0], node.keyword)
 
     def read(self, nodes: list[Node]) -> ScstConfig:
-        for node in nodes:
-            if node.keyword == "HANDLER":
-                self.handler(node)
-            elif node.keyword == "TARGET_DRIVER":
-                self.driver(node)
-            elif node.keyword == "GROUP":
-                self.config.groups.append(self.group(node, None))
-            elif node.keyword == "setup_id":
-                self.config.setup_id = self.scalar(node)
-            elif node.keyword == "threads":
-                self.config.threads = self.scalar(node)
-            else:
-                raise self.unknown(
-                    node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
-                )
+        """The config of ``nodes``; errors go to the collector (raised by the caller)."""
+        self.each(nodes, self.top_item)
         return self.config
+
+    def top_item(self, node: Node) -> None:
+        if node.keyword == "HANDLER":
+            self.handler(node)
+        elif node.keyword == "TARGET_DRIVER":
+            self.driver(node)
+        elif node.keyword == "GROUP":
+            self.config.groups.append(self.group(node, None))
+        elif node.keyword == "setup_id":
+            self.config.setup_id = self.scalar(node)
+        elif node.keyword == "threads":
+            self.config.threads = self.scalar(node)
+            self.config.threads_where = self.where(node)
+        elif not self.ignore(node, Level.GLOBAL):
+            raise self.unknown(
+                node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
+            )
+
+    def ignore(self, node: Node, level: Level, driver: str | None = None) -> str | None:
+        """An SCST attribute without effect here: warn (file:line) and return its value;
+        None when the catalogue does not know ``node`` at ``level``."""
+        entry = ignored(level, node.keyword, driver)
+        if entry is None:
+            return None
+        self.plain(node)
+        if not node.args:
+            raise self.fail(node, f"{node.keyword} needs a value")
+        self.config.warnings.append(f"{self.source}:{node.line}: {warning(entry)}")
+        return " ".join(node.args)
 
     def unknown(self, node: Node, place: str, allowed: str) -> ConfigError:
         if node.keyword in ("DEVICE_GROUP", "TARGET_GROUP"):
@@ -278,42 +300,93 @@ class _Reader:
         name = self.args(node, 1, "a handler name, e.g. HANDLER vdisk_fileio {")[0]
         if node.children is None:
             raise self.fail(node, f"HANDLER {name} needs a section: HANDLER {name} {{ ... }}")
-        for item in node.section():
-            if item.keyword != "DEVICE":
-                raise self.unknown(item, f"HANDLER {name}", "DEVICE")
-            dev_name = self.args(item, 1, "a device name")[0]
-            params: dict[str, str] = {}
-            for attr in item.section():
-                self.plain(attr)
-                if not attr.args:
-                    raise self.fail(attr, f"device attribute {attr.keyword} needs a value")
-                if attr.keyword in params:
-                    raise self.fail(attr, f"attribute {attr.keyword} of {dev_name} is set twice")
-                params[attr.keyword] = " ".join(attr.args)
-            self.config.devices.append(Device(dev_name, name, params, self.where(item)))
+        self.each(node.section(), lambda item: self.device(name, item))
+
+    def device(self, handler: str, item: Node) -> None:
+        if item.keyword != "DEVICE":
+            if self.ignore(item, Level.HANDLER) is None:
+                raise self.unknown(item, f"HANDLER {handler}", "DEVICE")
+            return
+        dev_name = self.args(item, 1, "a device name")[0]
+        params: dict[str, str] = {}
+        # Added before its attributes are read: a faulty attribute is one error, not
+        # one more "unknown device" error at each of its LUNs.
+        self.config.devices.append(Device(dev_name, handler, params, self.where(item)))
+
+        def attribute(attr: Node) -> None:
+            if self.ignore(attr, Level.DEVICE, handler) is not None:
+                return  # not a handler parameter: never reaches the handler's codec
+            self.plain(attr)
+            if not attr.args:
+                raise self.fail(attr, f"device attribute {attr.keyword} needs a value")
+            if attr.keyword in params:
+                raise self.fail(attr, f"attribute {attr.keyword} of {dev_name} is set twice")
+            params[attr.keyword] = " ".join(attr.args)
+
+        self.each(item.section(), attribute)
 
     def driver(self, node: Node) -> None:
         name = self.args(node, 1, "a driver name, e.g. TARGET_DRIVER iscsi {")[0]
+        if name == COPY_MANAGER_DRIVER:
+            self.copy_manager(node)
+            return
         fabric = fabric_of(name, self.where(node))
-        for item in node.section():
+
+        def item_of(item: Node) -> None:
             if item.keyword == "TARGET":
                 self.config.targets.append(self.target(item, fabric))
             elif item.keyword == "enabled":
                 attrs = self.config.drivers.setdefault(fabric, {})
                 attrs["enabled"] = "1" if self.flag(item) else "0"
-            else:
+            elif self.ignore(item, Level.DRIVER, fabric) is None:
                 raise self.unknown(item, f"TARGET_DRIVER {name}", "TARGET, enabled")
+
+        self.each(node.section(), item_of)
+
+    def copy_manager(self, node: Node) -> None:
+        """SCST's internal EXTENDED COPY target: read (so its errors show), then dropped.
+
+        scstadmin writes it with a LUN per device; here EXTENDED COPY is served by each
+        device's handler between LUNs the initiator sees, so the section has no effect.
+        """
+        self.config.warnings.append(
+            f"{self.source}:{node.line}: TARGET_DRIVER {COPY_MANAGER_DRIVER} has no effect "
+            "here: EXTENDED COPY is served by the tcmu-scst handler between the LUNs an "
+            "initiator sees"
+        )
+
+        def target_item(target: str, item: Node) -> None:
+            if item.keyword == "LUN":
+                self.lun(item)
+            elif self.ignore(item, Level.TARGET) is None:
+                raise self.unknown(item, f"TARGET {target}", "LUN")
+
+        def item_of(item: Node) -> None:
+            if item.keyword == "TARGET":
+                target = self.args(item, 1, "a target name")[0]
+                self.each(item.section(), lambda attr: target_item(target, attr))
+            elif item.keyword != "enabled" and self.ignore(
+                item, Level.DRIVER, COPY_MANAGER_DRIVER
+            ) is None:
+                raise self.unknown(
+                    item, f"TARGET_DRIVER {COPY_MANAGER_DRIVER}", "TARGET, allow_not_connected_copy"
+                )
+
+        self.each(node.section(), item_of)
 
     def lun(self, node: Node) -> Lun:
         number, device = self.args(node, 2, "a LUN number and a device name: LUN 0 disk1")
-        read_only = False
-        for attr in node.section():
-            if attr.keyword != "read_only":
-                raise self.unknown(attr, f"LUN {number}", "read_only")
-            read_only = self.flag(attr)
         if not is_decimal(number):
             raise self.fail(node, f"LUN number {number!r} is not a decimal number")
-        return Lun(int(number), device, read_only, self.where(node))
+        lun = Lun(int(number), device, False, self.where(node))
+
+        def attribute(attr: Node) -> None:
+            if attr.keyword != "read_only":
+                raise self.unknown(attr, f"LUN {number}", "read_only")
+            lun.read_only = self.flag(attr)
+
+        self.each(node.section(), attribute)
+        return lun
 
     def account(self, node: Node) -> tuple[str, str]:
         self.plain(node)
@@ -325,7 +398,8 @@ class _Reader:
     def group(self, node: Node, fabric: str | None) -> Group:
         name = self.args(node, 1, "a group name")[0]
         grp = Group(name, where=self.where(node))
-        for item in node.section():
+
+        def item_of(item: Node) -> None:
             if item.keyword == "LUN":
                 grp.luns.append(self.lun(item))
             elif item.keyword == "INITIATOR":
@@ -335,14 +409,18 @@ class _Reader:
                 grp.initiator_lines.append(self.where(item))
             elif item.keyword == "IncomingUser":
                 grp.incoming_users.append(self.account(item))
-            else:
+            elif self.ignore(item, Level.GROUP, fabric) is None:
                 raise self.unknown(item, f"GROUP {name}", "LUN, INITIATOR, IncomingUser")
+
+        self.each(node.section(), item_of)
         return grp
 
     def wwpn(self, node: Node, name: str, fabric: str | None) -> str:
         """FC names in the kernel's form (lower-case colon WWPN); others unchanged."""
         if fabric not in FC_FABRICS:
             return name
+        if is_pattern(name):
+            return name.lower()  # matched against the kernel's lower-case WWPNs
         try:
             return normalize_wwpn(name)
         except ConfigError:
@@ -351,34 +429,43 @@ class _Reader:
     def target(self, node: Node, fabric: str) -> Target:
         name = self.wwpn(node, self.args(node, 1, "a target name")[0], fabric)
         tgt = Target(fabric, name, enabled=fabric == "loopback", where=self.where(node))
-        for item in node.section():
-            key = item.keyword
-            if key == "LUN":
-                tgt.luns.append(self.lun(item))
-            elif key == "GROUP":
-                tgt.groups.append(self.group(item, fabric))
-            elif key == "enabled":
-                tgt.enabled = self.flag(item)
-            elif key == "IncomingUser":
-                tgt.incoming_users.append(self.account(item))
-            elif key == "OutgoingUser":
-                tgt.outgoing_user = self.account(item)
-            elif key in ("portal", "allowed_portal"):
-                self.plain(item)
-                tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
-            elif key in ISCSI_PARAMS or key in KEPT_TARGET_ATTRS:
-                self.plain(item)
-                if not item.args:
-                    raise self.fail(item, f"{key} needs a value")
-                tgt.attributes[key] = " ".join(item.args)
-            else:
-                raise self.unknown(
-                    item,
-                    f"TARGET {name}",
-                    "LUN, GROUP, enabled, IncomingUser, OutgoingUser, "
-                    "portal, allowed_portal or an iSCSI parameter",
-                )
+        self.each(node.section(), lambda item: self.target_item(tgt, item))
         return tgt
+
+    def target_item(self, tgt: Target, item: Node) -> None:
+        name, fabric = tgt.name, tgt.fabric
+        key = item.keyword
+        if key == "LUN":
+            tgt.luns.append(self.lun(item))
+        elif key == "GROUP":
+            tgt.groups.append(self.group(item, fabric))
+        elif key == "enabled":
+            tgt.enabled = self.flag(item)
+        elif key == "IncomingUser":
+            tgt.incoming_users.append(self.account(item))
+        elif key == "OutgoingUser":
+            tgt.outgoing_user = self.account(item)
+        elif key in ("portal", "allowed_portal"):
+            self.plain(item)
+            tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
+        elif key in ISCSI_PARAMS and fabric == "iscsi":
+            self.plain(item)
+            if not item.args:
+                raise self.fail(item, f"{key} needs a value")
+            param = " ".join(item.args)
+            problem = iscsi_param_error(key, param)
+            if problem is not None:
+                raise self.fail(item, problem)  # never written to the kernel unchecked
+            tgt.attributes[key] = param
+        elif (value := self.ignore(item, Level.TARGET, fabric)) is not None:
+            tgt.attributes[key] = value  # kept, so "config save" writes it back
+        else:
+            raise self.unknown(
+                item,
+                f"TARGET {name}",
+                "LUN, GROUP, enabled, IncomingUser, OutgoingUser, "
+                "portal, allowed_portal or an iSCSI parameter",
+            )
 
     def portal(self, node: Node, text: str) -> str:
         if any(ch in text for ch in "*?!"):
@@ -415,10 +502,21 @@ def normalize_portal(text: str, source: str = "", line: int = 0) -> str:
         raise ConfigError(f"portal {text!r}: {err.reason}", source, line) from None
 
 
+def read(text: str, source: str, errors: ErrorCollector) -> ScstConfig:
+    """The config of ``text`` (not validated); every error goes to ``errors``."""
+    return _Reader(source, errors).read(parse_tree(text, source, errors))
+
+
 def parse(text: str, source: str = "<string>") -> ScstConfig:
-    """Parse and validate a modern scst.conf text; errors name ``source`` and the line."""
-    config = _Reader(source).read(parse_tree(text, source))
-    validate(config)
+    """Parse and validate a modern scst.conf text; errors name ``source`` and the line.
+
+    Every error of the file is raised at once (:class:`ConfigErrors`, one per line).
+    """
+    errors = ErrorCollector()
+    config = read(text, source, errors)
+    with errors.guard():
+        validate(config)
+    errors.raise_if_any()
     return config
 
 

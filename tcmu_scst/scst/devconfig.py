@@ -73,6 +73,10 @@ def encode_dev_config(device: Device, setup_id: int = 0) -> str:
     """``<subtype>/<encoded parameters>``, at most 255 bytes, without ',' or ':'."""
     try:
         config = _handler_dev_config(device, setup_id)
+    except ConfigError as err:
+        if err.source:
+            raise  # already names the file and line (vdisk_params)
+        raise device.where.error(str(err)) from err
     except TcmuScstError as err:
         raise device.where.error(str(err)) from err
     if "," in config or ":" in config or len(config.encode()) > 255:
@@ -193,4 +197,33 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
         )
     if filename and os.path.isdir(filename):
         raise device.where.error(f"device {device.name}: {filename} is a directory, not a file")
+    if filename:
+        _check_backing_store(device, filename, size, is_blockdev)
     encode_dev_config(device, setup_id)
+
+
+def _check_backing_store(device: Device, filename: str, block_size: int, is_blockdev: bool) -> None:
+    """A usable disk: a regular file or block device, not empty, a whole number of blocks.
+
+    ``/dev/null`` (a character device) reads as empty and swallows writes; a file of 0
+    bytes (or ``/proc/version``, which stat() says is 0 bytes) gives a disk without one
+    block; a size that is not a multiple of the block size leaves a tail the initiator
+    cannot address and READ CAPACITY would round away.
+    """
+    mode = os.stat(filename).st_mode
+    if not (stat.S_ISREG(mode) or is_blockdev):
+        raise device.where.error(
+            f"device {device.name}: {filename} is neither a regular file nor a block device; "
+            "point filename at an image file or a disk"
+        )
+    size = size_of(device)
+    if size == 0:
+        raise device.where.error(
+            f"device {device.name}: backing file {filename} is empty (0 bytes); give it a "
+            f"size (e.g. truncate -s 1G {filename})"
+        )
+    if device.handler.startswith("vdisk_") and size % block_size:
+        raise device.where.error(
+            f"device {device.name}: backing file {filename} holds {size} bytes, not a whole "
+            f"number of {block_size}-byte blocks; resize it to a multiple of {block_size}"
+        )

@@ -35,9 +35,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.handlers import scsi_sysfs
 from tcmu_scst.scst import conf
-from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device, ScstConfig, validate
+from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device, ScstConfig, check
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +128,25 @@ def rules_of(config: ScstConfig) -> list[Rule]:
     return [r for r in (rule_of(d) for d in config.devices) if r is not None]
 
 
-def _check_as_scst(config: ScstConfig) -> None:
-    """SCST's rules (names, LUN 0, duplicates) with labels standing in as devices."""
+def _check_as_scst(config: ScstConfig, errors: ErrorCollector | None = None) -> None:
+    """SCST's rules (names, LUN 0, duplicates) with labels standing in as devices.
+
+    With ``errors``, an identity error is recorded there (once, with its line) and the
+    rest of the file still checked; without, every error is raised at once.
+    """
+    collector = errors if errors is not None else ErrorCollector()
     stand_in = copy.deepcopy(config)
     for dev in stand_in.devices:
-        rule = rule_of(dev)
+        try:
+            rule = rule_of(dev)
+        except ConfigError as err:
+            collector.add(err)
+            rule = Rule(dev.name, dev.handler, Identity())  # reported; checked as a label
         if rule is not None and rule.is_label:
             dev.handler = _STAND_IN_HANDLER
-    validate(stand_in)
+    check(stand_in, collector)
+    if errors is None:
+        collector.raise_if_any()
 
 
 def sysfs_lookup(sysfs: Path = SYSFS) -> tuple[FindByIdentity, IsPresent]:
@@ -248,9 +260,10 @@ def parse(text: str, source: str = "<string>") -> ScstConfig:
     Without labels this is exactly :func:`tcmu_scst.scst.conf.parse`.
     """
     # conf.parse validates at once, which refuses labels; read first, check after.
-    config = conf._Reader(source).read(conf.parse_tree(text, source))
-    rules_of(config)  # identity syntax errors first, with their line
-    _check_as_scst(config)
+    errors = ErrorCollector()
+    config = conf.read(text, source, errors)
+    _check_as_scst(config, errors)
+    errors.raise_if_any()
     return config
 
 

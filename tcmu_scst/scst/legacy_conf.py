@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     HANDLER_TYPES,
@@ -40,7 +40,7 @@ from tcmu_scst.scst.model import (
     ScstConfig,
     Target,
     Where,
-    validate,
+    check,
 )
 
 _SECTION = re.compile(r"^\[\s*(\S+)(?:\s+(\S+))?\s*\]$")
@@ -70,17 +70,22 @@ def fabric_for_host(name: str) -> str:
     return "iscsi"
 
 
+_BAD_SECTION = ("", "")  # a section header that was refused
+
+
 class _LegacyReader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.config = ScstConfig()
         self.assignments: list[tuple[str, Lun]] = []
         self.declared: dict[str, Group] = {}
+        self.errors = ErrorCollector()
 
     def fail(self, line: int, message: str) -> ConfigError:
         return ConfigError(message, self.source, line)
 
     def read(self, text: str) -> ScstConfig:
+        """The model of ``text``; every faulty line goes to ``self.errors``, reading goes on."""
         section: tuple[str, str] | None = None
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.split("#", 1)[0].strip()
@@ -88,14 +93,19 @@ class _LegacyReader:
                 continue
             match = _SECTION.match(line)
             if match:
-                section = self.open_section(number, match.group(1), match.group(2) or "")
+                section = _BAD_SECTION  # its items are skipped if the header is wrong
+                with self.errors.guard():
+                    section = self.open_section(number, match.group(1), match.group(2) or "")
                 continue
-            if section is None:
-                raise self.fail(
-                    number,
-                    f"{line.split()[0]!r} outside any [SECTION]; start with e.g. [HANDLER vdisk]",
-                )
-            self.item(number, section, line)
+            with self.errors.guard():
+                if section is None:
+                    raise self.fail(
+                        number,
+                        f"{line.split()[0]!r} outside any [SECTION]; start with e.g. "
+                        "[HANDLER vdisk]",
+                    )
+                if section is not _BAD_SECTION:
+                    self.item(number, section, line)
         self.resolve_assignments()
         return self.config
 
@@ -209,17 +219,22 @@ class _LegacyReader:
                 self.declared[DEFAULT_GROUP] = grp
                 self.config.groups.insert(0, grp)
             if grp is None:
-                raise lun.where.error(
-                    f"[ASSIGNMENT {group_name}] names unknown group {group_name!r}; "
-                    f"declare it with [GROUP {group_name}]"
+                self.errors.add(
+                    lun.where.error(
+                        f"[ASSIGNMENT {group_name}] names unknown group {group_name!r}; "
+                        f"declare it with [GROUP {group_name}]"
+                    )
                 )
+                continue
             grp.luns.append(lun)
 
 
 def parse_legacy(text: str, source: str = "<string>") -> ScstConfig:
-    """Parse and validate a 0.9.6-era scst.conf into the model."""
-    config = _LegacyReader(source).read(text)
-    validate(config)
+    """Parse and validate a 0.9.6-era scst.conf into the model; every error at once."""
+    reader = _LegacyReader(source)
+    config = reader.read(text)
+    check(config, reader.errors)
+    reader.errors.raise_if_any()
     return config
 
 

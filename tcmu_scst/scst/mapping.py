@@ -27,10 +27,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import astuple, dataclass, field
+from typing import Any, Literal
 
 from tcmu_scst.scst import devconfig
+from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     Device,
@@ -39,7 +40,9 @@ from tcmu_scst.scst.model import (
     Target,
     default_for,
     groups_for,
+    is_pattern,
     name_fits_fabric,
+    wildcard_match,
 )
 
 # Model fabric name -> configfs fabric directory.
@@ -51,16 +54,6 @@ FABRIC_DIRS: dict[str, str] = {
 }
 DEFAULT_PORTAL = "0.0.0.0:3260"
 TPG_TAG = 1
-ISCSI_PARAM_KEYS = frozenset(
-    {
-        "AuthMethod", "HeaderDigest", "DataDigest", "MaxConnections", "TargetAlias",
-        "InitialR2T", "ImmediateData", "MaxRecvDataSegmentLength",
-        "MaxXmitDataSegmentLength", "MaxBurstLength", "FirstBurstLength",
-        "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
-        "DataSequenceInOrder", "ErrorRecoveryLevel", "IFMarker", "OFMarker", "IFMarkInt",
-        "OFMarkInt",
-    }
-)  # fmt: skip
 _NAA_LOOPBACK = re.compile(r"^naa\.[0-9a-f]{16}$")
 
 DefaultCase = Literal["A", "B", "C", "loopback"]
@@ -118,6 +111,58 @@ class Tpg:
     enabled: bool = True
 
 
+@dataclass(frozen=True)
+class PatternRule:
+    """A group with SCST initiator patterns: what the materializer gives a matching name.
+
+    LIO matches ACL names exactly (lio-and-scst.md §2.2), so a pattern cannot be an ACL;
+    an initiator that logs in and matches gets an explicit ACL with the group's map.
+    """
+
+    group: str
+    patterns: tuple[str, ...]
+    mapped_luns: tuple[MappedLun, ...]
+    chap: Chap | None = None
+
+    def matches(self, name: str) -> bool:
+        return any(wildcard_match(p, name) for p in self.patterns)
+
+    def to_state(self) -> dict[str, Any]:
+        """The JSON form kept in the state file (ownership.OwnedTarget.pattern_rules)."""
+        return {
+            "group": self.group,
+            "patterns": list(self.patterns),
+            "map": [[m.number, m.tpg_lun, int(m.write_protect)] for m in self.mapped_luns],
+            "chap": list(astuple(self.chap)) if self.chap else [],
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> PatternRule:
+        chap = data.get("chap") or []
+        return cls(
+            str(data["group"]),
+            tuple(str(p) for p in data["patterns"]),
+            tuple(MappedLun(int(n), int(t), bool(ro)) for n, t, ro in data["map"]),
+            Chap(*(str(c) for c in chap)) if chap else None,
+        )
+
+
+def materialized_acl(
+    name: str,
+    rules: Sequence[PatternRule],
+    default: PatternRule | None,
+) -> Acl | None:
+    """The ACL an unknown initiator gets: the first pattern group that matches it, else
+    the default group's map (``default``; None when the default set is empty, case A:
+    such an initiator stays refused, as modern iSCSI-SCST refuses it)."""
+    for rule in rules:
+        if rule.matches(name):
+            return Acl(name, rule.group, list(rule.mapped_luns), rule.chap, True)
+    if default is None:
+        return None
+    return Acl(name, default.group, list(default.mapped_luns), default.chap, True)
+
+
 @dataclass
 class LioTarget:
     fabric: str  # configfs fabric directory (iscsi, loopback, qla2xxx, fc)
@@ -129,6 +174,20 @@ class LioTarget:
     default_group: str = DEFAULT_GROUP
     default_map: list[MappedLun] = field(default_factory=list)  # case C materializer map
     default_chap: Chap | None = None  # CHAP for materialized ACLs (case C)
+    # Groups with initiator patterns (SCST order): case C, their members are materialized.
+    pattern_rules: list[PatternRule] = field(default_factory=list)
+    default_open: bool = True  # False: the default set is empty, only patterns materialize
+
+    def default_rule(self) -> PatternRule | None:
+        return default_rule(self.default_group, self.default_map, self.default_chap,
+                            self.default_open)  # fmt: skip
+
+
+def default_rule(
+    group: str, mapped: Sequence[MappedLun], chap: Chap | None, is_open: bool
+) -> PatternRule | None:
+    """The default group as the materializer's catch-all (None: nobody else gets in)."""
+    return PatternRule(group, ("*",), tuple(mapped), chap) if is_open else None
 
 
 @dataclass
@@ -158,16 +217,43 @@ def _chap(users: list[tuple[str, str]], mutual: tuple[str, str] | None) -> Chap 
     return Chap(user, secret, m_user, m_secret)
 
 
+def _entries(target: Target, grp: Group, own: set[int]) -> list[str]:
+    """The INITIATOR entries of ``grp`` that can apply on ``target``'s fabric."""
+    if id(grp) in own:
+        return grp.initiators
+    return [n for n in grp.initiators if name_fits_fabric(n, target.fabric)]
+
+
 def _members(target: Target, groups: Sequence[Group]) -> list[tuple[str, Group]]:
-    """(initiator, group) in SCST order; the first group naming an initiator wins."""
+    """(exact initiator name, group) in SCST order: the first group whose entries take the
+    name wins, so a name listed in a later group but matched by an earlier group's
+    pattern belongs to the earlier group, as in SCST's lookup."""
     own = {id(g) for g in target.groups}
+    entries = [(grp, _entries(target, grp, own)) for grp in groups]
+    patterns = [(grp, [e for e in names if is_pattern(e)]) for grp, names in entries]
+    exact = [(grp, {e for e in names if not is_pattern(e)}) for grp, names in entries]
     seen: dict[str, Group] = {}
-    for grp in groups:
-        for name in grp.initiators:
-            if id(grp) not in own and not name_fits_fabric(name, target.fabric):
+    for _, names in entries:
+        for name in names:
+            if is_pattern(name) or name in seen:
                 continue
-            seen.setdefault(name, grp)
+            seen[name] = next(
+                g
+                for (g, ex), (_, pats) in zip(exact, patterns, strict=True)
+                if name in ex or any(wildcard_match(p, name) for p in pats)
+            )
     return list(seen.items())
+
+
+def _pattern_groups(target: Target, groups: Sequence[Group]) -> list[tuple[Group, list[str]]]:
+    """The groups with initiator patterns on ``target`` and their patterns, in order."""
+    own = {id(g) for g in target.groups}
+    result: list[tuple[Group, list[str]]] = []
+    for grp in groups:
+        found = [e for e in _entries(target, grp, own) if is_pattern(e)]
+        if found:
+            result.append((grp, found))
+    return result
 
 
 def _assign_indices(
@@ -176,10 +262,11 @@ def _assign_indices(
     """Give each device a TPG LUN index: live index, then preferred numbers, then free."""
     result: dict[str, int] = {}
     used: set[int] = set()
+    wanted = set(devices)
     for source in [dict(hint), *preferred]:
-        for dev in devices:
-            number = source.get(dev)
-            if dev not in result and number is not None and number not in used:
+        # Walk the source, not every device: linear in the config's size overall.
+        for dev, number in source.items():
+            if dev in wanted and dev not in result and number not in used:
                 result[dev] = number
                 used.add(number)
     free = 0
@@ -241,14 +328,25 @@ def _fabric_target(
 ) -> LioTarget:
     fabric_dir = FABRIC_DIRS[target.fabric]
     default = default_for(config, target)
-    members = _members(target, groups_for(config, target))
+    ordered = groups_for(config, target)
+    members = _members(target, ordered)
+    pattern_groups = _pattern_groups(target, ordered)
     exported = [lun.device for lun in default.luns]
-    for _, grp in members:
+    # One entry per group, not per member: a group of N members would be walked N times.
+    distinct = list(
+        {id(grp): grp for grp in [*(g for _, g in members), *(g for g, _ in pattern_groups)]}
+        .values()
+    )  # fmt: skip
+    for grp in distinct:
         exported += [lun.device for lun in grp.luns]
     tpg_devices = list(dict.fromkeys(exported))
     case = _classify(default, tpg_devices, devices)
+    if pattern_groups and case != "C":
+        # Demo mode would give a pattern's initiators every LUN and an empty default set
+        # refuses everyone: only the materializer can tell a matching name (case C).
+        case = "C"
     default_numbers = {lun.device: lun.number for lun in default.luns}
-    group_numbers = [{lun.device: lun.number for lun in grp.luns} for _, grp in members]
+    group_numbers = [{lun.device: lun.number for lun in grp.luns} for grp in distinct]
     hint = {} if case == "B" else hints.get((fabric_dir, target.name), {})
     index = _assign_indices(tpg_devices, [default_numbers, *group_numbers], hint)
 
@@ -259,7 +357,7 @@ def _fabric_target(
     disk_ro = any(lun.read_only for lun in default.luns if devices[lun.device].is_disk)
     tpg.attributes = _tpg_attributes(target.fabric, case, disk_ro, target_chap is not None)
     if target.fabric == "iscsi":
-        tpg.params = {k: v for k, v in target.attributes.items() if k in ISCSI_PARAM_KEYS}
+        tpg.params = {k: v for k, v in target.attributes.items() if k in ISCSI_PARAMS}
         tpg.portals = list(target.portals) or [DEFAULT_PORTAL]
         if case == "B":
             tpg.auth = target_chap
@@ -277,10 +375,22 @@ def _fabric_target(
     if case == "C":
         lio.default_map = mapping_of(default)
         lio.default_chap = target_chap
+        lio.default_open = bool(default.luns)
+        lio.pattern_rules = [
+            PatternRule(
+                grp.name,
+                tuple(found),
+                tuple(mapping_of(grp)),
+                _chap(grp.incoming_users, target.outgoing_user) or target_chap,
+            )
+            for grp, found in pattern_groups
+        ]
         named = {name for name, _ in members}
         for name in materialized:
             if name not in named:
-                tpg.acls.append(Acl(name, default.name, list(lio.default_map), target_chap, True))
+                acl = materialized_acl(name, lio.pattern_rules, lio.default_rule())
+                if acl is not None:  # no longer matched by anything: the ACL goes
+                    tpg.acls.append(acl)
     if target.fabric == "tcm_fc" and case != "A":
         warnings.append(
             f"tcm_fc target {target.name}: LIO's tcm_fc has no demo mode and no login hook, "

@@ -37,7 +37,15 @@ from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
 from tcmu_scst.kernel.fabrics import normalize_wwpn, parse_dynamic_sessions
 from tcmu_scst.scst.apply import ApplyError, Step, execute, tpg_handle
-from tcmu_scst.scst.mapping import TPG_TAG
+from tcmu_scst.scst.mapping import (
+    TPG_TAG,
+    Acl,
+    Chap,
+    MappedLun,
+    PatternRule,
+    default_rule,
+    materialized_acl,
+)
 from tcmu_scst.scst.model import initiator_name_error
 from tcmu_scst.scst.ownership import OwnedTarget, Ownership, load_ownership, save_ownership
 
@@ -124,8 +132,15 @@ class Materializer:
         for owned in ownership.targets:
             if owned.default_case != "C":
                 continue
+            rules = [PatternRule.from_state(r) for r in owned.pattern_rules]
+            default = _default_rule(owned)
             for name in self._unknown_initiators(owned):
-                if self._materialize(owned, name):
+                acl = materialized_acl(name, rules, default)
+                if acl is None:
+                    log.info("%s matches no initiator pattern of %s and its default set is "
+                             "empty: left refused", name, owned.wwn)  # fmt: skip
+                    continue
+                if self._materialize(owned, acl):
                     owned.materialized.append(name)
                     created.append(Materialized(owned.fabric, owned.wwn, name))
         if created:
@@ -187,22 +202,24 @@ class Materializer:
 
     # ---- making the ACL ----------------------------------------------------------
 
-    def _materialize(self, owned: OwnedTarget, name: str) -> bool:
+    def _materialize(self, owned: OwnedTarget, wanted: Acl) -> bool:
+        name = wanted.name
+
         def run(cfs: Configfs) -> None:
             tpg = tpg_handle(cfs, owned.fabric, owned.wwn)
             acl = tpg.add_acl(name)
             if owned.fabric == "iscsi":
-                acl.set_tag(owned.default_group)
-                if owned.default_chap:
-                    user, secret, m_user, m_secret = owned.default_chap
+                acl.set_tag(wanted.group)
+                if wanted.chap is not None:
+                    chap = wanted.chap
                     acl.set_chap(
-                        user,
-                        secret,
-                        mutual_userid=m_user or None,
-                        mutual_password=m_secret or None,
+                        chap.userid,
+                        chap.password,
+                        mutual_userid=chap.userid_mutual or None,
+                        mutual_password=chap.password_mutual or None,
                     )
-            for number, tpg_lun, read_only in owned.default_map:
-                acl.map_lun(number, tpg_lun, bool(read_only))
+            for mapped in wanted.mapped_luns:
+                acl.map_lun(mapped.number, mapped.tpg_lun, mapped.write_protect)
 
         step = Step(f"materialize ACL {name} on {owned.fabric}/{owned.wwn}", run)
         try:
@@ -211,5 +228,12 @@ class Materializer:
             log.warning("%s", err)
             return False
         log.info("created ACL %s on %s/%s with %s's LUNs", name, owned.fabric, owned.wwn,
-                 owned.default_group)  # fmt: skip
+                 wanted.group)  # fmt: skip
         return True
+
+
+def _default_rule(owned: OwnedTarget) -> PatternRule | None:
+    """The default group's map as the catch-all rule (None: case A with patterns)."""
+    chap = Chap(*owned.default_chap) if owned.default_chap else None
+    mapped = [MappedLun(n, t, bool(ro)) for n, t, ro in owned.default_map]
+    return default_rule(owned.default_group, mapped, chap, owned.default_open)

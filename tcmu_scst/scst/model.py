@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ErrorCollector
 
 DEFAULT_GROUP = "Default"
 DEFAULT_GROUP_PREFIX = "Default_"
@@ -69,6 +69,16 @@ MAX_NAME_LEN = 223  # iSCSI names are at most 223 bytes (RFC 3720 3.2.6.1).
 _WWPN = re.compile(r"^([0-9a-f]{2}:){7}[0-9a-f]{2}$")
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
 _BAD_NAME_CHARS = re.compile(r"[\s/]")
+# RFC 3720 3.2.6.3 name formats after RFC 3722's case folding (what initiators send):
+# iqn.YYYY-MM.reversed.domain[:anything], eui.<16 hex>, naa.<16 or 32 hex>.
+_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.:-]*)?$")
+_EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
+_NAA = re.compile(r"^naa\.([0-9a-f]{16}|[0-9a-f]{32})$")
+MAX_ACL_TAG = 63  # LIO keeps an ACL tag in 64 bytes with its NUL (MAX_ACL_TAG_SIZE)
+# CHAP secrets: RFC 7143 12.1.3 wants at least 12 bytes (96 bits) for a shared secret;
+# the Microsoft initiator accepts 12..16 only, so a longer one locks Windows hosts out.
+MIN_CHAP_SECRET, MAX_CHAP_SECRET = 12, 16
+_FC_PATTERN = re.compile(r"^[0-9a-f:*?]+$")
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,9 @@ class ScstConfig:
     groups: list[Group] = field(default_factory=list)  # 0.9.6 global groups
     threads: int | None = None
     setup_id: int | None = None
+    threads_where: Where = field(default=NOWHERE, compare=False)
+    # "FILE:LINE: attr has no effect here: why" for SCST attributes LIO has no use for.
+    warnings: list[str] = field(default_factory=list, compare=False)
     # Target drivers named in the file with their own attributes (e.g. "enabled").
     drivers: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -206,10 +219,108 @@ def default_for(config: ScstConfig, target: Target) -> Group:
     return Group(DEFAULT_GROUP)
 
 
+def is_pattern(name: str) -> bool:
+    """Whether an INITIATOR entry is an SCST 3.x pattern, not one exact name.
+
+    Modern SCST matches a group's entries with ``wildcmp``: ``*`` any run of characters,
+    ``?`` any one character, a leading ``!`` negates the rest (lio-and-scst.md §2.1).
+    """
+    return name.startswith("!") or "*" in name or "?" in name
+
+
+def wildcard_match(pattern: str, name: str) -> bool:
+    """Whether ``name`` matches the SCST initiator pattern (exact, case-sensitive, as the
+    kernel compares names). Linear backtracking over ``*``: at most len(pattern) *
+    len(name) steps, and names are at most 223 bytes."""
+    if pattern.startswith("!"):
+        return not _glob(pattern[1:], name)
+    return _glob(pattern, name)
+
+
+def _glob(pattern: str, name: str) -> bool:
+    p = n = 0
+    star_p, star_n = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in ("?", name[n]) and pattern[p] != "*":
+            p, n = p + 1, n + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star_p, star_n = p, n
+            p += 1
+        elif star_p >= 0:
+            star_n += 1
+            p, n = star_p + 1, star_n
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+def group_matches(grp: Group, name: str) -> bool:
+    """Whether one of ``grp``'s INITIATOR entries (a name or a pattern) takes ``name``."""
+    return any(wildcard_match(e, name) if is_pattern(e) else e == name for e in grp.initiators)
+
+
+def _pattern_error(pattern: str, fabric: str | None) -> str | None:
+    body = pattern[1:] if pattern.startswith("!") else pattern
+    if not body:
+        return f"initiator pattern {pattern!r} has nothing after '!'"
+    if fabric in FC_FABRICS and not _FC_PATTERN.match(body):
+        return (
+            f"initiator pattern {pattern!r} cannot match an FC WWPN; use lower-case hex, "
+            "':', '*' and '?' only, e.g. 21:00:00:24:ff:*"
+        )
+    return None
+
+
+def iscsi_name_error(name: str, what: str) -> str | None:
+    """Why ``name`` is not an iSCSI name as initiators send it (RFC 3720/3722), or None."""
+    if name != name.lower() and iscsi_name_error(name.lower(), what) is None:
+        return (
+            f"{what} {name!r} has upper-case letters: iSCSI names are case-folded (RFC 3722) "
+            f"and LIO compares them exactly; write {name.lower()}"
+        )
+    if _IQN.match(name) or _EUI.match(name) or _NAA.match(name):
+        return None
+    return (
+        f"{what} {name!r} is not an iSCSI name; write iqn.YYYY-MM.reversed.domain[:id], "
+        "eui.<16 hex digits> or naa.<16 or 32 hex digits> (RFC 3720 3.2.6.3)"
+    )
+
+
+def chap_error(user: str, secret: str) -> str | None:
+    """Why (user, secret) cannot be a CHAP account, or None."""
+    if not user or not secret or any(c.isspace() for c in user + secret):
+        return "CHAP user and secret must be single words without blanks"
+    size = len(secret.encode())
+    if not MIN_CHAP_SECRET <= size <= MAX_CHAP_SECRET:
+        return (
+            f"CHAP secret of {user} is {size} bytes; use {MIN_CHAP_SECRET} to "
+            f"{MAX_CHAP_SECRET} (RFC 7143 wants 12 or more, the Windows initiator at most 16)"
+        )
+    return None
+
+
+def group_name_error(name: str) -> str | None:
+    """Why ``name`` cannot name a security group (it becomes the iSCSI ACL tag)."""
+    if not name or _BAD_NAME_CHARS.search(name):
+        return f"group name {name!r} is empty or contains '/' or white space"
+    if len(name.encode()) > MAX_ACL_TAG:
+        return (
+            f"group name {name[:32]!r}... is {len(name.encode())} bytes; LIO's ACL tag "
+            f"holds {MAX_ACL_TAG}: shorten it"
+        )
+    return None
+
+
 def initiator_name_error(name: str, fabric: str | None = None) -> str | None:
-    """Why ``name`` cannot be an initiator name (on ``fabric``), or None if it can."""
+    """Why ``name`` cannot be an initiator name or pattern (on ``fabric``), or None."""
     if not name:
         return "initiator name is empty"
+    if is_pattern(name) and not _BAD_NAME_CHARS.search(name):
+        if len(name.encode()) > MAX_NAME_LEN + 1:
+            return f"initiator pattern {name[:32]!r}... is longer than {MAX_NAME_LEN} bytes"
+        return _pattern_error(name, fabric)
     if _BAD_NAME_CHARS.search(name):
         return f"initiator name {name!r} contains '/' or white space, which LIO cannot store"
     if len(name.encode()) > MAX_NAME_LEN:
@@ -219,6 +330,8 @@ def initiator_name_error(name: str, fabric: str | None = None) -> str | None:
             f"initiator name {name!r} is not an FC WWPN; "
             "write 8 lower-case hex bytes with colons, e.g. 21:00:00:24:ff:31:4c:48"
         )
+    if fabric == "iscsi" or (fabric is None and not _WWPN.match(name)):
+        return iscsi_name_error(name, "initiator name")
     return None
 
 
@@ -228,6 +341,8 @@ def name_fits_fabric(name: str, fabric: str) -> bool:
     0.9.6 names are shared by every target driver; a name only ever matches sessions
     of the driver whose name format it has, so an IQN is not expanded onto FC ports.
     """
+    if is_pattern(name):
+        return fabric != "loopback"  # a pattern may match names of any fabric with ACLs
     is_wwpn = bool(_WWPN.match(name))
     if fabric in FC_FABRICS:
         return is_wwpn
@@ -265,104 +380,155 @@ def target_name_error(name: str, fabric: str) -> str | None:
         )
     if fabric == "iscsi" and len(name.encode()) > MAX_NAME_LEN:
         return f"iSCSI target name {name[:32]!r}... is longer than {MAX_NAME_LEN} bytes"
+    if fabric == "iscsi":
+        return iscsi_name_error(name, "iSCSI target name")
     return None
 
 
-def _check_luns(config: ScstConfig, owner: str, luns: list[Lun], where: Where) -> None:
+def _check_luns(
+    known: set[str], owner: str, luns: list[Lun], where: Where, errors: ErrorCollector
+) -> None:
     numbers: dict[int, Lun] = {}
     devices: dict[str, Lun] = {}
     for lun in luns:
-        at = lun.where if lun.where.line else where
-        if not 0 <= lun.number <= MAX_LUN:
-            raise at.error(f"LUN {lun.number} in {owner} is out of range 0..{MAX_LUN}")
-        if lun.number in numbers:
-            raise at.error(
-                f"LUN {lun.number} is assigned twice in {owner} "
-                f"({numbers[lun.number].device} and {lun.device}); give each device its own LUN"
-            )
-        if config.device(lun.device) is None:
-            raise at.error(
-                f"LUN {lun.number} in {owner} names unknown device {lun.device!r}; "
-                "define it in a HANDLER section first"
-            )
-        if lun.device in devices:
-            raise at.error(
-                f"device {lun.device} is exported twice in {owner} (LUN "
-                f"{devices[lun.device].number} and {lun.number}); keep one"
-            )
-        numbers[lun.number] = lun
-        devices[lun.device] = lun
+        with errors.guard():
+            _check_lun(known, owner, lun, where, numbers, devices)
     if luns and 0 not in numbers:
-        raise where.error(
-            f"{owner} has no LUN 0: there must be LUN 0 in each security group; "
-            "renumber its LUNs to start at 0"
+        errors.add(
+            where.error(
+                f"{owner} has no LUN 0: there must be LUN 0 in each security group; "
+                "renumber its LUNs to start at 0"
+            )
         )
 
 
-def _check_group(config: ScstConfig, grp: Group, fabric: str | None, owner: str) -> None:
+def _check_lun(
+    known: set[str],
+    owner: str,
+    lun: Lun,
+    where: Where,
+    numbers: dict[int, Lun],
+    devices: dict[str, Lun],
+) -> None:
+    at = lun.where if lun.where.line else where
+    if not 0 <= lun.number <= MAX_LUN:
+        raise at.error(f"LUN {lun.number} in {owner} is out of range 0..{MAX_LUN}")
+    if lun.number in numbers:
+        raise at.error(
+            f"LUN {lun.number} is assigned twice in {owner} "
+            f"({numbers[lun.number].device} and {lun.device}); give each device its own LUN"
+        )
+    numbers[lun.number] = lun
+    if lun.device not in known:
+        raise at.error(
+            f"LUN {lun.number} in {owner} names unknown device {lun.device!r}; "
+            "define it in a HANDLER section first"
+        )
+    if lun.device in devices:
+        raise at.error(
+            f"device {lun.device} is exported twice in {owner} (LUN "
+            f"{devices[lun.device].number} and {lun.number}); keep one"
+        )
+    devices[lun.device] = lun
+
+
+def _check_group(
+    known: set[str], grp: Group, fabric: str | None, owner: str, errors: ErrorCollector
+) -> None:
+    problem = group_name_error(grp.name)
+    if problem is not None:
+        errors.add(grp.where.error(problem))
     seen: set[str] = set()
     for index, name in enumerate(grp.initiators):
         at = grp.initiator_lines[index] if index < len(grp.initiator_lines) else grp.where
         problem = initiator_name_error(name, fabric)
         if problem is not None:
-            raise at.error(f"{problem} (in {owner})")
-        if name in seen:
-            raise at.error(f"initiator {name} is listed twice in {owner}; remove one")
+            errors.add(at.error(f"{problem} (in {owner})"))
+        elif name in seen:
+            errors.add(at.error(f"initiator {name} is listed twice in {owner}; remove one"))
         seen.add(name)
-    _check_luns(config, owner, grp.luns, grp.where)
+    _check_luns(known, owner, grp.luns, grp.where, errors)
 
 
-def _unique(items: Iterable[tuple[str, Where]], what: str) -> None:
+def _unique(items: Iterable[tuple[str, Where]], what: str, errors: ErrorCollector) -> None:
     seen: set[str] = set()
     for name, where in items:
         if name in seen:
-            raise where.error(f"{what} {name} is defined twice; remove or rename one")
+            errors.add(where.error(f"{what} {name} is defined twice; remove or rename one"))
         seen.add(name)
 
 
-def validate(config: ScstConfig) -> None:
-    """Check the rules SCST enforces; raise the first violation as a ConfigError."""
-    for dev in config.devices:
-        if dev.handler not in HANDLER_TYPES:
-            known = ", ".join(sorted(HANDLER_TYPES))
-            raise dev.where.error(f"unknown handler {dev.handler!r}; use one of: {known}")
-        problem = device_name_error(dev.name, dev.handler)
-        if problem is not None:
-            raise dev.where.error(problem)
-    _unique(((d.name, d.where) for d in config.devices), "device")
-    _unique(((g.name, g.where) for g in config.groups), "group")
-    _unique(((f"{t.fabric}/{t.name}", t.where) for t in config.targets), "target")
-    if config.threads is not None and not 1 <= config.threads <= 1024:
-        raise ConfigError(f"threads {config.threads} is out of range 1..1024")
-    for grp in config.groups:
-        _check_group(config, grp, None, f"group {grp.name}")
-    for tgt in config.targets:
-        if tgt.fabric not in FABRIC_DRIVERS:
-            raise tgt.where.error(f"unknown fabric {tgt.fabric!r} for target {tgt.name}")
-        problem = target_name_error(tgt.name, tgt.fabric)
-        if problem is not None:
-            raise tgt.where.error(problem)
-        _check_luns(config, f"target {tgt.name}", tgt.luns, tgt.where)
-        _unique(((g.name, g.where) for g in tgt.groups), f"group of target {tgt.name}:")
-        for grp in tgt.groups:
-            if is_default_group(grp.name):
-                raise grp.where.error(
+def _check_device(dev: Device) -> None:
+    if dev.handler not in HANDLER_TYPES:
+        known = ", ".join(sorted(HANDLER_TYPES))
+        raise dev.where.error(f"unknown handler {dev.handler!r}; use one of: {known}")
+    problem = device_name_error(dev.name, dev.handler)
+    if problem is not None:
+        raise dev.where.error(problem)
+
+
+def _check_target(config: ScstConfig, known: set[str], tgt: Target, errors: ErrorCollector) -> None:
+    if tgt.fabric not in FABRIC_DRIVERS:
+        raise tgt.where.error(f"unknown fabric {tgt.fabric!r} for target {tgt.name}")
+    problem = target_name_error(tgt.name, tgt.fabric)
+    if problem is not None:
+        errors.add(tgt.where.error(problem))
+    _check_luns(known, f"target {tgt.name}", tgt.luns, tgt.where, errors)
+    _unique(((g.name, g.where) for g in tgt.groups), f"group of target {tgt.name}:", errors)
+    for grp in tgt.groups:
+        if is_default_group(grp.name):
+            errors.add(
+                grp.where.error(
                     f"group name {grp.name} is reserved for the default LUN set; "
                     f"put target {tgt.name}'s default LUNs directly in its TARGET section"
                 )
-            _check_group(config, grp, tgt.fabric, f"group {grp.name} of target {tgt.name}")
-        if tgt.fabric != "iscsi" and (tgt.incoming_users or tgt.outgoing_user or tgt.portals):
-            raise tgt.where.error(
-                f"target {tgt.name}: CHAP and portals exist only on iSCSI; remove them"
             )
-        holders: list[tuple[str, list[tuple[str, str]], Where]] = [
-            (f"target {tgt.name}", tgt.incoming_users, tgt.where),
-            *((f"group {g.name}", g.incoming_users, g.where) for g in tgt.groups),
-        ]
-        for owner, users, where in holders:
-            if len(users) > 1:
-                raise where.error(
+            continue
+        _check_group(known, grp, tgt.fabric, f"group {grp.name} of target {tgt.name}", errors)
+    if tgt.fabric != "iscsi" and (tgt.incoming_users or tgt.outgoing_user or tgt.portals):
+        errors.add(
+            tgt.where.error(f"target {tgt.name}: CHAP and portals exist only on iSCSI; remove them")
+        )
+    holders: list[tuple[str, list[tuple[str, str]], Where]] = [
+        (f"target {tgt.name}", tgt.incoming_users, tgt.where),
+        *((f"group {g.name}", g.incoming_users, g.where) for g in tgt.groups),
+    ]
+    if tgt.outgoing_user is not None:
+        holders.append((f"target {tgt.name}", [tgt.outgoing_user], tgt.where))
+    for owner, users, where in holders:
+        for user, secret in users:
+            problem = chap_error(user, secret)
+            if problem is not None:
+                errors.add(where.error(f"{problem} ({owner})"))
+        if len(users) > 1:
+            errors.add(
+                where.error(
                     f"{len(users)} IncomingUser accounts for {owner}: LIO keeps one CHAP "
                     "account per initiator; keep one (or split the group)"
                 )
+            )
 
+
+def check(config: ScstConfig, errors: ErrorCollector) -> None:
+    """Every violation of the rules SCST enforces, into ``errors`` (linear in size)."""
+    for dev in config.devices:
+        with errors.guard():
+            _check_device(dev)
+    known = {dev.name for dev in config.devices}
+    _unique(((d.name, d.where) for d in config.devices), "device", errors)
+    _unique(((g.name, g.where) for g in config.groups), "group", errors)
+    _unique(((f"{t.fabric}/{t.name}", t.where) for t in config.targets), "target", errors)
+    if config.threads is not None and not 1 <= config.threads <= 1024:
+        errors.add(config.threads_where.error(f"threads {config.threads} is out of range 1..1024"))
+    for grp in config.groups:
+        _check_group(known, grp, None, f"group {grp.name}", errors)
+    for tgt in config.targets:
+        with errors.guard():
+            _check_target(config, known, tgt, errors)
+
+
+def validate(config: ScstConfig) -> None:
+    """Check the rules SCST enforces; raise every violation at once (ConfigErrors)."""
+    errors = ErrorCollector()
+    check(config, errors)
+    errors.raise_if_any()

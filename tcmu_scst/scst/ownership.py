@@ -44,6 +44,10 @@ class OwnedTarget:
     materialized: list[str] = field(default_factory=list)
     # CHAP of materialized ACLs: [userid, password, userid_mutual, password_mutual].
     default_chap: list[str] = field(default_factory=list)
+    # Groups with initiator patterns, in SCST order (mapping.PatternRule.to_state), and
+    # whether initiators no pattern takes get the default map (False: its set is empty).
+    pattern_rules: list[dict[str, Any]] = field(default_factory=list)
+    default_open: bool = True
 
 
 @dataclass

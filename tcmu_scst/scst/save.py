@@ -15,12 +15,13 @@ named group get the default LUN set anyway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst.devconfig import decode_dev_config
 from tcmu_scst.scst.live import LiveState, read_live
-from tcmu_scst.scst.mapping import FABRIC_DIRS, LioTarget
+from tcmu_scst.scst.mapping import FABRIC_DIRS, LioTarget, MappedLun, PatternRule
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     Group,
@@ -53,6 +54,19 @@ def _default_luns(live: LioTarget, owned: OwnedTarget) -> list[Lun]:
     return []
 
 
+def _new_group(
+    name: str, mapped: Sequence[MappedLun], live: LioTarget, extras: dict[str, Any]
+) -> Group:
+    grp = Group(name)
+    grp.incoming_users = _accounts(extras.get("group_users", {}).get(name))
+    grp.luns = [
+        Lun(m.number, live.tpg.luns[m.tpg_lun], m.write_protect)
+        for m in mapped
+        if m.tpg_lun in live.tpg.luns
+    ]
+    return grp
+
+
 def _groups(live: LioTarget, owned: OwnedTarget, extras: dict[str, Any]) -> list[Group]:
     groups: dict[str, Group] = {}
     for acl in live.tpg.acls:
@@ -61,16 +75,24 @@ def _groups(live: LioTarget, owned: OwnedTarget, extras: dict[str, Any]) -> list
             continue
         grp = groups.get(name)
         if grp is None:
-            grp = Group(name)
-            grp.incoming_users = _accounts(extras.get("group_users", {}).get(name))
-            grp.luns = [
-                Lun(m.number, live.tpg.luns[m.tpg_lun], m.write_protect)
-                for m in acl.mapped_luns
-                if m.tpg_lun in live.tpg.luns
-            ]
-            groups[name] = grp
+            grp = groups[name] = _new_group(name, acl.mapped_luns, live, extras)
         grp.initiators.append(acl.name)
-    return list(groups.values())
+    return [*_pattern_groups(live, owned, extras, groups), *groups.values()]
+
+
+def _pattern_groups(
+    live: LioTarget, owned: OwnedTarget, extras: dict[str, Any], groups: dict[str, Group]
+) -> list[Group]:
+    """The groups with initiator patterns (kept in the state file: LIO has no pattern
+    ACLs), first and in their order; exact members the kernel shows join them."""
+    result: list[Group] = []
+    for rule in (PatternRule.from_state(r) for r in owned.pattern_rules):
+        grp = groups.pop(rule.group, None)
+        if grp is None:
+            grp = _new_group(rule.group, rule.mapped_luns, live, extras)
+        grp.initiators = [*rule.patterns, *grp.initiators]
+        result.append(grp)
+    return result
 
 
 def _fabric_target(live: LioTarget, owned: OwnedTarget, extras: dict[str, Any]) -> Target:

@@ -214,3 +214,64 @@ def test_read_only_lun_refuses_writes_for_that_group_only(
     assert "Test: Simple ...passed" in writable, writable
     # LIO's per-mapped-LUN write_protect, generic in the core, also for TCMU devices.
     assert "sense key DATA PROTECTION(0x07) / ASCQ WRITE_PROTECTED(0x2700)" in protected
+
+
+WILD_HOST = "iqn.2024-01.org.wild:host1"
+
+
+def test_wildcard_group_materializes_matching_initiators_only(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    """SCST 3.x ``INITIATOR iqn...:*``: LIO has no pattern ACLs; a matching initiator is
+    refused once, gets an ACL with the group's LUNs, and one that does not match stays
+    refused (the default set is empty)."""
+    cfs, state, tmp_path = setup
+    body = iscsi("  GROUP wild {\n   LUN 0 d1\n   INITIATOR iqn.2024-01.org.wild:*\n  }\n")
+    apply_config(cfs, conf.parse(devices(tmp_path) + body, "w.conf"), state)
+    tpg = f"iscsi/{IQN}/tpgt_1"
+    assert cfs.read(f"{tpg}/attrib/generate_node_acls") == "0"
+    assert cfs.listdir(f"{tpg}/acls") == []  # no ACL named after the pattern
+    assert inquiry(WILD_HOST, 0).returncode != 0  # LIO has no login hook: first is refused
+    assert inquiry(INI_C, 0).returncode != 0
+    created = Materializer(cfs, state).poll_once()
+    assert [m.initiator for m in created] == [WILD_HOST]
+    assert cfs.read(f"{tpg}/acls/{WILD_HOST}/tag") == "wild"
+    assert product(WILD_HOST, 0) == "d1"
+    assert inquiry(INI_C, 0).returncode != 0  # matches no pattern: still refused
+    assert Materializer(cfs, state).poll_once() == []
+    assert cfs.listdir(f"{tpg}/acls") == [WILD_HOST]
+
+
+SCSTADMIN_FILE = Path(__file__).parent.parent / "fixtures" / "scst3" / "scstadmin-write-config.conf"
+SCSTADMIN_IQN = "iqn.2006-10.net.vlnb:tgt"
+
+
+def test_a_file_written_by_scstadmin_applies_unchanged_with_its_wildcard_group(
+    setup: tuple[Configfs, Path, Path],
+) -> None:
+    """The scstadmin-shaped file (non-key attributes, copy_manager, a group with
+    ``INITIATOR iqn.1993-08.org.debian:*``) applies as is; libiscsi ``-i`` with a
+    matching name lands in that group, another name in the target's default set."""
+    from tcmu_scst.scst.commands import load
+
+    cfs, state, tmp_path = setup
+    with open(tmp_path / "disk01.img", "wb") as image:
+        image.truncate(1 << 20)
+    path = tmp_path / "scst.conf"
+    path.write_text(SCSTADMIN_FILE.read_text().replace("@DIR@", str(tmp_path)))
+    config = load(path)
+    assert len(config.warnings) == 42  # one per attribute without effect
+    apply_config(cfs, config, state)
+    tpg = f"iscsi/{SCSTADMIN_IQN}/tpgt_1"
+    assert cfs.read(f"{tpg}/param/MaxBurstLength") == "1048576"
+    debian, other = "iqn.1993-08.org.debian:01:kt-wild", "iqn.2024-01.org.test:not-debian"
+    url = f"iscsi://{PORTAL}/{SCSTADMIN_IQN}/0"
+    assert iscsi_inq(debian, url).returncode != 0  # first login refused (case C)
+    # (a new poller reads the whole kernel log: earlier tests' refusals may come too)
+    assert debian in [m.initiator for m in Materializer(cfs, state).poll_once()]
+    assert product_id(debian, url) == "disk01"
+    assert cfs.read(f"{tpg}/acls/{debian}/tag") == "hosts"
+    assert iscsi_inq(other, url).returncode != 0
+    assert other in [m.initiator for m in Materializer(cfs, state).poll_once()]
+    assert product_id(other, url) == "disk01"
+    assert cfs.read(f"{tpg}/acls/{other}/tag") == "Default"  # the target's own LUNs

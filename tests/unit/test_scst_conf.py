@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcmu_scst.errors import ConfigError
+from tcmu_scst.errors import ConfigError, ConfigErrors
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import Device, Group, Lun, ScstConfig, Target
 
@@ -42,7 +42,7 @@ TARGET_DRIVER iscsi {
         GROUP g1 {
             LUN 0 disk2
             INITIATOR iqn.1991-05.com.microsoft:host1
-            IncomingUser "host1 secret5678"
+            IncomingUser "host1 secret567890"
         }
         enabled 1
     }
@@ -80,7 +80,7 @@ def test_parses_every_section_with_values_and_lines() -> None:
     assert t1.portals == ["192.0.2.1:3260", "[2001:db8::1]:3261"]
     assert t1.luns == [Lun(0, "disk1"), Lun(1, "disk2", True)]
     assert t1.groups[0].initiators == ["iqn.1991-05.com.microsoft:host1"]
-    assert t1.groups[0].incoming_users == [("host1", "secret5678")]
+    assert t1.groups[0].incoming_users == [("host1", "secret567890")]
     assert (fc.fabric, fc.enabled) == ("qla2xxx", False)  # SCST: disabled unless enabled 1
     assert config.groups == [Group("Default", [], [Lun(0, "null1")])]
     assert config.drivers == {"iscsi": {"enabled": "1"}}
@@ -104,25 +104,29 @@ def test_writer_output_reads_back_identical() -> None:
         ("}\n", "c.conf:1: '}' closes no section; remove it"),
         ('setup_id "0x1\n', "c.conf:1: unterminated double quote; close it with '\"'"),
         ("HANDLER vdisk_fileio {\n DEVICE d {\n  filename /a\n }\n}\n"
-         "TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 1 d\n }\n}\n",
-         "c.conf:7: target iqn.x:t has no LUN 0: there must be LUN 0 in each security group; "
+         "TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN 1 d\n }\n}\n",
+         "c.conf:7: target iqn.2024-01.x:t has no LUN 0: there must be LUN 0 in each"
+         " security group; "
          "renumber its LUNs to start at 0"),
         ("HANDLER vdisk_fileio {\n DEVICE d {\n  filename /a\n }\n}\n"
-         "TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 0 d\n  LUN 0 e\n }\n}\n",
-         "c.conf:9: LUN 0 is assigned twice in target iqn.x:t (d and e); give each device its "
+         "TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN 0 d\n  LUN 0 e\n }\n}\n",
+         "c.conf:9: LUN 0 is assigned twice in target iqn.2024-01.x:t (d and e); give each"
+         " device its "
          "own LUN"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 0 nosuch\n }\n}\n",
-         "c.conf:3: LUN 0 in target iqn.x:t names unknown device 'nosuch'; define it in a "
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN 0 nosuch\n }\n}\n",
+         "c.conf:3: LUN 0 in target iqn.2024-01.x:t names unknown device 'nosuch'; define it in a "
          "HANDLER section first"),
         ("HANDLER vdisk_fileio {\n DEVICE d {\n  filename /a\n }\n}\n"
-         "TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 0 d\n  LUN 1 d\n }\n}\n",
-         "c.conf:9: device d is exported twice in target iqn.x:t (LUN 0 and 1); keep one"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  GROUP g {\n   INITIATOR a/b\n  }\n }\n}\n",
+         "TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN 0 d\n  LUN 1 d\n }\n}\n",
+         "c.conf:9: device d is exported twice in target iqn.2024-01.x:t (LUN 0 and 1); keep one"),
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  GROUP g {\n   INITIATOR a/b\n "
+         " }\n }\n}\n",
          "c.conf:4: initiator name 'a/b' contains '/' or white space, which LIO cannot store "
-         "(in group g of target iqn.x:t)"),
+         "(in group g of target iqn.2024-01.x:t)"),
         ("TARGET_DRIVER qla2x00t {\n TARGET 21:00:00:24:ff:31:4c:48 {\n  GROUP g {\n"
-         "   INITIATOR iqn.x\n  }\n }\n}\n",
-         "c.conf:4: initiator name 'iqn.x' is not an FC WWPN; write 8 lower-case hex bytes with "
+         "   INITIATOR iqn.2024-01.x\n  }\n }\n}\n",
+         "c.conf:4: initiator name 'iqn.2024-01.x' is not an FC WWPN; write 8 lower-case hex"
+         " bytes with "
          "colons, e.g. 21:00:00:24:ff:31:4c:48 (in group g of target 21:00:00:24:ff:31:4c:48)"),
         ("TARGET_DRIVER qla2x00t {\n TARGET 2100002 {\n }\n}\n",
          "c.conf:2: qla2xxx target '2100002' is not a port WWPN; write 8 lower-case hex bytes "
@@ -135,41 +139,44 @@ def test_writer_output_reads_back_identical() -> None:
          "vdisk_fileio, vdisk_nullio"),
         ("HANDLER vdisk_fileio {\n DEVICE a,b\n}\n", "c.conf:2: device name 'a,b' contains '/', "
          "',', ':' or white space, which a LIO backstore name cannot hold"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  portal 10.0.0.*\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  portal 10.0.0.*\n }\n}\n",
          "c.conf:3: portal pattern '10.0.0.*': LIO listens on exact addresses; write one "
          "'portal IP:PORT' line per address"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  portal 10.0.0.1:99999\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  portal 10.0.0.1:99999\n }\n}\n",
          "c.conf:3: portal '10.0.0.1:99999' is not IP:PORT with a port 1..65535"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  rel_tgt_idx 1\n }\n}\n",
-         "c.conf:3: unknown keyword 'rel_tgt_idx' at TARGET iqn.x:t; expected LUN, GROUP, "
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  rel_tgt_idx 1\n }\n}\n",
+         "c.conf:3: unknown keyword 'rel_tgt_idx' at TARGET iqn.2024-01.x:t; expected LUN, GROUP, "
          "enabled, IncomingUser, OutgoingUser, portal, allowed_portal or an iSCSI parameter"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  enabled yes\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  enabled yes\n }\n}\n",
          "c.conf:3: enabled must be 0 or 1, not 'yes'"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  IncomingUser joe\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  IncomingUser joe\n }\n}\n",
          'c.conf:3: IncomingUser takes "user secret" (quoted, two words)'),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  IncomingUser \"a b\"\n"
-         "  IncomingUser \"c d\"\n }\n}\n",
-         "c.conf:2: 2 IncomingUser accounts for target iqn.x:t: LIO keeps one CHAP account per "
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  IncomingUser \"a secret123456\"\n"
+         "  IncomingUser \"c secret123456\"\n }\n}\n",
+         "c.conf:2: 2 IncomingUser accounts for target iqn.2024-01.x:t: LIO keeps one CHAP"
+         " account per "
          "initiator; keep one (or split the group)"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  GROUP Default_x {\n  }\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  GROUP Default_x {\n  }\n }\n}\n",
          "c.conf:3: group name Default_x is reserved for the default LUN set; put target "
-         "iqn.x:t's default LUNs directly in its TARGET section"),
+         "iqn.2024-01.x:t's default LUNs directly in its TARGET section"),
         ("DEVICE_GROUP dg {\n}\n", "c.conf:1: DEVICE_GROUP (ALUA) is not supported on LIO yet; "
          "remove it"),
-        ("GROUP g {\n INITIATOR iqn.a\n INITIATOR iqn.a\n}\n",
-         "c.conf:3: initiator iqn.a is listed twice in group g; remove one"),
+        ("GROUP g {\n INITIATOR iqn.2024-01.a\n INITIATOR iqn.2024-01.a\n}\n",
+         "c.conf:3: initiator iqn.2024-01.a is listed twice in group g; remove one"),
         ("HANDLER vdisk_fileio {\n DEVICE d\n DEVICE d\n}\n",
          "c.conf:3: device d is defined twice; remove or rename one"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN 0 d {\n   hidden 1\n  }\n }\n}\n",
-         "c.conf:4: unknown keyword 'hidden' at LUN 0; expected read_only"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN x d\n }\n}\n",
+        ("HANDLER vdisk_nullio {\n DEVICE d\n}\n"
+         "TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN 0 d {\n   hidden 1\n  }\n }\n}\n",
+         "c.conf:7: unknown keyword 'hidden' at LUN 0; expected read_only"),
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN x d\n }\n}\n",
          "c.conf:3: LUN number 'x' is not a decimal number"),
         # str.isdigit() takes these; int() crashed on the first, read the second as 0.
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN \u00b2 d\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN \u00b2 d\n }\n}\n",
          "c.conf:3: LUN number '\u00b2' is not a decimal number"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  LUN \u0660 d\n }\n}\n",
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  LUN \u0660 d\n }\n}\n",
          "c.conf:3: LUN number '\u0660' is not a decimal number"),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.x:t {\n  portal 10.0.0.1:\u00b3\u00b2\u2076\u2070\n"
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  portal"
+         " 10.0.0.1:\u00b3\u00b2\u2076\u2070\n"
          " }\n}\n",
          "c.conf:3: portal '10.0.0.1:\u00b3\u00b2\u2076\u2070' is not IP:PORT with a port "
          "1..65535"),
@@ -182,11 +189,12 @@ def test_bad_input_gives_one_line_error_with_file_line_and_fix(text: str, messag
     assert "\n" not in str(info.value)
 
 
-def test_first_error_wins_and_line_numbers_count_comments_and_blank_lines() -> None:
+def test_every_error_in_one_run_and_line_numbers_count_comments_and_blank_lines() -> None:
     text = "# one\n\n  # three\nbogus 1\nalso_bogus 2\n"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigErrors) as info:
         conf.parse(text, "f")
-    assert info.value.line == 4
+    assert info.value.line == 4  # it reads as its first error
+    assert [err.line for err in info.value.errors] == [4, 5]
 
 
 def test_a_utf8_byte_order_mark_is_not_a_keyword(tmp_path: Path) -> None:
@@ -238,6 +246,7 @@ def test_fc_names_are_normalized_to_the_kernel_form() -> None:
 
 # ---- property: writer and parser agree on any model ------------------------------------
 
+_IQN = r"iqn\.2024-01\.[a-z0-9]{1,6}(:[a-z0-9.-]{0,8})?"
 _names = st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,11}", fullmatch=True)
 _values = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\n\r"),
@@ -269,7 +278,7 @@ def configs(draw: st.DrawFn) -> ScstConfig:
     targets = []
     for i in range(draw(st.integers(0, 2))):
         groups = [
-            Group(f"g{j}", draw(st.lists(st.from_regex(r"iqn\.[a-z0-9.:-]{1,12}", fullmatch=True),
+            Group(f"g{j}", draw(st.lists(st.from_regex(_IQN, fullmatch=True),
                                          unique=True, max_size=2)), luns())
             for j in range(draw(st.integers(0, 2)))
         ]  # fmt: skip
@@ -282,7 +291,7 @@ def configs(draw: st.DrawFn) -> ScstConfig:
                 groups,
                 portals=draw(st.lists(st.sampled_from(["10.0.0.1:3260", "[::1]:3261"]),
                                       unique=True)),
-                attributes=draw(st.dictionaries(st.sampled_from(["HeaderDigest", "comment"]),
+                attributes=draw(st.dictionaries(st.sampled_from(["addr_method", "comment"]),
                                                 _values, max_size=2)),
             )
         )  # fmt: skip

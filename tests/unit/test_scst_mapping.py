@@ -42,13 +42,13 @@ def iscsi(body: str) -> LioTarget:
 
 
 def test_case_a_empty_default_hides_the_target_and_keeps_demo_mode_off() -> None:
-    tgt = iscsi("  GROUP g {\n   LUN 0 d1\n   INITIATOR iqn.a\n  }\n  enabled 1")
+    tgt = iscsi("  GROUP g {\n   LUN 0 d1\n   INITIATOR iqn.2024-01.a\n  }\n  enabled 1")
     assert tgt.default_case == "A"
     assert tgt.tpg.attributes["generate_node_acls"] == "0"
     assert tgt.tpg.attributes["demo_mode_discovery"] == "0"
     assert tgt.tpg.luns == {0: "d1"}
     assert [(a.name, a.group, a.mapped_luns) for a in tgt.tpg.acls] == [
-        ("iqn.a", "g", [MappedLun(0, 0, False)])
+        ("iqn.2024-01.a", "g", [MappedLun(0, 0, False)])
     ]
     assert tgt.default_map == []
     assert tgt.tpg.enabled
@@ -57,7 +57,7 @@ def test_case_a_empty_default_hides_the_target_and_keeps_demo_mode_off() -> None
 def test_case_b_default_covers_everything_uses_demo_mode_with_its_ro_flag() -> None:
     tgt = iscsi(
         "  LUN 0 d0 {\n   read_only 1\n  }\n  LUN 1 d1 {\n   read_only 1\n  }\n"
-        "  GROUP g {\n   LUN 0 d1\n   INITIATOR iqn.a\n  }"
+        "  GROUP g {\n   LUN 0 d1\n   INITIATOR iqn.2024-01.a\n  }"
     )
     assert tgt.default_case == "B"
     attrs = tgt.tpg.attributes
@@ -78,7 +78,8 @@ def test_case_b_ignores_ro_flag_of_a_cdrom_but_not_mixed_disk_flags() -> None:
 
 
 def test_case_c_device_only_in_a_group_needs_the_materializer() -> None:
-    tgt = iscsi("  LUN 0 d0\n  GROUP g {\n   LUN 0 d2\n   LUN 1 d0\n   INITIATOR iqn.a\n  }")
+    tgt = iscsi("  LUN 0 d0\n  GROUP g {\n   LUN 0 d2\n   LUN 1 d0\n   INITIATOR"
+                " iqn.2024-01.a\n  }")
     assert tgt.default_case == "C"
     attrs = tgt.tpg.attributes
     assert (attrs["generate_node_acls"], attrs["demo_mode_discovery"]) == ("0", "1")
@@ -90,29 +91,29 @@ def test_case_c_device_only_in_a_group_needs_the_materializer() -> None:
 def test_case_c_renumbered_default_and_materialized_names_get_the_default_map() -> None:
     config = conf.parse(
         DEVICES + f"TARGET_DRIVER iscsi {{\n TARGET {IQN} {{\n  LUN 0 d1\n"
-        "  GROUP g {\n   LUN 0 d0\n   LUN 1 d1\n   INITIATOR iqn.a\n  }\n }\n}\n",
+        "  GROUP g {\n   LUN 0 d0\n   LUN 1 d1\n   INITIATOR iqn.2024-01.a\n  }\n }\n}\n",
         "m.conf",
     )
     state = map_config(
         config,
         size_of=lambda d: 0,
         hints={("iscsi", IQN): {"d1": 1, "d0": 0}},  # live indices are kept
-        materialized={("iscsi", IQN): ["iqn.seen", "iqn.a"]},
+        materialized={("iscsi", IQN): ["iqn.2024-01.seen", "iqn.2024-01.a"]},
     )
     tgt = only(state)
     assert tgt.default_case == "C"
     assert tgt.tpg.luns == {1: "d1", 0: "d0"}
     assert tgt.default_map == [MappedLun(0, 1, False)]
     acls = {a.name: a for a in tgt.tpg.acls}
-    assert acls["iqn.seen"].materialized and acls["iqn.seen"].group == "Default"
-    assert acls["iqn.seen"].mapped_luns == [MappedLun(0, 1, False)]
-    assert not acls["iqn.a"].materialized  # a named member stays its group's
+    assert acls["iqn.2024-01.seen"].materialized and acls["iqn.2024-01.seen"].group == "Default"
+    assert acls["iqn.2024-01.seen"].mapped_luns == [MappedLun(0, 1, False)]
+    assert not acls["iqn.2024-01.a"].materialized  # a named member stays its group's
 
 
 def test_read_only_lun_becomes_write_protect_and_group_is_the_tag() -> None:
     tgt = iscsi(
         "  GROUP ro {\n   LUN 0 d0 {\n    read_only 1\n   }\n   LUN 3 d1\n"
-        "   INITIATOR iqn.a\n   INITIATOR iqn.b\n  }"
+        "   INITIATOR iqn.2024-01.a\n   INITIATOR iqn.2024-01.b\n  }"
     )
     for acl in tgt.tpg.acls:
         assert acl.group == "ro"
@@ -121,11 +122,11 @@ def test_read_only_lun_becomes_write_protect_and_group_is_the_tag() -> None:
 
 def test_first_group_wins_for_a_name_in_several_groups() -> None:
     tgt = iscsi(
-        "  GROUP first {\n   LUN 0 d0\n   INITIATOR iqn.a\n  }\n"
-        "  GROUP second {\n   LUN 0 d1\n   INITIATOR iqn.a\n   INITIATOR iqn.b\n  }"
+        "  GROUP first {\n   LUN 0 d0\n   INITIATOR iqn.2024-01.a\n  }\n"
+        "  GROUP second {\n   LUN 0 d1\n   INITIATOR iqn.2024-01.a\n   INITIATOR iqn.2024-01.b\n  }"
     )
     groups = {a.name: a.group for a in tgt.tpg.acls}
-    assert groups == {"iqn.a": "first", "iqn.b": "second"}
+    assert groups == {"iqn.2024-01.a": "first", "iqn.2024-01.b": "second"}
 
 
 def test_global_096_groups_expand_into_every_target_of_a_matching_fabric() -> None:
@@ -211,16 +212,16 @@ def test_loopback_one_lio_target_per_group_with_stable_names() -> None:
 def test_chap_target_account_reaches_demo_auth_and_acls_group_account_overrides() -> None:
     tgt = iscsi(
         '  IncomingUser "joe secret123456"\n  OutgoingUser "tgt mutual123456"\n  LUN 0 d0\n'
-        "  GROUP g {\n   LUN 0 d0\n   INITIATOR iqn.a\n"
+        "  GROUP g {\n   LUN 0 d0\n   INITIATOR iqn.2024-01.a\n"
         '   IncomingUser "amy secret654321"\n  }\n  GROUP h {\n   LUN 0 d0\n'
-        "   INITIATOR iqn.b\n  }"
+        "   INITIATOR iqn.2024-01.b\n  }"
     )
     assert tgt.default_case == "B"
     assert tgt.tpg.attributes["authentication"] == "1"
     assert tgt.tpg.auth == Chap("joe", "secret123456", "tgt", "mutual123456")
     acls = {a.name: a.chap for a in tgt.tpg.acls}
-    assert acls["iqn.a"] == Chap("amy", "secret654321", "tgt", "mutual123456")
-    assert acls["iqn.b"] == Chap("joe", "secret123456", "tgt", "mutual123456")
+    assert acls["iqn.2024-01.a"] == Chap("amy", "secret654321", "tgt", "mutual123456")
+    assert acls["iqn.2024-01.b"] == Chap("joe", "secret123456", "tgt", "mutual123456")
 
 
 def test_no_chap_means_authentication_off_and_portal_default() -> None:

@@ -34,7 +34,8 @@ CASE_C_ISCSI = (
     f"TARGET_DRIVER iscsi {{\n TARGET {IQN} {{\n"
     '  IncomingUser "joe secret123456"\n'
     "  LUN 0 d1 {\n   read_only 1\n  }\n"
-    "  GROUP g {\n   LUN 0 d0\n   LUN 1 d1\n   INITIATOR iqn.named\n  }\n  enabled 1\n }\n}\n"
+    "  GROUP g {\n   LUN 0 d0\n   LUN 1 d1\n   INITIATOR iqn.2024-01.named\n  }\n  enabled"
+    " 1\n }\n}\n"
 )
 
 
@@ -49,32 +50,32 @@ def test_refused_iscsi_initiator_gets_an_acl_with_the_default_map(tmp_path: Path
     cfs, state = setup(tmp_path, CASE_C_ISCSI)
     poller = Materializer(cfs, state)
     assert poller.poll_once() == []  # nothing refused yet
-    refuse(cfs, "iqn.newcomer", 1)
-    assert poller.poll_once() == [Materialized("iscsi", IQN, "iqn.newcomer")]
-    acl = f"{TPG}/acls/iqn.newcomer"
+    refuse(cfs, "iqn.2024-01.newcomer", 1)
+    assert poller.poll_once() == [Materialized("iscsi", IQN, "iqn.2024-01.newcomer")]
+    acl = f"{TPG}/acls/iqn.2024-01.newcomer"
     assert cfs.read(f"{acl}/tag") == "Default"
     assert cfs.read(f"{acl}/auth/userid") == "joe"
     assert cfs.listdir(acl).count("lun_0") == 1 and not cfs.exists(f"{acl}/lun_1")
     assert cfs.read(f"{acl}/lun_0/write_protect") == "1"
     assert poller.poll_once() == []  # counter unchanged: nothing new
     owned = load_ownership(state).targets[0]
-    assert owned.materialized == ["iqn.newcomer"]
+    assert owned.materialized == ["iqn.2024-01.newcomer"]
 
 
 def test_materialized_acls_survive_reapply_and_follow_the_default_map(tmp_path: Path) -> None:
     cfs, state = setup(tmp_path, CASE_C_ISCSI)
-    refuse(cfs, "iqn.newcomer", 3)
+    refuse(cfs, "iqn.2024-01.newcomer", 3)
     Materializer(cfs, state).poll_once()
     again = apply_config(cfs, conf.parse(_devices(tmp_path) + CASE_C_ISCSI, "m.conf"), state)
     assert again.operations == 0
     flipped = CASE_C_ISCSI.replace("read_only 1", "read_only 0")
     apply_config(cfs, conf.parse(_devices(tmp_path) + flipped, "m.conf"), state)
-    assert cfs.read(f"{TPG}/acls/iqn.newcomer/lun_0/write_protect") == "0"
+    assert cfs.read(f"{TPG}/acls/iqn.2024-01.newcomer/lun_0/write_protect") == "0"
     # Default covering everything -> case B: materialized ACLs are no longer needed.
     case_b = flipped.replace("   LUN 0 d0\n   LUN 1 d1\n", "   LUN 0 d1\n")
     apply_config(cfs, conf.parse(_devices(tmp_path) + case_b, "m.conf"), state)
-    assert not cfs.exists(f"{TPG}/acls/iqn.newcomer")
-    assert cfs.exists(f"{TPG}/acls/iqn.named")
+    assert not cfs.exists(f"{TPG}/acls/iqn.2024-01.newcomer")
+    assert cfs.exists(f"{TPG}/acls/iqn.2024-01.named")
 
 
 def _devices(tmp_path: Path) -> str:
@@ -87,18 +88,18 @@ def _devices(tmp_path: Path) -> str:
 def test_known_names_and_non_authorization_failures_are_ignored(tmp_path: Path) -> None:
     cfs, state = setup(tmp_path, CASE_C_ISCSI)
     poller = Materializer(cfs, state)
-    refuse(cfs, "iqn.named", 1)  # has an ACL already
+    refuse(cfs, "iqn.2024-01.named", 1)  # has an ACL already
     assert poller.poll_once() == []
-    refuse(cfs, "iqn.badpass", 2)
+    refuse(cfs, "iqn.2024-01.badpass", 2)
     cfs.kernel_set(f"{STATS}/iscsi_tgt_attr/last_fail_type", "2")  # authentication failure
     assert poller.poll_once() == []
-    assert cfs.listdir(f"{TPG}/acls") == ["iqn.named"]
+    assert cfs.listdir(f"{TPG}/acls") == ["iqn.2024-01.named"]
 
 
 def test_first_poll_after_start_picks_up_a_refusal_that_happened_before(tmp_path: Path) -> None:
     cfs, state = setup(tmp_path, CASE_C_ISCSI)
-    refuse(cfs, "iqn.early", 5)
-    assert [m.initiator for m in Materializer(cfs, state).poll_once()] == ["iqn.early"]
+    refuse(cfs, "iqn.2024-01.early", 5)
+    assert [m.initiator for m in Materializer(cfs, state).poll_once()] == ["iqn.2024-01.early"]
 
 
 @pytest.mark.parametrize("case_a", [True, False])
@@ -107,7 +108,7 @@ def test_only_case_c_targets_are_materialized(tmp_path: Path, case_a: bool) -> N
     cfs, state = setup(
         tmp_path, f"TARGET_DRIVER iscsi {{\n TARGET {IQN} {{\n{luns}  enabled 1\n }}\n}}\n"
     )
-    refuse(cfs, "iqn.x", 1)
+    refuse(cfs, "iqn.2024-01.x", 1)
     assert Materializer(cfs, state).poll_once() == []
     assert cfs.listdir(f"{TPG}/acls") == []
 
@@ -130,13 +131,14 @@ def test_qla2xxx_login_only_sessions_become_acls(tmp_path: Path) -> None:
 
 KMSG = [
     "iSCSI Login negotiation failed.",
-    "iSCSI Initiator Node: iqn.from-log is not authorized to access iSCSI target portal group: 1.",
+    "iSCSI Initiator Node: iqn.2024-01.from-log is not authorized to access iSCSI target"
+    " portal group: 1.",
     "iSCSI Initiator Node: iqn.other-tpg is not authorized to access iSCSI target portal group: 2.",
 ]
 
 
 def test_refused_names_come_from_the_kernel_log_line() -> None:
-    assert refused_initiators(KMSG) == ["iqn.from-log"]  # only tpgt_1 is ours
+    assert refused_initiators(KMSG) == ["iqn.2024-01.from-log"]  # only tpgt_1 is ours
 
 
 def test_kernel_log_refusal_materializes_on_every_case_c_iscsi_target(tmp_path: Path) -> None:
@@ -150,8 +152,8 @@ def test_kernel_log_refusal_materializes_on_every_case_c_iscsi_target(tmp_path: 
     refuse(cfs, "Unknown", 1)
     created = poller.poll_once()
     assert sorted((m.wwn, m.initiator) for m in created) == [
-        (IQN, "iqn.from-log"),
-        ("iqn.2024-01.org.test:t2", "iqn.from-log"),
+        (IQN, "iqn.2024-01.from-log"),
+        ("iqn.2024-01.org.test:t2", "iqn.2024-01.from-log"),
     ]
     assert poller.poll_once() == []
 

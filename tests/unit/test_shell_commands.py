@@ -199,7 +199,7 @@ def test_refusals_leave_everything_unchanged(rig: Rig) -> None:
     rig.fails('add_group "a b"', "cannot parse")
     rig.fails("/groups/g1/names add bad/name", "'/'")
     rig.fails(f"/groups/g1/names add {INI}", "already in group")
-    rig.fails("/groups/Default/names add iqn.x", "Default takes every initiator")
+    rig.fails("/groups/Default/names add iqn.2024-01.x", "Default takes every initiator")
     rig.fails("/vdisk open disk3 /nonexistent/file", "does not exist")
     rig.fails(f"/vdisk open disk1 {rig.disk1}", "already exists")
     rig.fails(f"/vdisk open disk4 {rig.disk1} 1000", "block size")
@@ -283,7 +283,7 @@ def test_targets_portals_chap_enable(rig: Rig) -> None:
     node = f"/targets/iscsi/{IQN}"
     rig.run(f"{node} add_portal 127.0.0.1:3261")
     assert rig.cfs.exists(f"{TPG}/np/127.0.0.1:3261")
-    rig.fails(f"{node} set_chap joe short", "at least 12")
+    rig.fails(f"{node} set_chap joe short", "is 5 bytes; use 12 to 16")
     rig.run(f"{node} set_chap joe secret123456")
     assert rig.cfs.read(f"{TPG}/auth/userid") == "joe"
     rig.run(f"{node} enable")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tcmu_scst import cli
+from tcmu_scst.errors import ConfigError
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.scst import conf
 from tcmu_scst.service.messages import (
@@ -241,10 +242,11 @@ def test_shell_one_shot_script_and_stdin(
     assert model(tmp_path).group("g1").initiators == []  # stopped at the error
     import io
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("/groups/g1/names add iqn.x:y\nls /groups\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("/groups/g1/names add iqn.2024-01.x:y\nls"
+                        " /groups\n"))
     assert shell(tmp_path) == 0
     assert "g1" in capsys.readouterr().out
-    assert model(tmp_path).group("g1").initiators == ["iqn.x:y"]
+    assert model(tmp_path).group("g1").initiators == ["iqn.2024-01.x:y"]
 
 
 def test_needs_root_on_the_system_configfs(
@@ -319,3 +321,40 @@ def test_without_configfs_what_needs_no_kernel_works_and_the_rest_says_why(
     assert cli.main(["config", "check", "--format", "modern", str(path)]) == 0
     assert capsys.readouterr().out == f"{path}: OK (1 devices, 0 targets)\n"
     assert "this kernel has no configfs" in fails("config", "apply", "--dry-run", str(path))
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "message"),
+    [
+        ("g" * 64, None,
+         f"group name {'g' * 32!r}... is 64 bytes; LIO's ACL tag holds 63: shorten it"),
+        ("g", "foo",
+         "initiator name 'foo' is not an iSCSI name; write iqn.YYYY-MM.reversed.domain[:id], "
+         "eui.<16 hex digits> or naa.<16 or 32 hex digits> (RFC 3720 3.2.6.3)"),
+        ("g", "IQN.2024-01.ORG.X:H",
+         "initiator name 'IQN.2024-01.ORG.X:H' has upper-case letters: iSCSI names are "
+         "case-folded (RFC 3722) and LIO compares them exactly; write iqn.2024-01.org.x:h"),
+    ],
+)  # fmt: skip
+def test_file_shell_and_proc_refuse_the_same_input_with_the_same_message(
+    tmp_path: Path,
+    fake: FakeConfigfs,
+    capsys: pytest.CaptureFixture[str],
+    group: str,
+    name: str | None,
+    message: str,
+) -> None:
+    P = "/proc/scsi_tgt"
+    text = f"GROUP {group} {{\n" + (f" INITIATOR {name}\n" if name else "") + "}\n"
+    with pytest.raises(ConfigError) as from_file:
+        conf.parse(text, "f.conf")
+    assert str(from_file.value).startswith(f"f.conf:{2 if name else 1}: {message}")
+    if name is None:
+        assert proc(tmp_path, f"{P}/scsi_tgt", f"add_group {group}") == 1
+        assert shell(tmp_path, "add_group", group) == 1
+    else:
+        assert proc(tmp_path, f"{P}/scsi_tgt", f"add_group {group}") == 0
+        assert proc(tmp_path, f"{P}/groups/{group}/names", f"add {name}") == 1
+        assert shell(tmp_path, f"/groups/{group}/names", "add", name) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == [f"tcmu-scst proc: error: {message}", f"tcmu-scst shell: error: {message}"]
