@@ -599,25 +599,30 @@ def write(config: ScstConfig) -> str:
         lines += list(_group_lines(grp, ""))
     for dg in config.device_groups:
         lines.append("")
-        lines += list(_device_group_lines(dg))
+        lines += list(device_group_lines(dg))
     return "\n".join(lines) + "\n"
 
 
-def _device_group_lines(dg: DeviceGroup) -> Iterator[str]:
+def device_group_lines(dg: DeviceGroup) -> Iterator[str]:
+    """One DEVICE_GROUP section (also what the shell shows for it)."""
     yield f"DEVICE_GROUP {quote(dg.name)} {{"
     for device in dg.devices:
         yield f"    DEVICE {quote(device)}"
     for tg in dg.target_groups:
-        yield f"    TARGET_GROUP {quote(tg.name)} {{"
-        yield f"        group_id {tg.group_id}"
-        yield f"        state {tg.state}"
-        yield f"        preferred {int(tg.preferred)}"
-        for member in tg.targets:
-            if member.rel_tgt_id is None:
-                yield f"        TARGET {quote(member.name)}"
-            else:
-                yield f"        TARGET {quote(member.name)} {{"
-                yield f"            rel_tgt_id {member.rel_tgt_id}"
-                yield "        }"
-        yield "    }"
+        yield from target_group_lines(tg, "    ")
     yield "}"
+
+
+def target_group_lines(tg: TargetGroup, indent: str = "") -> Iterator[str]:
+    yield f"{indent}TARGET_GROUP {quote(tg.name)} {{"
+    yield f"{indent}    group_id {tg.group_id}"
+    yield f"{indent}    state {tg.state}"
+    yield f"{indent}    preferred {int(tg.preferred)}"
+    for member in tg.targets:
+        if member.rel_tgt_id is None:
+            yield f"{indent}    TARGET {quote(member.name)}"
+        else:
+            yield f"{indent}    TARGET {quote(member.name)} {{"
+            yield f"{indent}        rel_tgt_id {member.rel_tgt_id}"
+            yield f"{indent}    }}"
+    yield f"{indent}}}"
