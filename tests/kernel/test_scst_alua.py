@@ -129,6 +129,7 @@ def test_dm_multipath_fio_verify_survives_state_swaps(
     assert west_block is not None and east_block is not None
     west, east = _devnum(west_block), _devnum(east_block)
     sectors = Path(f"/sys/block/{os.path.basename(west_block)}/size").read_text().strip()
+    os.makedirs("/dev/mapper", exist_ok=True)  # libdevmapper puts its nodes there
     modprobe("dm_multipath")
     modprobe("dm_round_robin")
     table = (f"0 {sectors} multipath 0 0 2 1 round-robin 0 1 1 {west} 1000 "
