@@ -159,20 +159,3 @@ def test_dm_multipath_fio_verify_survives_state_swaps(
         assert "err= 0" in output, output
     finally:
         _dm("remove", "--retry", "alua_mp")
-
-
-def test_multipath_tools_diagnostic(setup: tuple[Configfs, Path, Path]) -> None:  # noqa: F811
-    """What multipath-tools makes of the two paths (printed for the README)."""
-    cfs, state, tmp_path = setup
-    apply_config(cfs, conf.parse(alua_conf(tmp_path, "active", "standby"), "a.conf"), state)
-    LoopbackTpg(cfs, WEST).wait_for_lun(0)
-    LoopbackTpg(cfs, EAST).wait_for_lun(0)
-    Path("/etc/multipath.conf").write_text(
-        "defaults {\n  user_friendly_names no\n  find_multipaths no\n}\n"
-    )
-    env = {**os.environ, "DM_DISABLE_UDEV": "1"}
-    for argv in (["multipath", "-v3", "-d"], ["multipath", "-ll"]):
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
-        print("$", " ".join(argv), done.returncode)
-        print(done.stdout[-6000:], done.stderr[-3000:])
-    raise AssertionError("diagnostic output above")
