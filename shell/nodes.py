@@ -61,6 +61,9 @@ Usage (SCST 0.9.6 /proc/scsi_tgt; each file is a node of the same name here):
                       O_DIRECT NULLIO NV_CACHE BLOCKIO REMOVABLE]] | resync_size NAME
   /vcdrom             open|change|close NAME [FILE_NAME]
   /targets/FABRIC     create NAME | delete NAME   (tcmu-scst: LIO targets)
+  /device_groups      add|del DG   (SCST 3.x ALUA: DG/devices add|del DEVICE,
+                      DG/target_groups add TG ID | del TG, DG/target_groups/TG
+                      state STATE | preferred 0|1 | group_id N | add|del TARGET)
   /                   saveconfig [FILE] | restoreconfig [FILE]
 'show' prints what reading the file printed; 'help COMMAND' explains a command."""
 
@@ -735,11 +738,15 @@ class Root(UsageErrors):
         for handler in sorted(PASSTHROUGH_HANDLERS):
             help_text = f"assign H:C:I:L {handler}"
             self.handlers.append(HandlerNode(handler, self, HANDLER_TYPES[handler], help_text))
+        from .alua_nodes import DeviceGroups  # its nodes build on this module's Node
+
+        self.device_groups = DeviceGroups(self)
         self.refresh()
 
     def refresh(self) -> None:
         self.groups.refresh()
         self.targets.refresh()
+        self.device_groups.refresh()
         for handler in self.handlers:
             handler.refresh()
 

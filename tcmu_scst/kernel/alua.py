@@ -113,3 +113,81 @@ class KernelPortGroups:
                 self.cfs.write(f"{rel}/alua_access_state", str(int(state)))
                 return
         raise LookupError(f"{self.device_rel}: no target port group {group_id}")
+
+
+# ---- managing groups (config apply) ------------------------------------------------
+#
+# target_core_configfs.c / target_core_alua.c on 6.1: ``mkdir alua/NAME`` makes a group
+# with no valid id (``tg_pt_gp_id`` reads empty); the id is accepted once (EINVAL after)
+# and must be unique per device; ``alua_access_state`` needs a valid id and a configured
+# (enabled) device; a LUN's ``alua_tg_pt_gp`` takes a group name (ENODEV if there is no
+# such group with a valid id) or NULL (back to the default group); removing a group
+# moves its LUNs back to the default group, and a device with groups of its own cannot
+# be removed (configfs: ENOTEMPTY) until they are.
+
+
+def alias_of(text: str) -> str | None:
+    """The group name in a LUN's ``alua_tg_pt_gp`` text (None for a LUN in no group)."""
+    match = _GROUP_LINE.search(text)
+    return match.group(1) if match else None
+
+
+def lun_group(cfs: Configfs, lun_rel: str) -> str | None:
+    return alias_of(cfs.read(f"{lun_rel}/alua_tg_pt_gp"))
+
+
+def set_lun_group(cfs: Configfs, lun_rel: str, name: str) -> None:
+    cfs.write(f"{lun_rel}/alua_tg_pt_gp", name)
+
+
+def own_groups(cfs: Configfs, device_rel: str) -> list[str]:
+    """The groups made by mkdir under a backstore (all but the default group)."""
+    rel = f"{device_rel}/alua"
+    if not cfs.exists(rel):
+        return []
+    return [n for n in cfs.listdir(rel) if n != DEFAULT_GROUP and cfs.is_dir(f"{rel}/{n}")]
+
+
+def read_group(cfs: Configfs, device_rel: str, name: str) -> tuple[int | None, int, bool]:
+    """(id or None while it has no valid id, access state, preferred) of one group."""
+    rel = f"{device_rel}/alua/{name}"
+    text = cfs.read(f"{rel}/tg_pt_gp_id").strip()
+    state = int(cfs.read(f"{rel}/alua_access_state").strip() or 0)
+    return (int(text) if is_decimal(text) else None), state, cfs.read(f"{rel}/preferred") == "1"
+
+
+def create_group(
+    cfs: Configfs, device_rel: str, name: str, group_id: int, state: int, preferred: bool
+) -> None:
+    """mkdir, id (once), preference, then the state (needs the id and an enabled device)."""
+    rel = f"{device_rel}/alua/{name}"
+    cfs.mkdir(rel)
+    cfs.write(f"{rel}/tg_pt_gp_id", str(group_id))
+    if preferred:
+        cfs.write(f"{rel}/preferred", "1")
+    if state != int(AccessState.ACTIVE_OPTIMIZED):
+        cfs.write(f"{rel}/alua_access_state", str(state))
+
+
+def set_group(cfs: Configfs, device_rel: str, name: str, state: int, preferred: bool) -> None:
+    rel = f"{device_rel}/alua/{name}"
+    _, live_state, live_preferred = read_group(cfs, device_rel, name)
+    if live_preferred != preferred:
+        cfs.write(f"{rel}/preferred", str(int(preferred)))
+    if live_state != state:
+        cfs.write(f"{rel}/alua_access_state", str(state))
+
+
+def remove_group(cfs: Configfs, device_rel: str, name: str) -> None:
+    """Move the group's LUNs back to the default group (journaled), then rmdir it."""
+    for tpg in all_tpgs(cfs):
+        for lun, dev in tpg.luns().items():
+            lun_rel = f"{tpg.rel}/lun/lun_{lun}"
+            if dev == device_rel and lun_group(cfs, lun_rel) == name:
+                set_lun_group(cfs, lun_rel, DEFAULT_GROUP)
+    cfs.rmdir(f"{device_rel}/alua/{name}")
+
+
+def remove_own_groups(cfs: Configfs, device_rel: str) -> None:
+    for name in own_groups(cfs, device_rel):
+        remove_group(cfs, device_rel, name)

@@ -48,6 +48,11 @@ def lab_modules() -> tuple[ModuleSpec, ...]:
     specs.append(ModuleSpec("scsi_debug", at_boot=False))
     specs.append(ModuleSpec("isofs", at_boot=False))  # vcdrom tests mount ISO images
     specs.append(ModuleSpec("ext4", at_boot=False))  # vdisk tests mkfs + mount + fsck
+    # dm-multipath over two ALUA paths (test_scst_alua.py); multipathd's default path
+    # selector is service-time, round-robin is the one a hand-made table names.
+    for name in ("dm_mod", "dm_multipath", "dm_round_robin", "dm_service_time",
+                 "dm_queue_length", "scsi_dh_alua"):  # fmt: skip
+        specs.append(ModuleSpec(name, at_boot=False))
     return tuple(specs)
 
 

@@ -30,6 +30,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
+from tcmu_scst.kernel.alua import remove_own_groups
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import (
     FcTpg,
@@ -40,14 +41,16 @@ from tcmu_scst.kernel.fabrics import (
     parse_dynamic_sessions,
 )
 from tcmu_scst.kernel.lio import UserBackstore, UserBackstoreOptions
+from tcmu_scst.scst import alua_plan
 from tcmu_scst.scst.journal import Journal
-from tcmu_scst.scst.live import LiveBackstore, LiveState, read_live
+from tcmu_scst.scst.live import LiveBackstore, LiveState, find_backstore, read_live
 from tcmu_scst.scst.mapping import (
     Acl,
     Backstore,
     Chap,
     DesiredState,
     LioTarget,
+    LunKey,
     MappedLun,
     map_config,
 )
@@ -129,6 +132,7 @@ def _write_chap(tpg_or_acl: IscsiTpg | NodeAcl, chap: Chap | None) -> None:
 def _remove_backstore(live: LiveBackstore) -> Step:
     def run(cfs: Configfs) -> None:
         hba, name = live.rel.removeprefix("core/user_").split("/", 1)
+        remove_own_groups(cfs, live.rel)  # configfs keeps a device holding groups
         UserBackstore(cfs, int(hba), name).delete()
 
     return Step(f"remove backstore {live.rel}", run)
@@ -175,6 +179,7 @@ class _Planner:
     removals: list[Step] = field(default_factory=list)
     creations: list[Step] = field(default_factory=list)
     enables: list[Step] = field(default_factory=list)
+    rebuilt: set[tuple[str, str]] = field(default_factory=set)
 
     def plan(self) -> list[Step]:
         recreated = self._changed_backstores()
@@ -185,14 +190,32 @@ class _Planner:
                 self.removals.append(_delete_target(live))
                 if want is not None:
                     rebuilt.add(id(want))
+                    self.rebuilt.add((live.fabric, live.wwn))
         for want in self.desired.targets:
             live_tgt = self.live.target(want.fabric, want.wwn)
             if live_tgt is None or id(want) in rebuilt:
                 self._new_target(want)
             else:
                 self._update_target(live_tgt, want, recreated)
+        self._alua(recreated)
         self._backstores(recreated)
         return [*self.removals, *self.creations, *self.enables]
+
+    def _alua(self, recreated: set[str]) -> None:
+        def unchanged(key: LunKey, device: str) -> bool:
+            fabric, wwn, index = key
+            live = self.live.target(fabric, wwn)
+            return (
+                live is not None
+                and (fabric, wwn) not in self.rebuilt
+                and live.tpg.luns.get(index) == device
+                and device not in recreated
+            )
+
+        for text, action in alua_plan.plan_removals(self.desired, self.live, recreated):
+            self.removals.append(Step(text, action))
+        planned = alua_plan.plan_creations(self.desired, self.live, recreated, unchanged)
+        self.creations += [Step(text, action) for text, action in planned]
 
     # backstores
 
@@ -346,7 +369,7 @@ def _tpg_chap(tpg: Tpg, chap: Chap | None) -> None:
 
 
 def _add_lun(tpg: Tpg, index: int, device: str) -> None:
-    tpg.add_lun(index, _backstore(tpg.cfs, device), alias_for(tpg.rel, str(index)))
+    tpg.add_lun(index, find_backstore(tpg.cfs, device), alias_for(tpg.rel, str(index)))
 
 
 def _add_portal(tpg: Tpg, portal: str) -> None:
@@ -378,13 +401,6 @@ def _map(tpg: Tpg, name: str, mapped: MappedLun) -> None:
         mapped.write_protect,
         alias_for(tpg.rel, name, str(mapped.number)),
     )
-
-
-def _backstore(cfs: Configfs, name: str) -> UserBackstore:
-    for dev in UserBackstore.all(cfs):
-        if dev.name == name and cfs.read(f"{dev.rel}/attrib/dev_config"):
-            return dev
-    raise ConfigError(f"backstore {name} vanished while applying; apply again")
 
 
 def plan(desired: DesiredState, live: LiveState) -> list[Step]:
@@ -445,6 +461,7 @@ def record_ownership(desired: DesiredState, ownership: Ownership) -> Ownership:
         ownership.threads,
         ownership.driver_attrs,
         ownership.target_extras,
+        ownership.device_groups,
     )
 
 
@@ -473,6 +490,17 @@ def _model_extras(config: ScstConfig, ownership: Ownership) -> None:
         }
         for t in config.targets
     }
+    ownership.device_groups = [
+        {
+            "name": dg.name,
+            "devices": list(dg.devices),
+            "target_groups": [
+                {"name": tg.name, "targets": [[m.name, m.rel_tgt_id] for m in tg.targets]}
+                for tg in dg.target_groups
+            ],
+        }
+        for dg in config.device_groups
+    ]
 
 
 def apply_config(

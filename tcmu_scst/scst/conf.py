@@ -39,11 +39,24 @@ Accepted sections and items::
         INITIATOR iqn.1993-08.org.debian:01:abc   # are 0.9.6's default groups
     }
 
+    DEVICE_GROUP dg1 {                   # ALUA (SCST 3.x): devices sharing port groups
+        DEVICE disk1
+        TARGET_GROUP west {              # one LIO alua/west group per device
+            group_id 1                   # 1..65535, unique in the device group
+            state active                 # active, nonoptimized, standby, unavailable,
+            preferred 1                  #   offline, transitioning; "preferred" alone = 1
+            TARGET iqn.2024-01.org.x:t1  # the LUNs of these targets' ports join the group
+            TARGET iqn.2024-01.org.x:t2 {
+                rel_tgt_id 2             # kept for scstadmin; LIO numbers ports itself
+            }
+        }
+    }
+
 The other attributes SCST 3.x writes (``max_tasklet_cmd``, ``threads_num``,
 ``NopInInterval``, ``cpu_mask``..., and the ``TARGET_DRIVER copy_manager`` section) are
 accepted with one ``FILE:LINE`` warning each saying why they have no effect on LIO
 (:mod:`tcmu_scst.scst.catalogue` lists them). Everything else is refused with the line
-and the fix (``DEVICE_GROUP``, ALUA, unknown attributes). :func:`write` produces the same syntax, so
+and the fix (unknown attributes). :func:`write` produces the same syntax, so
 ``parse(write(config)) == config``.
 """
 
@@ -65,13 +78,17 @@ from tcmu_scst.scst.catalogue import (
     warning,
 )
 from tcmu_scst.scst.model import (
+    ALUA_STATES,
     FABRIC_DRIVERS,
     FC_FABRICS,
     Device,
+    DeviceGroup,
     Group,
     Lun,
     ScstConfig,
     Target,
+    TargetGroup,
+    TargetGroupMember,
     Where,
     fabric_of,
     is_pattern,
@@ -269,6 +286,8 @@ class _Reader:
             self.driver(node)
         elif node.keyword == "GROUP":
             self.config.groups.append(self.group(node, None))
+        elif node.keyword == "DEVICE_GROUP":
+            self.config.device_groups.append(self.device_group(node))
         elif node.keyword == "setup_id":
             self.config.setup_id = self.scalar(node)
         elif node.keyword == "threads":
@@ -276,7 +295,9 @@ class _Reader:
             self.config.threads_where = self.where(node)
         elif not self.ignore(node, Level.GLOBAL):
             raise self.unknown(
-                node, "top level", "HANDLER, TARGET_DRIVER, GROUP, setup_id, threads"
+                node,
+                "top level",
+                "HANDLER, TARGET_DRIVER, GROUP, DEVICE_GROUP, setup_id, threads",
             )
 
     def ignore(self, node: Node, level: Level, driver: str | None = None) -> str | None:
@@ -292,9 +313,72 @@ class _Reader:
         return " ".join(node.args)
 
     def unknown(self, node: Node, place: str, allowed: str) -> ConfigError:
-        if node.keyword in ("DEVICE_GROUP", "TARGET_GROUP"):
-            return self.fail(node, f"{node.keyword} (ALUA) is not supported on LIO yet; remove it")
         return self.fail(node, f"unknown keyword {node.keyword!r} at {place}; expected {allowed}")
+
+    def device_group(self, node: Node) -> DeviceGroup:
+        name = self.args(node, 1, "a device group name, e.g. DEVICE_GROUP dg1 {")[0]
+        if node.children is None:
+            raise self.fail(node, f"DEVICE_GROUP {name} needs a section: DEVICE_GROUP {name} {{")
+        dg = DeviceGroup(name, where=self.where(node))
+        for item in node.section():
+            if item.keyword == "DEVICE":
+                self.plain(item)
+                dg.devices.append(self.args(item, 1, "one device name")[0])
+                dg.device_lines.append(self.where(item))
+            elif item.keyword == "TARGET_GROUP":
+                dg.target_groups.append(self.target_group(item))
+            else:
+                raise self.unknown(item, f"DEVICE_GROUP {name}", "DEVICE, TARGET_GROUP")
+        return dg
+
+    def target_group(self, node: Node) -> TargetGroup:
+        name = self.args(node, 1, "a target group name, e.g. TARGET_GROUP west {")[0]
+        tg = TargetGroup(name, where=self.where(node))
+        seen: set[str] = set()
+        for item in node.section():
+            key = item.keyword
+            if key in seen and key != "TARGET":
+                raise self.fail(item, f"{key} of target group {name} is set twice; keep one")
+            seen.add(key)
+            if key == "group_id":
+                self.plain(item)
+                text = self.args(item, 1, "one number 1..65535")[0]
+                if not is_decimal(text):
+                    raise self.fail(item, f"group_id {text!r} is not a decimal number")
+                tg.group_id = int(text)
+            elif key == "state":
+                self.plain(item)
+                state = self.args(item, 1, f"one of {', '.join(ALUA_STATES)}")[0]
+                if state not in ALUA_STATES:
+                    raise self.fail(
+                        item, f"state {state!r} is not one of {', '.join(ALUA_STATES)}"
+                    )
+                tg.state = state
+            elif key == "preferred":
+                # SCST writes "preferred 0|1"; a bare "preferred" means 1.
+                tg.preferred = self.flag(item) if item.args else True
+                self.plain(item)
+            elif key == "TARGET":
+                tg.targets.append(self.tg_member(item, name))
+            else:
+                raise self.unknown(
+                    item, f"TARGET_GROUP {name}", "group_id, state, preferred, TARGET"
+                )
+        return tg
+
+    def tg_member(self, node: Node, group: str) -> TargetGroupMember:
+        member = TargetGroupMember(
+            self.args(node, 1, "one target name")[0], where=self.where(node)
+        )
+        for attr in node.section():
+            if attr.keyword != "rel_tgt_id":
+                raise self.unknown(attr, f"TARGET {member.name} of {group}", "rel_tgt_id")
+            self.plain(attr)
+            text = self.args(attr, 1, "one number 1..65535")[0]
+            if not is_decimal(text):
+                raise self.fail(attr, f"rel_tgt_id {text!r} is not a decimal number")
+            member.rel_tgt_id = int(text)
+        return member
 
     def handler(self, node: Node) -> None:
         name = self.args(node, 1, "a handler name, e.g. HANDLER vdisk_fileio {")[0]
@@ -611,4 +695,32 @@ def write(config: ScstConfig) -> str:
     for grp in config.groups:
         lines.append("")
         lines += list(_group_lines(grp, ""))
+    for dg in config.device_groups:
+        lines.append("")
+        lines += list(device_group_lines(dg))
     return "\n".join(lines) + "\n"
+
+
+def device_group_lines(dg: DeviceGroup) -> Iterator[str]:
+    """One DEVICE_GROUP section (also what the shell shows for it)."""
+    yield f"DEVICE_GROUP {quote(dg.name)} {{"
+    for device in dg.devices:
+        yield f"    DEVICE {quote(device)}"
+    for tg in dg.target_groups:
+        yield from target_group_lines(tg, "    ")
+    yield "}"
+
+
+def target_group_lines(tg: TargetGroup, indent: str = "") -> Iterator[str]:
+    yield f"{indent}TARGET_GROUP {quote(tg.name)} {{"
+    yield f"{indent}    group_id {tg.group_id}"
+    yield f"{indent}    state {tg.state}"
+    yield f"{indent}    preferred {int(tg.preferred)}"
+    for member in tg.targets:
+        if member.rel_tgt_id is None:
+            yield f"{indent}    TARGET {quote(member.name)}"
+        else:
+            yield f"{indent}    TARGET {quote(member.name)} {{"
+            yield f"{indent}        rel_tgt_id {member.rel_tgt_id}"
+            yield f"{indent}    }}"
+    yield f"{indent}}}"

@@ -6,10 +6,12 @@ Every change goes to the wrapped tree and leaves an inverse in the journal:
   objects made and removed again in the same transaction leave nothing to undo);
 * ``symlink`` -> ``unlink``; ``unlink`` -> ``symlink`` to the old target, then the
   mapped LUN's ``write_protect`` again (the kernel applies it to the linked entry);
-* ``write`` of an existing object's attribute -> write of the value read before;
+* ``write`` of an existing object's attribute -> write of the value read before (for a
+  LUN's ``alua_tg_pt_gp``: the group name that text shows);
 * ``rmdir X`` -> ``mkdir X`` plus the attributes this tool manages, read before the
   rmdir (device ``control`` keys, serial and ``enable``; TPG ``attrib/ param/ auth/``;
-  ACL ``tag``, ``auth/``, ``cmdsn_depth``).
+  ACL ``tag``, ``auth/``, ``cmdsn_depth``; ALUA group ``tg_pt_gp_id``, ``preferred``,
+  ``alua_access_state``, in that order: the kernel takes the state only with an id).
 
 :meth:`Journal.rollback` runs the inverses newest first. Reads are not journaled.
 """
@@ -21,12 +23,14 @@ import re
 from collections.abc import Callable
 
 from tcmu_scst.errors import ConfigfsError
+from tcmu_scst.kernel.alua import alias_of
 from tcmu_scst.kernel.configfs import Configfs
 
 _AUTH = ("userid", "password", "userid_mutual", "password_mutual")
 _DEVICE = re.compile(r"^core/user_\d+/[^/]+$")
 _TPG = re.compile(r"^[^/]+/[^/]+/tpgt_\d+$")
 _ACL = re.compile(r"^[^/]+/[^/]+/tpgt_\d+/acls/[^/]+$")
+_ALUA_GROUP = re.compile(r"^core/user_\d+/[^/]+/alua/[^/]+$")
 _MAPPED_LINK = re.compile(r"^([^/]+/[^/]+/tpgt_\d+/acls/[^/]+/lun_\d+)/[^/]+$")
 _SERIAL_PREFIX = "T10 VPD Unit Serial Number:"
 # TCMU control keys restored from attrib/ when a deleted device is put back.
@@ -83,6 +87,8 @@ class Journal(Configfs):
 
     def write(self, rel: str, value: str) -> None:
         old = None if self._inside_created(rel) else self._try_read(rel)
+        if old is not None and rel.endswith("/alua_tg_pt_gp"):
+            old = alias_of(old) or "NULL"  # the kernel shows a report, takes a name
         if rel.endswith("/nexus") and not self._inside_created(rel):
             old = self._try_read(rel) or "NULL"
         self.inner.write(rel, value)
@@ -167,6 +173,8 @@ class Journal(Configfs):
             names += [f"auth/{n}" for n in _AUTH]
         elif _ACL.match(rel):
             names = ["tag", "cmdsn_depth", *(f"auth/{n}" for n in _AUTH)]
+        elif _ALUA_GROUP.match(rel):
+            names = ["tg_pt_gp_id", "preferred", "alua_access_state"]
         before = self._values(rel, names)
 
         def restore() -> None:

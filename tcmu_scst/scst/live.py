@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tcmu_scst.errors import ConfigfsError
+from tcmu_scst.errors import ConfigError, ConfigfsError
+from tcmu_scst.kernel import alua
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst.devconfig import owned_dev_config
@@ -21,7 +22,9 @@ from tcmu_scst.scst.mapping import (
     Backstore,
     Chap,
     LioTarget,
+    LunKey,
     MappedLun,
+    PortGroup,
     Tpg,
 )
 from tcmu_scst.scst.ownership import OwnedTarget, Ownership
@@ -54,6 +57,9 @@ class LiveState:
     targets: list[LioTarget] = field(default_factory=list)
     # TPG LUN index -> backstore rel path, for LUNs pointing at foreign backstores.
     foreign_luns: dict[tuple[str, str], dict[int, str]] = field(default_factory=dict)
+    # ALUA: owned backstore -> its own groups (id -1: no valid id yet); LUN -> group.
+    port_groups: dict[str, list[PortGroup]] = field(default_factory=dict)
+    lun_groups: dict[LunKey, str] = field(default_factory=dict)
 
     def target(self, fabric: str, wwn: str) -> LioTarget | None:
         for tgt in self.targets:
@@ -116,6 +122,16 @@ def read_backstores(cfs: Configfs, state: LiveState) -> None:
             state.duplicates.append(live)
         else:
             state.backstores[dev.name] = live
+            state.port_groups[dev.name] = read_port_groups(cfs, dev.rel)
+
+
+def read_port_groups(cfs: Configfs, device_rel: str) -> list[PortGroup]:
+    groups = []
+    for name in alua.own_groups(cfs, device_rel):
+        group_id, access_state, preferred = alua.read_group(cfs, device_rel, name)
+        number = -1 if group_id is None else group_id
+        groups.append(PortGroup(name, number, access_state, preferred))
+    return groups
 
 
 def _device_of(cfs: Configfs, lun_rel: str) -> str | None:
@@ -186,6 +202,9 @@ def read_target(
         index = int(match.group(1))
         if target is not None and target in devices:
             tpg.luns[index] = devices[target]
+            group = alua.lun_group(cfs, f"{tpg_rel}/lun/{entry}")
+            if group is not None:
+                state.lun_groups[(owned.fabric, owned.wwn, index)] = group
         else:
             state.foreign_luns.setdefault((owned.fabric, owned.wwn), {})[index] = target or ""
     if cfs.exists(f"{tpg_rel}/np"):
@@ -195,6 +214,14 @@ def read_target(
             if cfs.is_dir(f"{tpg_rel}/acls/{name}"):
                 tpg.acls.append(_read_acl(cfs, f"{tpg_rel}/acls/{name}", name, owned))
     return lio
+
+
+def find_backstore(cfs: Configfs, name: str) -> UserBackstore:
+    """The configured user backstore named ``name`` (looked up when a step runs)."""
+    for dev in UserBackstore.all(cfs):
+        if dev.name == name and cfs.read(f"{dev.rel}/attrib/dev_config"):
+            return dev
+    raise ConfigError(f"backstore {name} vanished while applying; apply again")
 
 
 def read_live(cfs: Configfs, ownership: Ownership) -> LiveState:

@@ -17,6 +17,12 @@ Per SCST target (iSCSI, qla2xxx, tcm_fc) one LIO WWN with ``tpgt_1``:
     (:mod:`tcmu_scst.scst.materializer`) creates an ACL with :attr:`LioTarget.default_map`
     for each unknown initiator it sees.
 
+ALUA (SCST ``DEVICE_GROUP``): each ``TARGET_GROUP`` becomes an ``alua/<name>`` group of
+every device of the device group (``tg_pt_gp_id`` = group_id, ``alua_access_state``,
+``preferred``), and every TPG LUN of those devices in a LIO target serving one of the
+group's SCST targets joins it (``alua_tg_pt_gp``); other LUNs stay in LIO's
+``default_tg_pt_gp``.
+
 Loopback (scst_local) has one nexus per TPG and no ACLs, so each SCST group and the
 default set become a LIO loopback target of their own (§1.4), LUNs at the group's numbers;
 the default set's target exists even while it has no LUN.
@@ -33,7 +39,9 @@ from typing import Any, Literal
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.model import (
+    ALUA_STATES,
     DEFAULT_GROUP,
+    LIO_DEFAULT_TG,
     Device,
     Group,
     ScstConfig,
@@ -190,11 +198,30 @@ def default_rule(
     return PatternRule(group, ("*",), tuple(mapped), chap) if is_open else None
 
 
+@dataclass(frozen=True)
+class PortGroup:
+    """One ALUA target port group of a backstore (``alua/<name>``)."""
+
+    name: str
+    group_id: int
+    state: int  # SPC-4 asymmetric access state, as alua_access_state holds it
+    preferred: bool = False
+
+
+# (fabric dir, wwn, TPG LUN index): one LUN of one LIO target.
+LunKey = tuple[str, str, int]
+
+
 @dataclass
 class DesiredState:
     backstores: list[Backstore] = field(default_factory=list)
     targets: list[LioTarget] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    port_groups: dict[str, list[PortGroup]] = field(default_factory=dict)  # device -> groups
+    lun_groups: dict[LunKey, str] = field(default_factory=dict)  # absent: default group
+
+    def lun_group(self, key: LunKey) -> str:
+        return self.lun_groups.get(key, LIO_DEFAULT_TG)
 
     def target(self, fabric: str, wwn: str) -> LioTarget | None:
         for tgt in self.targets:
@@ -458,4 +485,20 @@ def map_config(
         fabric_dir = FABRIC_DIRS[target.fabric]
         names = materialized.get((fabric_dir, target.name), ())
         state.targets.append(_fabric_target(config, target, devices, hints, names, state.warnings))
+    _port_groups(config, state)
     return state
+
+
+def _port_groups(config: ScstConfig, state: DesiredState) -> None:
+    for dg in config.device_groups:
+        for tg in dg.target_groups:
+            group = PortGroup(tg.name, tg.group_id, ALUA_STATES[tg.state], tg.preferred)
+            for device in dg.devices:
+                state.port_groups.setdefault(device, []).append(group)
+            members = {m.name for m in tg.targets}
+            for lio in state.targets:
+                if lio.scst_target not in members:
+                    continue
+                for index, device in lio.tpg.luns.items():
+                    if device in dg.devices:
+                        state.lun_groups[(lio.fabric, lio.wwn, index)] = tg.name

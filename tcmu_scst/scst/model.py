@@ -152,6 +152,65 @@ class Target:
     where: Where = field(default=NOWHERE, compare=False)
 
 
+# SCST 3.x ALUA state names -> SPC-4 asymmetric access state (LIO's alua_access_state).
+ALUA_STATES: dict[str, int] = {
+    "active": 0x0,
+    "nonoptimized": 0x1,
+    "standby": 0x2,
+    "unavailable": 0x3,
+    "offline": 0xE,
+    "transitioning": 0xF,
+}
+ALUA_STATE_NAMES = {value: name for name, value in ALUA_STATES.items()}
+LIO_DEFAULT_TG = "default_tg_pt_gp"  # LIO's built-in group of every backstore (id 0)
+MAX_TG_ID = 0xFFFF  # tg_pt_gp_id is a u16; 0 makes LIO pick an id itself, so 1..65535
+_ALUA_NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
+
+
+@dataclass
+class TargetGroupMember:
+    """A TARGET line of a TARGET_GROUP: an SCST target whose ports are in the group."""
+
+    name: str
+    rel_tgt_id: int | None = None  # kept for scstadmin; LIO numbers its ports itself
+    where: Where = field(default=NOWHERE, compare=False)
+
+
+@dataclass
+class TargetGroup:
+    """An ALUA target port group (SCST ``TARGET_GROUP``; a LIO ``alua/`` group)."""
+
+    name: str
+    group_id: int = 0
+    state: str = "active"
+    preferred: bool = False
+    targets: list[TargetGroupMember] = field(default_factory=list)
+    where: Where = field(default=NOWHERE, compare=False)
+
+    def target(self, name: str) -> TargetGroupMember | None:
+        for member in self.targets:
+            if member.name == name:
+                return member
+        return None
+
+
+@dataclass
+class DeviceGroup:
+    """SCST's ``DEVICE_GROUP``: devices sharing the same target port groups."""
+
+    name: str
+    devices: list[str] = field(default_factory=list)
+    target_groups: list[TargetGroup] = field(default_factory=list)
+    where: Where = field(default=NOWHERE, compare=False)
+    device_lines: list[Where] = field(default_factory=list, compare=False)
+
+    def target_group(self, name: str) -> TargetGroup | None:
+        for tg in self.target_groups:
+            if tg.name == name:
+                return tg
+        return None
+
+
 @dataclass
 class ScstConfig:
     """A whole SCST setup."""
@@ -166,6 +225,13 @@ class ScstConfig:
     warnings: list[str] = field(default_factory=list, compare=False)
     # Target drivers named in the file with their own attributes (e.g. "enabled").
     drivers: dict[str, dict[str, str]] = field(default_factory=dict)
+    device_groups: list[DeviceGroup] = field(default_factory=list)  # ALUA
+
+    def device_group(self, name: str) -> DeviceGroup | None:
+        for dg in self.device_groups:
+            if dg.name == name:
+                return dg
+        return None
 
     def device(self, name: str) -> Device | None:
         for dev in self.devices:
@@ -522,6 +588,7 @@ def check(config: ScstConfig, errors: ErrorCollector) -> None:
         errors.add(config.threads_where.error(f"threads {config.threads} is out of range 1..1024"))
     for grp in config.groups:
         _check_group(known, grp, None, f"group {grp.name}", errors)
+    check_alua(config, errors)
     for tgt in config.targets:
         with errors.guard():
             _check_target(config, known, tgt, errors)
@@ -532,3 +599,94 @@ def validate(config: ScstConfig) -> None:
     errors = ErrorCollector()
     check(config, errors)
     errors.raise_if_any()
+
+
+def alua_name_error(name: str, what: str) -> str | None:
+    """Why ``name`` cannot name a device or target group, or None if it can."""
+    if not _ALUA_NAME.match(name):
+        return f"{what} name {name!r} is not usable; use up to 64 letters, digits or _.:@+-"
+    if name == LIO_DEFAULT_TG:
+        return f"{what} name {name} is LIO's built-in group of every device; pick another"
+    return None
+
+
+def _check_target_group(config: ScstConfig, dg: DeviceGroup, tg: TargetGroup) -> None:
+    owner = f"target group {tg.name} of device group {dg.name}"
+    if not 1 <= tg.group_id <= MAX_TG_ID:
+        raise tg.where.error(
+            f"{owner}: group_id {tg.group_id} is out of range 1..{MAX_TG_ID} "
+            "(LIO reserves 0 for its default group); set group_id"
+        )
+    if tg.state not in ALUA_STATES:
+        raise tg.where.error(
+            f"{owner}: state {tg.state!r} is not one of {', '.join(ALUA_STATES)}"
+        )
+    names = {t.name for t in config.targets}
+    for member in tg.targets:
+        at = member.where if member.where.line else tg.where
+        if member.name not in names:
+            raise at.error(
+                f"{owner} names target {member.name}, which no TARGET_DRIVER defines; "
+                "LIO can only group its own ports: define the target or remove the line"
+            )
+        if member.rel_tgt_id is not None and not 1 <= member.rel_tgt_id <= 0xFFFF:
+            raise at.error(f"{owner}: rel_tgt_id {member.rel_tgt_id} is out of range 1..65535")
+
+
+def check_alua(config: ScstConfig, errors: ErrorCollector) -> None:
+    """SCST's DEVICE_GROUP rules plus what LIO's tg_pt_gp files accept (the first
+    problem of each device group, every device group checked)."""
+    _unique(((d.name, d.where) for d in config.device_groups), "device group", errors)
+    grouped: dict[str, str] = {}
+    known = {dev.name for dev in config.devices}
+    for dg in config.device_groups:
+        with errors.guard():
+            _check_device_group(config, known, dg, grouped, errors)
+
+
+def _check_device_group(
+    config: ScstConfig,
+    known: set[str],
+    dg: DeviceGroup,
+    grouped: dict[str, str],
+    errors: ErrorCollector,
+) -> None:
+    problem = alua_name_error(dg.name, "device group")
+    if problem is not None:
+        raise dg.where.error(problem)
+    for index, device in enumerate(dg.devices):
+        at = dg.device_lines[index] if index < len(dg.device_lines) else dg.where
+        if device not in known:
+            raise at.error(
+                f"device group {dg.name} names unknown device {device!r}; "
+                "define it in a HANDLER section first"
+            )
+        if device in grouped:
+            raise at.error(
+                f"device {device} is in device group {grouped[device]} and {dg.name}; "
+                "a device belongs to one device group"
+            )
+        grouped[device] = dg.name
+    _unique(((t.name, t.where) for t in dg.target_groups), f"target group of {dg.name}:",
+            errors)
+    ids: dict[int, str] = {}
+    members: dict[str, str] = {}
+    for tg in dg.target_groups:
+        problem = alua_name_error(tg.name, "target group")
+        if problem is not None:
+            raise tg.where.error(problem)
+        _check_target_group(config, dg, tg)
+        if tg.group_id in ids:
+            raise tg.where.error(
+                f"group_id {tg.group_id} is used by target groups {ids[tg.group_id]} and "
+                f"{tg.name} of device group {dg.name}; give each its own id"
+            )
+        ids[tg.group_id] = tg.name
+        for member in tg.targets:
+            if member.name in members:
+                at = member.where if member.where.line else tg.where
+                raise at.error(
+                    f"target {member.name} is in target groups {members[member.name]} and "
+                    f"{tg.name} of device group {dg.name}; a port has one group"
+                )
+            members[member.name] = tg.name

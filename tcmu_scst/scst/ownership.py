@@ -58,6 +58,9 @@ class Ownership:
     threads: int | None = None
     driver_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     target_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ALUA device groups as the file wrote them (names, devices, target groups and their
+    # SCST targets); ids, states and preference are read back from LIO.
+    device_groups: list[dict[str, Any]] = field(default_factory=list)
 
     def find(self, fabric: str, wwn: str) -> OwnedTarget | None:
         for tgt in self.targets:
@@ -88,6 +91,7 @@ def load_ownership(path: Path) -> Ownership:
             data.get("threads"),
             data.get("driver_attrs", {}),
             data.get("target_extras", {}),
+            data.get("device_groups", []),
         )
     except (ValueError, TypeError, AttributeError) as err:
         raise ConfigError(
@@ -129,5 +133,6 @@ def save_ownership(path: Path, ownership: Ownership) -> None:
         "threads": ownership.threads,
         "driver_attrs": ownership.driver_attrs,
         "target_extras": ownership.target_extras,
+        "device_groups": ownership.device_groups,
     }
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

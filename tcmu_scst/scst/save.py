@@ -5,7 +5,9 @@ targets, TPG ``enable``, LUN tables, portals, iSCSI parameters, ACLs with their 
 LUNs and ``write_protect``, ACL tags. Taken from the state file (LIO cannot hold
 them): the SCST target and group each loopback target serves, ACL groups on fabrics
 without a tag, the default group's map in case C, CHAP accounts as written in the
-file, ``setup_id``/``threads`` and kept target attributes.
+file, ``setup_id``/``threads`` and kept target attributes, the ALUA device groups'
+names, devices and SCST targets (their ids, states and preference are LIO's, read
+back, so a state changed by SET TARGET PORT GROUPS or by hand is saved).
 
 The result is always in the modern per-target form: 0.9.6 global groups come back as
 each target's own groups (same semantics: they were expanded into every target).
@@ -23,11 +25,15 @@ from tcmu_scst.scst.devconfig import decode_dev_config
 from tcmu_scst.scst.live import LiveState, read_live
 from tcmu_scst.scst.mapping import FABRIC_DIRS, LioTarget, MappedLun, PatternRule
 from tcmu_scst.scst.model import (
+    ALUA_STATE_NAMES,
     DEFAULT_GROUP,
+    DeviceGroup,
     Group,
     Lun,
     ScstConfig,
     Target,
+    TargetGroup,
+    TargetGroupMember,
     is_default_group,
     validate,
 )
@@ -142,5 +148,32 @@ def live_config(cfs: Configfs, ownership: Ownership, live: LiveState | None = No
     for scst_target, pairs in loopback.items():
         extras = ownership.target_extras.get(f"loopback/{scst_target}", {})
         config.targets.append(_loopback(pairs, extras))
+    config.device_groups = _device_groups(ownership, live, {t.name for t in config.targets})
     validate(config)
     return config
+
+
+def _device_groups(ownership: Ownership, live: LiveState, targets: set[str]) -> list[DeviceGroup]:
+    """The recorded device groups over the live backstores and their LIO groups."""
+    out: list[DeviceGroup] = []
+    for record in ownership.device_groups:
+        devices = [str(d) for d in record.get("devices", []) if d in live.backstores]
+        if not devices:
+            continue
+        dg = DeviceGroup(str(record["name"]), devices)
+        groups = {g.name: g for g in live.port_groups.get(devices[0], [])}
+        for tg_record in record.get("target_groups", []):
+            group = groups.get(str(tg_record["name"]))
+            if group is None or group.group_id < 1:
+                continue  # removed by hand: nothing to save
+            members = [
+                TargetGroupMember(str(name), None if rel is None else int(rel))
+                for name, rel in tg_record.get("targets", [])
+                if name in targets
+            ]
+            state = ALUA_STATE_NAMES.get(group.state, "transitioning")
+            dg.target_groups.append(
+                TargetGroup(group.name, group.group_id, state, group.preferred, members)
+            )
+        out.append(dg)
+    return out

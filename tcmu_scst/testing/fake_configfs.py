@@ -24,6 +24,7 @@ Emulated rules (target_core_*configfs.c, tcm_loop, iscsi_target, tcm_qla2xxx, tc
 - LUN/mapped-LUN link to an object of the wrong kind: EFAULT (measured on 6.1);
 - mapped-LUN link: target must be ``lun/lun_L`` of the same TPG (EINVAL), holding a device;
   a TPG LUN link may be removed while mapped LUNs still point at the LUN (allowed on 6.1);
+- ALUA target port groups and LUN memberships: see :mod:`tcmu_scst.testing.fake_alua`;
 - loopback ``nexus``: read without one is ENODEV, a second one EEXIST, "NULL" drops it but is
   EPERM while LUNs are linked (and, with ``loopback_scan_ok=False``, forever once a LUN was
   linked: 6.1's tcm_loop_port_unlink skips the count when the SCSI device never appeared);
@@ -42,6 +43,7 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigfsError
 from tcmu_scst.kernel.configfs import AUTOLOADED_FABRICS, FABRIC_MODULES, Configfs
+from tcmu_scst.testing.fake_alua import FakeAlua
 
 BACKEND_PLUGINS = ("user", "fileio", "iblock", "pscsi", "rd_mcp")
 _HBA_RE = re.compile(r"^(user|fileio|iblock|pscsi|rd_mcp)_(\d+)$")
@@ -241,6 +243,7 @@ class FakeConfigfs(Configfs):
         self._tpgs: dict[str, _Tpg] = {}
         self._loop_hosts: dict[str, int] = {}
         self._next_host = 3
+        self.alua = FakeAlua(self)
         self._build_root()
 
     # ---- inspection helpers for tests ------------------------------------------------
@@ -322,7 +325,8 @@ class FakeConfigfs(Configfs):
         tpg = self._tpg_of(parts) if parts[-1] == "nexus" else None
         if tpg is not None and not self._tpgs[tpg].nexus:
             raise _fail(errno.ENODEV, "loopback TPG has no nexus")
-        return super()._do_read(path)
+        shown = self.alua.render(rel) if path.is_file() else None
+        return shown if shown is not None else super()._do_read(path)
 
     def _do_write(self, path: Path, data: bytes) -> None:
         rel = self.relative(path)
@@ -389,6 +393,8 @@ class FakeConfigfs(Configfs):
         tpg = self._tpgs.get("/".join(parts[:3])) if len(parts) == 6 else None
         if tpg is not None and tpg.fabric == "loopback" and self.loopback_scan_ok:
             tpg.port_count -= 1
+        if len(parts) == 6 and parts[3] == "lun":
+            self.alua.lun_unlinked("/".join(parts[:5]))
         if target_rel in self._devices:
             self._refresh_info(target_rel)
         self.log.append(FakeOp("unlink", rel))
@@ -436,6 +442,8 @@ class FakeConfigfs(Configfs):
                 self._make_hba(rel, parts[1])
             elif depth == 3 and _HBA_RE.match(parts[1]):
                 self._make_device(rel, parts[1], parts[2])
+            elif self.alua.is_group(parts) and "/".join(parts[:3]) in self._devices:
+                self.alua.make_group(rel)
             else:
                 raise _fail(errno.EPERM, f"cannot mkdir {rel} here")
             return
@@ -494,7 +502,7 @@ class FakeConfigfs(Configfs):
         self._kfile(f"{rel}/pr/res_holder", "No SPC-3 Reservation holder", RO)
         self._kfile(f"{rel}/pr/res_aptpl_metadata", "", WO)
         self._kdir(f"{rel}/alua")
-        self._kgroup(f"{rel}/alua/default_tg_pt_gp", {"alua_access_state": "0"})
+        self.alua.make_group(f"{rel}/alua/default_tg_pt_gp", default=True)
         self._kdir(f"{rel}/statistics")
         for group in ("scsi_dev", "scsi_tgt_dev", "scsi_lu"):
             self._kgroup(f"{rel}/statistics/{group}", {"inst": "0"}, RO)
@@ -669,6 +677,8 @@ class FakeConfigfs(Configfs):
                 owner.portals.discard(parts[4])
         if len(parts) == 2 and parts[0] == "loopback":
             self._loop_hosts.pop(rel, None)
+        if self.alua.is_group(parts):
+            self.alua.drop_group(rel)
 
     # ---- symlink rules -----------------------------------------------------------------
 
@@ -715,6 +725,8 @@ class FakeConfigfs(Configfs):
         tpg = self._tpgs.get("/".join(parts[:3])) if len(parts) == 6 else None
         if tpg is not None and tpg.fabric == "loopback":
             tpg.port_count += 1
+        if len(parts) == 6 and parts[3] == "lun":
+            self.alua.lun_linked("/".join(parts[:5]), target_rel)
         if target_rel in self._devices:
             self._refresh_info(target_rel)
 
@@ -732,6 +744,12 @@ class FakeConfigfs(Configfs):
             return
         if owner in self._tpgs:
             self._store_tpg(owner, leaf, value)
+            return
+        if self.alua.is_group(parts[:-1]):
+            self.alua.store_group(owner, leaf, value)
+            return
+        if leaf == "alua_tg_pt_gp" and len(parts) == 6 and parts[3] == "lun":
+            self.alua.store_lun_group(owner, value)
             return
         if len(parts) == 5 and parts[3] == "action" and "/".join(parts[:3]) in self._devices:
             self._store_action("/".join(parts[:3]), leaf, value)

@@ -232,3 +232,56 @@ def test_vpd_unit_serial_reads_back_with_prefix(fake: FakeConfigfs) -> None:
     fake.mkdir(DEV)
     fake.write(f"{DEV}/wwn/vpd_unit_serial", "abc123")
     assert fake.read(f"{DEV}/wwn/vpd_unit_serial") == "T10 VPD Unit Serial Number: abc123"
+
+
+def test_alua_group_rules_of_target_core_alua(fake: FakeConfigfs) -> None:
+    fake.mkdir("core/user_0")
+    fake.mkdir(DEV)
+    group = f"{DEV}/alua/west"
+    fake.mkdir(group)
+    assert fake.read(f"{group}/tg_pt_gp_id") == ""  # no valid id yet
+    assert _errno(fake.write, f"{group}/alua_access_state", "2") == errno.EINVAL
+    assert _errno(fake.write, f"{group}/tg_pt_gp_id", "65536") == errno.EINVAL
+    fake.write(f"{group}/tg_pt_gp_id", "7")
+    assert _errno(fake.write, f"{group}/tg_pt_gp_id", "8") == errno.EINVAL  # once only
+    fake.mkdir(f"{DEV}/alua/east")
+    assert _errno(fake.write, f"{DEV}/alua/east/tg_pt_gp_id", "7") == errno.EINVAL
+    assert _errno(fake.write, f"{group}/alua_access_state", "2") == errno.ENODEV  # disabled
+    fake.write(f"{DEV}/enable", "1")
+    assert _errno(fake.write, f"{group}/alua_access_state", "4") == errno.EINVAL  # LBD
+    fake.write(f"{group}/alua_access_state", "2")
+    assert fake.read(f"{group}/alua_access_state") == "2"
+    fake.write(f"{group}/alua_access_type", "2")  # explicit only: no configfs transition
+    assert fake.read(f"{group}/alua_access_type") == "Explicit"
+    assert _errno(fake.write, f"{group}/alua_access_state", "0") == errno.EINVAL
+    assert _errno(fake.rmdir, f"{DEV}/alua/default_tg_pt_gp") == errno.EPERM
+    assert _errno(fake.rmdir, DEV) == errno.ENOTEMPTY  # it holds groups of its own
+
+
+def test_lun_membership_follows_the_kernel(fake: FakeConfigfs) -> None:
+    _enabled_device(fake)
+    fake.mkdir(f"{DEV}/alua/west")
+    fake.mkdir(f"{DEV}/alua/nameless")  # never given an id
+    fake.write(f"{DEV}/alua/west/tg_pt_gp_id", "3")
+    fake.mkdir("loopback")
+    fake.mkdir("loopback/naa.5001405000000001")
+    fake.mkdir(LOOP_TPG)
+    lun = f"{LOOP_TPG}/lun/lun_0"
+    fake.mkdir(lun)
+    assert fake.read(f"{lun}/alua_tg_pt_gp") == ""
+    fake.symlink(DEV, f"{lun}/a")
+    assert fake.read(f"{lun}/alua_tg_pt_gp").startswith("TG Port Alias: default_tg_pt_gp\n")
+    assert _errno(fake.write, f"{lun}/alua_tg_pt_gp", "nowhere") == errno.ENODEV
+    assert _errno(fake.write, f"{lun}/alua_tg_pt_gp", "nameless") == errno.ENODEV
+    fake.write(f"{lun}/alua_tg_pt_gp", "west")
+    shown = fake.read(f"{lun}/alua_tg_pt_gp")
+    assert shown.startswith("TG Port Alias: west\nTG Port Group ID: 3\n")
+    assert fake.read(f"{DEV}/alua/west/members") == "loopback/naa.5001405000000001/tpgt_1/lun_0"
+    fake.rmdir(f"{DEV}/alua/west")  # its LUNs go back to the default group
+    assert fake.read(f"{lun}/alua_tg_pt_gp").startswith("TG Port Alias: default_tg_pt_gp\n")
+    fake.mkdir(f"{DEV}/alua/west")
+    fake.write(f"{DEV}/alua/west/tg_pt_gp_id", "0")  # 0: the kernel picks a free id
+    assert fake.read(f"{DEV}/alua/west/tg_pt_gp_id") == "1"
+    fake.write(f"{lun}/alua_tg_pt_gp", "west")
+    fake.write(f"{lun}/alua_tg_pt_gp", "NULL")
+    assert fake.read(f"{lun}/alua_tg_pt_gp").startswith("TG Port Alias: default_tg_pt_gp\n")

@@ -98,7 +98,7 @@ def test_writer_output_reads_back_identical() -> None:
     ("text", "message"),
     [
         ("FOO bar\n", "c.conf:1: unknown keyword 'FOO' at top level; expected HANDLER, "
-         "TARGET_DRIVER, GROUP, setup_id, threads"),
+         "TARGET_DRIVER, GROUP, DEVICE_GROUP, setup_id, threads"),
         ("HANDLER vdisk_fileio {\n", "c.conf:1: section HANDLER vdisk_fileio is never closed; "
          "add '}'"),
         ("}\n", "c.conf:1: '}' closes no section; remove it"),
@@ -159,8 +159,8 @@ def test_writer_output_reads_back_identical() -> None:
         ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  GROUP Default_x {\n  }\n }\n}\n",
          "c.conf:3: group name Default_x is reserved for the default LUN set; put target "
          "iqn.2024-01.x:t's default LUNs directly in its TARGET section"),
-        ("DEVICE_GROUP dg {\n}\n", "c.conf:1: DEVICE_GROUP (ALUA) is not supported on LIO yet; "
-         "remove it"),
+        ("DEVICE_GROUP dg {\n DEVICE nope\n}\n", "c.conf:2: device group dg names unknown "
+         "device 'nope'; define it in a HANDLER section first"),
         ("GROUP g {\n INITIATOR iqn.2024-01.a\n INITIATOR iqn.2024-01.a\n}\n",
          "c.conf:3: initiator iqn.2024-01.a is listed twice in group g; remove one"),
         ("HANDLER vdisk_fileio {\n DEVICE d\n DEVICE d\n}\n",

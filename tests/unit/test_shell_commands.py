@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from configshell_fb import ExecutionError
 
+from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf
+from tcmu_scst.scst.mapping import derived_naa
 from tcmu_scst.shell.app import ScstShell, build_shell
 from tcmu_scst.shell.context import ShellContext
 from tcmu_scst.testing.fake_configfs import FakeConfigfs
@@ -399,3 +401,39 @@ def test_a_shell_opened_before_any_model_follows_a_config_apply(rig: Rig) -> Non
     model = conf.parse(rig.running_text())
     assert [d.name for d in model.devices] == ["d0"] and model.group("g1") is not None
     assert any("or a config apply; reloaded" in w for w in rig.warnings)
+
+
+def test_alua_device_groups_are_made_changed_and_saved(rig: Rig) -> None:
+    rig.readme_setup()
+    rig.run("/targets/loopback create west")
+    rig.run("/targets/loopback create east")
+    rig.run("/device_groups add dg")
+    rig.run("/device_groups/dg/devices add disk1")
+    rig.run("/device_groups/dg/target_groups add tw 1")
+    rig.run("/device_groups/dg/target_groups add te 2")
+    tgs = "/device_groups/dg/target_groups"
+    rig.run(f"{tgs}/tw add west")
+    rig.run(f"{tgs}/tw preferred 1")
+    rig.run(f"{tgs}/te add east")
+    rig.run(f"{tgs}/te state standby")
+    dev = next(d.rel for d in UserBackstore.all(rig.cfs) if d.name == "disk1")
+    assert rig.cfs.read(f"{dev}/alua/te/alua_access_state") == "2"
+    assert rig.cfs.read(f"{dev}/alua/tw/preferred") == "1"
+    east = derived_naa("loopback", "east", "Default")
+    shown = rig.cfs.read(f"loopback/{east}/tpgt_1/lun/lun_0/alua_tg_pt_gp")
+    assert shown.startswith("TG Port Alias: te\n")
+    assert "state standby" in rig.run(f"{tgs}/te show")
+    assert "DEVICE disk1" in rig.run("/device_groups/dg show")
+    rig.fails(f"{tgs}/te state sleepy", "not one of")
+    rig.fails(f"{tgs} add tx 1", "group_id 1 is used")
+    rig.fails(f"{tgs}/te add nowhere", "no TARGET_DRIVER defines")
+    rig.fails("/device_groups/dg/devices add nodisk", "no device nodisk")
+    saved = rig.tmp / "saved.conf"
+    rig.run(f"saveconfig {saved}")
+    assert conf.load(saved).device_groups == rig.ctx.config.device_groups
+    rig.run(f"{tgs}/te state active")
+    assert rig.cfs.read(f"{dev}/alua/te/alua_access_state") == "0"
+    rig.run("/device_groups del dg")
+    assert rig.cfs.listdir(f"{dev}/alua") == ["default_tg_pt_gp"]
+    rig.run(f"restoreconfig {saved}")
+    assert rig.cfs.read(f"{dev}/alua/te/alua_access_state") == "2"
