@@ -129,23 +129,24 @@ class DirectIO:
 
     # -- read ------------------------------------------------------------------
 
-    def read(self, offset: int, views: Sequence[memoryview]) -> None:
-        """Fill ``views`` from ``offset``; bytes past the end of the file read as zeros."""
+    def read(self, offset: int, views: Sequence[memoryview]) -> int:
+        """Fill ``views`` from ``offset``; bytes past the end of the file read as zeros.
+
+        Returns how many bytes the file held (less than asked: it ends early)."""
         length = sum(len(v) for v in views)
         if length == 0:
-            return
+            return 0
         if not self.is_aligned(offset, views):
-            self._bounce_read(offset, views, length)
-            return
+            return self._bounce_read(offset, views, length)
         try:
-            self._direct_read(offset, views, length)
+            return self._direct_read(offset, views, length)
         except OSError as exc:
             if exc.errno != errno.EFAULT:
                 raise
             self.zero_copy = False
-            self._bounce_read(offset, views, length)
+            return self._bounce_read(offset, views, length)
 
-    def _direct_read(self, offset: int, views: Sequence[memoryview], length: int) -> None:
+    def _direct_read(self, offset: int, views: Sequence[memoryview], length: int) -> int:
         got = 0
         rest: list[memoryview] = list(views)
         while got < length:
@@ -156,19 +157,20 @@ class DirectIO:
             if got < length and got % self.align:
                 # An unaligned short read happens only at the end of the file; what
                 # follows cannot be read direct, so let the bounce path finish it.
-                self._bounce_read(offset + got, _skip(views, got), length - got)
-                return
+                return got + self._bounce_read(offset + got, _skip(views, got), length - got)
             rest = _skip(views, got)
         if got < length:
             _zero(views, got)
+        return got
 
-    def _bounce_read(self, offset: int, views: Sequence[memoryview], length: int) -> None:
+    def _bounce_read(self, offset: int, views: Sequence[memoryview], length: int) -> int:
         self.bounced += 1
         a0 = _floor(offset, self.align)
         a1 = _ceil(offset + length, self.align)
         bounce = aligned_buffer(a1 - a0)
-        self._pread_full(bounce, a0)  # a short read leaves the buffer's zeros
+        got = self._pread_full(bounce, a0)  # a short read leaves the buffer's zeros
         _copy_views(views, bounce[offset - a0 : offset - a0 + length])
+        return max(0, min(length, got - (offset - a0)))
 
     def _pread_full(self, bounce: memoryview, file_offset: int) -> int:
         """Direct read into a page-aligned buffer until it is full or the file ends."""
