@@ -1,8 +1,9 @@
 """The kernel CDB fuzz test's commands, straight into the handlers (no kernel).
 
 ``tcmu_scst.testing.cdb_fuzz`` makes the commands (every opcode, valid commands with
-one mutation each, random bytes); here each goes to a thin vdisk on a file, a vcdrom
-and a perf disk opened by the registry as the daemon opens them. Every answer must
+one mutation each, random bytes); here each goes to a thin vdisk on a file, a
+read-only removable 4 KiB-block vdisk, a vcdrom and a perf disk opened by the
+registry as the daemon opens them. Every answer must
 be well formed, and a rejected command must leave the backing file as it was.
 """
 
@@ -43,6 +44,12 @@ class Device:
             config = vdisk_config(VdiskParams(name="fz", filename=str(self.image),
                                               thin_provisioned=True))
             self.geo, self.type = Geometry(512, 512), 0
+        elif kind == "vdisk-4k-ro":  # another geometry, removable, write-protected
+            self.image = tmp / "disk4k.img"
+            self.image.write_bytes(random.Random(3).randbytes(256 * KiB))
+            config = vdisk_config(VdiskParams(name="fz4k", filename=str(self.image),
+                                              blocksize=4096, removable=True, read_only=True))
+            self.geo, self.type = Geometry(4096, 64), 0
         elif kind == "vcdrom":
             self.image = tmp / "cd.iso"
             self.image.write_bytes(random.Random(2).randbytes(64 * 2048))
@@ -66,7 +73,7 @@ class Device:
         return result
 
 
-@pytest.fixture(params=["vdisk", "vcdrom", "perf"])
+@pytest.fixture(params=["vdisk", "vdisk-4k-ro", "vcdrom", "perf"])
 def device(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Device]:
     dev = Device(request.param, tmp_path)
     yield dev
