@@ -100,15 +100,20 @@ class DirectIO:
     """Reads and writes on an O_DIRECT descriptor, bouncing what is not aligned.
 
     ``buffered_fd`` (the same file without O_DIRECT) serves only the bytes past the
-    last whole alignment unit of a file whose size is not a multiple of
-    ``align``: a direct write there would have to extend the file.
+    last whole alignment unit of a regular file whose size is not a multiple of
+    ``align``: a direct write there would have to extend the file. A block device
+    (``block_device``) is written direct everywhere.
     The ``flags`` given to :meth:`write` go to every ``pwritev`` (RWF_DSYNC for FUA).
     """
 
-    def __init__(self, fd: int, buffered_fd: int, align: int) -> None:
+    def __init__(
+        self, fd: int, buffered_fd: int, align: int, *, block_device: bool = False
+    ) -> None:
         self.fd = fd
         self.buffered_fd = buffered_fd
         self.align = align
+        #: A block device never grows and its fstat size is 0: every unit goes direct.
+        self.block_device = block_device
         self.locks = RangeLock()
         self.bounced = 0  # requests that went through a bounce buffer (tests, stats)
         # Direct I/O straight from/to the caller's memory needs the kernel to pin its
@@ -194,7 +199,10 @@ class DirectIO:
         with self.locks.hold(a0, a1):
             # Units past the file's last whole unit cannot be written direct without
             # growing the file; they go through the page cache.
-            direct_end = min(a1, _floor(os.fstat(self.fd).st_size, self.align))
+            # (Issue 14: a block device's st_size is 0, so every BLOCKIO write went
+            # through the page cache: GOOD even with the disk offline.)
+            direct_end = a1 if self.block_device else min(
+                a1, _floor(os.fstat(self.fd).st_size, self.align))
             if self.is_aligned(offset, views) and offset + length <= direct_end:
                 try:
                     pwritev_all(self.fd, views, offset, flags)

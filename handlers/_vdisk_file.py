@@ -130,7 +130,8 @@ class FileBackend:
         try:
             if self.mode.direct:
                 self.fd = self._open_fd(self.mode.open_flags | os.O_DIRECT)
-                self._direct = DirectIO(self.fd, self._buffered_fd, self._direct_alignment())
+                self._direct = DirectIO(self.fd, self._buffered_fd, self._direct_alignment(),
+                                        block_device=self.is_block_device)
             else:
                 self.fd = self._buffered_fd
             self.refresh_size()
