@@ -33,6 +33,7 @@ from tests.kernel.daemon_rig import DaemonProcess, MiB, export, user_backstore
 from tests.kernel.tcmu_rig import load_scsi_debug
 
 BS = 512
+MAX_BLOCKS = MiB // BS  # hw_max_sectors: sg refuses more in one command (EINVAL)
 GOOD, CHECK_CONDITION = 0x00, 0x02
 READ_ERROR, WRITE_ERROR = (0x3, 0x11, 0x00), (0x3, 0x0C, 0x00)
 SPACE_ALLOCATION_FAILED = (0x7, 0x27, 0x07)
@@ -57,8 +58,17 @@ class Disk:
         return result
 
     def read(self, lba: int, blocks: int) -> tuple[SgResult, bytes]:
-        buffer = bytearray(blocks * BS)
-        return self._rw(0x88, lba, blocks, SgDirection.FROM_DEV, buffer), bytes(buffer)
+        """READ(16) in commands of at most 1 MiB (the LUN's max transfer); the first
+        failed command's result, or the last one's, and the bytes read."""
+        data = b""
+        for first in range(lba, lba + blocks, MAX_BLOCKS):
+            count = min(MAX_BLOCKS, lba + blocks - first)
+            buffer = bytearray(count * BS)
+            result = self._rw(0x88, first, count, SgDirection.FROM_DEV, buffer)
+            data += bytes(buffer)
+            if result.status != GOOD:
+                break
+        return result, data
 
     def write(self, lba: int, data: bytes) -> SgResult:
         return self._rw(0x8A, lba, len(data) // BS, SgDirection.TO_DEV, bytearray(data))
