@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import re
@@ -74,14 +75,13 @@ def test_eight_luns_1mib_writes_at_qd32_with_a_small_data_area(
 
 
 class Probe(threading.Thread):
-    """4 KiB O_DIRECT writes in a loop at ``offset`` of one LUN (outside fio's area),
-    each timed; ``stalls(after)`` is how long the LUN took, from ``after``, to
-    complete a write that started after it."""
+    """4 KiB O_DIRECT writes in a loop (every 50 ms) at ``offset`` of one LUN, outside
+    fio's area, each completion timed."""
 
     def __init__(self, device: str, offset: int) -> None:
         super().__init__(daemon=True)
         self.device, self.offset = device, offset
-        self.done: list[tuple[float, float]] = []
+        self.ends: list[float] = []
         self.errors: list[str] = []
         self.stop = threading.Event()
 
@@ -91,26 +91,29 @@ class Probe(threading.Thread):
         fd = os.open(self.device, os.O_WRONLY | os.O_DIRECT)
         try:
             while not self.stop.is_set():
-                began = time.monotonic()
                 try:
                     os.pwritev(fd, [page], self.offset)
                 except OSError as err:
                     self.errors.append(f"{self.device}: {err}")
-                self.done.append((began, time.monotonic()))
+                self.ends.append(time.monotonic())
                 time.sleep(0.05)
         finally:
             os.close(fd)
             page.close()
 
-    def resumed_after(self, moment: float, timeout: float = 120.0) -> float:
-        """Seconds from ``moment`` to the end of the first write begun after it."""
+    def wait_for_a_write_after(self, moment: float, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        while True:
-            ends = [end for began, end in list(self.done) if began >= moment]
-            if ends:
-                return min(ends) - moment
-            assert time.monotonic() < deadline, f"{self.device}: no write after the restart"
-            time.sleep(0.1)
+        while not self.ends or self.ends[-1] <= moment:
+            assert time.monotonic() < deadline, f"{self.device}: no write completed after"
+            time.sleep(0.05)
+
+    def stall(self, since: float, until: float) -> float:
+        """The longest time without a completed write between ``since`` and the first
+        completion after ``until``: how long this LUN stood still."""
+        ends = list(self.ends)
+        window = [since] + [e for e in ends if since < e <= until]
+        window += [e for e in ends if e > until][:1]
+        return max(b - a for a, b in itertools.pairwise(window))
 
 
 def test_restart_with_eight_luns_under_io_resumes_every_lun(
@@ -123,7 +126,7 @@ def test_restart_with_eight_luns_under_io_resumes_every_lun(
         probes = [Probe(lun.block, 6 * MiB) for lun in luns]
         for probe in probes:
             probe.start()
-        figures: list[tuple[str, list[float]]] = []
+        windows: list[tuple[str, float, float]] = []
         kinds = iter(["SIGTERM + start", "SIGKILL + start"])
 
         def restart() -> None:
@@ -135,7 +138,10 @@ def test_restart_with_eight_luns_under_io_resumes_every_lun(
             else:
                 daemon.kill()
             daemon.start()
-            figures.append((kind, [p.resumed_after(moment) for p in probes]))
+            up = time.monotonic()
+            for probe in probes:  # every LUN resumed: a write completed after the start
+                probe.wait_for_a_write_after(up)
+            windows.append((kind, moment, up))
 
         # fio over all eight block devices (4 MiB each), checksummed.
         devices = ":".join(lun.block for lun in luns)
@@ -149,8 +155,9 @@ def test_restart_with_eight_luns_under_io_resumes_every_lun(
     assert no_hung_tasks() == ""
     new = kernel_log()[log_before:]
     assert not [line for line in new if LOCKUP.search(line)], "\n".join(new[-40:])
-    for kind, seconds in figures:
-        print(f"restart ({kind}) with 8 LUNs under I/O: every LUN resumed; time to the "
-              f"first completed write per LUN: max {max(seconds):.2f} s, "
-              f"min {min(seconds):.2f} s ({', '.join(f'{s:.2f}' for s in seconds)})")
+    for kind, moment, up in windows:
+        stalls = [p.stall(moment, up) for p in probes]
+        print(f"restart ({kind}) with 8 LUNs under I/O: the new daemon served "
+              f"{up - moment:.2f} s after the stop began; longest time without a completed "
+              f"write per LUN: max {max(stalls):.2f} s ({', '.join(f'{s:.2f}' for s in stalls)})")
     print(out[-800:])
