@@ -161,3 +161,11 @@ def verified_writes(
 
 
 LOCKUP = re.compile(r"blocked for more than|soft lockup|hard LOCKUP|BUG:|hung_task|Oops")
+
+
+def assert_no_hang_since(log_before: int) -> None:
+    """No task in D state now, and no lockup or hung-task line in the kernel log
+    after its first ``log_before`` lines."""
+    assert no_hung_tasks() == ""
+    new = kernel_log()[log_before:]
+    assert not [line for line in new if LOCKUP.search(line)], "\n".join(new[-40:])

@@ -73,6 +73,13 @@ class Disk:
     def write(self, lba: int, data: bytes) -> SgResult:
         return self._rw(0x8A, lba, len(data) // BS, SgDirection.TO_DEV, bytearray(data))
 
+    def lands(self, lba: int, data: bytes) -> None:
+        """A write that must be GOOD and read back."""
+        good(self.write(lba, data))
+        result, seen = self.read(lba, len(data) // BS)
+        good(result)
+        assert seen == data, f"LBA {lba}: read back differs from what was written"
+
     def unmap(self, lba: int, blocks: int) -> SgResult:
         params = bytearray(24)
         params[0:2], params[2:4] = (22).to_bytes(2, "big"), (16).to_bytes(2, "big")
@@ -151,11 +158,7 @@ def test_eio_from_a_block_device_is_medium_error_and_clears(
             result, data = disk.read(start - 64, 128)
             good(result)
             assert data == pattern
-            fresh = os.urandom(8 * BS)
-            good(disk.write(16, fresh))
-            result, data = disk.read(16, 8)
-            good(result)
-            assert data == fresh
+            disk.lands(16, os.urandom(8 * BS))
             serving(daemon)
     finally:
         opts.write_text("0\n")
@@ -215,18 +218,10 @@ def test_enospc_is_space_allocation_failed_thin_and_write_error_thick(
         assert seen == other_data
         # Thin recovery: UNMAP the first chunk, and the failed write goes through.
         good(thin.unmap(0, chunk))
-        retry = os.urandom(chunk * BS)
-        good(thin.write(failed, retry))
-        result, seen = thin.read(failed, chunk)
-        good(result)
-        assert seen == retry
+        thin.lands(failed, os.urandom(chunk * BS))
         # Thick recovery: more room.
         subprocess.run(["mount", "-o", "remount,size=32m", str(small)], check=True)
-        fresh = os.urandom(8 * BS)
-        good(thick.write(100, fresh))
-        result, seen = thick.read(100, 8)
-        good(result)
-        assert seen == fresh
+        thick.lands(100, os.urandom(8 * BS))
         serving(daemon)
 
 
@@ -253,11 +248,7 @@ def test_backing_file_truncated_then_deleted_under_the_lun(
             result, _ = disk.read(lba, blocks)
             assert sense_of(result) == (READ_ERROR, max(lba, end_lba)), (lba, blocks)
         # A write past the end lands (the file grows again to hold it).
-        fresh = os.urandom(16 * BS)
-        good(disk.write(7000, fresh))
-        result, seen = disk.read(7000, 16)
-        good(result)
-        assert seen == fresh
+        disk.lands(7000, os.urandom(16 * BS))
         # The fault cleared (the file at its size again): the lost blocks read as the
         # zeros the file now holds, the rest as written.
         os.truncate(image, size)

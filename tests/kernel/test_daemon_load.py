@@ -25,13 +25,12 @@ from pathlib import Path
 
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
 from tests.kernel.daemon_rig import (
-    LOCKUP,
     DaemonProcess,
     Lun,
     MiB,
+    assert_no_hang_since,
     export,
     kernel_log,
-    no_hung_tasks,
     user_backstore,
     verified_writes,
 )
@@ -68,9 +67,7 @@ def test_eight_luns_1mib_writes_at_qd32_with_a_small_data_area(
         assert not re.search(r"err=\s*[1-9]", out), out[-3000:]
         assert "verify" not in done.stderr.lower(), done.stderr[-2000:]
         assert daemon.proc is not None and daemon.proc.poll() is None and daemon.starts == 1
-    assert no_hung_tasks() == ""
-    new = kernel_log()[log_before:]
-    assert not [line for line in new if LOCKUP.search(line)], "\n".join(new[-40:])
+    assert_no_hang_since(log_before)
     print(f"8 LUNs x 32 MiB of 1 MiB writes at QD32, 8 MiB data areas:\n{out[-1200:]}")
 
 
@@ -152,9 +149,7 @@ def test_restart_with_eight_luns_under_io_resumes_every_lun(
             probe.join(60)
         assert not [e for p in probes for e in p.errors], [e for p in probes for e in p.errors]
     assert daemon.starts == 3
-    assert no_hung_tasks() == ""
-    new = kernel_log()[log_before:]
-    assert not [line for line in new if LOCKUP.search(line)], "\n".join(new[-40:])
+    assert_no_hang_since(log_before)
     for kind, moment, up in windows:
         stalls = [p.stall(moment, up) for p in probes]
         print(f"restart ({kind}) with 8 LUNs under I/O: the new daemon served "
