@@ -10,6 +10,7 @@ be well formed, and a rejected command must leave the backing file as it was.
 from __future__ import annotations
 
 import random
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,10 @@ class Device:
         return result
 
 
-@pytest.fixture(params=["vdisk", "vdisk-4k-ro", "vcdrom", "perf"])
+KINDS = ["vdisk", "vdisk-4k-ro", "vcdrom", "perf"]
+
+
+@pytest.fixture(params=KINDS)
 def device(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Device]:
     dev = Device(request.param, tmp_path)
     yield dev
@@ -98,8 +102,14 @@ def test_the_kernel_tests_seed_in_process(device: Device) -> None:
     fuzz(device, 14, 1500)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
-def test_random_seeds(device: Device, seed: int) -> None:
-    fuzz(device, seed, 120)
+def test_random_seeds(kind: str, seed: int) -> None:
+    """A fresh device per example, so a failing seed reproduces on its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = Device(kind, Path(tmp))
+        try:
+            fuzz(dev, seed, 120)
+        finally:
+            dev.handler.close()
