@@ -100,15 +100,20 @@ class DirectIO:
     """Reads and writes on an O_DIRECT descriptor, bouncing what is not aligned.
 
     ``buffered_fd`` (the same file without O_DIRECT) serves only the bytes past the
-    last whole alignment unit of a file whose size is not a multiple of
-    ``align``: a direct write there would have to extend the file.
+    last whole alignment unit of a regular file whose size is not a multiple of
+    ``align``: a direct write there would have to extend the file. A block device
+    (``block_device``) is written direct everywhere.
     The ``flags`` given to :meth:`write` go to every ``pwritev`` (RWF_DSYNC for FUA).
     """
 
-    def __init__(self, fd: int, buffered_fd: int, align: int) -> None:
+    def __init__(
+        self, fd: int, buffered_fd: int, align: int, *, block_device: bool = False
+    ) -> None:
         self.fd = fd
         self.buffered_fd = buffered_fd
         self.align = align
+        #: A block device never grows and its fstat size is 0: every unit goes direct.
+        self.block_device = block_device
         self.locks = RangeLock()
         self.bounced = 0  # requests that went through a bounce buffer (tests, stats)
         # Direct I/O straight from/to the caller's memory needs the kernel to pin its
@@ -129,23 +134,24 @@ class DirectIO:
 
     # -- read ------------------------------------------------------------------
 
-    def read(self, offset: int, views: Sequence[memoryview]) -> None:
-        """Fill ``views`` from ``offset``; bytes past the end of the file read as zeros."""
+    def read(self, offset: int, views: Sequence[memoryview]) -> int:
+        """Fill ``views`` from ``offset``; bytes past the end of the file read as zeros.
+
+        Returns how many bytes the file held (less than asked: it ends early)."""
         length = sum(len(v) for v in views)
         if length == 0:
-            return
+            return 0
         if not self.is_aligned(offset, views):
-            self._bounce_read(offset, views, length)
-            return
+            return self._bounce_read(offset, views, length)
         try:
-            self._direct_read(offset, views, length)
+            return self._direct_read(offset, views, length)
         except OSError as exc:
             if exc.errno != errno.EFAULT:
                 raise
             self.zero_copy = False
-            self._bounce_read(offset, views, length)
+            return self._bounce_read(offset, views, length)
 
-    def _direct_read(self, offset: int, views: Sequence[memoryview], length: int) -> None:
+    def _direct_read(self, offset: int, views: Sequence[memoryview], length: int) -> int:
         got = 0
         rest: list[memoryview] = list(views)
         while got < length:
@@ -156,19 +162,20 @@ class DirectIO:
             if got < length and got % self.align:
                 # An unaligned short read happens only at the end of the file; what
                 # follows cannot be read direct, so let the bounce path finish it.
-                self._bounce_read(offset + got, _skip(views, got), length - got)
-                return
+                return got + self._bounce_read(offset + got, _skip(views, got), length - got)
             rest = _skip(views, got)
         if got < length:
             _zero(views, got)
+        return got
 
-    def _bounce_read(self, offset: int, views: Sequence[memoryview], length: int) -> None:
+    def _bounce_read(self, offset: int, views: Sequence[memoryview], length: int) -> int:
         self.bounced += 1
         a0 = _floor(offset, self.align)
         a1 = _ceil(offset + length, self.align)
         bounce = aligned_buffer(a1 - a0)
-        self._pread_full(bounce, a0)  # a short read leaves the buffer's zeros
+        got = self._pread_full(bounce, a0)  # a short read leaves the buffer's zeros
         _copy_views(views, bounce[offset - a0 : offset - a0 + length])
+        return max(0, min(length, got - (offset - a0)))
 
     def _pread_full(self, bounce: memoryview, file_offset: int) -> int:
         """Direct read into a page-aligned buffer until it is full or the file ends."""
@@ -192,7 +199,10 @@ class DirectIO:
         with self.locks.hold(a0, a1):
             # Units past the file's last whole unit cannot be written direct without
             # growing the file; they go through the page cache.
-            direct_end = min(a1, _floor(os.fstat(self.fd).st_size, self.align))
+            # (Issue 14: a block device's st_size is 0, so every BLOCKIO write went
+            # through the page cache: GOOD even with the disk offline.)
+            direct_end = a1 if self.block_device else min(
+                a1, _floor(os.fstat(self.fd).st_size, self.align))
             if self.is_aligned(offset, views) and offset + length <= direct_end:
                 try:
                     pwritev_all(self.fd, views, offset, flags)

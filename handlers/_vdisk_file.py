@@ -130,7 +130,8 @@ class FileBackend:
         try:
             if self.mode.direct:
                 self.fd = self._open_fd(self.mode.open_flags | os.O_DIRECT)
-                self._direct = DirectIO(self.fd, self._buffered_fd, self._direct_alignment())
+                self._direct = DirectIO(self.fd, self._buffered_fd, self._direct_alignment(),
+                                        block_device=self.is_block_device)
             else:
                 self.fd = self._buffered_fd
             self.refresh_size()
@@ -300,14 +301,20 @@ class FileBackend:
             if self._nowait.active:
                 got = self._read_nowait(offset, length, views)
             elif self._direct:
-                self._direct.read(offset, views)
-                return
+                got = self._direct.read(offset, views)
             else:
                 got = DataBuffer(views).preadv(self.fd, offset)
         except OSError as exc:
             raise self._error(f"read of {length} bytes at {offset}", exc) from None
-        if got < length:  # the file shrank under us: never hand out stale bytes
+        if got < length:
+            # The file shrank under us (the LUN's capacity is its size at open): the
+            # blocks past its end are lost, and zeros or stale bytes would pass for
+            # data. MEDIUM ERROR names the first missing block.
             DataBuffer(views).fill_zero(got)
+            raise BackendError(
+                f"read of {length} bytes at {offset} on {self.path}: the file ends at "
+                f"{offset + got}, inside the device", errno.EIO, offset=offset + got,
+            )
 
     def write(
         self, offset: int, length: int, buf: DataBuffer, buf_offset: int = 0, *, fua: bool = False

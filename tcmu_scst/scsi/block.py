@@ -17,13 +17,16 @@ from tcmu_scst.command import DataBuffer
 class BackendError(Exception):
     """The backing store failed an operation; ``errno`` says how (EIO, ENOSPC, ...).
 
-    The SBC layer answers it with MEDIUM ERROR (read/write), or SPACE ALLOCATION
+    The SBC layer answers it with MEDIUM ERROR (read/write) whose INFORMATION field
+    holds the LBA of ``offset`` (else the command's first LBA), or SPACE ALLOCATION
     FAILED for ENOSPC on a thin-provisioned device.
     """
 
-    def __init__(self, message: str, errno: int = 0) -> None:
+    def __init__(self, message: str, errno: int = 0, *, offset: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+        #: Byte offset in the backing store where it failed, when the backend knows.
+        self.offset = offset
 
 
 class WouldBlock(Exception):

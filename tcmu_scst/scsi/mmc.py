@@ -146,7 +146,7 @@ def _usage(*octets: int) -> bytes:
     return bytes(octets)
 
 
-_LOCAL_COMMANDS = (
+MMC_COMMANDS = (
     # MSF 02h; FORMAT 0Fh; TRACK/SESSION NUMBER; ALLOCATION LENGTH; control bits
     # 7-6 carry the old (SFF-8020) format field, which check_cdb ignores.
     local_spec(READ_TOC_PMA_ATIP, "READ TOC/PMA/ATIP",
@@ -215,7 +215,7 @@ class MmcDevice(SpcDevice):
             SET_CD_SPEED: lambda cmd, cdb: Result(),  # one speed: any request is met
             MECHANISM_STATUS: self._mechanism_status,
         }
-        for spec in _LOCAL_COMMANDS:
+        for spec in MMC_COMMANDS:
             self.register_local(spec, handlers[spec.opcode])
 
     # -- medium and tray ------------------------------------------------------------

@@ -237,22 +237,31 @@ class SbcDevice(SpcDevice):
             raise SenseError.invalid_field_in_command_iu()
 
     @contextmanager
-    def _backend_errors(self, writing: bool) -> Iterator[None]:
-        """Turn backing-store failures into MEDIUM ERROR / SPACE ALLOCATION FAILED."""
+    def _backend_errors(self, writing: bool, lba: int | None = None) -> Iterator[None]:
+        """Turn backing-store failures into MEDIUM ERROR / SPACE ALLOCATION FAILED;
+        ``lba``: the command's first block (for the INFORMATION field)."""
         try:
             yield
         except (BackendError, OSError) as error:
-            raise self._backend_failure(error, writing) from error
+            raise self._backend_failure(error, writing, lba) from error
 
-    def _backend_failure(self, error: BackendError | OSError, writing: bool) -> SenseError:
+    def _backend_failure(
+        self, error: BackendError | OSError, writing: bool, lba: int | None = None
+    ) -> SenseError:
+        """SBC-4 4.18 (medium errors): the INFORMATION field holds the LBA of the
+        first block that failed: the one the backend names, else the command's
+        first block (a failed pread/pwrite does not say which block it stopped at)."""
         code = error.errno or 0
         log.warning("%s: backing store %s failed: %s", self.config.name,
                     "write" if writing else "read", error)
         if writing and code == errno.ENOSPC and self.config.thin_provisioned:
             return SenseError.space_allocation_failed()
+        offset = getattr(error, "offset", None)
+        if offset is not None:
+            lba = offset // self.config.block_size
         if writing:
-            return SenseError.write_error()
-        return SenseError.read_error()
+            return SenseError.write_error(lba)
+        return SenseError.read_error(lba)
 
     # -- the data path's flat READ / WRITE ---------------------------------------
 
@@ -313,7 +322,7 @@ class SbcDevice(SpcDevice):
                 else:
                     self.backend.read(lba * bs, length, cmd.data, 0)
             except (BackendError, OSError) as error:
-                raise self._backend_failure(error, writing) from error
+                raise self._backend_failure(error, writing, lba) from error
         return RESULT_GOOD if writing else data_in_result(length)
 
     # -- READ / WRITE ------------------------------------------------------------
@@ -327,7 +336,7 @@ class SbcDevice(SpcDevice):
         # reads through the same cache the writes went to.
         length = min(blocks * bs, len(cmd.data))
         if length:
-            with self._locks.shared(lba, lba + blocks), self._backend_errors(False):
+            with self._locks.shared(lba, lba + blocks), self._backend_errors(False, lba):
                 self.backend.read(lba * bs, length, cmd.data, 0)
         return data_in_result(length)
 
@@ -337,7 +346,7 @@ class SbcDevice(SpcDevice):
         if blocks == 0:
             return Result()
         bs = self.config.block_size
-        with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
+        with self._locks.shared(lba, lba + blocks), self._backend_errors(True, lba):
             self.backend.write(lba * bs, blocks * bs, cmd.data, 0, fua=self._durable(fua))
         return Result()
 
@@ -481,7 +490,7 @@ class SbcDevice(SpcDevice):
         if blocks == 0:
             return Result()
         offset, length = lba * bs, blocks * bs
-        with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
+        with self._locks.shared(lba, lba + blocks), self._backend_errors(True, lba):
             # Deallocated blocks read as zeros (LBPRZ=1), so only a zero block may
             # be unmapped instead of written.
             if unmap and not any(block):
@@ -539,7 +548,7 @@ class SbcDevice(SpcDevice):
             raise SenseError.invalid_field_in_parameter_list(8 + 8)
         bs = self.config.block_size
         for lba, blocks in ranges:
-            with self._locks.shared(lba, lba + blocks), self._backend_errors(True):
+            with self._locks.shared(lba, lba + blocks), self._backend_errors(True, lba):
                 self._discard(lba * bs, blocks * bs)
         return Result()
 
@@ -723,13 +732,13 @@ class SbcDevice(SpcDevice):
 
     def read_blocks(self, lba: int, count: int) -> bytes:
         bs = self.config.block_size
-        with self._locks.shared(lba, lba + count), self._backend_errors(False):
+        with self._locks.shared(lba, lba + count), self._backend_errors(False, lba):
             return self.backend.read_bytes(lba * bs, count * bs)
 
     def write_blocks(self, lba: int, data: bytes) -> None:
         bs = self.config.block_size
         count = len(data) // bs
-        with self._locks.shared(lba, lba + count), self._backend_errors(True):
+        with self._locks.shared(lba, lba + count), self._backend_errors(True, lba):
             self.backend.write_bytes(lba * bs, data, fua=self._durable(False))
 
     def _copy_status(self, cmd: Command, cdb: bytes) -> Result:

@@ -176,12 +176,12 @@ class SenseError(Exception):
         return cls(DATA_PROTECT, 0x27, 0x07)
 
     @classmethod
-    def read_error(cls) -> SenseError:  # 11/00 UNRECOVERED READ ERROR
-        return cls(MEDIUM_ERROR, 0x11, 0x00)
+    def read_error(cls, lba: int | None = None) -> SenseError:  # 11/00 UNRECOVERED READ ERROR
+        return cls(MEDIUM_ERROR, 0x11, 0x00, information=lba)
 
     @classmethod
-    def write_error(cls) -> SenseError:  # 0C/00
-        return cls(MEDIUM_ERROR, 0x0C, 0x00)
+    def write_error(cls, lba: int | None = None) -> SenseError:  # 0C/00 WRITE ERROR
+        return cls(MEDIUM_ERROR, 0x0C, 0x00, information=lba)
 
     @classmethod
     def miscompare(cls, offset: int) -> SenseError:  # 1D/00 MISCOMPARE DURING VERIFY OPERATION

@@ -22,6 +22,7 @@ import pytest
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import CoreBackstore, FileioBackstore
 from tcmu_scst.kernel.scsi_nodes import ScsiNodes
+from tests.kernel.daemon_rig import DaemonProcess
 from tests.kernel.tcmu_rig import export_loop
 
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -121,3 +122,12 @@ def modprobe() -> Iterator[Callable[..., None]]:
     yield load
     for module in reversed(loaded):
         subprocess.run(["modprobe", "-r", module], check=False)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """``tcmu-scst daemon`` as a process (not yet started: ``daemon.start()``);
+    stopped at teardown (SIGCONT, SIGTERM, exit status 0 expected)."""
+    d = DaemonProcess(tmp_path)
+    yield d
+    d.stop()

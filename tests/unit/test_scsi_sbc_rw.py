@@ -8,6 +8,7 @@ import pytest
 
 from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer
 from tcmu_scst.scsi import opcodes as op
+from tcmu_scst.scsi.block import BackendError
 from tcmu_scst.testing import scsi_harness as h
 from tcmu_scst.testing.scsi_harness import STALE, make_disk, run
 
@@ -173,6 +174,29 @@ def test_backend_errors_become_medium_errors() -> None:
     backend.fail("write", errno.ENOSPC)
     assert run(dev.execute, h.rw_cdb(op.WRITE_10, 0, 1),
                data_out=pattern(1)).sense.code == (3, 0x0C, 0)
+
+
+def test_medium_errors_carry_the_lba_in_the_information_field() -> None:
+    """Issue 14: MEDIUM ERROR with the LBA (VALID bit, INFORMATION): the command's
+    first block when the backend cannot say more, the failing block when it can."""
+    dev, backend = make_disk()
+    backend.fail("read", errno.EIO)
+    backend.fail("write", errno.ENOSPC)
+    for cdb in (h.rw_cdb(op.READ_10, 77, 2), h.rw_cdb(op.READ_16, 77, 2),
+                h.rw_cdb(op.READ_6, 77, 2)):
+        reply = run(dev.execute, cdb, in_len=2 * BS)
+        assert (reply.sense.code, reply.sense.information) == ((3, 0x11, 0), 77), cdb.hex()
+    for cdb in (h.rw_cdb(op.WRITE_10, 9, 1), h.rw_cdb(op.WRITE_16, 9, 1)):
+        reply = run(dev.execute, cdb, data_out=pattern(1))
+        assert (reply.sense.code, reply.sense.information) == ((3, 0x0C, 0), 9), cdb.hex()
+    backend.heal()
+
+    def cut_short(offset: int, length: int, *args: object, **kwargs: object) -> None:
+        raise BackendError("the file ends", errno.EIO, offset=offset + 3 * BS)
+
+    backend.read = cut_short  # type: ignore[method-assign]
+    reply = run(dev.execute, h.rw_cdb(op.READ_10, 40, 8), in_len=8 * BS)
+    assert (reply.sense.code, reply.sense.information) == ((3, 0x11, 0), 43)
 
 
 def test_enospc_on_thin_device_is_space_allocation_failed() -> None:

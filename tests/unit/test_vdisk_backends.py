@@ -173,13 +173,25 @@ def test_read_only_opens_a_file_without_write_permission(tmp_path: Path) -> None
     backend.close()
 
 
-def test_read_past_a_shrunk_file_returns_zeros_not_stale_bytes(tmp_path: Path) -> None:
-    path = make_file(tmp_path, 8192)
-    backend = FileBackend(path, 512, FileMode())
+@pytest.mark.parametrize("o_direct", [False, True])
+def test_read_past_a_shrunk_file_is_an_error_naming_where_it_ends(
+    tmp_path: Path, o_direct: bool
+) -> None:
+    """Issue 14: the file cut under the LUN; before, the missing blocks read as zeros
+    with GOOD, silently. Now an EIO BackendError with the offset where the file ends
+    (MEDIUM ERROR with that LBA), and no stale byte left in the buffer."""
+    path = make_file(tmp_path, 16384)
+    Path(path).write_bytes(os.urandom(16384))
+    backend = FileBackend(path, 512, FileMode(o_direct=o_direct))
     os.truncate(path, 4096)
-    out = DataBuffer([memoryview(bytearray(b"\xaa" * 8192))])
-    backend.read(0, 8192, out)
-    assert out.read() == bytes(8192)
+    for offset, length in ((0, 8192), (4096, 4096), (5120, 512)):
+        out = DataBuffer([memoryview(bytearray(b"\xaa" * length))])
+        with pytest.raises(BackendError, match="the file ends at") as info:
+            backend.read(offset, length, out)
+        assert info.value.errno == errno.EIO and info.value.offset == max(offset, 4096)
+        expected = Path(path).read_bytes()[offset : offset + length]
+        assert out.read() == expected + bytes(length - len(expected))
+    assert backend.read_bytes(0, 4096) == Path(path).read_bytes()  # what is there still reads
     backend.close()
 
 

@@ -218,8 +218,32 @@ def test_direct_io_reads_past_eof_as_zeros(tmp_path: Path) -> None:
         dio = DirectIO(fd, buffered, 4096)
         view = aligned_buffer(4096 * 3)
         view[:] = b"\x55" * len(view)
-        dio.read(4096, [view])
+        assert dio.read(4096, [view]) == 4096  # what the file held: one unit
         assert bytes(view) == bytes(len(view))
+    finally:
+        os.close(fd)
+        os.close(buffered)
+
+
+def test_a_block_device_is_written_direct_never_through_the_page_cache(tmp_path: Path) -> None:
+    """Issue 14: fstat gives a block device st_size 0, which made every BLOCKIO write
+    look "past the end" and go through the buffered fd: GOOD from the page cache even
+    with the disk offline. Stand-ins: ``fd`` an empty file (st_size 0 like a block
+    device), ``buffered`` another file that must stay untouched."""
+    device, cache = tmp_path / "device", tmp_path / "cache"
+    device.write_bytes(b"")
+    cache.write_bytes(b"")
+    fd = os.open(device, os.O_RDWR)
+    buffered = os.open(cache, os.O_RDWR)
+    try:
+        dio = DirectIO(fd, buffered, 512, block_device=True)
+        view = aligned_buffer(4096)
+        view[:] = b"\x5a" * 4096
+        dio.write(8192, [view], 0)
+        dio.write(12800, [view[:1000]], 0)  # unaligned: read-modify-write, still direct
+        data = device.read_bytes()
+        assert data[8192:] == b"\x5a" * 4096 + bytes(512) + b"\x5a" * 1000 + bytes(24)
+        assert cache.stat().st_size == 0
     finally:
         os.close(fd)
         os.close(buffered)

@@ -1,0 +1,265 @@
+"""Backing-store faults under a served LUN, in the lab guest (issue 14).
+
+``tcmu-scst daemon`` (a process) serves vdisks exported through tcm_loop; commands go
+through the kernel's sg driver (SG_IO) so the test sees the exact status and sense:
+
+* EIO: a BLOCKIO vdisk on a scsi_debug disk. scsi_debug's medium-error option makes
+  reads of a block range fail (the block layer's ENODATA/EIO), and an ``offline``
+  SCSI device fails everything (EIO). The initiator gets MEDIUM ERROR with the LBA,
+  never GOOD; a second LUN on a healthy file keeps serving; clearing the fault
+  (option off, device ``running``) makes the same commands GOOD with the right data;
+* ENOSPC: sparse files larger than the small tmpfs holding them. A thin vdisk answers
+  DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (27/07), a thick one MEDIUM
+  ERROR, WRITE ERROR (0C/00) with the LBA; acknowledged writes read back; UNMAP (thin)
+  or a bigger tmpfs lets the same write through;
+* the backing file truncated under the LUN: blocks past its new end read as MEDIUM
+  ERROR 11/00 with the first missing LBA (before this issue: zeros with GOOD), blocks
+  before it read intact, a write there lands; deleted: the open file keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tcmu_scst.handlers.sg_io import DID_OK, SgDevice, SgDirection, SgResult
+from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
+from tcmu_scst.service import control
+from tcmu_scst.testing.scsi_harness import Sense
+from tests.kernel.daemon_rig import DaemonProcess, MiB, export, user_backstore
+from tests.kernel.tcmu_rig import load_scsi_debug
+
+BS = 512
+MAX_BLOCKS = MiB // BS  # hw_max_sectors: sg refuses more in one command (EINVAL)
+GOOD, CHECK_CONDITION = 0x00, 0x02
+READ_ERROR, WRITE_ERROR = (0x3, 0x11, 0x00), (0x3, 0x0C, 0x00)
+SPACE_ALLOCATION_FAILED = (0x7, 0x27, 0x07)
+SCSI_DEBUG_OPT_MEDIUM_ERR = 2  # scsi_debug "opts" bit: reads of a block range fail
+
+
+class Disk:
+    """One exported vdisk, driven through its sg node."""
+
+    def __init__(self, stack: contextlib.ExitStack, name: str, size: int, **params: object) -> None:
+        config = to_dev_config(VdiskParams(name=name, **params))  # type: ignore[arg-type]
+        self.lun = export(stack, user_backstore(stack, name, config, size))
+        self.sg = SgDevice.open(self.lun.sg)
+        stack.callback(self.sg.close)
+
+    def _rw(self, opcode: int, lba: int, blocks: int, direction: SgDirection,
+            buffer: bytearray) -> SgResult:
+        cdb = bytes((opcode, 0)) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + bytes(2)
+        result = self.sg.execute(cdb, direction, [memoryview(buffer)], len(buffer),
+                                 timeout_ms=30_000)
+        assert result.host_status == DID_OK, f"host status {result.host_status:#x}"
+        return result
+
+    def read(self, lba: int, blocks: int) -> tuple[SgResult, bytes]:
+        """READ(16) in commands of at most 1 MiB (the LUN's max transfer); the first
+        failed command's result, or the last one's, and the bytes read."""
+        data = b""
+        for first in range(lba, lba + blocks, MAX_BLOCKS):
+            count = min(MAX_BLOCKS, lba + blocks - first)
+            buffer = bytearray(count * BS)
+            result = self._rw(0x88, first, count, SgDirection.FROM_DEV, buffer)
+            data += bytes(buffer)
+            if result.status != GOOD:
+                break
+        return result, data
+
+    def write(self, lba: int, data: bytes) -> SgResult:
+        return self._rw(0x8A, lba, len(data) // BS, SgDirection.TO_DEV, bytearray(data))
+
+    def lands(self, lba: int, data: bytes) -> None:
+        """A write that must be GOOD and read back."""
+        good(self.write(lba, data))
+        result, seen = self.read(lba, len(data) // BS)
+        good(result)
+        assert seen == data, f"LBA {lba}: read back differs from what was written"
+
+    def unmap(self, lba: int, blocks: int) -> SgResult:
+        params = bytearray(24)
+        params[0:2], params[2:4] = (22).to_bytes(2, "big"), (16).to_bytes(2, "big")
+        params[8:16], params[16:20] = lba.to_bytes(8, "big"), blocks.to_bytes(4, "big")
+        cdb = bytes((0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0))
+        return self.sg.execute(cdb, SgDirection.TO_DEV, [memoryview(params)], 24)
+
+
+def sense_of(result: SgResult) -> tuple[tuple[int, int, int], int | None]:
+    assert result.status == CHECK_CONDITION, f"status {result.status:#x}, wanted an error"
+    sense = Sense.parse(result.sense)
+    return sense.code, sense.information
+
+
+def good(result: SgResult) -> None:
+    assert result.status == GOOD, f"status {result.status:#x} sense {result.sense.hex()}"
+
+
+def serving(daemon: DaemonProcess) -> None:
+    assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon died"
+    assert control.request("ping", daemon.sock)["pid"] == daemon.proc.pid
+    assert daemon.starts == 1
+
+
+def healthy_disk(stack: contextlib.ExitStack, tmp: Path) -> tuple[Disk, bytes]:
+    """A second LUN on a healthy file, with 64 KiB written: it must keep serving."""
+    image = tmp / "healthy.img"
+    image.write_bytes(bytes(4 * MiB))
+    disk = Disk(stack, "healthy", 4 * MiB, filename=str(image))
+    data = os.urandom(64 * 1024)
+    good(disk.write(0, data))
+    return disk, data
+
+
+def test_eio_from_a_block_device_is_medium_error_and_clears(
+    tmp_path: Path, modprobe: Callable[..., None], daemon: DaemonProcess
+) -> None:
+    start, count = 4096, 64  # the blocks scsi_debug fails (medium_error_start/count)
+    info = load_scsi_debug(modprobe, "dev_size_mb=16", f"medium_error_start={start}",
+                           f"medium_error_count={count}", need_block=True)
+    assert info.block is not None
+    opts = Path("/sys/bus/pseudo/drivers/scsi_debug/opts")
+    state = Path(f"/sys/class/scsi_device/{info.hctl}/device/state")
+    daemon.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            disk = Disk(stack, "eio", 16 * MiB, filename=info.block, blockio=True)
+            other, other_data = healthy_disk(stack, tmp_path)
+            pattern = os.urandom(128 * BS)
+            good(disk.write(start - 64, pattern))  # writes are not failed by the option
+            opts.write_text(f"{SCSI_DEBUG_OPT_MEDIUM_ERR}\n")
+            # A read that covers the bad range fails with the LBA of the command's
+            # first block, or of the first bad one when the kernel read up to it.
+            result, _ = disk.read(start - 64, 128)
+            code, lba = sense_of(result)
+            assert code == READ_ERROR and lba in (start - 64, start), (code, lba)
+            result, _ = disk.read(start + 10, 1)
+            assert sense_of(result) == (READ_ERROR, start + 10)
+            result, data = disk.read(0, 64)  # outside the range: served
+            good(result)
+            result, data = other.read(0, 128)
+            good(result)
+            assert data == other_data, "the other LUN stopped serving"
+            # The whole device gone (offline): reads and writes fail, never GOOD.
+            state.write_text("offline\n")
+            try:
+                result, _ = disk.read(8, 8)
+                assert sense_of(result) == (READ_ERROR, 8)
+                result = disk.write(16, os.urandom(8 * BS))
+                assert sense_of(result) == (WRITE_ERROR, 16)
+                good(other.write(256, os.urandom(8 * BS)))
+            finally:
+                state.write_text("running\n")
+            opts.write_text("0\n")
+            # Cleared: the same reads are GOOD and return what was written.
+            result, data = disk.read(start - 64, 128)
+            good(result)
+            assert data == pattern
+            disk.lands(16, os.urandom(8 * BS))
+            serving(daemon)
+    finally:
+        opts.write_text("0\n")
+        delete = Path(f"/sys/class/scsi_device/{info.hctl}/device/delete")
+        daemon.stop()  # closes the BLOCKIO fd: scsi_debug can go (modprobe's teardown)
+        if delete.exists():
+            delete.write_text("1")
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "fault", str(where)],
+                   check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_enospc_is_space_allocation_failed_thin_and_write_error_thick(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    daemon.start()
+    with small_tmpfs(tmp_path / "small", "2m") as small, contextlib.ExitStack() as stack:
+        sizes = 8 * MiB  # each file is sparse and 4 times larger than the file system
+        for name in ("thin", "thick"):
+            with open(small / f"{name}.img", "wb") as f:
+                f.truncate(sizes)
+        thin = Disk(stack, "thin", sizes, filename=str(small / "thin.img"),
+                    thin_provisioned=True)
+        thick = Disk(stack, "thick", sizes, filename=str(small / "thick.img"))
+        other, other_data = healthy_disk(stack, tmp_path)
+        acked: list[tuple[int, bytes]] = []
+        chunk = 256 * 1024 // BS
+        failed = None
+        for lba in range(0, sizes // BS, chunk):
+            data = os.urandom(chunk * BS)
+            result = thin.write(lba, data)
+            if result.status != GOOD:
+                failed = lba
+                assert sense_of(result) == (SPACE_ALLOCATION_FAILED, None)
+                break
+            acked.append((lba, data))
+        assert failed is not None, "8 MiB fitted into a 2 MiB tmpfs?"
+        assert 2 <= len(acked) <= 8, len(acked)
+        # The thick disk on the same full file system: WRITE ERROR with the LBA.
+        result = thick.write(100, os.urandom(8 * BS))
+        assert sense_of(result) == (WRITE_ERROR, 100)
+        # Everything acknowledged reads back; the other LUN serves on.
+        for lba, data in acked:
+            result, seen = thin.read(lba, chunk)
+            good(result)
+            assert seen == data, f"acknowledged write at LBA {lba} lost"
+        result, seen = other.read(0, 128)
+        good(result)
+        assert seen == other_data
+        # Thin recovery: UNMAP the first chunk, and the failed write goes through.
+        good(thin.unmap(0, chunk))
+        thin.lands(failed, os.urandom(chunk * BS))
+        # Thick recovery: more room.
+        subprocess.run(["mount", "-o", "remount,size=32m", str(small)], check=True)
+        thick.lands(100, os.urandom(8 * BS))
+        serving(daemon)
+
+
+def test_backing_file_truncated_then_deleted_under_the_lun(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    size = 4 * MiB
+    image = tmp_path / "cut.img"
+    original = os.urandom(size)
+    image.write_bytes(original)
+    daemon.start()
+    with contextlib.ExitStack() as stack:
+        disk = Disk(stack, "cut", size, filename=str(image))
+        result, seen = disk.read(0, 2048)
+        good(result)
+        assert seen == original[: 2048 * BS]
+        # Cut to 1 MiB + 1 block: the blocks past it are gone.
+        end_lba = 2049
+        os.truncate(image, end_lba * BS)
+        result, seen = disk.read(0, 2049)
+        good(result)
+        assert seen == original[: 2049 * BS]
+        for lba, blocks in ((2049, 1), (2040, 16), (6000, 8)):
+            result, _ = disk.read(lba, blocks)
+            assert sense_of(result) == (READ_ERROR, max(lba, end_lba)), (lba, blocks)
+        # A write past the end lands (the file grows again to hold it).
+        disk.lands(7000, os.urandom(16 * BS))
+        # The fault cleared (the file at its size again): the lost blocks read as the
+        # zeros the file now holds, the rest as written.
+        os.truncate(image, size)
+        result, seen = disk.read(6000, 8)
+        good(result)
+        assert seen == bytes(8 * BS)
+        # Deleted: the daemon's open file keeps serving until the LUN goes.
+        image.unlink()
+        again = os.urandom(32 * BS)
+        good(disk.write(100, again))
+        result, seen = disk.read(0, 2049)
+        good(result)
+        assert seen == original[: 100 * BS] + again + original[132 * BS : 2049 * BS]
+        serving(daemon)
