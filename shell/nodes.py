@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .context import ShellContext
 
 BLOCK_SIZES = ("512", "1024", "2048", "4096")
-VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio"})
+VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vdisk_rbd"})
 # SCSI peripheral device type names (SPC), for the handlers' "type" files.
 TYPE_NAMES = {
     0x00: "Direct-access device (e.g., magnetic disk)",
