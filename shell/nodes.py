@@ -401,7 +401,8 @@ class VdiskNode(HandlerNode):
         """open NAME [PATH] [BLOCK_SIZE] [FLAGS...]: open PATH as virtual disk NAME.
 
         FLAGS: WRITE_THROUGH READ_ONLY O_DIRECT NULLIO NV_CACHE BLOCKIO REMOVABLE.
-        PATH may be left out only with NULLIO. BLOCK_SIZE is a power of 2 >= 512."""
+        PATH may be left out only with NULLIO; rbd:POOL/IMAGE[:conf=PATH][:id=USER] opens a
+        Ceph RBD image (vdisk_rbd). BLOCK_SIZE is a power of 2 >= 512."""
         from tcmu_scst.handlers import vdisk_params
 
         words = ["open", name, *([path] if path is not None else []), *flags]

@@ -219,4 +219,4 @@ def test_config_check_refuses_a_missing_pool_or_image(tmp_path: Path,
             continue
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(lines) == 1, proc.stdout + proc.stderr
-        assert f"{conf_file}:3" in lines[0] and words in lines[0], lines[0]
+        assert f"{conf_file}:2: device d0" in lines[0] and words in lines[0], lines[0]
