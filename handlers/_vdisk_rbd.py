@@ -117,6 +117,9 @@ class RbdBackend:
         self.spec = rbd_spec.parse(filename, f"vdisk {label}")
         self.label = label
         self.block_size = block_size
+        #: Whether librbd caches writes: without its cache a completed write is on the
+        #: OSDs already, and FUA needs no flush.
+        self.cached = not write_through
         cache = {"rbd_cache": "false" if write_through else "true",
                  # Write-back from the first write: the initiator flushes (WCE=1 says so).
                  "rbd_cache_writethrough_until_flush": "false",
@@ -161,7 +164,7 @@ class RbdBackend:
     def write_bytes(self, offset: int, data: bytes, *, fua: bool = False) -> None:
         try:
             self.image.write(data, offset)
-            if fua:
+            if fua and self.cached:
                 self.image.flush()
         except Exception as err:
             raise self._error("write", err) from None
@@ -234,7 +237,8 @@ class RbdBackend:
         self._submit("read", done, self.image.aio_read, offset, length, complete)
 
     def aio_write(self, offset: int, data: bytes, fua: bool, done: Done) -> None:
-        """Write ``data``; with ``fua`` a flush follows before ``done`` runs."""
+        """Write ``data``; with ``fua`` a flush follows (when cached) before ``done`` runs."""
+        fua = fua and self.cached
 
         def flushed(completion: Any) -> None:
             done(self._finish("flush", completion))

@@ -179,8 +179,11 @@ def test_open_configures_the_cluster_handle(cluster: FakeCluster) -> None:
 
 
 def test_write_through_turns_the_librbd_cache_off(cluster: FakeCluster) -> None:
-    open_disk(cluster, write_through=True)
+    handler, image = open_disk(cluster, write_through=True)
     assert cluster.conf["rbd_cache"] == "false"
+    # Every write is durable (WCE=0): without a cache, once librbd completes it.
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1, byte1=0x08), b"\x11" * 512)
+    assert reply.status == GOOD and image.calls == ["aio_write", "write"]
 
 
 def test_read_and_write_complete_asynchronously(cluster: FakeCluster) -> None:
