@@ -26,6 +26,7 @@ from tcmu_scst.scsi.block import BlockDeviceConfig
 from . import _vdisk_sys as sysio
 from ._vdisk_file import FileBackend, FileMode
 from ._vdisk_null import NullBackend
+from ._vdisk_rbd import RbdBackend
 from .vdisk_params import (
     BLOCKIO,
     FILEIO,
@@ -77,7 +78,7 @@ __all__ = [
 
 log = logging.getLogger("tcmu_scst.handlers.vdisk")
 
-Backend = FileBackend | NullBackend
+Backend = FileBackend | NullBackend | RbdBackend
 
 # READ(6/10/12/16) and WRITE(6/10/12/16): what try_inline attempts on the ring thread.
 _TRY_INLINE_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x0A, 0x2A, 0xAA, 0x8A})
@@ -88,6 +89,9 @@ def open_backend(params: VdiskParams) -> Backend:
     params.validate()
     if params.nullio:
         return NullBackend(params.nullio_size, params.blocksize)
+    if params.rbd:
+        return RbdBackend(params.filename, params.blocksize, read_only=params.read_only,
+                          write_through=params.write_through, label=params.name)
     mode = FileMode(
         read_only=params.read_only,
         write_through=params.write_through,
@@ -183,7 +187,7 @@ class VdiskHandler(Handler):
     def mode_names(self) -> str:
         """The 0.9.6 flags in effect, e.g. ``FILEIO WRITE_THROUGH``."""
         p = self.params
-        kind = "NULLIO" if p.nullio else "BLOCKIO" if p.blockio else "FILEIO"
+        kind = "NULLIO" if p.nullio else "BLOCKIO" if p.blockio else "RBD" if p.rbd else "FILEIO"
         flags = [
             name
             for name, on in (
@@ -215,6 +219,8 @@ class VdiskHandler(Handler):
             return None
         if isinstance(backend, NullBackend):
             return self.device.execute(cmd)  # no store: nothing ever waits
+        if isinstance(backend, RbdBackend):
+            return None
         return backend.try_nowait(lambda: self.device.execute(cmd))
 
     def on_tmr(self, notice: TmrNotice) -> None:
@@ -248,6 +254,8 @@ class VdiskHandler(Handler):
             backend.set_size(size, bs)
             self.device.notify_resized()
             return size
+        if isinstance(backend, RbdBackend):
+            raise HandlerError(f"vdisk {self.params.name}: an RBD image resizes in vdisk_rbd")
         current = backend.refresh_size()
         if size > current:
             if self.params.read_only or backend.is_block_device:
@@ -295,7 +303,12 @@ class VdiskHandler(Handler):
 
 def open_dev_config(dev_config: str) -> VdiskHandler:
     """The daemon's factory (``service.registry``): open a ``vdisk/...`` device."""
-    return VdiskHandler.from_dev_config(dev_config)
+    params = parse_dev_config(dev_config)
+    if params.rbd:
+        from .vdisk_rbd import RbdHandler  # a subclass of VdiskHandler: imported late
+
+        return RbdHandler(params)
+    return VdiskHandler(params)
 
 
 def _sbc_device(config: BlockDeviceConfig, backend: Backend) -> SbcDevice:

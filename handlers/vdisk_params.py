@@ -33,6 +33,8 @@ from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
 
+from . import rbd_spec
+
 DEFAULT_BLOCK_SIZE = 512
 #: SCST's VDISK_NULLIO_SIZE (sysfs era): 5/2 TiB. SCST 0.9.6 had 3/2 TiB.
 NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2
@@ -47,7 +49,9 @@ NAA_OUI = 0x001405
 FILEIO = "vdisk_fileio"
 BLOCKIO = "vdisk_blockio"
 NULLIO = "vdisk_nullio"
-HANDLER_NAMES = (FILEIO, BLOCKIO, NULLIO)
+#: Ours (not SCST's): an image in a Ceph cluster, ``filename rbd:POOL/IMAGE``.
+RBD = "vdisk_rbd"
+HANDLER_NAMES = (FILEIO, BLOCKIO, NULLIO, RBD)
 
 
 @dataclass(slots=True)
@@ -78,7 +82,14 @@ class VdiskParams:
         """The modern SCST handler for this device."""
         if self.nullio:
             return NULLIO
+        if self.rbd:
+            return RBD
         return BLOCKIO if self.blockio else FILEIO
+
+    @property
+    def rbd(self) -> bool:
+        """The backing store is a Ceph RBD image (``filename rbd:POOL/IMAGE...``)."""
+        return rbd_spec.is_rbd(self.filename)
 
     @property
     def nullio_size(self) -> int:
@@ -105,6 +116,8 @@ class VdiskParams:
 
     @property
     def vendor(self) -> str:
+        if self.rbd:
+            return "SCST_RBD"
         return "SCST_BIO" if self.blockio else "SCST_FIO"
 
     @property
@@ -125,7 +138,13 @@ class VdiskParams:
         check_block_size(self.blocksize)
         if self.nullio and self.blockio:
             raise HandlerError(f"{who}: NULLIO and BLOCKIO exclude each other; choose one")
-        if not self.nullio:
+        if self.rbd:
+            rbd_spec.parse(self.filename, who)
+            for flag, on in (("NULLIO", self.nullio), ("BLOCKIO", self.blockio),
+                             ("O_DIRECT", self.o_direct), ("NV_CACHE", self.nv_cache)):
+                if on:
+                    raise HandlerError(f"{who}: an RBD image cannot be {flag}; drop the flag")
+        elif not self.nullio:
             if not self.filename:
                 raise HandlerError(f"{who}: a backing file name is required (absolute path)")
             if not self.filename.startswith("/"):
@@ -341,6 +360,7 @@ ATTRIBUTES = {
     FILEIO: _COMMON | {"filename", "write_through", "nv_cache", "o_direct", "thin_provisioned"},
     BLOCKIO: _COMMON | {"filename", "write_through", "nv_cache", "thin_provisioned"},
     NULLIO: _COMMON | {"size", "size_mb"},
+    RBD: _COMMON | {"filename", "write_through", "thin_provisioned"},
 }
 #: SCST parameters we accept only at their default value (we do not implement them).
 _DEFAULT_ONLY = {
@@ -383,6 +403,12 @@ def parse_attributes(
             size = got
         else:  # filename, t10_dev_id, usn
             setattr(params, key, value)
+    if (handler == RBD) != params.rbd:
+        raise ConfigError(
+            f"{handler} {name}: filename {params.filename!r}: "
+            + ("give rbd:POOL/IMAGE[:conf=PATH][:id=USER]" if handler == RBD
+               else f"an rbd: image needs the {RBD} handler")
+        )
     params.size = size
     return params.validate()
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .context import ShellContext
 
 BLOCK_SIZES = ("512", "1024", "2048", "4096")
-VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio"})
+VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vdisk_rbd"})
 # SCSI peripheral device type names (SPC), for the handlers' "type" files.
 TYPE_NAMES = {
     0x00: "Direct-access device (e.g., magnetic disk)",
@@ -404,7 +404,8 @@ class VdiskNode(HandlerNode):
         """open NAME [PATH] [BLOCK_SIZE] [FLAGS...]: open PATH as virtual disk NAME.
 
         FLAGS: WRITE_THROUGH READ_ONLY O_DIRECT NULLIO NV_CACHE BLOCKIO REMOVABLE.
-        PATH may be left out only with NULLIO. BLOCK_SIZE is a power of 2 >= 512."""
+        PATH may be left out only with NULLIO; rbd:POOL/IMAGE[:conf=PATH][:id=USER] opens a
+        Ceph RBD image (vdisk_rbd). BLOCK_SIZE is a power of 2 >= 512."""
         from tcmu_scst.handlers import vdisk_params
 
         words = ["open", name, *([path] if path is not None else []), *flags]

@@ -253,12 +253,15 @@ def vdisk_backstore(
     block_size: int = 512,
     threads: int = 2,
     flags: Iterable[str] = (),
+    filename: str = "",
     **params: bool,
 ) -> BackstoreFactory:
     """Factory for OUR vdisk: a TCMU user backstore whose vdisk dev_config names a
     sparse file, served by a DeviceRunner thread of this process (no daemon: the
     backstore is created with nl_reply_supported=-1). ``params`` are VdiskParams flags
-    (write_through=True, thin_provisioned=True, ...); ``flags`` names more to set."""
+    (write_through=True, thin_provisioned=True, ...); ``flags`` names more to set.
+    ``filename`` instead of ``backing``: a store that exists already (an ``rbd:`` image
+    of ``size`` bytes)."""
     params = {**dict.fromkeys(flags, True), **params}
 
     def create(stack: ExitStack, cfs: Configfs) -> CoreBackstore:
@@ -269,13 +272,14 @@ def vdisk_backstore(
         from tcmu_scst.service import registry
         from tcmu_scst.service.device import serve_in_thread
 
-        if backing.exists():
-            backing.unlink()
-        with open(backing, "wb") as handle:
-            handle.truncate(size)
-        stack.callback(backing.unlink, missing_ok=True)
+        if not filename:
+            if backing.exists():
+                backing.unlink()
+            with open(backing, "wb") as handle:
+                handle.truncate(size)
+            stack.callback(backing.unlink, missing_ok=True)
         vdisk = vdisk_params.VdiskParams(
-            name="compliance1", filename=str(backing), blocksize=block_size
+            name="compliance1", filename=filename or str(backing), blocksize=block_size
         )
         for flag, value in params.items():
             if not isinstance(getattr(vdisk, flag, None), bool):

@@ -65,6 +65,14 @@ class RangeLock:
         """``with lock.exclusive(a, b):`` — alone on the range."""
         return _Hold(self, (start, end), True)
 
+    def acquire_shared(self, start: int, end: int) -> int:
+        """Take a shared hold without a ``with`` block (an I/O that completes on
+        another thread); returns the ticket to give :meth:`release_shared`."""
+        return self._acquire_shared((start, end))
+
+    def release_shared(self, ticket: int) -> None:
+        self._release(ticket, False)
+
     def _acquire_shared(self, span: tuple[int, int]) -> int:
         with self._cond:
             while self._exclusive and any(

@@ -102,6 +102,21 @@ def validate_config(config: BlockDeviceConfig) -> None:
         )
 
 
+# A backing store that is a network service (Ceph RBD) reports these when it does not
+# answer in time or cannot be reached: not a medium error, the store may come back.
+_UNREACHABLE_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
+                                 errno.ECONNREFUSED, errno.EHOSTUNREACH})
+
+
+class PlainExtent(NamedTuple):
+    """A READ/WRITE(10/16) the flat data path serves: what to transfer, checked."""
+
+    lba: int
+    blocks: int
+    writing: bool
+    durable: bool  # the write must be stable before GOOD (FUA or write-through)
+
+
 class _PlainRw(NamedTuple):
     """READ/WRITE(10) or (16) as the data path's flat function takes it."""
 
@@ -256,6 +271,8 @@ class SbcDevice(SpcDevice):
                     "write" if writing else "read", error)
         if writing and code == errno.ENOSPC and self.config.thin_provisioned:
             return SenseError.space_allocation_failed()
+        if code in _UNREACHABLE_ERRNOS:
+            return SenseError.not_ready_state_transition()
         offset = getattr(error, "offset", None)
         if offset is not None:
             lba = offset // self.config.block_size
@@ -274,8 +291,32 @@ class SbcDevice(SpcDevice):
                 return result
         return super()._execute(cmd)
 
-    def _plain_rw(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> Result | None:
-        """READ/WRITE(10/16) in the common case, in one function; None otherwise.
+    def plain_extent(self, cmd: Command) -> PlainExtent | None:
+        """The checked extent of a READ/WRITE(10/16) in the common case; None when the
+        general path must answer (see :meth:`_plain_rw`). For handlers that move the
+        data themselves (asynchronously) and then answer with :meth:`plain_result`."""
+        cdb = cmd.cdb
+        plain = _PLAIN_RW.get(cdb[0]) if cdb else None
+        return None if plain is None else self._plain_extent(cmd, cdb, plain)
+
+    def plain_result(self, extent: PlainExtent, error: BackendError | OSError | None) -> Result:
+        """The answer to a :meth:`plain_extent` transfer that ended with ``error``."""
+        if error is not None:
+            return self._backend_failure(error, extent.writing).result()
+        if extent.writing:
+            return RESULT_GOOD
+        return data_in_result(extent.blocks * self.config.block_size)
+
+    def lock_shared(self, extent: PlainExtent) -> int:
+        """Hold the extent's blocks shared (against COMPARE AND WRITE) until
+        :meth:`unlock_shared` with the returned ticket."""
+        return self._locks.acquire_shared(extent.lba, extent.lba + extent.blocks)
+
+    def unlock_shared(self, ticket: int) -> None:
+        self._locks.release_shared(ticket)
+
+    def _plain_extent(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> PlainExtent | None:
+        """READ/WRITE(10/16) in the common case, checked in one function; None otherwise.
 
         Nearly every command of a data path is one of these four, and the general
         path (lookup, per-byte CDB check, handler table, extent helpers) costs
@@ -314,11 +355,20 @@ class SbcDevice(SpcDevice):
             or cmd.data.length < length
         ):
             return None
+        return PlainExtent(lba, blocks, writing, writing and self._durable(bool(cdb[1] & _FUA)))
+
+    def _plain_rw(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> Result | None:
+        """READ/WRITE(10/16) in the common case, in one function; None otherwise."""
+        extent = self._plain_extent(cmd, cdb, plain)
+        if extent is None:
+            return None
+        lba, blocks, writing, durable = extent
+        bs = self.config.block_size
+        length = blocks * bs
         with self._locks.shared(lba, lba + blocks):
             try:
                 if writing:
-                    self.backend.write(lba * bs, length, cmd.data, 0,
-                                       fua=self._durable(bool(cdb[1] & _FUA)))
+                    self.backend.write(lba * bs, length, cmd.data, 0, fua=durable)
                 else:
                     self.backend.read(lba * bs, length, cmd.data, 0)
             except (BackendError, OSError) as error:

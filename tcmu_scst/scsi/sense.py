@@ -196,6 +196,13 @@ class SenseError(Exception):
         return cls(NOT_READY, 0x04, 0x02)
 
     @classmethod
+    def not_ready_state_transition(cls) -> SenseError:  # 04/0A
+        """The store did not answer in time (a distributed store failing over): the
+        Linux initiator retries this with a delay, within its command's time budget,
+        as tcmu-runner answers its own timed-out commands."""
+        return cls(NOT_READY, 0x04, 0x0A)
+
+    @classmethod
     def medium_not_present(cls) -> SenseError:  # 3A/00
         return cls(NOT_READY, 0x3A, 0x00)
 

@@ -9,14 +9,17 @@ string written here is exactly the one the daemon decodes.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
-from tcmu_scst.handlers import passthrough_params, perf, scsi_sysfs, vcdrom_params
+from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, scsi_sysfs, vcdrom_params
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
+
+log = logging.getLogger("tcmu_scst.scst.devconfig")
 
 VDISK_SUBTYPE = "vdisk"
 # Subtypes this tool writes; a pass-through device uses its handler name as subtype.
@@ -149,6 +152,12 @@ def size_of(device: Device) -> int:
     geometry = _passthrough_geometry(device)
     if geometry is not None:
         return geometry[0]
+    if device.handler == vdisk_codec.RBD:
+        try:
+            return _rbd_size(device)
+        except TcmuScstError as err:  # like a missing file: the daemon reports it on open
+            log.warning("%s", err)
+            return 0
     filename = device.params.get("filename")
     if not filename:
         return 0
@@ -165,6 +174,20 @@ def size_of(device: Device) -> int:
     return info.st_size
 
 
+def _rbd_size(device: Device) -> int:
+    """The image's size; a HandlerError says why the image cannot be opened."""
+    return _vdisk_rbd.probe_size(device.params.get("filename", ""), f"device {device.name}")
+
+
+def _check_rbd_image(device: Device, setup_id: int) -> None:
+    """``config check``/``apply``: the image exists and opens (pool, image, binding)."""
+    encode_dev_config(device, setup_id)  # the parameters first: no cluster needed for them
+    try:
+        _rbd_size(device)
+    except TcmuScstError as err:
+        raise device.where.error(str(err)) from err
+
+
 def check_device_files(device: Device, setup_id: int = 0) -> None:
     """System checks for ``config check``: backing files exist, sizes are sane."""
     size = block_size_of(device)
@@ -174,6 +197,9 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
             "use 512, 1024, 2048 or 4096"
         )
     filename = device.params.get("filename", "")
+    if device.handler == vdisk_codec.RBD:
+        _check_rbd_image(device, setup_id)
+        return
     if "," in filename:
         raise ConfigError(
             f"device {device.name}: path {filename!r} contains ',' which TCMU dev_config "

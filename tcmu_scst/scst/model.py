@@ -36,6 +36,7 @@ HANDLER_TYPES: dict[str, int] = {
     "vdisk_fileio": 0x00,
     "vdisk_blockio": 0x00,
     "vdisk_nullio": 0x00,
+    "vdisk_rbd": 0x00,
     "vcdrom": 0x05,
     "dev_disk": 0x00,
     "dev_disk_perf": 0x00,
@@ -48,7 +49,9 @@ HANDLER_TYPES: dict[str, int] = {
     "dev_changer": 0x08,
     "dev_raid": 0x0C,
 }
-VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vcdrom"})
+VDISK_HANDLERS = frozenset(
+    {"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vdisk_rbd", "vcdrom"}
+)
 # Pass-through handlers name their devices by the local SCSI address H:C:I:L.
 PASSTHROUGH_HANDLERS = frozenset(HANDLER_TYPES) - VDISK_HANDLERS
 TYPE_DISK = 0x00

@@ -57,6 +57,7 @@ class Served:
 
 
 _counter = iter(range(10_000))
+MiB = 1 << 20
 
 
 def export_loop(
@@ -180,6 +181,96 @@ def sg_raw(node: str, cdb: bytes, *, read: int = 0, write: bytes = b"", timeout:
         args += ["-s", str(len(write)), "-i", str(src)]
     args += [node, *(f"{b:02x}" for b in cdb)]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout + 30)
+
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _checked(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}: "
+                             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc
+
+
+def ext4_round_trip(dev: str, mnt: Path, run: Runner = _checked) -> None:
+    """mkfs.ext4 on ``dev``, files written and synced, umount, ``fsck -n`` clean, the
+    files read back from a read-only mount. ``run(*argv, check=)`` runs each command."""
+    run("modprobe", "ext4")
+    run("mkfs.ext4", "-q", "-F", dev)
+    mnt.mkdir(exist_ok=True)
+    run("mount", dev, str(mnt))
+    files = {f"f{i}": os.urandom(300_000 + i * 4097) for i in range(8)}
+    try:
+        for name, data in files.items():
+            (mnt / name).write_bytes(data)
+        run("sync")
+    finally:
+        run("umount", str(mnt))
+    fsck = run("fsck.ext4", "-n", "-f", dev, check=False)
+    assert fsck.returncode == 0, f"fsck -n found problems: {fsck.stdout}{fsck.stderr}"
+    run("mount", "-o", "ro", dev, str(mnt))
+    try:
+        for name, data in files.items():
+            assert (mnt / name).read_bytes() == data, f"{name} came back different"
+    finally:
+        run("umount", str(mnt))
+
+
+def fio_verify(dev: str, jobs: tuple[tuple[str, str], ...], run: Runner = _checked) -> None:
+    """fio random writes then verify, direct I/O, QD 8, one run per ``(bs, size)``.
+
+    Fixed sizes keep fio's random map on: no two writes overlap, so a mismatch is
+    corruption, not a race between overlapping writes."""
+    for bs, size in jobs:
+        fio = run("fio", f"--name=verify{bs}", f"--filename={dev}", "--rw=randwrite",
+                  f"--bs={bs}", f"--size={size}", "--direct=1", "--ioengine=libaio",
+                  "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
+                  "--verify_state_save=0", check=False)
+        assert fio.returncode == 0, fio.stdout + fio.stderr
+
+
+def fstrim_frees(dev: str, mnt: Path, allocated: Callable[[], int],
+                 run: Runner = _checked) -> None:
+    """A thin device gives space back: ext4 (made without discard) holds a 32 MiB file,
+    the file goes, fstrim; ``allocated()`` (bytes the store holds) drops by 24 MiB or
+    more, and fsck stays clean."""
+    run("modprobe", "ext4")
+    run("mkfs.ext4", "-q", "-F", "-E", "nodiscard", dev)
+    mnt.mkdir(exist_ok=True)
+    run("mount", dev, str(mnt))
+    try:
+        (mnt / "big").write_bytes(os.urandom(32 * MiB))
+        run("sync")
+        filled = allocated()
+        (mnt / "big").unlink()
+        run("sync")
+        trim = run("fstrim", "-v", str(mnt))
+        assert "trimmed" in trim.stdout, trim.stdout
+    finally:
+        run("umount", str(mnt))
+    freed = allocated()
+    assert filled >= 32 * MiB, f"only {filled} bytes allocated after writing 32 MiB"
+    assert freed <= filled - 24 * MiB, f"fstrim freed too little: {filled} -> {freed}"
+    fsck = run("fsck.ext4", "-n", "-f", dev, check=False)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def wait_for_block_size(block: str, size: int, timeout: float = 30.0) -> None:
+    """Until sd reports ``size`` bytes for ``block``: TEST UNIT READY (which takes the
+    CAPACITY DATA HAS CHANGED unit attention), then a rescan, every half second."""
+    name = Path(block).name
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        subprocess.run(["sg_turs", block], check=False, capture_output=True)
+        Path(f"/sys/block/{name}/device/rescan").write_text("1")
+        seen = int(Path(f"/sys/block/{name}/size").read_text()) * 512
+        if seen == size:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{block} still reports {seen} bytes, not {size}, after {timeout:g} s")
 
 
 def uio_names() -> list[str]:

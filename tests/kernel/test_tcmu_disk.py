@@ -27,7 +27,14 @@ from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.service import control
 from tcmu_scst.testing.memory_backend import MemoryBackend
 
-from .tcmu_rig import DaemonThread, create_backstore, dd, export_loop, serve
+from .tcmu_rig import (
+    DaemonThread,
+    create_backstore,
+    dd,
+    export_loop,
+    serve,
+    wait_for_block_size,
+)
 
 MiB = 1 << 20
 
@@ -90,17 +97,7 @@ def test_daemon_serves_vdisk_and_answers_netlink(lio_stack: ExitStack, tmp_path:
         with open(image, "r+b") as f:
             f.truncate(48 * MiB)
         bs.set_dev_size(48 * MiB)
-        name = Path(lun.block).name
-        deadline = time.monotonic() + 20
-        size = 0
-        while time.monotonic() < deadline:
-            subprocess.run(["sg_turs", lun.block], check=False, capture_output=True)
-            Path(f"/sys/block/{name}/device/rescan").write_text("1")
-            size = int(Path(f"/sys/block/{name}/size").read_text()) * 512
-            if size == 48 * MiB:
-                break
-            time.sleep(0.5)
-        assert size == 48 * MiB
+        wait_for_block_size(lun.block, 48 * MiB, timeout=20)
     finally:
         lio_stack.close()  # unexport and rmdir while the daemon answers REMOVED
         daemon.stop()

@@ -25,7 +25,7 @@ import pytest
 
 from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
 
-from .tcmu_rig import serve
+from .tcmu_rig import ext4_round_trip, fio_verify, fstrim_frees, serve
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -239,35 +239,9 @@ def test_filesystem_and_fio_verify(
     lio_stack: ExitStack, tmp_path: Path, mode: str, block_size: int
 ) -> None:
     disk = make_vdisk(lio_stack, tmp_path, mode, block_size)
-    run("modprobe", "ext4")
-    run("mkfs.ext4", "-q", "-F", disk.dev)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    run("mount", disk.dev, str(mnt))
-    files = {f"f{i}": os.urandom(300_000 + i * 4097) for i in range(8)}
-    try:
-        for name, data in files.items():
-            (mnt / name).write_bytes(data)
-        run("sync")
-    finally:
-        run("umount", str(mnt))
-    fsck = run("fsck.ext4", "-n", "-f", disk.dev, check=False)
-    assert fsck.returncode == 0, f"fsck -n found problems: {fsck.stdout}{fsck.stderr}"
-    run("mount", "-o", "ro", disk.dev, str(mnt))
-    try:
-        for name, data in files.items():
-            assert (mnt / name).read_bytes() == data, f"{name} came back different"
-    finally:
-        run("umount", str(mnt))
-    # fio: random writes then verify, direct I/O, QD 8: 16 KiB blocks, then blocks of
-    # the device's block size. Fixed sizes keep fio's random map on: no two writes
-    # overlap, so a mismatch is corruption, not a race between overlapping writes.
-    for bs, size in (("16k", "24M"), (str(block_size), "2M")):
-        fio = run("fio", f"--name=verify{bs}", f"--filename={disk.dev}", "--rw=randwrite",
-                  f"--bs={bs}", f"--size={size}", "--direct=1", "--ioengine=libaio",
-                  "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
-                  "--verify_state_save=0", check=False)
-        assert fio.returncode == 0, fio.stdout + fio.stderr
+    ext4_round_trip(disk.dev, tmp_path / "mnt", run)
+    # fio: 16 KiB blocks, then blocks of the device's block size.
+    fio_verify(disk.dev, (("16k", "24M"), (str(block_size), "2M")), run)
 
 
 @pytest.mark.parametrize("block_size", [512, 4096])
@@ -308,23 +282,5 @@ def test_nullio_returns_zeros_and_accepts_writes(
 def test_thin_fstrim_frees_backing_blocks(lio_stack: ExitStack, tmp_path: Path) -> None:
     disk = make_vdisk(lio_stack, tmp_path, "FILEIO", 512, thin=True)
     assert disk.backing is not None
-    run("modprobe", "ext4")
-    run("mkfs.ext4", "-q", "-F", "-E", "nodiscard", disk.dev)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    run("mount", disk.dev, str(mnt))
-    try:
-        (mnt / "big").write_bytes(os.urandom(32 * MiB))
-        run("sync")
-        filled = os.stat(disk.backing).st_blocks * 512
-        (mnt / "big").unlink()
-        run("sync")
-        trim = run("fstrim", "-v", str(mnt))
-        assert "trimmed" in trim.stdout, trim.stdout
-    finally:
-        run("umount", str(mnt))
-    freed = os.stat(disk.backing).st_blocks * 512
-    assert filled >= 32 * MiB, f"only {filled} bytes allocated after writing 32 MiB"
-    assert freed <= filled - 24 * MiB, f"fstrim freed too little: {filled} -> {freed}"
-    fsck = run("fsck.ext4", "-n", "-f", disk.dev, check=False)
-    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    backing = disk.backing
+    fstrim_frees(disk.dev, tmp_path / "mnt", lambda: os.stat(backing).st_blocks * 512, run)

@@ -136,7 +136,7 @@ def test_writer_output_reads_back_identical() -> None:
         ("HANDLER vdisk_foo {\n DEVICE d\n}\n", "c.conf:2: unknown handler 'vdisk_foo'; use one "
          "of: dev_cdrom, dev_changer, dev_disk, dev_disk_perf, dev_modisk, dev_modisk_perf, "
          "dev_processor, dev_raid, dev_tape, dev_tape_perf, vcdrom, vdisk_blockio, "
-         "vdisk_fileio, vdisk_nullio"),
+         "vdisk_fileio, vdisk_nullio, vdisk_rbd"),
         ("HANDLER vdisk_fileio {\n DEVICE a,b\n}\n", "c.conf:2: device name 'a,b' contains '/', "
          "',', ':' or white space, which a LIO backstore name cannot hold"),
         ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  portal 10.0.0.*\n }\n}\n",

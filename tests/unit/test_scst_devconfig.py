@@ -23,6 +23,8 @@ def _device(handler: str, tmp_path: Path) -> Device:
         return Device("d0", handler, {"filename": str(image)})
     if handler == "vdisk_nullio":
         return Device("d0", handler, {})
+    if handler == "vdisk_rbd":
+        return Device("d0", handler, {"filename": "rbd:pool/image:conf=/etc/ceph/c.conf"})
     if handler == "vdisk_blockio":
         return Device("d0", handler, {"filename": "/dev/null-blk"})
     return Device("1:0:2:0", handler, {})  # pass-through and perf: named by H:C:I:L

@@ -1,0 +1,79 @@
+"""vdisk_rbd: a virtual SCSI disk on a Ceph RBD image (``filename rbd:POOL/IMAGE``).
+
+The same device as a FILEIO vdisk (the SBC emulation, identities, modes) over
+:class:`~tcmu_scst.handlers._vdisk_rbd.RbdBackend`. Plain READ and WRITE(10/16), the
+whole of a data path, go to librbd's aio: the worker thread checks the command,
+takes the range lock shared (COMPARE AND WRITE takes it exclusive), submits and
+returns ``None``; librbd's completion callback answers the command, so a slow
+cluster holds no thread per command. Everything else (flush, unmap, WRITE SAME,
+COMPARE AND WRITE, VERIFY...) runs synchronously on the workers as for a file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from tcmu_scst.command import Command, Result
+from tcmu_scst.errors import HandlerError
+from tcmu_scst.scsi.block import BackendError
+
+from ._vdisk_rbd import RbdBackend
+from .vdisk import VdiskHandler
+from .vdisk_params import VdiskParams
+
+log = logging.getLogger("tcmu_scst.handlers.vdisk_rbd")
+
+
+class RbdHandler(VdiskHandler):
+    """One open vdisk_rbd device."""
+
+    handler_name: ClassVar[str] = "vdisk_rbd"
+    backend: RbdBackend
+
+    def __init__(self, params: VdiskParams) -> None:
+        if not params.rbd:
+            raise HandlerError(f"vdisk_rbd {params.name}: {params.filename!r} is no rbd: name")
+        super().__init__(params)
+
+    def handle(self, cmd: Command) -> Result | None:
+        device = self.device
+        extent = device.plain_extent(cmd)
+        if extent is None:
+            return device.execute(cmd)
+        bs = self.config.block_size
+        offset, length = extent.lba * bs, extent.blocks * bs
+        ticket = device.lock_shared(extent)
+
+        def done(error: BackendError | None) -> None:
+            device.unlock_shared(ticket)
+            cmd.complete(device.plain_result(extent, error))
+
+        if extent.writing:
+            self.backend.aio_write(offset, cmd.data.read(0, length), extent.durable, done)
+        else:
+            self.backend.aio_read(offset, length, cmd.data, done)
+        return None
+
+    def try_inline(self, cmd: Command) -> Result | None:
+        return None  # the data path completes asynchronously; nothing is answered here
+
+    def resize(self, size: int) -> int:
+        """RECONFIG of ``dev_size``: the image grown elsewhere (``rbd resize``), or grown
+        here to ``size``; shrinking is refused. Initiators get CAPACITY DATA HAS CHANGED."""
+        bs = self.params.blocksize
+        if size <= 0 or size % bs:
+            raise HandlerError(f"vdisk {self.params.name}: size {size} is not a positive "
+                               f"multiple of the {bs}-byte block size")
+        backend = self.backend
+        current = backend.refresh_size()
+        if size > current:
+            if self.params.read_only:
+                raise HandlerError(f"vdisk {self.params.name}: {backend.spec} holds {current} "
+                                   f"bytes, less than {size}, and is READ_ONLY; rbd resize it")
+            current = backend.grow(size)
+        elif size < current:
+            raise HandlerError(f"vdisk {self.params.name}: {backend.spec} holds {current} "
+                               f"bytes; shrinking to {size} would hide data")
+        self.device.notify_resized()
+        return current

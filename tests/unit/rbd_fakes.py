@@ -1,0 +1,173 @@
+"""A stand-in for Ceph's ``rados``/``rbd`` modules: the cluster, pool and image objects
+the vdisk_rbd backend calls, over memory. Only the I/O primitives are replaced: the
+handler, the SBC emulation and the aio completion path above them are the real ones.
+aio callbacks run on another thread, as librbd's do.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+
+class RadosError(Exception):
+    def __init__(self, message: str, code: int = errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class ObjectNotFound(RadosError):
+    pass
+
+
+class ImageNotFound(RadosError):
+    pass
+
+
+class Completion:
+    def __init__(self, ret: int) -> None:
+        self.ret = ret
+
+    def get_return_value(self) -> int:
+        return self.ret
+
+
+class FakeImage:
+    """An RBD image in memory; ``fail`` set to an errno makes every I/O fail so."""
+
+    def __init__(self, cluster: FakeCluster, name: str, size: int) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.data = bytearray(size)
+        self.allocated: set[int] = set()  # 4 KiB chunks written
+        self.fail = 0
+        self.calls: list[str] = []
+        self.read_only = False
+        self.closed = False
+
+    def _check(self, what: str) -> None:
+        self.calls.append(what)
+        if self.fail:
+            raise RadosError(f"{what} failed", self.fail)
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def resize(self, size: int) -> None:
+        self._check("resize")
+        self.data.extend(bytes(size - len(self.data)))
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check("read")
+        return bytes(self.data[offset : offset + length])
+
+    def write(self, data: bytes, offset: int) -> int:
+        self._check("write")
+        if self.read_only:
+            raise RadosError("read-only", errno.EROFS)
+        self.data[offset : offset + len(data)] = data
+        self.allocated.update(range(offset >> 12, (offset + len(data) + 4095) >> 12))
+        return len(data)
+
+    def flush(self) -> None:
+        self._check("flush")
+
+    def discard(self, offset: int, length: int) -> None:
+        self._check("discard")
+        self.data[offset : offset + length] = bytes(length)
+        first, end = -(-offset >> 12), (offset + length) >> 12
+        self.allocated.difference_update(range(first, end))
+
+    def diff_iterate(self, offset: int, length: int, from_snapshot: str | None,
+                     iterate_cb: Callable[[int, int, bool], int]) -> None:
+        self._check("diff_iterate")
+        for chunk in sorted(self.allocated):
+            start = chunk << 12
+            if start < offset + length and start + 4096 > offset:
+                iterate_cb(start, 4096, True)
+
+    def _later(self, what: str, work: Callable[[], Any], done: Callable[..., None],
+               with_data: bool) -> None:
+        def run() -> None:
+            try:
+                result = work()
+                ret = 0
+            except RadosError as err:
+                result, ret = None, -err.errno
+            if with_data:
+                done(Completion(ret), result)
+            else:
+                done(Completion(ret))
+
+        self.calls.append("aio_" + what)
+        threading.Thread(target=run, daemon=True).start()
+
+    def aio_read(self, offset: int, length: int, oncomplete: Callable[..., None]) -> Completion:
+        self._later("read", lambda: self.read(offset, length), oncomplete, True)
+        return Completion(0)
+
+    def aio_write(self, data: bytes, offset: int, oncomplete: Callable[..., None]) -> Completion:
+        self._later("write", lambda: self.write(data, offset), oncomplete, False)
+        return Completion(0)
+
+    def aio_flush(self, oncomplete: Callable[..., None]) -> Completion:
+        self._later("flush", self.flush, oncomplete, False)
+        return Completion(0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeCluster:
+    """Pools of images; ``conf`` records what the handle was configured with."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, dict[str, FakeImage]] = {}
+        self.conf: dict[str, str] = {}
+        self.connected = False
+        self.down = False
+
+    def add_image(self, pool: str, name: str, size: int) -> FakeImage:
+        image = FakeImage(self, name, size)
+        self.pools.setdefault(pool, {})[name] = image
+        return image
+
+    def binding(self) -> tuple[Any, Any]:
+        """``(rados, rbd)`` module stand-ins bound to this cluster."""
+        cluster = self
+
+        class Rados:
+            def __init__(self, conffile: str | None = None, rados_id: str | None = None,
+                         conf: dict[str, str] | None = None) -> None:
+                cluster.conf = dict(conf or {})
+                cluster.conf["@conffile"] = conffile or ""
+                cluster.conf["@id"] = rados_id or ""
+
+            def connect(self) -> None:
+                if cluster.down:
+                    raise RadosError("[errno 110] RADOS timed out", errno.ETIMEDOUT)
+                cluster.connected = True
+
+            def open_ioctx(self, pool: str) -> Any:
+                if pool not in cluster.pools:
+                    raise ObjectNotFound(f"pool {pool}", errno.ENOENT)
+                return SimpleNamespace(pool=pool, close=lambda: None)
+
+            def shutdown(self) -> None:
+                cluster.connected = False
+
+        def image(ioctx: Any, name: str, read_only: bool = False) -> FakeImage:
+            try:
+                img = cluster.pools[ioctx.pool][name]
+            except KeyError:
+                raise ImageNotFound(name, errno.ENOENT) from None
+            img.read_only = read_only
+            img.closed = False
+            return img
+
+        rados = SimpleNamespace(Rados=Rados, ObjectNotFound=ObjectNotFound)
+        rbd = SimpleNamespace(Image=image, ImageNotFound=ImageNotFound)
+        return rados, rbd

@@ -1,0 +1,302 @@
+"""vdisk_rbd: the rbd: file name, its parameters, and the handler over a fake librbd.
+
+The fake (``rbd_fakes``) replaces only the cluster, pool and image objects; commands
+go through the real handler, SBC emulation and aio completion path.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import threading
+from pathlib import Path
+
+import pytest
+
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
+from tcmu_scst.errors import ConfigError, HandlerError
+from tcmu_scst.handlers import _rbd_binding, rbd_spec, vdisk
+from tcmu_scst.handlers.vdisk_params import (
+    RBD,
+    VdiskParams,
+    parse_attributes,
+    parse_dev_config,
+    parse_proc_open,
+    to_attributes,
+    to_dev_config,
+)
+from tcmu_scst.handlers.vdisk_rbd import RbdHandler
+from tcmu_scst.scsi import opcodes as op
+from tcmu_scst.scst import devconfig
+from tcmu_scst.scst.model import Device
+from tcmu_scst.testing import scsi_harness as h
+from tests.unit.rbd_fakes import FakeCluster, FakeImage
+
+MiB = 1 << 20
+FILENAME = "rbd:pool/disk:conf=/etc/ceph/test.conf:id=tcmu"
+
+
+# -- the rbd: file name ----------------------------------------------------------------
+
+
+def test_spec_parses_pool_image_conf_id_and_options() -> None:
+    spec = rbd_spec.parse(r"rbd:p1/img-2.x:conf=/a\:b.conf:id=client.admin:rbd_cache_size=1024")
+    assert (spec.pool, spec.image, spec.conf, spec.user) == ("p1", "img-2.x", "/a:b.conf", "admin")
+    assert spec.rados_options["rbd_cache_size"] == "1024"
+    # A cluster that stops answering fails I/O in bounded time unless the user says otherwise.
+    assert spec.rados_options["rados_osd_op_timeout"] == rbd_spec.DEFAULT_OSD_OP_TIMEOUT
+    custom = rbd_spec.parse("rbd:p/i:rados_osd_op_timeout=5")
+    assert custom.rados_options["rados_osd_op_timeout"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("rbd:pool", "POOL/IMAGE"),
+        ("rbd:/img", "POOL/IMAGE"),
+        ("rbd:pool/img@snap", "no snapshots"),
+        ("rbd:pool/ns/img", "no namespaces"),
+        ("rbd:pool/img:conf", "KEY=VALUE"),
+        ("rbd:pool/img:conf=relative.conf", "absolute"),
+        ("rbd:pool/img:Bad-Key=1", "no Ceph option"),
+        ("/var/disk.img", "no RBD image"),
+    ],
+)
+def test_spec_errors_are_one_line_and_precise(name: str, words: str) -> None:
+    with pytest.raises(HandlerError) as info:
+        rbd_spec.parse(name)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+# -- parameters: scst.conf attributes, dev_config, 0.9.6 proc --------------------------------
+
+
+def test_attributes_and_dev_config_round_trip() -> None:
+    params = parse_attributes(RBD, "d1", {"filename": FILENAME, "thin_provisioned": "1",
+                                          "write_through": "1", "blocksize": "4096"})
+    assert params.rbd and params.handler_name == RBD and params.vendor == "SCST_RBD"
+    text = to_dev_config(params)
+    assert ":" not in text and "," not in text
+    assert parse_dev_config(text) == params
+    assert to_attributes(params) == (RBD, {"filename": FILENAME, "blocksize": "4096",
+                                           "write_through": "1", "thin_provisioned": "1"})
+
+
+def test_proc_open_with_an_rbd_name_is_an_rbd_device() -> None:
+    params = parse_proc_open("open d1 rbd:pool/disk 4096 WRITE_THROUGH")
+    assert params.handler_name == RBD and params.blocksize == 4096 and params.write_through
+
+
+@pytest.mark.parametrize(
+    ("handler", "attrs", "words"),
+    [
+        (RBD, {"filename": "/var/disk.img"}, "rbd:POOL/IMAGE"),
+        ("vdisk_fileio", {"filename": "rbd:pool/disk"}, "needs the vdisk_rbd handler"),
+        (RBD, {"filename": "rbd:pool/disk", "nv_cache": "1"}, "unknown attribute"),
+        (RBD, {"filename": "rbd:pool/disk", "o_direct": "1"}, "unknown attribute"),
+    ],
+)
+def test_attribute_errors(handler: str, attrs: dict[str, str], words: str) -> None:
+    with pytest.raises((ConfigError, HandlerError)) as info:
+        parse_attributes(handler, "d1", attrs)
+    assert words in str(info.value)
+
+
+def test_proc_flags_an_image_cannot_have_are_refused() -> None:
+    with pytest.raises(HandlerError, match="cannot be NV_CACHE"):
+        parse_proc_open("open d1 rbd:pool/disk NV_CACHE")
+
+
+# -- the binding ------------------------------------------------------------------------
+
+
+def test_missing_binding_names_the_packages(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    real_import = importlib.import_module
+
+    def no_ceph(name: str, package: str | None = None) -> object:
+        if name in ("rados", "rbd"):
+            raise ImportError(name)
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", no_ceph)
+    monkeypatch.setattr(_rbd_binding, "DIST_PACKAGES", tmp_path)
+    with pytest.raises(HandlerError) as info:
+        _rbd_binding.load()
+    message = str(info.value)
+    assert "apt-get install python3-rados python3-rbd" in message and "\n" not in message
+
+
+# -- the handler over a fake cluster ----------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    fake = FakeCluster()
+    monkeypatch.setattr(_rbd_binding, "load", fake.binding)
+    return fake
+
+
+def open_disk(cluster: FakeCluster, size: int = 4 * MiB, **flags: bool) -> tuple[RbdHandler,
+                                                                               FakeImage]:
+    image = cluster.pools.get("pool", {}).get("disk") or cluster.add_image("pool", "disk", size)
+    params = VdiskParams(name="d1", filename=FILENAME, **flags)
+    handler = vdisk.open_dev_config(to_dev_config(params))
+    assert isinstance(handler, RbdHandler)
+    return handler, image
+
+
+def submit(handler: RbdHandler, cdb: bytes, data_out: bytes | None = None,
+           in_len: int = 0) -> h.Reply:
+    """Run one command, waiting for an asynchronous completion when there is one."""
+    answered: list[Result] = []
+    done = threading.Event()
+
+    def complete(result: Result) -> None:
+        answered.append(result)
+        done.set()
+
+    probe, backing = h.make_command(cdb, data_out, in_len)
+    cmd = Command(1, probe.cdb, probe.data, complete=complete)
+    result = handler.handle(cmd)
+    if result is None:
+        assert done.wait(10), "the asynchronous completion never came"
+        result = answered[0]
+    else:
+        assert not answered
+    placed = result.data_in_len or 0
+    return h.Reply(result, bytes(backing[:placed]), bytes(backing))
+
+
+def test_open_configures_the_cluster_handle(cluster: FakeCluster) -> None:
+    handler, _ = open_disk(cluster)
+    assert cluster.conf["@conffile"] == "/etc/ceph/test.conf" and cluster.conf["@id"] == "tcmu"
+    assert cluster.conf["rbd_cache"] == "true"  # write-back by default (WCE=1)
+    assert cluster.conf["rbd_skip_partial_discard"] == "false"  # unmapped reads as zeros
+    assert handler.size == 4 * MiB and handler.mode_names() == "RBD"
+    handler.close()
+    assert not cluster.connected
+
+
+def test_write_through_turns_the_librbd_cache_off(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster, write_through=True)
+    assert cluster.conf["rbd_cache"] == "false"
+    # Every write is durable (WCE=0): without a cache, once librbd completes it.
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1, byte1=0x08), b"\x11" * 512)
+    assert reply.status == GOOD and image.calls == ["aio_write", "write"]
+
+
+def test_read_and_write_complete_asynchronously(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    payload = bytes(range(256)) * 8
+    cmd = Command(1, h.rw_cdb(op.WRITE_10, 8, 4), DataBuffer([memoryview(bytearray(payload))]),
+                  complete=lambda r: None)
+    assert handler.handle(cmd) is None  # answered later, from librbd's thread
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 8, 4), payload)
+    assert reply.status == GOOD and image.data[8 * 512 : 12 * 512] == payload
+    assert "aio_write" in image.calls and "aio_flush" not in image.calls
+    reply = submit(handler, h.rw_cdb(op.READ_16, 8, 4), in_len=2048)
+    assert reply.status == GOOD and reply.data == payload and "aio_read" in image.calls
+
+
+def test_fua_write_is_flushed_before_good(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1, byte1=0x08), b"\x11" * 512)
+    assert reply.status == GOOD
+    assert image.calls[-4:] == ["aio_write", "write", "aio_flush", "flush"]
+
+
+def test_synchronize_cache_flushes(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    assert submit(handler, h.rw_cdb(op.SYNCHRONIZE_CACHE, 0, 0)).status == GOOD
+    assert image.calls[-1] == "flush"
+
+
+def test_unmap_and_write_same_unmap_discard(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster, thin_provisioned=True)
+    submit(handler, h.rw_cdb(op.WRITE_10, 0, 32), b"\xee" * (32 * 512))
+    params = h.unmap_params([(0, 8)])
+    assert submit(handler, h.unmap(len(params)), params).status == GOOD
+    assert image.calls[-1] == "discard" and image.data[:4096] == bytes(4096)
+    assert image.data[4096:8192] == b"\xee" * 4096
+    reply = submit(handler, h.rw_cdb(op.WRITE_SAME_16, 8, 8, byte1=0x08), bytes(512))
+    assert reply.status == GOOD and image.calls[-1] == "discard"
+    # GET LBA STATUS from the allocation map: blocks 0-15 deallocated, 16-31 mapped.
+    reply = submit(handler, h.get_lba_status(0), in_len=4096)
+    assert reply.status == GOOD
+    first = reply.data[8:24]
+    assert int.from_bytes(first[:8], "big") == 0 and int.from_bytes(first[8:12], "big") == 16
+    assert first[12] & 0x0F == 1  # deallocated
+
+
+def test_write_same_writes_the_pattern(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    reply = submit(handler, h.rw_cdb(op.WRITE_SAME_16, 2, 3), b"\x5a" * 512)
+    assert reply.status == GOOD and image.data[1024 : 1024 + 1536] == b"\x5a" * 1536
+
+
+def test_compare_and_write(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    image.data[0:512] = b"\x01" * 512
+    good = submit(handler, h.compare_and_write(0, 1), b"\x01" * 512 + b"\x02" * 512)
+    assert good.status == GOOD and image.data[:512] == b"\x02" * 512
+    bad = submit(handler, h.compare_and_write(0, 1), b"\x01" * 512 + b"\x03" * 512)
+    assert bad.status == CHECK_CONDITION and bad.sense.code == (0xE, 0x1D, 0x00)
+    assert image.data[:512] == b"\x02" * 512
+
+
+def test_read_only_refuses_writes(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster, read_only=True)
+    assert image.read_only
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), bytes(512))
+    assert reply.status == CHECK_CONDITION and reply.sense.code == (0x7, 0x27, 0x00)
+
+
+def test_unreachable_cluster_is_a_retryable_not_ready(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    image.fail = errno.ETIMEDOUT
+    for cdb, data, in_len in ((h.rw_cdb(op.READ_10, 0, 1), None, 512),
+                              (h.rw_cdb(op.WRITE_10, 0, 1), bytes(512), 0),
+                              (h.rw_cdb(op.SYNCHRONIZE_CACHE, 0, 0), None, 0)):
+        reply = submit(handler, cdb, data, in_len)
+        assert reply.status == CHECK_CONDITION and reply.sense.code == (0x2, 0x04, 0x0A)
+    image.fail = errno.EIO  # a real I/O error stays a medium error
+    reply = submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512)
+    assert reply.sense.code == (0x3, 0x11, 0x00)
+    image.fail = 0  # the cluster is back: I/O resumes on the same handle
+    assert submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512).status == GOOD
+
+
+def test_resize_grows_the_image_and_reports_capacity_change(cluster: FakeCluster) -> None:
+    handler, image = open_disk(cluster)
+    image.resize(8 * MiB)  # rbd resize elsewhere, then the admin's resync (dev_size)
+    assert handler.resize(8 * MiB) == 8 * MiB
+    reply = submit(handler, h.read_capacity16())
+    assert reply.status == CHECK_CONDITION and reply.sense.code == (0x6, 0x2A, 0x09)
+    reply = submit(handler, h.read_capacity16(), in_len=32)
+    assert int.from_bytes(reply.data[:8], "big") == 8 * MiB // 512 - 1
+    assert handler.resize(16 * MiB) == 16 * MiB and len(image.data) == 16 * MiB
+    with pytest.raises(HandlerError, match="would hide data"):
+        handler.resize(MiB)
+
+
+def test_missing_pool_or_image_is_a_one_line_open_error(cluster: FakeCluster) -> None:
+    cluster.add_image("pool", "other", MiB)
+    for filename, words in (("rbd:nopool/disk", "no pool 'nopool'"),
+                            ("rbd:pool/disk", "has no image 'disk'; create it")):
+        with pytest.raises(HandlerError, match=words):
+            RbdHandler(VdiskParams(name="d1", filename=filename))
+    cluster.down = True
+    with pytest.raises(HandlerError, match="cannot connect"):
+        RbdHandler(VdiskParams(name="d1", filename="rbd:pool/other"))
+
+
+def test_config_check_opens_the_image(cluster: FakeCluster) -> None:
+    cluster.add_image("pool", "disk", 3 * MiB)
+    device = Device("d1", RBD, {"filename": "rbd:pool/disk"})
+    devconfig.check_device_files(device)
+    assert devconfig.size_of(device) == 3 * MiB
+    missing = Device("d2", RBD, {"filename": "rbd:pool/gone"})
+    with pytest.raises(ConfigError, match="has no image 'gone'"):
+        devconfig.check_device_files(missing)
+    assert devconfig.size_of(missing) == 0  # like a missing file: the daemon reports it
