@@ -67,7 +67,7 @@ def test_a_file_written_by_scstadmin_applies_what_lio_has(tmp_path: Path) -> Non
     [
         ("max_taskletcmd 10\n",
          "c.conf:1: unknown keyword 'max_taskletcmd' at top level; expected HANDLER, "
-         "TARGET_DRIVER, GROUP, setup_id, threads"),
+         "TARGET_DRIVER, GROUP, DEVICE_GROUP, setup_id, threads"),
         ("HANDLER vdisk_nullio {\n trace_levl 0\n}\n",
          "c.conf:2: unknown keyword 'trace_levl' at HANDLER vdisk_nullio; expected DEVICE"),
         ("TARGET_DRIVER iscsi {\n iSNSServr x\n}\n",

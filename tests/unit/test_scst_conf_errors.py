@@ -65,7 +65,7 @@ def test_every_error_of_the_file_one_line_each(
         "-s 1G /x) or fix the path",
         f"{path}:10: attribute filename of twice is set twice",
         f"{path}:13: unknown keyword 'bogus' at top level; expected HANDLER, TARGET_DRIVER, "
-        "GROUP, setup_id, threads",
+        "GROUP, DEVICE_GROUP, setup_id, threads",
         f"{path}:15: target iqn.2024-01.org.test:t has no LUN 0: there must be LUN 0 in each "
         "security group; renumber its LUNs to start at 0",
         f"{path}:16: unterminated double quote; close it with '\"'",
