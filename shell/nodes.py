@@ -30,6 +30,7 @@ from tcmu_scst.scst.model import (
     Device,
     Group,
     ScstConfig,
+    threads_error,
 )
 from tcmu_scst.scst.ownership import write_atomically
 
@@ -582,8 +583,9 @@ class Threads(Node):
     def ui_command_set(self, number: str) -> None:
         """set DEC|0xHEX|0OCT: worker threads per device (every device, at once)."""
         value = trace.parse_number(number)
-        if not 1 <= value <= 256:
-            raise ConfigError(f"threads {value} is out of range 1..256")
+        problem = threads_error(value)  # the config file's rule, one declaration
+        if problem is not None:
+            raise ConfigError(problem)
 
         def edit(config: ScstConfig) -> None:
             config.threads = value

@@ -25,6 +25,10 @@ VDISK_SUBTYPE = "vdisk"
 # Subtypes this tool writes; a pass-through device uses its handler name as subtype.
 SUBTYPES = frozenset({VDISK_SUBTYPE, "vcdrom", *PASSTHROUGH_HANDLERS})
 DEFAULT_BLOCK_SIZE = 512
+# LIO's attrib/block_size takes only these (target_core_configfs answers EINVAL to the
+# others) and Linux's sd refuses logical blocks larger than a page: a 1 GiB block
+# size passed the old power-of-two check.
+LIO_BLOCK_SIZES = (512, 1024, 2048, 4096)
 CDROM_BLOCK_SIZE = 2048
 # Real pass-through handlers (not the perf ones, which emulate): their options
 # (serialized, timeout, vendor opcodes) travel in dev_config.
@@ -191,10 +195,15 @@ def _check_rbd_image(device: Device, setup_id: int) -> None:
 def check_device_files(device: Device, setup_id: int = 0) -> None:
     """System checks for ``config check``: backing files exist, sizes are sane."""
     size = block_size_of(device)
-    if size < 512 or size & (size - 1):
+    if device.handler in PASSTHROUGH_HANDLERS:
+        if size < 512 or size & (size - 1):  # what the real device reports
+            raise device.where.error(
+                f"device {device.name}: block size {size} is not a power of two >= 512"
+            )
+    elif size not in LIO_BLOCK_SIZES:
         raise device.where.error(
-            f"device {device.name}: block size {size} is not a power of two >= 512; "
-            "use 512, 1024, 2048 or 4096"
+            f"device {device.name}: block size {size} is not one LIO exports; use 512, "
+            "1024, 2048 or 4096"
         )
     filename = device.params.get("filename", "")
     if device.handler == vdisk_codec.RBD:

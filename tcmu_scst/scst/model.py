@@ -77,6 +77,7 @@ _BAD_NAME_CHARS = re.compile(r"[\s/]")
 _IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.:-]*)?$")
 _EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
 _NAA = re.compile(r"^naa\.([0-9a-f]{16}|[0-9a-f]{32})$")
+MAX_THREADS = 256  # what the daemon's set_threads takes (the file said 1024, the shell 256)
 MAX_ACL_TAG = 63  # LIO keeps an ACL tag in 64 bytes with its NUL (MAX_ACL_TAG_SIZE)
 # CHAP secrets: RFC 7143 12.1.3 wants at least 12 bytes (96 bits) for a shared secret;
 # the Microsoft initiator accepts 12..16 only, so a longer one locks Windows hosts out.
@@ -370,6 +371,13 @@ def chap_error(user: str, secret: str) -> str | None:
     return None
 
 
+def threads_error(threads: int | None) -> str | None:
+    """Why ``threads`` cannot be the daemon's per-device worker count (None: unset)."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        return f"threads {threads} is out of range 1..{MAX_THREADS}"
+    return None
+
+
 def group_name_error(name: str) -> str | None:
     """Why ``name`` cannot name a security group (it becomes the iSCSI ACL tag)."""
     if not name or _BAD_NAME_CHARS.search(name):
@@ -587,8 +595,9 @@ def check(config: ScstConfig, errors: ErrorCollector) -> None:
     _unique(((d.name, d.where) for d in config.devices), "device", errors)
     _unique(((g.name, g.where) for g in config.groups), "group", errors)
     _unique(((f"{t.fabric}/{t.name}", t.where) for t in config.targets), "target", errors)
-    if config.threads is not None and not 1 <= config.threads <= 1024:
-        errors.add(config.threads_where.error(f"threads {config.threads} is out of range 1..1024"))
+    problem = threads_error(config.threads)
+    if problem is not None:
+        errors.add(config.threads_where.error(problem))
     for grp in config.groups:
         _check_group(known, grp, None, f"group {grp.name}", errors)
     check_alua(config, errors)

@@ -178,14 +178,17 @@ def test_kernel_error_mid_way_rolls_everything_back(setup: tuple[Configfs, Path,
     apply_config(cfs, conf.parse(devices(tmp_path) + first, "1.conf"), state)
     before = read_live(cfs, load_ownership(state))
     # The second file changes the group, adds a target, and gives that target an iSCSI
-    # parameter value the kernel refuses (EINVAL on the param/ write).
+    # parameter value the kernel refuses (EINVAL on the param/ write). The parser now
+    # refuses such a value itself, so it is put into the parsed model behind its back.
     second = (
         iscsi(f"  LUN 0 d1\n  GROUP g {{\n   LUN 0 d0\n   INITIATOR {INI_B}\n  }}\n")
         + "TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.org.tcmu-scst:other {\n"
-        "  HeaderDigest Bogus\n  LUN 0 d0\n  enabled 1\n }\n}\n"
+        "  LUN 0 d0\n  enabled 1\n }\n}\n"
     )
+    config = conf.parse(devices(tmp_path) + second, "2.conf")
+    config.targets[-1].attributes["HeaderDigest"] = "Bogus"
     with pytest.raises(ApplyError, match="all changes undone"):
-        apply_config(cfs, conf.parse(devices(tmp_path) + second, "2.conf"), state)
+        apply_config(cfs, config, state)
     after = read_live(cfs, load_ownership(state))
     assert after == before
     assert not cfs.exists("iscsi/iqn.2024-01.org.tcmu-scst:other")

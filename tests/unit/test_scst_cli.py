@@ -84,7 +84,7 @@ def test_check_reports_missing_backing_file_with_line(
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ("  blocksize 1000\n", "block size 1000 is not a power of two >= 512; use 512, 1024, "
+        ("  blocksize 1000\n", "block size 1000 is not one LIO exports; use 512, 1024, "
          "2048 or 4096"),
         ("", ""),
     ],
