@@ -10,8 +10,9 @@ dm-multipath over the two paths (the kernel's multipath target, loaded by ``dmse
 with the failover table multipathd builds: one priority group per path, the active
 one first) keeps an fio verify job free of I/O errors while ``config apply`` swaps
 the states twice: the standby path's NOT READY fails it in dm, which moves to the
-other group. No multipathd runs in the guest (no udev there), so the test reinstates
-the failed path as multipathd's path checker would.
+other group; the test reinstates the failed path as multipathd's checker would. The
+same with multipath-tools itself (udevd and multipathd in the guest): its checker
+shows the standby path as "ghost" and follows the swaps.
 """
 
 from __future__ import annotations
@@ -159,3 +160,91 @@ def test_dm_multipath_fio_verify_survives_state_swaps(
         assert "err= 0" in output, output
     finally:
         _dm("remove", "--retry", "alua_mp")
+
+
+MULTIPATH_CONF = """\
+defaults {
+    user_friendly_names no
+    find_multipaths no
+    polling_interval 1
+    no_path_retry 30
+}
+"""
+
+
+def _mpath(*argv: str) -> subprocess.CompletedProcess[str]:
+    # The lab guest chroots into its root; systemd's tools ignore requests there unless told.
+    env = {**os.environ, "SYSTEMD_IGNORE_CHROOT": "1"}
+    return subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=120)
+
+
+def _checker_states(want: dict[str, str]) -> dict[str, str]:
+    """Wait (bounded) until multipathd's path checker shows ``want`` (dev -> state)."""
+    seen: dict[str, str] = {}
+    for _ in range(120):
+        shown = _mpath("multipathd", "show", "paths", "raw", "format", "%d %T")
+        seen = dict(line.split(None, 1) for line in shown.stdout.splitlines() if " " in line)
+        if all(seen.get(dev) == state for dev, state in want.items()):
+            return seen
+        time.sleep(0.5)
+    return seen
+
+
+def test_multipathd_follows_the_states_and_fio_verify_survives(
+    setup: tuple[Configfs, Path, Path],  # noqa: F811 (the imported fixture)
+    modprobe: Callable[..., None],
+) -> None:
+    """multipath-tools (udevd + multipathd in the guest) over the two paths: its TUR
+    checker shows the standby path as "ghost" (NOT READY 04/0B), follows each swap made
+    by config apply and reinstates the path that became active; fio verify keeps going.
+    The priorities are multipath's const ones: the alua prioritizer finds no target
+    port group in VPD 83h (see README, ALUA)."""
+    cfs, state, tmp_path = setup
+    apply_config(cfs, conf.parse(alua_conf(tmp_path, "active", "standby"), "a.conf"), state)
+    west_block = LoopbackTpg(cfs, WEST).wait_for_lun(0).block
+    east_block = LoopbackTpg(cfs, EAST).wait_for_lun(0).block
+    assert west_block is not None and east_block is not None
+    west, east = os.path.basename(west_block), os.path.basename(east_block)
+    for module in ("dm_multipath", "dm_service_time"):
+        modprobe(module)
+    os.makedirs("/dev/mapper", exist_ok=True)
+    Path("/etc/multipath.conf").write_text(MULTIPATH_CONF)
+    assert _mpath("/lib/systemd/systemd-udevd", "--daemon").returncode == 0
+    daemon_proc: subprocess.Popen[str] | None = None
+    try:
+        _mpath("udevadm", "trigger", "--action=add")
+        _mpath("udevadm", "settle", "--timeout=60")
+        env = {**os.environ, "SYSTEMD_IGNORE_CHROOT": "1"}
+        daemon_proc = subprocess.Popen(
+            ["multipathd", "-d", "-s"], env=env, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        states = _checker_states({west: "ready", east: "ghost"})
+        assert states.get(west) == "ready" and states.get(east) == "ghost", states
+        listing = _mpath("multipath", "-ll").stdout
+        assert "active ready" in listing and "active ghost" in listing, listing
+        wwid = listing.split()[0]
+        fio = subprocess.Popen(
+            ["fio", "--name=verify", f"--filename={_dm_node(wwid)}", "--rw=randwrite",
+             "--bs=4k", "--size=8M", "--direct=1", "--ioengine=psync", "--verify=crc32c",
+             "--verify_backlog=16", "--verify_fatal=1", "--time_based", "--runtime=45"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        for west_state, east_state, want in (
+            ("standby", "active", {west: "ghost", east: "ready"}),
+            ("active", "standby", {west: "ready", east: "ghost"}),
+        ):
+            text = alua_conf(tmp_path, west_state, east_state)
+            apply_config(cfs, conf.parse(text, "swap.conf"), state)
+            states = _checker_states(want)
+            assert all(states.get(d) == s for d, s in want.items()), states
+            assert fio.poll() is None, "fio ended before the swap was exercised"
+        output, _ = fio.communicate(timeout=300)
+        assert fio.returncode == 0, output
+        assert "err= 0" in output, output
+    finally:
+        if daemon_proc is not None:
+            daemon_proc.terminate()
+            daemon_proc.wait(timeout=60)
+        _mpath("multipath", "-F")
+        _mpath("udevadm", "control", "--exit")
