@@ -79,7 +79,7 @@ class CephCluster:
         return "\n".join([
             "[global]",
             f"fsid = {self.fsid}",
-            f"mon host = 127.0.0.1:{self.port}",
+            f"mon host = [v1:127.0.0.1:{self.port}]",
             "mon initial members = a",
             "public network = 127.0.0.0/8",
             "ms bind msgr2 = false",  # one legacy (v1) address: nothing to negotiate

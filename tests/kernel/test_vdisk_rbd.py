@@ -11,7 +11,9 @@ each device from its dev_config, as it would in production.
 * the OSD frozen under I/O: the initiator gets its error within the bound (the
   librados op timeout, the SCSI retries), no task stays in D state, and I/O on the
   same device works again once the OSD runs;
-* ``config check`` refuses a missing pool or image in one line naming file and line.
+* ``config check`` refuses a missing pool or image in one line naming file and line;
+* libiscsi's compliance run on a thin RBD LUN matches ``compliance-rbd.txt`` (about
+  2 minutes: the slow test of this module).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.kernel.scsi_nodes import ScsiNodes
+from tcmu_scst.lab import compliance
 from tcmu_scst.testing.ceph import CephCluster, missing_tools
 
 from .tcmu_rig import (
     DaemonThread,
+    check_compliance,
     create_backstore,
     export_loop,
     ext4_round_trip,
@@ -220,3 +224,10 @@ def test_config_check_refuses_a_missing_pool_or_image(tmp_path: Path,
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(lines) == 1, proc.stdout + proc.stderr
         assert f"{conf_file}:2: device d0" in lines[0] and words in lines[0], lines[0]
+
+
+def test_libiscsi_compliance_matches_expectations(tmp_path: Path, cluster: CephCluster) -> None:
+    cluster.rbd("create", "--size", "256M", f"{POOL}/compliance")
+    factory = compliance.vdisk_backstore(size=256 * MiB, filename=filename(cluster, "compliance"),
+                                         thin_provisioned=True)
+    check_compliance(Path(__file__).parent / "compliance-rbd.txt", factory, tmp_path)
