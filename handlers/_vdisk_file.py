@@ -86,6 +86,13 @@ class FileBackend:
         self._direct: DirectIO | None = None
         self._rwf_dsync = hasattr(os, "RWF_DSYNC")
         self._size = 0
+        # A failed fdatasync means written-back data may be lost, and Linux reports
+        # that once per file (errseq): the next fdatasync succeeds. Every later
+        # SYNCHRONIZE CACHE (the promise that all earlier writes are durable, made to
+        # whichever initiator asks) fails with this error until the device is
+        # reopened, rather than GOOD over data that never reached the disk. A FUA
+        # write promises only its own blocks and is not refused.
+        self.lost_writeback: BackendError | None = None
         # The ring thread's attempts (see try_nowait): which operations may be tried
         # without blocking. Cleared for good when the kernel refuses RWF_NOWAIT.
         self._nowait = _NoWait()
@@ -351,10 +358,10 @@ class FileBackend:
                 # RWF_DSYNC is refused (old kernel or file system): write, then sync.
                 self._rwf_dsync = False
                 self._pwrite(offset, views, 0)
-                os.fdatasync(self.fd)
+                self._fdatasync()
                 return
             if sync and not flags:
-                os.fdatasync(self.fd)
+                self._fdatasync()
         except OSError as exc:
             raise self._error(f"write of {length} bytes at {offset}", exc) from None
 
@@ -383,12 +390,25 @@ class FileBackend:
     def flush(self, offset: int, length: int) -> None:
         if self.mode.nv_cache:
             return  # SCST NV_CACHE: SYNCHRONIZE CACHE is ignored (violates SCSI)
+        if self.lost_writeback is not None:
+            raise self.lost_writeback
         try:
             # sync_file_range could flush just the range, but it does not flush the
             # file's metadata nor the disk's cache: only fdatasync is durable.
-            os.fdatasync(self.fd)
+            self._fdatasync()
         except OSError as exc:
             raise self._error("fdatasync", exc) from None
+
+    def _fdatasync(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            if self.lost_writeback is None:
+                log.error("vdisk %s: fdatasync failed (%s): written-back data may be lost; "
+                          "SYNCHRONIZE CACHE fails until the device is reopened",
+                          self.label, exc.strerror)
+                self.lost_writeback = self._error("earlier write-back (fdatasync)", exc)
+            raise
 
     def discard(self, offset: int, length: int) -> None:
         if self.mode.read_only:

@@ -125,6 +125,33 @@ def test_flush_is_fdatasync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     backend.close()
 
 
+def test_a_lost_write_back_fails_every_later_synchronize_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux reports a failed write-back once per file (errseq): the second fdatasync
+    # succeeds although the data is gone. The backend keeps failing SYNCHRONIZE CACHE.
+    backend = FileBackend(make_file(tmp_path), 512, FileMode())
+    results = iter([OSError(errno.EIO, "Input/output error")])
+
+    def fdatasync(fd: int) -> None:
+        err = next(results, None)
+        if err is not None:
+            raise err
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    backend.write(0, 512, scattered(b"x" * 512), 0)
+    for _ in range(3):
+        with pytest.raises(BackendError) as info:
+            backend.flush(0, 512)
+        assert info.value.errno == errno.EIO
+        assert "fdatasync" in str(info.value)
+    backend.write(0, 512, scattered(b"y" * 512), 0, fua=True)  # its own blocks: durable
+    backend.close()
+    reopened = FileBackend(backend.path, 512, FileMode())
+    reopened.flush(0, 512)  # a reopen (dev_config swap, restart) clears it
+    reopened.close()
+
+
 def test_write_through_opens_with_o_dsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = FileBackend(make_file(tmp_path), 512, FileMode(write_through=True))
     assert fcntl.fcntl(backend.fd, fcntl.F_GETFL) & os.O_DSYNC
