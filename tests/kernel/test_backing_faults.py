@@ -100,7 +100,7 @@ def good(result: SgResult) -> None:
 
 def serving(daemon: DaemonProcess) -> None:
     assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon died"
-    assert control.request("ping", daemon.sock)["pid"] == daemon.proc.pid
+    assert control.ControlClient(daemon.sock).ping().pid == daemon.proc.pid
     assert daemon.starts == 1
 
 

@@ -179,7 +179,7 @@ def test_random_and_mutated_cdbs_through_sg(
                 outcomes[f"status {result.status:#x}"] += 1
             before = after
         assert daemon.proc is not None and daemon.proc.poll() is None
-        assert control.request("ping", daemon.sock)["pid"] == daemon.proc.pid
+        assert control.ControlClient(daemon.sock).ping().pid == daemon.proc.pid
         restore(target)
         serves_its_file(target)
     assert daemon.starts == 1
