@@ -263,3 +263,45 @@ def test_backing_file_truncated_then_deleted_under_the_lun(
         good(result)
         assert seen == original[: 100 * BS] + again + original[132 * BS : 2049 * BS]
         serving(daemon)
+
+
+def test_a_lost_write_back_fails_every_later_synchronize_cache(
+    tmp_path: Path, modprobe: Callable[..., None], daemon: DaemonProcess
+) -> None:
+    # FILEIO write-back on ext4 on scsi_debug: writes are acknowledged from the page
+    # cache; the disk goes offline before they are written back. Linux reports the
+    # failed write-back to one fdatasync only; every SYNCHRONIZE CACHE after it must
+    # fail too, or an initiator is told data is durable that never reached the disk.
+    info = load_scsi_debug(modprobe, "dev_size_mb=32", need_block=True)
+    assert info.block is not None
+    state = Path(f"/sys/class/scsi_device/{info.hctl}/device/state")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mkfs.ext4", "-q", "-F", info.block], check=True, timeout=120)
+    subprocess.run(["mount", info.block, str(mnt)], check=True, timeout=60)
+    image = mnt / "wb.img"
+    image.write_bytes(bytes(4 * MiB))  # allocated and on disk: no metadata to write
+    os.sync()
+    daemon.start()
+    sync_cache = bytes((0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    try:
+        with contextlib.ExitStack() as stack:
+            disk = Disk(stack, "wb", 4 * MiB, filename=str(image))
+            good(disk.sg.execute(sync_cache, SgDirection.NONE, [], 0, timeout_ms=30_000))
+            good(disk.write(64, os.urandom(256 * BS)))  # GOOD from the page cache
+            state.write_text("offline\n")
+            try:
+                first = disk.sg.execute(sync_cache, SgDirection.NONE, [], 0, timeout_ms=30_000)
+                assert sense_of(first)[0][0] == 0x3, first.sense.hex()  # MEDIUM ERROR
+            finally:
+                state.write_text("running\n")
+            for _ in range(2):  # the disk is back; the written-back data is not
+                again = disk.sg.execute(sync_cache, SgDirection.NONE, [], 0, timeout_ms=30_000)
+                assert sense_of(again)[0][0] == 0x3, again.sense.hex()
+            serving(daemon)
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        delete = Path(f"/sys/class/scsi_device/{info.hctl}/device/delete")
+        if delete.exists():
+            delete.write_text("1")
