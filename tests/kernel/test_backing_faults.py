@@ -277,6 +277,7 @@ def test_a_lost_write_back_fails_every_later_synchronize_cache(
     state = Path(f"/sys/class/scsi_device/{info.hctl}/device/state")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    subprocess.run(["modprobe", "ext4"], check=True, timeout=60)
     subprocess.run(["mkfs.ext4", "-q", "-F", info.block], check=True, timeout=120)
     subprocess.run(["mount", info.block, str(mnt)], check=True, timeout=60)
     image = mnt / "wb.img"
