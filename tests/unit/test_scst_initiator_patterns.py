@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from shell import edits
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.apply import apply_config
@@ -15,6 +14,7 @@ from tcmu_scst.scst.materializer import Materialized, Materializer
 from tcmu_scst.scst.model import ScstConfig, wildcard_match
 from tcmu_scst.scst.ownership import load_ownership
 from tcmu_scst.scst.save import live_config
+from tcmu_scst.shell import edits
 from tests.unit.test_scst_materializer import IQN, TPG, _devices, refuse, setup
 
 WILD = "iqn.2024-01.org.wild:*"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from shell import edits
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.catalogue import iscsi_param_error
 from tcmu_scst.scst.model import ScstConfig, iscsi_name_error
+from tcmu_scst.shell import edits
 
 DEV = "HANDLER vdisk_nullio {\n DEVICE d\n}\n"  # lines 1-3
 
