@@ -30,9 +30,11 @@ INNER_ARGS = os.environ.get("TCMU_SCST_KERNEL_SUITE_ARGS", "tests/kernel")
 # libiscsi compliance run) takes about 4 minutes on a 2-core CI host under TCG.
 INNER_COMMAND = (f"python3 -m pytest -m kernel {INNER_ARGS} -v -p no:cacheprovider "
                  "--timeout=900 --durations=15")
-# CI budget: the whole run must stay under 60 minutes; the kernel suite took 22 minutes
-# on the developers' 2-core host and more than 30 on a CI host (2026-12-07).
-TIMEOUT = float(os.environ.get("TCMU_SCST_KERNEL_SUITE_TIMEOUT", "3000"))
+# CI budget: the whole run must stay under 60 minutes (hard limit 90). The kernel suite
+# (117 tests, RBD cluster and three compliance runs included) took about 33 minutes on
+# the developers' 2-core host on 2026-12-07; a CI host was seen 1.4x slower. A hang is
+# caught per test by --timeout above; this bounds the boot as a whole.
+TIMEOUT = float(os.environ.get("TCMU_SCST_KERNEL_SUITE_TIMEOUT", "3600"))
 # Lines of the guest's output repeated in a failure's message (CI logs keep the tail).
 TAIL_LINES = 40
 PYTEST_NO_TESTS = 5

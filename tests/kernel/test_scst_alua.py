@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tcmu_scst import cli
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.scst import conf
@@ -195,8 +197,9 @@ def test_multipathd_follows_the_states_and_fio_verify_survives(
     modprobe: Callable[..., None],
 ) -> None:
     """multipath-tools (udevd + multipathd in the guest) over the two paths: its TUR
-    checker shows the standby path as "ghost" (NOT READY 04/0B), follows each swap made
-    by config apply and reinstates the path that became active; fio verify keeps going.
+    checker shows the standby path as "ghost" (NOT READY 04/0B), follows a swap made by
+    config apply and one made by the shell, and reinstates the path that became
+    active; fio verify keeps going.
     The priorities are multipath's const ones: the alua prioritizer finds no target
     port group in VPD 83h (see README, ALUA)."""
     cfs, state, tmp_path = setup
@@ -230,15 +233,25 @@ def test_multipathd_follows_the_states_and_fio_verify_survives(
              "--verify_backlog=16", "--verify_fatal=1", "--time_based", "--runtime=45"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        for west_state, east_state, want in (
-            ("standby", "active", {west: "ghost", east: "ready"}),
-            ("active", "standby", {west: "ready", east: "ghost"}),
-        ):
-            text = alua_conf(tmp_path, west_state, east_state)
-            apply_config(cfs, conf.parse(text, "swap.conf"), state)
-            states = _checker_states(want)
-            assert all(states.get(d) == s for d, s in want.items()), states
-            assert fio.poll() is None, "fio ended before the swap was exercised"
+        # First swap by config apply, the second by the admin shell, whose model
+        # starts from what was applied (its running.conf and a copy of the state).
+        text = alua_conf(tmp_path, "standby", "active")
+        apply_config(cfs, conf.parse(text, "swap.conf"), state)
+        want = {west: "ghost", east: "ready"}
+        states = _checker_states(want)
+        assert all(states.get(d) == s for d, s in want.items()), states
+        assert fio.poll() is None, "fio ended before the swap was exercised"
+        shell_dir = tmp_path / "shell-state"
+        shell_dir.mkdir()
+        shutil.copy(state, shell_dir / "lio-state.json")
+        (shell_dir / "running.conf").write_text(text)
+        tgs = "/device_groups/dg/target_groups"
+        for command in (f"{tgs}/tw state active", f"{tgs}/te state standby"):
+            assert cli.main(["shell", "--state-dir", str(shell_dir), command]) == 0, command
+        want = {west: "ready", east: "ghost"}
+        states = _checker_states(want)
+        assert all(states.get(d) == s for d, s in want.items()), states
+        assert fio.poll() is None, "fio ended before the shell's swap was exercised"
         output, _ = fio.communicate(timeout=300)
         assert fio.returncode == 0, output
         assert "err= 0" in output, output
