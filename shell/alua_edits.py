@@ -8,6 +8,7 @@ all-or-nothing path, where :func:`tcmu_scst.scst.model.validate` checks the rest
 
 from __future__ import annotations
 
+from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scst.model import (
     ALUA_STATES,
@@ -66,7 +67,7 @@ def del_device(config: ScstConfig, dg_name: str, device: str) -> None:
 
 
 def parse_group_id(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
+    if not is_decimal(text):
         raise ConfigError(f"group_id {text!r} is not a decimal number; write 1..65535")
     return int(text)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from tcmu_scst.ascii import is_decimal
+
 
 class Level(Enum):
     GLOBAL = "top level"
@@ -90,7 +92,7 @@ def iscsi_param_error(key: str, value: str) -> str | None:
         return f"{key} {value!r} is not valid; use {how} {', '.join(map(str, allowed))}"
     low, high = int(allowed[0]), int(allowed[1])
     parts = value.split("~") if key.endswith("MarkInt") else [value]
-    if len(parts) <= 2 and all(p.isascii() and p.isdigit() for p in parts) and all(
+    if len(parts) <= 2 and all(is_decimal(p) for p in parts) and all(
         low <= int(p) <= high for p in parts
     ):
         return None
