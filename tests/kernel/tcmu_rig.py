@@ -40,11 +40,13 @@ from tcmu_scst.kernel import uio
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.kernel.lio import CoreBackstore, UserBackstore, UserBackstoreOptions
+from tcmu_scst.kernel.netlink import TcmuNetlink
 from tcmu_scst.kernel.scsi_nodes import ScsiNodes, wait_for_scsi_nodes
 from tcmu_scst.lab import compliance
 from tcmu_scst.service import registry
 from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.device import DeviceRunner, serve_in_thread
+from tcmu_scst.service.hotplug import Hotplug
 
 
 @dataclass
@@ -123,11 +125,22 @@ def serve(
 
 
 class DaemonThread:
-    """The real daemon on a thread (control socket under ``tmp``)."""
+    """The real daemon on a thread (control socket under ``tmp``); ``start``/``stop`` or
+    a ``with`` block. ``hotplug`` and ``netlink`` replace the daemon's own (hot-plug tests)."""
 
-    def __init__(self, tmp: Path, threads: int = 2) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        threads: int = 2,
+        *,
+        hotplug: Hotplug | None = None,
+        netlink: TcmuNetlink | None = None,
+    ) -> None:
         self.socket = tmp / "control.sock"
-        self.daemon = Daemon(control_socket=self.socket, threads=threads)
+        self.hotplug = hotplug
+        self.daemon = Daemon(
+            control_socket=self.socket, threads=threads, hotplug=hotplug, netlink=netlink
+        )
         self.thread = threading.Thread(target=self._run, name="daemon", daemon=True)
         self.error: BaseException | None = None
 
@@ -148,6 +161,15 @@ class DaemonThread:
         assert not self.thread.is_alive(), "daemon did not stop"
         if self.error is not None:
             raise self.error
+
+    def __enter__(self) -> DaemonThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serves(self, name: str) -> bool:
+        return any(key[1] == name for key in list(self.daemon.devices))
 
 
 # ---- small commands ------------------------------------------------------------------

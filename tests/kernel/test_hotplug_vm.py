@@ -13,7 +13,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,9 +25,8 @@ from tcmu_scst.scst import conf, devconfig
 from tcmu_scst.scst.apply import apply_config
 from tcmu_scst.scst.model import Device
 from tcmu_scst.service import control, install
-from tcmu_scst.service.daemon import Daemon
 from tcmu_scst.service.hotplug import Hotplug, load_config
-from tests.kernel.tcmu_rig import wait_until
+from tests.kernel.tcmu_rig import DaemonThread, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -74,34 +72,15 @@ class NoNetlink:
         return False
 
 
-class DaemonWithHotplug:
-    def __init__(self, tmp: Path, config: Path, netlink: object | None = None) -> None:
-        self.hotplug = Hotplug(
-            config_path=config,
-            state_file=tmp / "state.json",
-            lock_path=tmp / "apply.lock",
-            settle=0.5,
-        )
-        self.daemon = Daemon(
-            control_socket=tmp / "control.sock",
-            threads=2,
-            hotplug=self.hotplug,
-            netlink=netlink,  # type: ignore[arg-type]
-        )
-        self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)
-
-    def __enter__(self) -> DaemonWithHotplug:
-        self.daemon.start()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.daemon.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "daemon did not stop"
-
-    def serves(self, name: str) -> bool:
-        return any(key[1] == name for key in list(self.daemon.devices))
+def daemon_with_hotplug(tmp: Path, config: Path, netlink: object | None = None) -> DaemonThread:
+    """The daemon on a thread with a hot-plug engine reading ``config``."""
+    hotplug = Hotplug(
+        config_path=config,
+        state_file=tmp / "state.json",
+        lock_path=tmp / "apply.lock",
+        settle=0.5,
+    )
+    return DaemonThread(tmp, hotplug=hotplug, netlink=netlink)  # type: ignore[arg-type]
 
 
 def nullio_dev_config(name: str) -> str:
@@ -114,7 +93,7 @@ def test_a_backstore_made_by_hand_is_attached_through_uevents_alone(
     options = UserBackstoreOptions(
         dev_config=nullio_dev_config("hand0"), dev_size=16 << 20, nl_reply_supported=-1
     )
-    with DaemonWithHotplug(tmp_path, tmp_path / "none.conf", NoNetlink()) as d:
+    with daemon_with_hotplug(tmp_path, tmp_path / "none.conf", NoNetlink()) as d:
         assert d.hotplug.source is not None, "no uevent monitor in the guest"
         backstore = UserBackstore.create(configfs, "hand0", options)
         try:
@@ -167,7 +146,7 @@ def scsi_debug_hctl() -> str | None:
 def test_scsi_debug_is_exported_by_identity_and_withdrawn_on_removal(
     rule_config: Path, tmp_path: Path, modprobe: Callable[..., None]
 ) -> None:
-    with DaemonWithHotplug(tmp_path, rule_config) as d:
+    with daemon_with_hotplug(tmp_path, rule_config) as d:
         # The boot restore: no scsi_debug yet -> only LUN 0 (null0).
         apply_config(Configfs(), load_config(rule_config).config, tmp_path / "state.json")
         assert (TPG_LUNS / "lun_0").is_dir()
@@ -314,7 +293,7 @@ def test_the_remaining_lun_reports_the_change_after_an_unplug(
     path.write_text(LOOP_CONF)
     tpg = LoopbackTpg(Configfs(), LOOP_WWN)
     try:
-        with DaemonWithHotplug(tmp_path, path) as d:
+        with daemon_with_hotplug(tmp_path, path) as d:
             modprobe("scsi_debug", "dev_size_mb=8")
             wait_until(scsi_debug_hctl, "scsi_debug's device")
             hctl = scsi_debug_hctl()
