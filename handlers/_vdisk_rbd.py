@@ -14,15 +14,20 @@ discard             ``rbd_discard`` with ``rbd_skip_partial_discard=false``, so 
 GET LBA STATUS      ``diff_iterate`` from the beginning of time: allocated extents
 ==================  ===========================================================
 
-Failures carry the errno librbd reports; a cluster that does not answer within
-``rados_osd_op_timeout`` gives ETIMEDOUT, which the SBC layer answers with NOT READY
-(a retryable state transition) rather than a medium error.
+Every data operation (also the synchronous ones, which wait for an aio) has a
+deadline: ``rados_osd_op_timeout`` plus :data:`DEADLINE_SLACK`
+(:mod:`._aio_deadline`). librados fails what it sent with ETIMEDOUT by then; what
+librbd still holds (I/O queued for the exclusive lock while the image's watch is
+broken) is answered ETIMEDOUT by the deadline and counted as abandoned until librbd
+finishes it. The SBC layer answers ETIMEDOUT with ABORTED COMMAND / COMMAND TIMEOUT
+DURING PROCESSING (a retryable "state unknown"); other failures carry librbd's errno.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +36,36 @@ from tcmu_scst.errors import HandlerError
 from tcmu_scst.scsi.block import BackendError
 
 from . import _rbd_binding, rbd_spec
+from ._aio_deadline import Deadlines
 from .rbd_spec import RbdSpec
 
 log = logging.getLogger("tcmu_scst.handlers.vdisk_rbd")
 
 #: Called once an aio operation ended: ``None`` or the error it ended with.
 Done = Callable[[BackendError | None], None]
+#: How an operation under a deadline ends: the error (or None), and for a read what
+#: places its data (run only when the answer is still ours to give).
+Finish = Callable[..., None]
+
+#: How much longer than ``rados_osd_op_timeout`` an operation may take before its
+#: deadline answers it: librados' own ETIMEDOUT comes first when it can. Kept small
+#: so that the answer comes before the initiator's own timeout (Linux sd: 30 s by
+#: default, against our default op timeout of 20 s).
+DEADLINE_SLACK = 1.0
+
+
+def op_deadline(spec: RbdSpec, who: str) -> float | None:
+    """The deadline of one operation on ``spec``'s image; None when the op timeout is 0
+    (librados then waits forever, and so do we: the user asked for it)."""
+    value = spec.rados_options["rados_osd_op_timeout"]
+    try:
+        timeout = float(value)
+    except ValueError:
+        raise HandlerError(f"{who}: rados_osd_op_timeout={value!r} is not a number of "
+                           "seconds") from None
+    if timeout < 0:
+        raise HandlerError(f"{who}: rados_osd_op_timeout={value!r} is negative")
+    return timeout + DEADLINE_SLACK if timeout > 0 else None
 
 
 def _errno(err: BaseException) -> int:
@@ -115,6 +144,7 @@ class RbdBackend:
     def __init__(self, filename: str, block_size: int, *, read_only: bool,
                  write_through: bool, label: str) -> None:
         self.spec = rbd_spec.parse(filename, f"vdisk {label}")
+        self.deadlines = Deadlines(op_deadline(self.spec, f"vdisk {label}"), f"vdisk {label}")
         self.label = label
         self.block_size = block_size
         #: Whether librbd caches writes: without its cache a completed write is on the
@@ -162,32 +192,37 @@ class RbdBackend:
         self.write_bytes(offset, buf.read(buf_offset, length), fua=fua)
 
     def write_bytes(self, offset: int, data: bytes, *, fua: bool = False) -> None:
-        try:
-            self.image.write(data, offset)
-            if fua and self.cached:
-                self.image.flush()
-        except Exception as err:
-            raise self._error("write", err) from None
+        self._wait(lambda done: self.aio_write(offset, data, fua, done))
 
     def read_bytes(self, offset: int, length: int) -> bytes:
-        try:
-            data = bytes(self.image.read(offset, length))
-        except Exception as err:
-            raise self._error("read", err) from None
+        out = DataBuffer([memoryview(bytearray(length))], length)
+        self._wait(lambda done: self.aio_read(offset, length, out, done))
         # librbd returns short reads past the end only; the SBC layer checked the range.
-        return data.ljust(length, b"\0")
+        return bytes(out.views[0])
 
     def flush(self, offset: int, length: int) -> None:
-        try:
-            self.image.flush()
-        except Exception as err:
-            raise self._error("flush", err) from None
+        self._wait(lambda done: self._start("flush", done, self.image.aio_flush, self._ended))
 
     def discard(self, offset: int, length: int) -> None:
-        try:
-            self.image.discard(offset, length)
-        except Exception as err:
-            raise self._error("discard", err) from None
+        self._wait(lambda done: self._start("discard", done, self.image.aio_discard,
+                                            self._ended, offset, length))
+
+    def _ended(self, what: str, completion: Any, finish: Finish) -> None:
+        finish(self._finish(what, completion))
+
+    def _wait(self, submit: Callable[[Done], None]) -> None:
+        """Run an aio operation to its end (or its deadline) on this thread."""
+        ended = threading.Event()
+        errors: list[BackendError | None] = []
+
+        def done(error: BackendError | None) -> None:
+            errors.append(error)
+            ended.set()
+
+        submit(done)
+        ended.wait()  # the deadline answers when librbd does not
+        if errors[0] is not None:
+            raise errors[0]
 
     def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
         extents: list[tuple[int, int]] = []
@@ -218,6 +253,11 @@ class RbdBackend:
 
     # -- asynchronous (the plain READ/WRITE path) ----------------------------------
 
+    @property
+    def stalled(self) -> int:
+        """Operations answered by their deadline that librbd still holds."""
+        return self.deadlines.abandoned
+
     def _finish(self, what: str, completion: Any) -> BackendError | None:
         ret = int(completion.get_return_value())
         if ret >= 0:
@@ -226,31 +266,63 @@ class RbdBackend:
         return BackendError(f"rbd {self.spec} {what}: {err}", -ret)
 
     def aio_read(self, offset: int, length: int, buf: DataBuffer, done: Done) -> None:
-        """Read into ``buf``; ``done`` runs on a librbd thread when it ended."""
+        """Read into ``buf``; ``done`` runs on a librbd thread when it ended, or on the
+        watchdog's at the deadline (then ``buf`` is never written: it is the ring's)."""
 
-        def complete(completion: Any, data: bytes | None) -> None:
-            error = self._finish("read", completion)
-            if error is None:
-                buf.write(bytes(data or b"").ljust(length, b"\0"), 0)
-            done(error)
+        def complete(what: str, completion: Any, finish: Finish,
+                     data: bytes | None = None) -> None:
+            error = self._finish(what, completion)
+            finish(error, lambda: buf.write(bytes(data or b"").ljust(length, b"\0"), 0))
 
-        self._submit("read", done, self.image.aio_read, offset, length, complete)
+        self._start("read", done, self.image.aio_read, complete, offset, length)
 
     def aio_write(self, offset: int, data: bytes, fua: bool, done: Done) -> None:
-        """Write ``data``; with ``fua`` a flush follows (when cached) before ``done`` runs."""
+        """Write ``data``; with ``fua`` a flush follows (when cached) before ``done`` runs.
+        One deadline covers both."""
         fua = fua and self.cached
 
-        def flushed(completion: Any) -> None:
-            done(self._finish("flush", completion))
-
-        def written(completion: Any) -> None:
-            error = self._finish("write", completion)
+        def written(what: str, completion: Any, finish: Finish) -> None:
+            error = self._finish(what, completion)
             if error is not None or not fua:
-                done(error)
-            else:
-                self._submit("flush", done, self.image.aio_flush, flushed)
+                finish(error)
+                return
 
-        self._submit("write", done, self.image.aio_write, data, offset, written)
+            def flushed(flush_completion: Any) -> None:
+                finish(self._finish("flush", flush_completion))
+
+            self._submit("flush", finish, self.image.aio_flush, flushed)
+
+        self._start("write", done, self.image.aio_write, written, data, offset)
+
+    def _start(self, what: str, done: Done, call: Callable[..., Any],
+               complete: Callable[..., None], *args: Any) -> None:
+        """Submit ``call(*args, callback)`` under a deadline. librbd's callback runs
+        ``complete(what, completion, finish, *data)``, which ends with one
+        ``finish(error[, fill])``: that answers with ``done`` (after ``fill()``, which
+        places read data) unless the deadline answered first."""
+        timeout = self.deadlines.timeout
+
+        def expired() -> None:
+            err = OSError(errno.ETIMEDOUT, f"no answer from the cluster within {timeout:g} s")
+            done(BackendError(f"rbd {self.spec} {what}: {err}", errno.ETIMEDOUT))
+
+        op = self.deadlines.start(expired)
+
+        def finish(error: BackendError | None, fill: Callable[[], object] | None = None) -> None:
+            if not op.claim():
+                return  # answered by the deadline; librbd's own buffer is dropped
+            if error is None and fill is not None:
+                fill()
+            done(error)
+
+        def callback(completion: Any, *data: Any) -> None:
+            try:
+                complete(what, completion, finish, *data)
+            except Exception as err:  # librbd's thread swallows exceptions: answer
+                log.exception("vdisk %s: completing %s failed", self.label, what)
+                finish(self._error(what, err))
+
+        self._submit(what, finish, call, *args, callback)
 
     def _submit(self, what: str, done: Done, call: Callable[..., Any], *args: Any) -> None:
         try:
@@ -259,8 +331,19 @@ class RbdBackend:
             done(self._error(what, err))
 
     def close(self) -> None:
+        """Final flush (bounded), then close the image and the connection. With
+        abandoned operations, librbd's close waits for them, as long as the cluster
+        is away: then it is left to finish on a thread of its own."""
         try:
-            self.image.flush()
-        except Exception as err:
+            self.flush(0, 0)
+        except BackendError as err:
             log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec, err)
-        self.conn.close()
+        self.deadlines.close()
+        closer = threading.Thread(target=self.conn.close, daemon=True,
+                                  name=f"rbd-close-{self.label}")
+        closer.start()
+        closer.join(self.deadlines.timeout)
+        if closer.is_alive():
+            log.warning("vdisk %s: %s does not close (librbd still holds %d operation(s) "
+                        "the cluster did not answer); left to close in the background",
+                        self.label, self.spec, self.stalled)

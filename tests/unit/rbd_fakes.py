@@ -47,6 +47,10 @@ class FakeImage:
         self.calls: list[str] = []
         self.read_only = False
         self.closed = False
+        # Set: aio operations are held, unanswered, until release() (librbd queueing
+        # I/O for the exclusive lock while the image's watch is broken).
+        self.hang = False
+        self._held: list[threading.Thread] = []
 
     def _check(self, what: str) -> None:
         self.calls.append(what)
@@ -103,7 +107,20 @@ class FakeImage:
                 done(Completion(ret))
 
         self.calls.append("aio_" + what)
-        threading.Thread(target=run, daemon=True).start()
+        thread = threading.Thread(target=run, daemon=True)
+        if self.hang:
+            self._held.append(thread)
+        else:
+            thread.start()
+
+    def release(self) -> None:
+        """The cluster is back: the held operations run and complete."""
+        self.hang = False
+        held, self._held = self._held, []
+        for thread in held:
+            thread.start()
+        for thread in held:
+            thread.join(10)
 
     def aio_read(self, offset: int, length: int, oncomplete: Callable[..., None]) -> Completion:
         self._later("read", lambda: self.read(offset, length), oncomplete, True)
@@ -115,6 +132,11 @@ class FakeImage:
 
     def aio_flush(self, oncomplete: Callable[..., None]) -> Completion:
         self._later("flush", self.flush, oncomplete, False)
+        return Completion(0)
+
+    def aio_discard(self, offset: int, length: int,
+                    oncomplete: Callable[..., None]) -> Completion:
+        self._later("discard", lambda: self.discard(offset, length), oncomplete, False)
         return Completion(0)
 
     def close(self) -> None:
