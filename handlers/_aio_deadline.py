@@ -14,7 +14,8 @@ deadline, answers; the other is ignored. An operation answered by its deadline i
 *abandoned*: the backend still owns it (its buffer is the backend's copy, never the
 ring's), and :attr:`Deadlines.abandoned` counts them until the backend finishes them,
 so the handler can refuse new I/O meanwhile (nothing new is queued behind them, and
-no newer write can overtake a stale one).
+no newer write can overtake a stale one), and the backend can replace a client that
+no longer finishes anything (:attr:`Deadlines.on_abandon`).
 """
 
 from __future__ import annotations
@@ -57,14 +58,26 @@ class Deadlines:
         self._lock = threading.Condition()
         self._heap: list[tuple[float, int, Op]] = []
         self._seq = itertools.count()
-        self._abandoned = 0
+        self._abandoned: set[Op] = set()
         self._closed = False
+        #: Called (on the watchdog thread) each time operations were abandoned.
+        self.on_abandon: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def abandoned(self) -> int:
         """Operations answered by their deadline that the backend has not finished."""
-        return self._abandoned
+        return len(self._abandoned)
+
+    def forget_abandoned(self) -> int:
+        """Stop counting the abandoned operations (their backend was fenced off and
+        replaced); their late completions are ignored. Returns how many there were."""
+        with self._lock:
+            count = len(self._abandoned)
+            for op in self._abandoned:
+                op._abandoned = False
+            self._abandoned.clear()
+            return count
 
     def start(self, on_expire: Callable[[], None]) -> Op:
         """Register an operation about to be submitted; ``on_expire`` answers it if the
@@ -86,8 +99,8 @@ class Deadlines:
             if op._claimed:
                 if op._abandoned:
                     op._abandoned = False
-                    self._abandoned -= 1
-                    if self._abandoned == 0:
+                    self._abandoned.discard(op)
+                    if not self._abandoned:
                         log.warning("%s: the backend finished every abandoned operation; "
                                     "serving I/O again", self._name)
                 return False
@@ -103,7 +116,7 @@ class Deadlines:
                 op = heapq.heappop(self._heap)[2]
                 if not op._claimed:
                     op._claimed = op._abandoned = True
-                    self._abandoned += 1
+                    self._abandoned.add(op)
                     due.append(op)
         for op in due:
             try:
@@ -114,6 +127,8 @@ class Deadlines:
             log.warning("%s: %d operation(s) got no answer from the backend within %g s: "
                         "answered as timed out, left to the backend", self._name, len(due),
                         self.timeout)
+            if self.on_abandon is not None:
+                self.on_abandon()
         return len(due)
 
     def _watch(self) -> None:

@@ -52,6 +52,10 @@ Finish = Callable[..., None]
 #: so that the answer comes before the initiator's own timeout (Linux sd: 30 s by
 #: default, against our default op timeout of 20 s).
 DEADLINE_SLACK = 1.0
+#: Seconds between two attempts to replace a client that holds abandoned operations.
+RECOVERY_RETRY = 1.0
+#: How long an old client stays blocklisted (Ceph's own default expiry is an hour).
+BLOCKLIST_SECONDS = 3600
 
 
 def op_deadline(spec: RbdSpec, who: str) -> float | None:
@@ -154,10 +158,64 @@ class RbdBackend:
                  # Write-back from the first write: the initiator flushes (WCE=1 says so).
                  "rbd_cache_writethrough_until_flush": "false",
                  "rbd_skip_partial_discard": "false"}
+        self._open_args = (read_only, cache)
         self.conn = Connection(self.spec, f"vdisk {label}", read_only=read_only, extra=cache)
         self.image: Any = self.conn.image
         self._size = 0
         self.refresh_size()
+        self._closing = threading.Event()
+        self._recovery: threading.Thread | None = None
+        self._recovery_lock = threading.Lock()
+        self.deadlines.on_abandon = self._start_recovery
+
+    # -- recovery: a client librbd no longer finishes anything on -------------------
+
+    def _start_recovery(self) -> None:
+        with self._recovery_lock:
+            if self._closing.is_set() or (self._recovery is not None
+                                          and self._recovery.is_alive()):
+                return
+            self._recovery = threading.Thread(target=self._recover, daemon=True,
+                                              name=f"rbd-recover-{self.label}")
+            self._recovery.start()
+
+    def _recover(self) -> None:
+        """Replace the cluster client that holds abandoned operations (tcmu-runner's
+        lesson: librbd waits for the image's watch to come back before it retries
+        them, and that can be never). Once a new client opens the image, the old one
+        is blocklisted, and the OSDs know it, before the new one serves: a write the
+        old one still holds can then never land over a newer one. Until then I/O is
+        answered BUSY (the handler); a retry every :data:`RECOVERY_RETRY` seconds."""
+        read_only, cache = self._open_args
+        who = f"vdisk {self.label}"
+        while not self._closing.wait(RECOVERY_RETRY):
+            if not self.stalled:
+                return  # librbd finished them after all
+            try:
+                new = Connection(self.spec, who, read_only=read_only, extra=cache)
+            except HandlerError as err:
+                log.warning("%s: reconnecting: %s", who, err)
+                continue
+            old = self.conn
+            try:
+                address = old.cluster.get_addrs()
+                new.cluster.blocklist_add(address, BLOCKLIST_SECONDS)
+                new.cluster.wait_for_latest_osdmap()
+            except Exception as err:
+                log.warning("%s: cannot fence the old client off (osd blocklist add): %s; "
+                            "I/O waits for it", who, err)
+                new.close()
+                continue
+            if self._closing.is_set():
+                new.close()
+                return
+            self.conn, self.image = new, new.image
+            dropped = self.deadlines.forget_abandoned()
+            log.warning("%s: reconnected to the cluster; the old client (%s) is blocklisted "
+                        "for %d s with %d operation(s) it never finished", who, address,
+                        BLOCKLIST_SECONDS, dropped)
+            threading.Thread(target=old.close, daemon=True, name=f"rbd-close-{self.label}").start()
+            return
 
     def _error(self, what: str, err: BaseException) -> BackendError:
         return BackendError(f"rbd {self.spec} {what}: {err}", _errno(err))
@@ -338,6 +396,11 @@ class RbdBackend:
             self.flush(0, 0)
         except BackendError as err:
             log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec, err)
+        self._closing.set()
+        with self._recovery_lock:
+            recovery = self._recovery
+        if recovery is not None:
+            recovery.join()
         self.deadlines.close()
         closer = threading.Thread(target=self.conn.close, daemon=True,
                                   name=f"rbd-close-{self.label}")

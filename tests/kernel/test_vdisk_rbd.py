@@ -34,7 +34,7 @@ from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.kernel.scsi_nodes import ScsiNodes
 from tcmu_scst.lab import compliance
-from tcmu_scst.testing.ceph import CephCluster, missing_tools
+from tcmu_scst.testing.ceph import CephCluster, CephError, missing_tools
 
 from .tcmu_rig import (
     DaemonThread,
@@ -153,6 +153,27 @@ def _dmesg_tail(lines: int = 60) -> str:
     return "\n".join(proc.stdout.splitlines()[-lines:])
 
 
+def _wait_until_serving(cluster: CephCluster, timeout: float = 300) -> float:
+    """Wait until a new client can write to the pool; returns the seconds it took.
+
+    A memstore OSD frozen for longer than the heartbeat grace is not serving at once
+    when it runs again (it is marked down and boots again, peering under TCG)."""
+    start = time.monotonic()
+    while True:
+        try:
+            cluster.rados("-p", POOL, "put", "tcmu-scst-probe", "/dev/null", timeout=30)
+        except CephError:
+            if time.monotonic() - start > timeout:
+                osd_log = sorted((cluster.dir / "log").glob("*osd*"))
+                tail = osd_log[-1].read_text(errors="replace")[-3000:] if osd_log else ""
+                pytest.fail(f"the cluster serves no client {timeout:.0f} s after the OSD "
+                            f"resumed: {cluster.ceph('osd', 'dump')}\n{tail}")
+            continue
+        took = time.monotonic() - start
+        print(f"the cluster served a new client {took:.0f} s after the OSD resumed")
+        return took
+
+
 def _dd_write(dev: str, payload: Path, seek_mib: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["dd", f"if={payload}", f"of={dev}", "bs=1M", f"seek={seek_mib}", "oflag=direct",
@@ -187,6 +208,7 @@ def test_frozen_osd_gives_errors_in_bounded_time_then_io_resumes(
             pytest.fail(f"dd still blocked {bound + 60} s after the OSD froze: "
                         f"{_d_state_tasks()}\n{_dmesg_tail()}")
         took = time.monotonic() - start
+        print(f"a write to the frozen cluster failed after {took:.0f} s")
         assert dd.returncode != 0, "a write to a frozen cluster reported success"
         assert took <= bound, f"the error took {took:.0f} s, over the bound of {bound} s\n" \
                               f"{_dmesg_tail()}"
@@ -194,10 +216,13 @@ def test_frozen_osd_gives_errors_in_bounded_time_then_io_resumes(
     finally:
         cluster.resume_osd()
 
-    # 2. The OSD runs again: the same device writes and reads back.
+    # 2. The OSD runs again: once the cluster serves a new client, the same device
+    # writes and reads back (the daemon replaced its client if librbd held on to
+    # I/O it never finished, and blocklisted the old one).
+    _wait_until_serving(cluster)
     dd = _dd_write(dev, payload, 2)
     _, err = dd.communicate(timeout=120)
-    assert dd.returncode == 0, err
+    assert dd.returncode == 0, f"{err}\n{_dmesg_tail()}"
     with open(dev, "rb", buffering=0) as disk:
         disk.seek(2 * MiB)
         assert disk.read(MiB) == payload.read_bytes()

@@ -151,6 +151,8 @@ class FakeCluster:
         self.conf: dict[str, str] = {}
         self.connected = False
         self.down = False
+        self.clients: list[str] = []  # the address of each client handle made
+        self.blocklisted: list[tuple[str, int]] = []
 
     def add_image(self, pool: str, name: str, size: int) -> FakeImage:
         image = FakeImage(self, name, size)
@@ -167,6 +169,8 @@ class FakeCluster:
                 cluster.conf = dict(conf or {})
                 cluster.conf["@conffile"] = conffile or ""
                 cluster.conf["@id"] = rados_id or ""
+                self.address = f"127.0.0.1:0/{len(cluster.clients) + 1}"
+                cluster.clients.append(self.address)
 
             def connect(self) -> None:
                 if cluster.down:
@@ -180,6 +184,17 @@ class FakeCluster:
 
             def shutdown(self) -> None:
                 cluster.connected = False
+
+            def get_addrs(self) -> str:
+                return self.address
+
+            def blocklist_add(self, address: str, expire_seconds: int = 0) -> None:
+                if cluster.down:
+                    raise RadosError("[errno 110] RADOS timed out", errno.ETIMEDOUT)
+                cluster.blocklisted.append((address, expire_seconds))
+
+            def wait_for_latest_osdmap(self) -> None:
+                pass
 
         def image(ioctx: Any, name: str, read_only: bool = False) -> FakeImage:
             try:

@@ -282,6 +282,7 @@ def test_an_operation_librbd_never_finishes_is_answered_by_its_deadline(
     handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
     image.data[:512] = b"\x42" * 512
     image.hang = True
+    cluster.down = True  # no new client either (see the next test)
     answers: list[Result] = []
     answered = threading.Event()
 
@@ -307,6 +308,7 @@ def test_an_operation_librbd_never_finishes_is_answered_by_its_deadline(
     assert len(image.calls) == submitted
     # The cluster returns: the late completion answers nothing and writes nothing
     # into the (ring's) buffer, which the initiator may have reused by then.
+    cluster.down = False
     image.release()
     assert len(answers) == 1 and backing == bytearray([h.STALE]) * 512
     assert handler.backend.stalled == 0
@@ -318,6 +320,33 @@ def test_an_operation_librbd_never_finishes_is_answered_by_its_deadline(
     assert reply.sense.code == (0xB, 0x2E, 0x02) and handler.backend.stalled == 1
     image.release()
     assert handler.backend.stalled == 0
+    handler.close()
+
+
+def test_a_client_that_never_lets_go_is_fenced_off_and_replaced(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    monkeypatch.setattr(_vdisk_rbd, "RECOVERY_RETRY", 0.01)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    first = cluster.clients[-1]
+    cluster.down = True
+    image.hang = True
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x01" * 512)
+    assert reply.sense.code == (0xB, 0x2E, 0x02)
+    assert submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512).status == BUSY
+    # The cluster is back, but the first client never finishes what it holds: a new
+    # client opens the image, and the old one is blocklisted before anything is sent.
+    image.hang = False
+    cluster.down = False
+    for _ in range(1000):
+        if not handler.backend.stalled:
+            break
+        threading.Event().wait(0.01)
+    assert handler.backend.stalled == 0
+    assert cluster.blocklisted == [(first, _vdisk_rbd.BLOCKLIST_SECONDS)]
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
+    assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
     handler.close()
 
 
