@@ -198,8 +198,10 @@ class RbdBackend:
                 continue
             old = self.conn
             try:
-                address = old.cluster.get_addrs()
-                new.cluster.blocklist_add(address, BLOCKLIST_SECONDS)
+                address = str(old.cluster.get_addrs())
+                # One address, or a vector "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]".
+                for one in address.strip("[]").split(","):
+                    new.cluster.blocklist_add(one, BLOCKLIST_SECONDS)
                 new.cluster.wait_for_latest_osdmap()
             except Exception as err:
                 log.warning("%s: cannot fence the old client off (osd blocklist add): %s; "
