@@ -29,6 +29,9 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+#: The watchdog's resolution: a deadline is answered at most this late.
+TICK = 0.25
+
 
 class Op:
     """One operation under a deadline: :meth:`claim` by whoever answers first."""
@@ -86,12 +89,14 @@ class Deadlines:
         if self.timeout is None:
             return op
         with self._lock:
+            idle = not self._heap
             heapq.heappush(self._heap, (self._clock() + self.timeout, next(self._seq), op))
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._watch, daemon=True,
                                                 name=f"deadline-{self._name}")
                 self._thread.start()
-            self._lock.notify()
+            if idle:  # every deadline is as long: only an idle watchdog must look again
+                self._lock.notify()
         return op
 
     def _settle(self, op: Op) -> bool:
@@ -140,6 +145,11 @@ class Deadlines:
                 if self._closed:
                     return
             self.expire_due()
+            # Under load a deadline comes due for every operation (most of them long
+            # answered): look at most every TICK seconds, not once per operation.
+            with self._lock:
+                if not self._closed:
+                    self._lock.wait(TICK)
 
     def close(self) -> None:
         """Stop the watchdog (operations still pending are no longer bounded)."""
