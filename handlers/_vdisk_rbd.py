@@ -216,7 +216,7 @@ class RbdBackend:
             log.warning("%s: reconnected to the cluster; the old client (%s) is blocklisted "
                         "for %d s with %d operation(s) it never finished", who, address,
                         BLOCKLIST_SECONDS, dropped)
-            threading.Thread(target=old.close, daemon=True, name=f"rbd-close-{self.label}").start()
+            _leave_open(old, f"{who}: the old client of {self.spec}", dropped)
             return
 
     def _error(self, what: str, err: BaseException) -> BackendError:
@@ -391,24 +391,36 @@ class RbdBackend:
             done(self._error(what, err))
 
     def close(self) -> None:
-        """Final flush (bounded), then close the image and the connection. With
-        abandoned operations, librbd's close waits for them, as long as the cluster
-        is away: then it is left to finish on a thread of its own."""
-        try:
-            self.flush(0, 0)
-        except BackendError as err:
-            log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec, err)
+        """Final flush (bounded), then close the image and the connection; a client
+        that holds abandoned operations is left open instead (:func:`_leave_open`)."""
         self._closing.set()
         with self._recovery_lock:
             recovery = self._recovery
         if recovery is not None:
             recovery.join()
+        if not self.stalled:
+            try:
+                self.flush(0, 0)
+            except BackendError as err:
+                log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec,
+                            err)
         self.deadlines.close()
-        closer = threading.Thread(target=self.conn.close, daemon=True,
-                                  name=f"rbd-close-{self.label}")
-        closer.start()
-        closer.join(self.deadlines.timeout)
-        if closer.is_alive():
-            log.warning("vdisk %s: %s does not close (librbd still holds %d operation(s) "
-                        "the cluster did not answer); left to close in the background",
-                        self.label, self.spec, self.stalled)
+        if self.stalled:
+            _leave_open(self.conn, f"vdisk {self.label}: {self.spec}", self.stalled)
+        else:
+            self.conn.close()
+
+
+#: Clients never closed, kept referenced for the life of the process (see _leave_open).
+_LEFT_OPEN: list[Connection] = []
+
+
+def _leave_open(conn: Connection, what: str, held: int) -> None:
+    """Keep ``conn`` open for good. librbd's close waits for the operations it holds,
+    as long as the cluster is away, and Ceph 16.2's librbd aborts the process
+    (``ceph_assert(!m_on_dispatches.empty())`` in exclusive_lock::ImageDispatch, seen
+    in the lab) when an image with a lock acquisition still pending is closed once
+    the cluster answers again. Dropping the last reference would close it too."""
+    _LEFT_OPEN.append(conn)
+    log.warning("%s: librbd holds %d operation(s) the cluster never answered; its client "
+                "is left open (closing it could hang or abort librbd)", what, held)

@@ -45,6 +45,7 @@ from .tcmu_rig import (
     fio_verify,
     fstrim_frees,
     wait_for_block_size,
+    wait_until,
 )
 
 MiB = 1 << 20
@@ -195,6 +196,12 @@ def test_frozen_osd_gives_errors_in_bounded_time_then_io_resumes(
     Path(f"/sys/block/{name}/device/timeout").write_text("6")
     payload = tmp_path / "payload"
     payload.write_bytes(os.urandom(MiB))
+    # The kernel's own reads of a new disk (partition scan) must be over before the
+    # freeze: issued with the default 30 s timeout, their retries would hold dd up
+    # for up to (5 + 1) x 30 s.
+    run("dd", f"if={dev}", "of=/dev/null", "bs=4096", "count=1", "iflag=direct")
+    wait_until(lambda: Path(f"/sys/block/{name}/inflight").read_text().split() == ["0", "0"],
+               f"{dev} idle")
     bound = 6 * 6 + 30  # sd's budget, plus one op timeout and the guest's slowness
 
     # 1. Frozen for good: dd fails within the bound, and nothing stays in D state.
