@@ -157,8 +157,8 @@ def _dmesg_tail(lines: int = 60) -> str:
 def _wait_until_serving(cluster: CephCluster, timeout: float = 300) -> float:
     """Wait until a new client can write to the pool; returns the seconds it took.
 
-    A memstore OSD frozen for longer than the heartbeat grace is not serving at once
-    when it runs again (it is marked down and boots again, peering under TCG)."""
+    An OSD frozen for longer than a minute is not always serving at once when it runs
+    again (seen in the lab: a new client's ``rbd create`` got no answer for a minute)."""
     start = time.monotonic()
     while True:
         try:
