@@ -135,6 +135,32 @@ def test_resize_is_seen_by_the_initiator(lio_stack: ExitStack, tmp_path: Path,
     wait_for_block_size(lun.block, 48 * MiB)
 
 
+def test_config_check_refuses_a_missing_pool_or_image(tmp_path: Path,
+                                                      cluster: CephCluster) -> None:
+    cluster.rbd("create", "--size", "16M", f"{POOL}/present")
+    for image, words in ((f"{POOL}/present", None),
+                         (f"{POOL}/absent", "has no image 'absent'"),
+                         ("nopool/present", "no pool 'nopool'")):
+        conf_file = tmp_path / "scst.conf"
+        conf_file.write_text("HANDLER vdisk_rbd {\n DEVICE d0 {\n"
+                             f"  filename rbd:{image}:conf={cluster.conf}\n }}\n}}\n")
+        proc = run(sys.executable, "-m", "tcmu_scst.cli", "config", "check", str(conf_file),
+                   check=False)
+        if words is None:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            continue
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(lines) == 1, proc.stdout + proc.stderr
+        assert f"{conf_file}:2: device d0" in lines[0] and words in lines[0], lines[0]
+
+
+def test_libiscsi_compliance_matches_expectations(tmp_path: Path, cluster: CephCluster) -> None:
+    cluster.rbd("create", "--size", "256M", f"{POOL}/compliance")
+    factory = compliance.vdisk_backstore(size=256 * MiB, filename=filename(cluster, "compliance"),
+                                         thin_provisioned=True)
+    check_compliance(Path(__file__).parent / "compliance-rbd.txt", factory, tmp_path)
+
+
 def _d_state_tasks() -> list[str]:
     stuck = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -154,8 +180,9 @@ def _dmesg_tail(lines: int = 60) -> str:
     return "\n".join(proc.stdout.splitlines()[-lines:])
 
 
-def _wait_until_serving(cluster: CephCluster, timeout: float = 300) -> float:
-    """Wait until a new client can write to the pool; returns the seconds it took.
+def _wait_until_serving(cluster: CephCluster, image: str, timeout: float = 300) -> float:
+    """Wait until a new client can write to the pool and open ``image``; returns the
+    seconds it took.
 
     An OSD frozen for longer than a minute is not always serving at once when it runs
     again (seen in the lab: a new client's ``rbd create`` got no answer for a minute)."""
@@ -163,11 +190,13 @@ def _wait_until_serving(cluster: CephCluster, timeout: float = 300) -> float:
     while True:
         try:
             cluster.rados("-p", POOL, "put", "tcmu-scst-probe", "/dev/null", timeout=30)
+            cluster.rbd("info", image, timeout=30)  # its header too (object class calls)
         except CephError:
             if time.monotonic() - start > timeout:
                 osd_log = sorted((cluster.dir / "log").glob("*osd*"))
                 tail = osd_log[-1].read_text(errors="replace")[-3000:] if osd_log else ""
-                pytest.fail(f"the cluster serves no client {timeout:.0f} s after the OSD "
+                pytest.fail(f"the cluster serves no new client of {image} {timeout:.0f} s "
+                            "after the OSD "
                             f"resumed: {cluster.ceph('osd', 'dump')}\n{tail}")
             continue
         took = time.monotonic() - start
@@ -226,7 +255,7 @@ def test_frozen_osd_gives_errors_in_bounded_time_then_io_resumes(
     # 2. The OSD runs again: once the cluster serves a new client, the same device
     # writes and reads back (the daemon replaced its client if librbd held on to
     # I/O it never finished, and blocklisted the old one).
-    _wait_until_serving(cluster)
+    _wait_until_serving(cluster, f"{POOL}/faulty")
     dd = _dd_write(dev, payload, 2)
     _, err = dd.communicate(timeout=120)
     assert dd.returncode == 0, f"{err}\n{_dmesg_tail()}"
@@ -246,29 +275,3 @@ def test_frozen_osd_gives_errors_in_bounded_time_then_io_resumes(
     with open(dev, "rb", buffering=0) as disk:
         disk.seek(4 * MiB)
         assert disk.read(MiB) == payload.read_bytes()
-
-
-def test_config_check_refuses_a_missing_pool_or_image(tmp_path: Path,
-                                                      cluster: CephCluster) -> None:
-    cluster.rbd("create", "--size", "16M", f"{POOL}/present")
-    for image, words in ((f"{POOL}/present", None),
-                         (f"{POOL}/absent", "has no image 'absent'"),
-                         ("nopool/present", "no pool 'nopool'")):
-        conf_file = tmp_path / "scst.conf"
-        conf_file.write_text("HANDLER vdisk_rbd {\n DEVICE d0 {\n"
-                             f"  filename rbd:{image}:conf={cluster.conf}\n }}\n}}\n")
-        proc = run(sys.executable, "-m", "tcmu_scst.cli", "config", "check", str(conf_file),
-                   check=False)
-        if words is None:
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            continue
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode != 0 and len(lines) == 1, proc.stdout + proc.stderr
-        assert f"{conf_file}:2: device d0" in lines[0] and words in lines[0], lines[0]
-
-
-def test_libiscsi_compliance_matches_expectations(tmp_path: Path, cluster: CephCluster) -> None:
-    cluster.rbd("create", "--size", "256M", f"{POOL}/compliance")
-    factory = compliance.vdisk_backstore(size=256 * MiB, filename=filename(cluster, "compliance"),
-                                         thin_provisioned=True)
-    check_compliance(Path(__file__).parent / "compliance-rbd.txt", factory, tmp_path)
