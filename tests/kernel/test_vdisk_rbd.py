@@ -184,8 +184,9 @@ def _wait_until_serving(cluster: CephCluster, image: str, timeout: float = 300) 
     """Wait until a new client can write to the pool and open ``image``; returns the
     seconds it took.
 
-    An OSD frozen for longer than a minute is not always serving at once when it runs
-    again (seen in the lab: a new client's ``rbd create`` got no answer for a minute)."""
+    After a freeze of half a minute the OSD served a plain write 2 s after it ran
+    again, but a new client's ``rbd create`` and image opens (object-class calls) got
+    no answer for minutes (seen in the lab)."""
     start = time.monotonic()
     while True:
         try:
