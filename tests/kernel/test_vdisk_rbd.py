@@ -251,7 +251,7 @@ def test_frozen_osd_gives_errors_in_bounded_time_then_io_resumes(
                               f"{_dmesg_tail()}"
         assert not [t for t in _d_state_tasks() if "dd" in t]
     finally:
-        cluster.resume_osd()
+        cluster.resume_osd(rejoin=True)  # past the PGs' read lease: see there
 
     # 2. The OSD runs again: once the cluster serves a new client, the same device
     # writes and reads back (the daemon replaced its client if librbd held on to
