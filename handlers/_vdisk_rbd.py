@@ -14,15 +14,20 @@ discard             ``rbd_discard`` with ``rbd_skip_partial_discard=false``, so 
 GET LBA STATUS      ``diff_iterate`` from the beginning of time: allocated extents
 ==================  ===========================================================
 
-Failures carry the errno librbd reports; a cluster that does not answer within
-``rados_osd_op_timeout`` gives ETIMEDOUT, which the SBC layer answers with NOT READY
-(a retryable state transition) rather than a medium error.
+Every data operation (also the synchronous ones, which wait for an aio) has a
+deadline: ``rados_osd_op_timeout`` plus :data:`DEADLINE_SLACK`
+(:mod:`._aio_deadline`). librados fails what it sent with ETIMEDOUT by then; what
+librbd still holds (I/O queued for the exclusive lock while the image's watch is
+broken) is answered ETIMEDOUT by the deadline and counted as abandoned until librbd
+finishes it. The SBC layer answers ETIMEDOUT with ABORTED COMMAND / COMMAND TIMEOUT
+DURING PROCESSING (a retryable "state unknown"); other failures carry librbd's errno.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +36,40 @@ from tcmu_scst.errors import HandlerError
 from tcmu_scst.scsi.block import BackendError
 
 from . import _rbd_binding, rbd_spec
+from ._aio_deadline import Deadlines
 from .rbd_spec import RbdSpec
 
 log = logging.getLogger("tcmu_scst.handlers.vdisk_rbd")
 
 #: Called once an aio operation ended: ``None`` or the error it ended with.
 Done = Callable[[BackendError | None], None]
+#: How an operation under a deadline ends: the error (or None), and for a read what
+#: places its data (run only when the answer is still ours to give).
+Finish = Callable[..., None]
+
+#: How much longer than ``rados_osd_op_timeout`` an operation may take before its
+#: deadline answers it: librados' own ETIMEDOUT comes first when it can. Kept small
+#: so that the answer comes before the initiator's own timeout (Linux sd: 30 s by
+#: default, against our default op timeout of 20 s).
+DEADLINE_SLACK = 1.0
+#: Seconds between two attempts to replace a client that holds abandoned operations.
+RECOVERY_RETRY = 1.0
+#: How long an old client stays blocklisted (Ceph's own default expiry is an hour).
+BLOCKLIST_SECONDS = 3600
+
+
+def op_deadline(spec: RbdSpec, who: str) -> float | None:
+    """The deadline of one operation on ``spec``'s image; None when the op timeout is 0
+    (librados then waits forever, and so do we: the user asked for it)."""
+    value = spec.rados_options["rados_osd_op_timeout"]
+    try:
+        timeout = float(value)
+    except ValueError:
+        raise HandlerError(f"{who}: rados_osd_op_timeout={value!r} is not a number of "
+                           "seconds") from None
+    if timeout < 0:
+        raise HandlerError(f"{who}: rados_osd_op_timeout={value!r} is negative")
+    return timeout + DEADLINE_SLACK if timeout > 0 else None
 
 
 def _errno(err: BaseException) -> int:
@@ -115,6 +148,7 @@ class RbdBackend:
     def __init__(self, filename: str, block_size: int, *, read_only: bool,
                  write_through: bool, label: str) -> None:
         self.spec = rbd_spec.parse(filename, f"vdisk {label}")
+        self.deadlines = Deadlines(op_deadline(self.spec, f"vdisk {label}"), f"vdisk {label}")
         self.label = label
         self.block_size = block_size
         #: Whether librbd caches writes: without its cache a completed write is on the
@@ -124,10 +158,66 @@ class RbdBackend:
                  # Write-back from the first write: the initiator flushes (WCE=1 says so).
                  "rbd_cache_writethrough_until_flush": "false",
                  "rbd_skip_partial_discard": "false"}
+        self._open_args = (read_only, cache)
         self.conn = Connection(self.spec, f"vdisk {label}", read_only=read_only, extra=cache)
         self.image: Any = self.conn.image
         self._size = 0
         self.refresh_size()
+        self._closing = threading.Event()
+        self._recovery: threading.Thread | None = None
+        self._recovery_lock = threading.Lock()
+        self.deadlines.on_abandon = self._start_recovery
+
+    # -- recovery: a client librbd no longer finishes anything on -------------------
+
+    def _start_recovery(self) -> None:
+        with self._recovery_lock:
+            if self._closing.is_set() or (self._recovery is not None
+                                          and self._recovery.is_alive()):
+                return
+            self._recovery = threading.Thread(target=self._recover, daemon=True,
+                                              name=f"rbd-recover-{self.label}")
+            self._recovery.start()
+
+    def _recover(self) -> None:
+        """Replace the cluster client that holds abandoned operations (tcmu-runner's
+        lesson: librbd waits for the image's watch to come back before it retries
+        them, and that can be never). Once a new client opens the image, the old one
+        is blocklisted, and the OSDs know it, before the new one serves: a write the
+        old one still holds can then never land over a newer one. Until then I/O is
+        answered BUSY (the handler); a retry every :data:`RECOVERY_RETRY` seconds."""
+        read_only, cache = self._open_args
+        who = f"vdisk {self.label}"
+        while not self._closing.wait(RECOVERY_RETRY):
+            if not self.stalled:
+                return  # librbd finished them after all
+            try:
+                new = Connection(self.spec, who, read_only=read_only, extra=cache)
+            except HandlerError as err:
+                log.warning("%s: reconnecting: %s", who, err)
+                continue
+            old = self.conn
+            try:
+                address = str(old.cluster.get_addrs())
+                # One address, or a vector "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]".
+                for one in address.strip("[]").split(","):
+                    new.cluster.blocklist_add(one, BLOCKLIST_SECONDS)
+                new.cluster.wait_for_latest_osdmap()
+            except Exception as err:
+                log.warning("%s: cannot fence the old client off (osd blocklist add): %s; "
+                            "I/O waits for it", who, err)
+                new.close()
+                continue
+            if self._closing.is_set():
+                new.close()
+                return
+            self.conn, self.image = new, new.image
+            dropped = self.deadlines.forget_abandoned()
+            log.warning("%s: reconnected to the cluster; the old client (%s) is blocklisted "
+                        "for %d s with %d operation(s) it never finished", who, address,
+                        BLOCKLIST_SECONDS, dropped)
+            _leave_open(old, f"{who}: the old client of {self.spec}", dropped)
+            return
 
     def _error(self, what: str, err: BaseException) -> BackendError:
         return BackendError(f"rbd {self.spec} {what}: {err}", _errno(err))
@@ -162,32 +252,37 @@ class RbdBackend:
         self.write_bytes(offset, buf.read(buf_offset, length), fua=fua)
 
     def write_bytes(self, offset: int, data: bytes, *, fua: bool = False) -> None:
-        try:
-            self.image.write(data, offset)
-            if fua and self.cached:
-                self.image.flush()
-        except Exception as err:
-            raise self._error("write", err) from None
+        self._wait(lambda done: self.aio_write(offset, data, fua, done))
 
     def read_bytes(self, offset: int, length: int) -> bytes:
-        try:
-            data = bytes(self.image.read(offset, length))
-        except Exception as err:
-            raise self._error("read", err) from None
+        out = DataBuffer([memoryview(bytearray(length))], length)
+        self._wait(lambda done: self.aio_read(offset, length, out, done))
         # librbd returns short reads past the end only; the SBC layer checked the range.
-        return data.ljust(length, b"\0")
+        return bytes(out.views[0])
 
     def flush(self, offset: int, length: int) -> None:
-        try:
-            self.image.flush()
-        except Exception as err:
-            raise self._error("flush", err) from None
+        self._wait(lambda done: self._start("flush", done, self.image.aio_flush, self._ended))
 
     def discard(self, offset: int, length: int) -> None:
-        try:
-            self.image.discard(offset, length)
-        except Exception as err:
-            raise self._error("discard", err) from None
+        self._wait(lambda done: self._start("discard", done, self.image.aio_discard,
+                                            self._ended, offset, length))
+
+    def _ended(self, what: str, completion: Any, finish: Finish) -> None:
+        finish(self._finish(what, completion))
+
+    def _wait(self, submit: Callable[[Done], None]) -> None:
+        """Run an aio operation to its end (or its deadline) on this thread."""
+        ended = threading.Event()
+        errors: list[BackendError | None] = []
+
+        def done(error: BackendError | None) -> None:
+            errors.append(error)
+            ended.set()
+
+        submit(done)
+        ended.wait()  # the deadline answers when librbd does not
+        if errors[0] is not None:
+            raise errors[0]
 
     def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
         extents: list[tuple[int, int]] = []
@@ -218,6 +313,11 @@ class RbdBackend:
 
     # -- asynchronous (the plain READ/WRITE path) ----------------------------------
 
+    @property
+    def stalled(self) -> int:
+        """Operations answered by their deadline that librbd still holds."""
+        return self.deadlines.abandoned
+
     def _finish(self, what: str, completion: Any) -> BackendError | None:
         ret = int(completion.get_return_value())
         if ret >= 0:
@@ -226,31 +326,63 @@ class RbdBackend:
         return BackendError(f"rbd {self.spec} {what}: {err}", -ret)
 
     def aio_read(self, offset: int, length: int, buf: DataBuffer, done: Done) -> None:
-        """Read into ``buf``; ``done`` runs on a librbd thread when it ended."""
+        """Read into ``buf``; ``done`` runs on a librbd thread when it ended, or on the
+        watchdog's at the deadline (then ``buf`` is never written: it is the ring's)."""
 
-        def complete(completion: Any, data: bytes | None) -> None:
-            error = self._finish("read", completion)
-            if error is None:
-                buf.write(bytes(data or b"").ljust(length, b"\0"), 0)
-            done(error)
+        def complete(what: str, completion: Any, finish: Finish,
+                     data: bytes | None = None) -> None:
+            error = self._finish(what, completion)
+            finish(error, lambda: buf.write(bytes(data or b"").ljust(length, b"\0"), 0))
 
-        self._submit("read", done, self.image.aio_read, offset, length, complete)
+        self._start("read", done, self.image.aio_read, complete, offset, length)
 
     def aio_write(self, offset: int, data: bytes, fua: bool, done: Done) -> None:
-        """Write ``data``; with ``fua`` a flush follows (when cached) before ``done`` runs."""
+        """Write ``data``; with ``fua`` a flush follows (when cached) before ``done`` runs.
+        One deadline covers both."""
         fua = fua and self.cached
 
-        def flushed(completion: Any) -> None:
-            done(self._finish("flush", completion))
-
-        def written(completion: Any) -> None:
-            error = self._finish("write", completion)
+        def written(what: str, completion: Any, finish: Finish) -> None:
+            error = self._finish(what, completion)
             if error is not None or not fua:
-                done(error)
-            else:
-                self._submit("flush", done, self.image.aio_flush, flushed)
+                finish(error)
+                return
 
-        self._submit("write", done, self.image.aio_write, data, offset, written)
+            def flushed(flush_completion: Any) -> None:
+                finish(self._finish("flush", flush_completion))
+
+            self._submit("flush", finish, self.image.aio_flush, flushed)
+
+        self._start("write", done, self.image.aio_write, written, data, offset)
+
+    def _start(self, what: str, done: Done, call: Callable[..., Any],
+               complete: Callable[..., None], *args: Any) -> None:
+        """Submit ``call(*args, callback)`` under a deadline. librbd's callback runs
+        ``complete(what, completion, finish, *data)``, which ends with one
+        ``finish(error[, fill])``: that answers with ``done`` (after ``fill()``, which
+        places read data) unless the deadline answered first."""
+        timeout = self.deadlines.timeout
+
+        def expired() -> None:
+            err = OSError(errno.ETIMEDOUT, f"no answer from the cluster within {timeout:g} s")
+            done(BackendError(f"rbd {self.spec} {what}: {err}", errno.ETIMEDOUT))
+
+        op = self.deadlines.start(expired)
+
+        def finish(error: BackendError | None, fill: Callable[[], object] | None = None) -> None:
+            if not op.claim():
+                return  # answered by the deadline; librbd's own buffer is dropped
+            if error is None and fill is not None:
+                fill()
+            done(error)
+
+        def callback(completion: Any, *data: Any) -> None:
+            try:
+                complete(what, completion, finish, *data)
+            except Exception as err:  # librbd's thread swallows exceptions: answer
+                log.exception("vdisk %s: completing %s failed", self.label, what)
+                finish(self._error(what, err))
+
+        self._submit(what, finish, call, *args, callback)
 
     def _submit(self, what: str, done: Done, call: Callable[..., Any], *args: Any) -> None:
         try:
@@ -259,8 +391,36 @@ class RbdBackend:
             done(self._error(what, err))
 
     def close(self) -> None:
-        try:
-            self.image.flush()
-        except Exception as err:
-            log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec, err)
-        self.conn.close()
+        """Final flush (bounded), then close the image and the connection; a client
+        that holds abandoned operations is left open instead (:func:`_leave_open`)."""
+        self._closing.set()
+        with self._recovery_lock:
+            recovery = self._recovery
+        if recovery is not None:
+            recovery.join()
+        if not self.stalled:
+            try:
+                self.flush(0, 0)
+            except BackendError as err:
+                log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec,
+                            err)
+        self.deadlines.close()
+        if self.stalled:
+            _leave_open(self.conn, f"vdisk {self.label}: {self.spec}", self.stalled)
+        else:
+            self.conn.close()
+
+
+#: Clients never closed, kept referenced for the life of the process (see _leave_open).
+_LEFT_OPEN: list[Connection] = []
+
+
+def _leave_open(conn: Connection, what: str, held: int) -> None:
+    """Keep ``conn`` open for good. librbd's close waits for the operations it holds,
+    as long as the cluster is away, and Ceph 16.2's librbd aborts the process
+    (``ceph_assert(!m_on_dispatches.empty())`` in exclusive_lock::ImageDispatch, seen
+    in the lab) when an image with a lock acquisition still pending is closed once
+    the cluster answers again. Dropping the last reference would close it too."""
+    _LEFT_OPEN.append(conn)
+    log.warning("%s: librbd holds %d operation(s) the cluster never answered; its client "
+                "is left open (closing it could hang or abort librbd)", what, held)

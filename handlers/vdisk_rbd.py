@@ -6,7 +6,9 @@ whole of a data path, go to librbd's aio: the worker thread checks the command,
 takes the range lock shared (COMPARE AND WRITE takes it exclusive), submits and
 returns ``None``; librbd's completion callback answers the command, so a slow
 cluster holds no thread per command. Everything else (flush, unmap, WRITE SAME,
-COMPARE AND WRITE, VERIFY...) runs synchronously on the workers as for a file.
+COMPARE AND WRITE, VERIFY...) runs on the workers as for a file, each librbd call
+an aio the worker waits for. Every operation has a deadline (``_vdisk_rbd``), so a
+cluster that stops answering gives the initiator an answer in bounded time.
 """
 
 from __future__ import annotations
@@ -14,15 +16,23 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from tcmu_scst.command import Command, Result
+from tcmu_scst.command import BUSY, Command, Result
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.scsi.block import BackendError
+from tcmu_scst.scsi.sense import SenseError
 
 from ._vdisk_rbd import RbdBackend
 from .vdisk import VdiskHandler
 from .vdisk_params import VdiskParams
 
 log = logging.getLogger("tcmu_scst.handlers.vdisk_rbd")
+
+#: The answer to I/O while librbd still holds operations the cluster never answered
+#: (their deadline did, see ``_aio_deadline``): BUSY, "not executed, try again"
+#: (tcmu-runner answers BUSY while it recovers a device too). Nothing new is queued
+#: behind them, and no newer write can overtake a stale one. Linux retries BUSY
+#: until the command's time budget ((retries + 1) x the device timeout) is spent.
+BUSY_RESULT = Result(BUSY)
 
 
 class RbdHandler(VdiskHandler):
@@ -38,6 +48,8 @@ class RbdHandler(VdiskHandler):
 
     def handle(self, cmd: Command) -> Result | None:
         device = self.device
+        if self.backend.stalled and device.is_io(cmd):
+            return BUSY_RESULT
         extent = device.plain_extent(cmd)
         if extent is None:
             return device.execute(cmd)
@@ -46,8 +58,13 @@ class RbdHandler(VdiskHandler):
         ticket = device.lock_shared(extent)
 
         def done(error: BackendError | None) -> None:
-            device.unlock_shared(ticket)
-            cmd.complete(device.plain_result(extent, error))
+            try:
+                device.unlock_shared(ticket)
+                result = device.plain_result(extent, error)
+            except Exception:  # on librbd's thread nobody would see it: answer
+                log.exception("vdisk %s: answering %r failed", self.params.name, cmd)
+                result = SenseError.internal_target_failure().result()
+            cmd.complete(result)
 
         if extent.writing:
             self.backend.aio_write(offset, cmd.data.read(0, length), extent.durable, done)
@@ -56,7 +73,8 @@ class RbdHandler(VdiskHandler):
         return None
 
     def try_inline(self, cmd: Command) -> Result | None:
-        return None  # the data path completes asynchronously; nothing is answered here
+        # The data path completes asynchronously; only a refusal is answered here.
+        return BUSY_RESULT if self.backend.stalled else None
 
     def resize(self, size: int) -> int:
         """RECONFIG of ``dev_size``: the image grown elsewhere (``rbd resize``), or grown

@@ -102,10 +102,14 @@ def validate_config(config: BlockDeviceConfig) -> None:
         )
 
 
-# A backing store that is a network service (Ceph RBD) reports these when it does not
-# answer in time or cannot be reached: not a medium error, the store may come back.
-_UNREACHABLE_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
-                                 errno.ECONNREFUSED, errno.EHOSTUNREACH})
+# A backing store that is a network service (Ceph RBD) reports these when it cannot
+# be reached: not a medium error, the store may come back. (ETIMEDOUT, no answer in
+# time, is COMMAND TIMEOUT DURING PROCESSING.) Not NOT READY / ASYMMETRIC ACCESS
+# STATE TRANSITION (04/0A): that claims an ALUA transition, which recent Linux
+# requeues every second (ALUA_TRANSITION_REPREP_DELAY) until the command's time
+# budget is spent, and on which scsi_dh_alua re-reads the port groups.
+_UNREACHABLE_ERRNOS = frozenset({errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED,
+                                 errno.EHOSTUNREACH})
 
 
 class PlainExtent(NamedTuple):
@@ -271,8 +275,10 @@ class SbcDevice(SpcDevice):
                     "write" if writing else "read", error)
         if writing and code == errno.ENOSPC and self.config.thin_provisioned:
             return SenseError.space_allocation_failed()
+        if code == errno.ETIMEDOUT:
+            return SenseError.command_timeout()
         if code in _UNREACHABLE_ERRNOS:
-            return SenseError.not_ready_state_transition()
+            return SenseError.communication_failure()
         offset = getattr(error, "offset", None)
         if offset is not None:
             lba = offset // self.config.block_size

@@ -196,11 +196,17 @@ class SenseError(Exception):
         return cls(NOT_READY, 0x04, 0x02)
 
     @classmethod
-    def not_ready_state_transition(cls) -> SenseError:  # 04/0A
-        """The store did not answer in time (a distributed store failing over): the
-        Linux initiator retries this with a delay, within its command's time budget,
-        as tcmu-runner answers its own timed-out commands."""
-        return cls(NOT_READY, 0x04, 0x0A)
+    def command_timeout(cls) -> SenseError:  # 2E/02 COMMAND TIMEOUT DURING PROCESSING
+        """The backing store did not finish the command in time (SPC-5): its state is
+        unknown (a write may land later), retry if you may. Linux retries ABORTED
+        COMMAND up to the device's retry count within its time budget."""
+        return cls(ABORTED_COMMAND, 0x2E, 0x02)
+
+    @classmethod
+    def communication_failure(cls) -> SenseError:  # 08/00 LOGICAL UNIT COMMUNICATION FAILURE
+        """The backing store is unreachable (connection refused or shut down); as
+        ABORTED COMMAND, so that the initiator retries as for a timeout."""
+        return cls(ABORTED_COMMAND, 0x08, 0x00)
 
     @classmethod
     def medium_not_present(cls) -> SenseError:  # 3A/00

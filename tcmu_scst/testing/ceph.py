@@ -187,9 +187,22 @@ class CephCluster:
         assert self._osd is not None
         os.kill(self._osd.pid, signal.SIGSTOP)
 
-    def resume_osd(self) -> None:
+    def resume_osd(self, *, rejoin: bool = False) -> None:
+        """Let a frozen OSD run again. ``rejoin``: also mark it down, so that it boots
+        into a new interval. A lone OSD frozen for longer than its PGs' read lease
+        (heartbeat grace x read lease ratio: 16 s) finds them "laggy" when it runs
+        again and parks their client ops for good (no peer renews the lease; seen in
+        the lab, and ceph/ceph-container#1682); a new interval ends that."""
         assert self._osd is not None
         os.kill(self._osd.pid, signal.SIGCONT)
+        if not rejoin:
+            return
+        self.ceph("osd", "down", str(self.osd_id))
+        deadline = time.monotonic() + 180
+        while f"osd.{self.osd_id} up" not in self.ceph("osd", "dump"):
+            if time.monotonic() > deadline:
+                raise CephError(f"osd.{self.osd_id} did not rejoin within 180 s")
+            time.sleep(1)
 
     def create_pool(self, pool: str, pg_num: int = 8) -> None:
         """An RBD pool of size 1, usable when this returns."""

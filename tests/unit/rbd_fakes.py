@@ -47,6 +47,10 @@ class FakeImage:
         self.calls: list[str] = []
         self.read_only = False
         self.closed = False
+        # Set: aio operations are held, unanswered, until release() (librbd queueing
+        # I/O for the exclusive lock while the image's watch is broken).
+        self.hang = False
+        self._held: list[threading.Thread] = []
 
     def _check(self, what: str) -> None:
         self.calls.append(what)
@@ -103,7 +107,20 @@ class FakeImage:
                 done(Completion(ret))
 
         self.calls.append("aio_" + what)
-        threading.Thread(target=run, daemon=True).start()
+        thread = threading.Thread(target=run, daemon=True)
+        if self.hang:
+            self._held.append(thread)
+        else:
+            thread.start()
+
+    def release(self) -> None:
+        """The cluster is back: the held operations run and complete."""
+        self.hang = False
+        held, self._held = self._held, []
+        for thread in held:
+            thread.start()
+        for thread in held:
+            thread.join(10)
 
     def aio_read(self, offset: int, length: int, oncomplete: Callable[..., None]) -> Completion:
         self._later("read", lambda: self.read(offset, length), oncomplete, True)
@@ -115,6 +132,11 @@ class FakeImage:
 
     def aio_flush(self, oncomplete: Callable[..., None]) -> Completion:
         self._later("flush", self.flush, oncomplete, False)
+        return Completion(0)
+
+    def aio_discard(self, offset: int, length: int,
+                    oncomplete: Callable[..., None]) -> Completion:
+        self._later("discard", lambda: self.discard(offset, length), oncomplete, False)
         return Completion(0)
 
     def close(self) -> None:
@@ -129,6 +151,8 @@ class FakeCluster:
         self.conf: dict[str, str] = {}
         self.connected = False
         self.down = False
+        self.clients: list[str] = []  # the address of each client handle made
+        self.blocklisted: list[tuple[str, int]] = []
 
     def add_image(self, pool: str, name: str, size: int) -> FakeImage:
         image = FakeImage(self, name, size)
@@ -145,6 +169,8 @@ class FakeCluster:
                 cluster.conf = dict(conf or {})
                 cluster.conf["@conffile"] = conffile or ""
                 cluster.conf["@id"] = rados_id or ""
+                self.address = f"127.0.0.1:0/{len(cluster.clients) + 1}"
+                cluster.clients.append(self.address)
 
             def connect(self) -> None:
                 if cluster.down:
@@ -158,6 +184,17 @@ class FakeCluster:
 
             def shutdown(self) -> None:
                 cluster.connected = False
+
+            def get_addrs(self) -> str:
+                return self.address
+
+            def blocklist_add(self, address: str, expire_seconds: int = 0) -> None:
+                if cluster.down:
+                    raise RadosError("[errno 110] RADOS timed out", errno.ETIMEDOUT)
+                cluster.blocklisted.append((address, expire_seconds))
+
+            def wait_for_latest_osdmap(self) -> None:
+                pass
 
         def image(ioctx: Any, name: str, read_only: bool = False) -> FakeImage:
             try:

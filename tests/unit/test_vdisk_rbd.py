@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result
+from tcmu_scst.command import BUSY, CHECK_CONDITION, GOOD, Command, DataBuffer, Result
 from tcmu_scst.errors import ConfigError, HandlerError
-from tcmu_scst.handlers import _rbd_binding, rbd_spec, vdisk
+from tcmu_scst.handlers import _rbd_binding, _vdisk_rbd, rbd_spec, vdisk
 from tcmu_scst.handlers.vdisk_params import (
     RBD,
     VdiskParams,
@@ -137,10 +137,10 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     return fake
 
 
-def open_disk(cluster: FakeCluster, size: int = 4 * MiB, **flags: bool) -> tuple[RbdHandler,
-                                                                               FakeImage]:
+def open_disk(cluster: FakeCluster, size: int = 4 * MiB, filename: str = FILENAME,
+              **flags: bool) -> tuple[RbdHandler, FakeImage]:
     image = cluster.pools.get("pool", {}).get("disk") or cluster.add_image("pool", "disk", size)
-    params = VdiskParams(name="d1", filename=FILENAME, **flags)
+    params = VdiskParams(name="d1", filename=filename, **flags)
     handler = vdisk.open_dev_config(to_dev_config(params))
     assert isinstance(handler, RbdHandler)
     return handler, image
@@ -252,19 +252,109 @@ def test_read_only_refuses_writes(cluster: FakeCluster) -> None:
     assert reply.status == CHECK_CONDITION and reply.sense.code == (0x7, 0x27, 0x00)
 
 
-def test_unreachable_cluster_is_a_retryable_not_ready(cluster: FakeCluster) -> None:
+def test_unreachable_cluster_is_a_retryable_aborted_command(cluster: FakeCluster) -> None:
     handler, image = open_disk(cluster)
+    # librados' op timeout: COMMAND TIMEOUT DURING PROCESSING, which Linux retries (not
+    # NOT READY 04/0A, an ALUA transition recent kernels requeue every second).
     image.fail = errno.ETIMEDOUT
     for cdb, data, in_len in ((h.rw_cdb(op.READ_10, 0, 1), None, 512),
                               (h.rw_cdb(op.WRITE_10, 0, 1), bytes(512), 0),
                               (h.rw_cdb(op.SYNCHRONIZE_CACHE, 0, 0), None, 0)):
         reply = submit(handler, cdb, data, in_len)
-        assert reply.status == CHECK_CONDITION and reply.sense.code == (0x2, 0x04, 0x0A)
+        assert reply.status == CHECK_CONDITION and reply.sense.code == (0xB, 0x2E, 0x02)
+    image.fail = errno.ESHUTDOWN  # blocklisted, connection gone: communication failure
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), bytes(512))
+    assert reply.sense.code == (0xB, 0x08, 0x00)
     image.fail = errno.EIO  # a real I/O error stays a medium error
     reply = submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512)
     assert reply.sense.code == (0x3, 0x11, 0x00)
     image.fail = 0  # the cluster is back: I/O resumes on the same handle
     assert submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512).status == GOOD
+
+
+def test_an_operation_librbd_never_finishes_is_answered_by_its_deadline(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # librbd holds I/O without a timeout when it waits for the exclusive lock while
+    # the image's watch is broken: the command must be answered anyway, and nothing
+    # new queued behind it until librbd lets go.
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    image.data[:512] = b"\x42" * 512
+    image.hang = True
+    cluster.down = True  # no new client either (see the next test)
+    answers: list[Result] = []
+    answered = threading.Event()
+
+    def complete(result: Result) -> None:
+        answers.append(result)
+        answered.set()
+
+    read, backing = h.make_command(h.rw_cdb(op.READ_10, 0, 1), in_len=512)
+    cmd = Command(1, read.cdb, read.data, complete=complete)
+    assert handler.handle(cmd) is None
+    assert answered.wait(10), "a read librbd never finished was never answered"
+    assert answers[0].status == CHECK_CONDITION
+    assert h.Sense.parse(answers[0].sense).code == (0xB, 0x2E, 0x02)
+    assert handler.backend.stalled == 1
+    # While librbd holds it: BUSY at once, on the ring thread too, nothing submitted.
+    submitted = len(image.calls)
+    for cdb, data in ((h.rw_cdb(op.WRITE_10, 0, 1), bytes(512)),
+                      (h.rw_cdb(op.SYNCHRONIZE_CACHE, 0, 0), None)):
+        assert submit(handler, cdb, data).status == BUSY
+    probe, _ = h.make_command(h.rw_cdb(op.READ_16, 0, 1), in_len=512)
+    assert handler.try_inline(probe) == Result(BUSY)
+    assert submit(handler, h.inquiry(), in_len=96).status == GOOD  # no I/O: answered
+    assert len(image.calls) == submitted
+    # The cluster returns: the late completion answers nothing and writes nothing
+    # into the (ring's) buffer, which the initiator may have reused by then.
+    cluster.down = False
+    image.release()
+    assert len(answers) == 1 and backing == bytearray([h.STALE]) * 512
+    assert handler.backend.stalled == 0
+    reply = submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512)
+    assert reply.status == GOOD and reply.data == b"\x42" * 512
+    # The workers' synchronous calls are bounded the same way.
+    image.hang = True
+    reply = submit(handler, h.rw_cdb(op.SYNCHRONIZE_CACHE, 0, 0))
+    assert reply.sense.code == (0xB, 0x2E, 0x02) and handler.backend.stalled == 1
+    image.release()
+    assert handler.backend.stalled == 0
+    handler.close()
+
+
+def test_a_client_that_never_lets_go_is_fenced_off_and_replaced(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    monkeypatch.setattr(_vdisk_rbd, "RECOVERY_RETRY", 0.01)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    first = cluster.clients[-1]
+    cluster.down = True
+    image.hang = True
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x01" * 512)
+    assert reply.sense.code == (0xB, 0x2E, 0x02)
+    assert submit(handler, h.rw_cdb(op.READ_10, 0, 1), in_len=512).status == BUSY
+    # The cluster is back, but the first client never finishes what it holds: a new
+    # client opens the image, and the old one is blocklisted before anything is sent.
+    image.hang = False
+    cluster.down = False
+    for _ in range(1000):
+        if not handler.backend.stalled:
+            break
+        threading.Event().wait(0.01)
+    assert handler.backend.stalled == 0
+    assert cluster.blocklisted == [(first, _vdisk_rbd.BLOCKLIST_SECONDS)]
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
+    assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
+    handler.close()
+
+
+def test_op_timeout_must_be_seconds(cluster: FakeCluster) -> None:
+    cluster.add_image("pool", "disk", MiB)
+    for value, words in (("soon", "not a number of seconds"), ("-1", "negative")):
+        with pytest.raises(HandlerError, match=words):
+            open_disk(cluster, filename=f"{FILENAME}:rados_osd_op_timeout={value}")
 
 
 def test_resize_grows_the_image_and_reports_capacity_change(cluster: FakeCluster) -> None:
