@@ -15,9 +15,10 @@ through the kernel's sg driver (SG_IO) so the test sees the exact status and sen
 * the backing file truncated under the LUN: blocks past its new end read as MEDIUM
   ERROR 11/00 with the first missing LBA (before this issue: zeros with GOOD), blocks
   before it read intact, a write there lands; deleted: the open file keeps serving;
-* a pass-through disk (dev_disk over scsi_debug) deleted from the SCSI layer while fio
-  runs through the export: fio stops with an I/O error, the LUN answers LOGICAL UNIT
-  NOT SUPPORTED from then on, the daemon serves its other LUN, no task hangs.
+* a pass-through disk (dev_disk over scsi_debug) taken offline, then deleted from the
+  SCSI layer, each while fio runs through the export: fio stops with an I/O error, the
+  LUN answers LOGICAL UNIT NOT SUPPORTED; back ``running`` it serves the same data
+  again, deleted it stays gone; the daemon serves its other LUN, no task hangs.
 """
 
 from __future__ import annotations
@@ -246,13 +247,38 @@ def test_a_lost_write_back_fails_every_later_synchronize_cache(
             delete.write_text("1")
 
 
-def test_a_pass_through_disk_deleted_under_load(
+def fio_until(device: str, fault: Callable[[], object]) -> float:
+    """fio random read/write through ``device``, ``fault`` after 2 s; fio must stop
+    with an I/O error (bounded: it would run its 60 s and exit 0 if the fault never
+    reached the initiator). Returns the seconds from the fault to fio's end."""
+    fio = subprocess.Popen(
+        ["fio", "--name=loss", f"--filename={device}", "--rw=randrw", "--bs=4k",
+         "--iodepth=8", "--ioengine=libaio", "--direct=1", "--size=8M", "--time_based",
+         "--runtime=60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # let it run, commands in the device
+        assert fio.poll() is None, fio.communicate()[0]
+        faulted = time.monotonic()
+        fault()
+        out, _ = fio.communicate(timeout=120)
+    finally:
+        if fio.poll() is None:
+            fio.kill()
+    assert fio.returncode != 0, out
+    assert re.search(r"err=\s*(5|6|19)\b|Input/output error|No such device", out), out
+    return time.monotonic() - faulted
+
+
+def test_a_pass_through_disk_offline_then_deleted_under_load(
     tmp_path: Path, modprobe: Callable[..., None], daemon: DaemonProcess
 ) -> None:
     # dev_disk over a scsi_debug disk whose commands take a while (delay in jiffies),
-    # so fio always has some in the device; the SCSI device is deleted under it.
+    # so fio always has some in the device; the SCSI device goes offline, comes back,
+    # then is deleted, each time under fio.
     info = load_scsi_debug(modprobe, "dev_size_mb=16", "delay=5", need_block=True)
-    delete = Path(f"/sys/class/scsi_device/{info.hctl}/device/delete")
+    device = Path(f"/sys/class/scsi_device/{info.hctl}/device")
     log_before = len(kernel_log())
     daemon.start()
     try:
@@ -260,28 +286,19 @@ def test_a_pass_through_disk_deleted_under_load(
             config = passthrough_config(PassthroughParams("dev_disk", info.hctl))
             disk = Disk(stack, "pt", 16 * MiB, dev_config=config)
             other, other_data = healthy_disk(stack, tmp_path)
-            good(disk.write(0, os.urandom(64 * BS)))
-            fio = subprocess.Popen(
-                ["fio", "--name=loss", f"--filename={disk.lun.block}", "--rw=randrw",
-                 "--bs=4k", "--iodepth=8", "--ioengine=libaio", "--direct=1",
-                 "--size=8M", "--time_based", "--runtime=60"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            try:
-                time.sleep(2)  # let it run, commands in the device
-                assert fio.poll() is None, fio.communicate()[0]
-                removed = time.monotonic()
-                delete.write_text("1")
-                # Bounded: fio stops at its first error; it would run its 60 s and
-                # exit 0 if the loss never reached the initiator.
-                out, _ = fio.communicate(timeout=120)
-            finally:
-                if fio.poll() is None:
-                    fio.kill()
-            print(f"fio ended {time.monotonic() - removed:.1f} s after the delete")
-            assert fio.returncode != 0, out
-            assert re.search(r"err=\s*(5|6|19)\b|Input/output error|No such device", out), out
-            # The LUN reports the loss, without touching the gone device.
+            kept = os.urandom(64 * BS)
+            good(disk.write(16384, kept))  # past fio's 8 MiB
+            took = fio_until(disk.lun.block, lambda: (device / "state").write_text("offline\n"))
+            print(f"offline: fio ended {took:.1f} s after it")
+            result, _ = disk.read(16384, 64)  # the LUN reports the loss
+            assert sense_of(result) == (LUN_NOT_SUPPORTED, None), result.sense.hex()
+            (device / "state").write_text("running\n")
+            result, seen = disk.read(16384, 64)  # back: served again, data intact
+            good(result)
+            assert seen == kept
+            took = fio_until(disk.lun.block, lambda: (device / "delete").write_text("1"))
+            print(f"deleted: fio ended {took:.1f} s after it")
+            # Gone for good, without touching the gone device.
             for _ in range(2):
                 result, _ = disk.read(0, 8)
                 assert sense_of(result) == (LUN_NOT_SUPPORTED, None), result.sense.hex()
@@ -294,6 +311,6 @@ def test_a_pass_through_disk_deleted_under_load(
             assert_no_hang_since(log_before)
     finally:
         daemon.stop()
-        if delete.exists():
-            delete.write_text("1")
+        if (device / "delete").exists():
+            (device / "delete").write_text("1")
     assert_no_hang_since(log_before)
