@@ -50,6 +50,12 @@ class _NoWait(threading.local):
     active = False
 
 
+class _OwnFd(threading.local):
+    """Per thread: its own open of the backing file (see FileBackend._sync_fd)."""
+
+    fd = -1
+
+
 @dataclass(frozen=True, slots=True)
 class FileMode:
     """The SCST flags that change how the backing file is used."""
@@ -93,6 +99,12 @@ class FileBackend:
         # reopened, rather than GOOD over data that never reached the disk. A FUA
         # write promises only its own blocks and is not refused.
         self.lost_writeback: BackendError | None = None
+        # One flush at a time, so the first failure is recorded before another
+        # fdatasync (which Linux may answer 0 once the error is reported) can pass.
+        self._flush_lock = threading.Lock()
+        self._own = _OwnFd()
+        self._own_fds: list[int] = []
+        self._own_lock = threading.Lock()
         # The ring thread's attempts (see try_nowait): which operations may be tried
         # without blocking. Cleared for good when the kernel refuses RWF_NOWAIT.
         self._nowait = _NoWait()
@@ -363,6 +375,10 @@ class FileBackend:
             if sync and not flags:
                 self._fdatasync()
         except OSError as exc:
+            if flags and exc.errno == errno.EIO:
+                # RWF_DSYNC checks the file's write-back errors like fdatasync does:
+                # it may have taken one of an earlier write's, now reported once.
+                self._record_lost_writeback(exc)
             raise self._error(f"write of {length} bytes at {offset}", exc) from None
 
     def _write_nowait(
@@ -385,30 +401,56 @@ class FileBackend:
         if self._direct:
             self._direct.write(offset, views, flags)
         else:
-            pwritev_all(self.fd, views, offset, flags)
+            pwritev_all(self._sync_fd(), views, offset, flags)
+
+    def _sync_fd(self) -> int:
+        """The calling thread's own open of the file, for buffered writes and syncs.
+
+        Linux reports a failed write-back once per open file (errseq: fdatasync and
+        O_DSYNC/RWF_DSYNC writes check it), not per page. On one fd shared by worker
+        threads, thread B's sync can take the error of thread A's page, and A's sync
+        then returns 0 over data that never reached the disk: GOOD for a lost write
+        (seen in the lab, FILEIO write-through on a dm device swapped to ``error``).
+        An open file of its own per thread sees every error since its own last check.
+        O_DIRECT writes report their own errors and keep the shared fd.
+        """
+        if self._buffered_fd < 0:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))  # closed
+        fd = self._own.fd
+        if fd < 0:
+            # Through /proc: the same file even after a rename or unlink.
+            fd = os.open(f"/proc/self/fd/{self._buffered_fd}", self.mode.open_flags)
+            with self._own_lock:
+                self._own_fds.append(fd)
+            self._own.fd = fd
+        return fd
 
     def flush(self, offset: int, length: int) -> None:
         if self.mode.nv_cache:
             return  # SCST NV_CACHE: SYNCHRONIZE CACHE is ignored (violates SCSI)
-        if self.lost_writeback is not None:
-            raise self.lost_writeback
-        try:
-            # sync_file_range could flush just the range, but it does not flush the
-            # file's metadata nor the disk's cache: only fdatasync is durable.
-            self._fdatasync()
-        except OSError as exc:
-            raise self._error("fdatasync", exc) from None
+        with self._flush_lock:
+            if self.lost_writeback is not None:
+                raise self.lost_writeback
+            try:
+                # sync_file_range could flush just the range, but it does not flush
+                # the file's metadata nor the disk's cache: only fdatasync is durable.
+                self._fdatasync()
+            except OSError as exc:
+                raise self._error("fdatasync", exc) from None
 
     def _fdatasync(self) -> None:
         try:
-            os.fdatasync(self.fd)
+            os.fdatasync(self.fd if self._direct else self._sync_fd())
         except OSError as exc:
-            if self.lost_writeback is None:
-                log.error("vdisk %s: fdatasync failed (%s): written-back data may be lost; "
-                          "SYNCHRONIZE CACHE fails until the device is reopened",
-                          self.label, exc.strerror)
-                self.lost_writeback = self._error("earlier write-back (fdatasync)", exc)
+            self._record_lost_writeback(exc)
             raise
+
+    def _record_lost_writeback(self, exc: OSError) -> None:
+        if self.lost_writeback is None:
+            log.error("vdisk %s: a write-back check failed (%s): written-back data may be "
+                      "lost; SYNCHRONIZE CACHE fails until the device is reopened",
+                      self.label, exc.strerror)
+            self.lost_writeback = self._error("earlier write-back (fdatasync)", exc)
 
     def discard(self, offset: int, length: int) -> None:
         if self.mode.read_only:
@@ -477,7 +519,9 @@ class FileBackend:
             raise self._error("posix_fadvise(WILLNEED)", exc) from None
 
     def close(self) -> None:
-        for fd in {self.fd, self._buffered_fd}:
+        with self._own_lock:
+            own, self._own_fds = self._own_fds, []
+        for fd in {self.fd, self._buffered_fd, *own}:
             if fd >= 0:
                 os.close(fd)
         self.fd = self._buffered_fd = -1

@@ -27,13 +27,18 @@ commands wait for the reset). Limit: an SG_IO already in the device cannot be
 cancelled from userspace; it completes (or times out) on its own, and the kernel
 ignores its status.
 
-A device that disappears (ENODEV, DID_NO_CONNECT, DID_BAD_TARGET) stays gone for
-this handler: every later command gets LOGICAL UNIT NOT SUPPORTED without an ioctl.
+A device that stops answering (ENXIO from sg: offline; DID_NO_CONNECT,
+DID_BAD_TARGET) is gone for this handler: later commands get LOGICAL UNIT NOT
+SUPPORTED without an ioctl, until its sysfs ``state`` reads ``running`` again (an
+offline device brought back). A deleted one (ENODEV from its sg node, which stays
+detached, or its sysfs entry gone) never comes back to this handler; a reopen (``dev_config`` swap,
+restart) finds the new device.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import fcntl
 import logging
 import threading
@@ -143,6 +148,8 @@ class PassthroughHandler(Handler):
         self._wakeup = threading.Condition(self._lock)
         self._closing = False
         self._gone = False
+        self._detached = False  # the sg node answered ENODEV: gone for good
+        self._state_file = sysfs / "class/scsi_device" / params.hctl / "device/state"
         self._refused_ops: set[int] = set()
         self._worker: threading.Thread | None = None
         self._worker_exited = False
@@ -300,7 +307,7 @@ class PassthroughHandler(Handler):
 
     def execute(self, cmd: Command) -> Result:
         """Check, send and map one command (any thread)."""
-        if self._gone:
+        if self._gone and not self._back():
             return LUN_NOT_SUPPORTED
         plan = self.plan(cmd)
         if isinstance(plan, Result):
@@ -312,6 +319,9 @@ class PassthroughHandler(Handler):
             )
         except SgIoError as err:
             if err.errno in GONE_ERRNOS:
+                # sg answers ENODEV once its device is being deleted (the node stays
+                # detached), ENXIO while the device is offline (it may come back).
+                self._detached = err.errno == errno.ENODEV
                 self._mark_gone(str(err))
             else:
                 log.error("%s: cdb %s: %s", self.label, cmd.cdb.hex(), err)
@@ -334,6 +344,22 @@ class PassthroughHandler(Handler):
                 "%s: the device is gone (%s); answering LOGICAL UNIT NOT SUPPORTED",
                 self.label, why,
             )
+
+    def _back(self) -> bool:
+        """Whether a gone device serves again: one set ``running`` after ``offline``
+        does; one whose sg node is detached or whose sysfs entry is gone does not."""
+        if self._detached:
+            return False
+        try:
+            state = self._state_file.read_text().strip()
+        except OSError:
+            return False
+        if state != "running":
+            return False
+        if self._gone:
+            self._gone = False
+            log.warning("%s: the device is running again; serving it", self.label)
+        return True
 
     def _log_refused(self, opcode: int) -> None:
         level = logging.DEBUG if opcode in self._refused_ops else logging.WARNING

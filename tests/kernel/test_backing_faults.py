@@ -14,104 +14,43 @@ through the kernel's sg driver (SG_IO) so the test sees the exact status and sen
   or a bigger tmpfs lets the same write through;
 * the backing file truncated under the LUN: blocks past its new end read as MEDIUM
   ERROR 11/00 with the first missing LBA (before this issue: zeros with GOOD), blocks
-  before it read intact, a write there lands; deleted: the open file keeps serving.
+  before it read intact, a write there lands; deleted: the open file keeps serving;
+* a pass-through disk (dev_disk over scsi_debug) taken offline, then deleted from the
+  SCSI layer, each while fio runs through the export: fio stops with an I/O error, the
+  LUN answers LOGICAL UNIT NOT SUPPORTED; back ``running`` it serves the same data
+  again, deleted it stays gone; the daemon serves its other LUN, no task hangs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tcmu_scst.handlers.sg_io import DID_OK, SgDevice, SgDirection, SgResult
-from tcmu_scst.handlers.vdisk_params import VdiskParams, to_dev_config
-from tcmu_scst.service import control
-from tcmu_scst.testing.scsi_harness import Sense
-from tests.kernel.daemon_rig import DaemonProcess, MiB, export, user_backstore
+from tcmu_scst.handlers.passthrough_params import PassthroughParams
+from tcmu_scst.handlers.passthrough_params import to_dev_config as passthrough_config
+from tcmu_scst.handlers.sg_io import SgDirection
+from tests.kernel.daemon_rig import DaemonProcess, MiB, assert_no_hang_since, kernel_log
+from tests.kernel.fault_rig import (
+    BS,
+    GOOD,
+    LUN_NOT_SUPPORTED,
+    READ_ERROR,
+    SPACE_ALLOCATION_FAILED,
+    WRITE_ERROR,
+    Disk,
+    good,
+    healthy_disk,
+    sense_of,
+    serving,
+)
 from tests.kernel.tcmu_rig import load_scsi_debug
 
-BS = 512
-MAX_BLOCKS = MiB // BS  # hw_max_sectors: sg refuses more in one command (EINVAL)
-GOOD, CHECK_CONDITION = 0x00, 0x02
-READ_ERROR, WRITE_ERROR = (0x3, 0x11, 0x00), (0x3, 0x0C, 0x00)
-SPACE_ALLOCATION_FAILED = (0x7, 0x27, 0x07)
 SCSI_DEBUG_OPT_MEDIUM_ERR = 2  # scsi_debug "opts" bit: reads of a block range fail
-
-
-class Disk:
-    """One exported vdisk, driven through its sg node."""
-
-    def __init__(self, stack: contextlib.ExitStack, name: str, size: int, **params: object) -> None:
-        config = to_dev_config(VdiskParams(name=name, **params))  # type: ignore[arg-type]
-        self.lun = export(stack, user_backstore(stack, name, config, size))
-        self.sg = SgDevice.open(self.lun.sg)
-        stack.callback(self.sg.close)
-
-    def _rw(self, opcode: int, lba: int, blocks: int, direction: SgDirection,
-            buffer: bytearray) -> SgResult:
-        cdb = bytes((opcode, 0)) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + bytes(2)
-        result = self.sg.execute(cdb, direction, [memoryview(buffer)], len(buffer),
-                                 timeout_ms=30_000)
-        assert result.host_status == DID_OK, f"host status {result.host_status:#x}"
-        return result
-
-    def read(self, lba: int, blocks: int) -> tuple[SgResult, bytes]:
-        """READ(16) in commands of at most 1 MiB (the LUN's max transfer); the first
-        failed command's result, or the last one's, and the bytes read."""
-        data = b""
-        for first in range(lba, lba + blocks, MAX_BLOCKS):
-            count = min(MAX_BLOCKS, lba + blocks - first)
-            buffer = bytearray(count * BS)
-            result = self._rw(0x88, first, count, SgDirection.FROM_DEV, buffer)
-            data += bytes(buffer)
-            if result.status != GOOD:
-                break
-        return result, data
-
-    def write(self, lba: int, data: bytes) -> SgResult:
-        return self._rw(0x8A, lba, len(data) // BS, SgDirection.TO_DEV, bytearray(data))
-
-    def lands(self, lba: int, data: bytes) -> None:
-        """A write that must be GOOD and read back."""
-        good(self.write(lba, data))
-        result, seen = self.read(lba, len(data) // BS)
-        good(result)
-        assert seen == data, f"LBA {lba}: read back differs from what was written"
-
-    def unmap(self, lba: int, blocks: int) -> SgResult:
-        params = bytearray(24)
-        params[0:2], params[2:4] = (22).to_bytes(2, "big"), (16).to_bytes(2, "big")
-        params[8:16], params[16:20] = lba.to_bytes(8, "big"), blocks.to_bytes(4, "big")
-        cdb = bytes((0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0))
-        return self.sg.execute(cdb, SgDirection.TO_DEV, [memoryview(params)], 24)
-
-
-def sense_of(result: SgResult) -> tuple[tuple[int, int, int], int | None]:
-    assert result.status == CHECK_CONDITION, f"status {result.status:#x}, wanted an error"
-    sense = Sense.parse(result.sense)
-    return sense.code, sense.information
-
-
-def good(result: SgResult) -> None:
-    assert result.status == GOOD, f"status {result.status:#x} sense {result.sense.hex()}"
-
-
-def serving(daemon: DaemonProcess) -> None:
-    assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon died"
-    assert control.ControlClient(daemon.sock).ping().pid == daemon.proc.pid
-    assert daemon.starts == 1
-
-
-def healthy_disk(stack: contextlib.ExitStack, tmp: Path) -> tuple[Disk, bytes]:
-    """A second LUN on a healthy file, with 64 KiB written: it must keep serving."""
-    image = tmp / "healthy.img"
-    image.write_bytes(bytes(4 * MiB))
-    disk = Disk(stack, "healthy", 4 * MiB, filename=str(image))
-    data = os.urandom(64 * 1024)
-    good(disk.write(0, data))
-    return disk, data
 
 
 def test_eio_from_a_block_device_is_medium_error_and_clears(
@@ -306,3 +245,72 @@ def test_a_lost_write_back_fails_every_later_synchronize_cache(
         delete = Path(f"/sys/class/scsi_device/{info.hctl}/device/delete")
         if delete.exists():
             delete.write_text("1")
+
+
+def fio_until(device: str, fault: Callable[[], object]) -> float:
+    """fio random read/write through ``device``, ``fault`` after 2 s; fio must stop
+    with an I/O error (bounded: it would run its 60 s and exit 0 if the fault never
+    reached the initiator). Returns the seconds from the fault to fio's end."""
+    fio = subprocess.Popen(
+        ["fio", "--name=loss", f"--filename={device}", "--rw=randrw", "--bs=4k",
+         "--iodepth=8", "--ioengine=libaio", "--direct=1", "--size=8M", "--time_based",
+         "--runtime=60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # let it run, commands in the device
+        assert fio.poll() is None, fio.communicate()[0]
+        faulted = time.monotonic()
+        fault()
+        out, _ = fio.communicate(timeout=120)
+    finally:
+        if fio.poll() is None:
+            fio.kill()
+    assert fio.returncode != 0, out
+    assert re.search(r"err=\s*(5|6|19)\b|Input/output error|No such device", out), out
+    return time.monotonic() - faulted
+
+
+def test_a_pass_through_disk_offline_then_deleted_under_load(
+    tmp_path: Path, modprobe: Callable[..., None], daemon: DaemonProcess
+) -> None:
+    # dev_disk over a scsi_debug disk whose commands take a while (delay in jiffies),
+    # so fio always has some in the device; the SCSI device goes offline, comes back,
+    # then is deleted, each time under fio.
+    info = load_scsi_debug(modprobe, "dev_size_mb=16", "delay=5", need_block=True)
+    device = Path(f"/sys/class/scsi_device/{info.hctl}/device")
+    log_before = len(kernel_log())
+    daemon.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            config = passthrough_config(PassthroughParams("dev_disk", info.hctl))
+            disk = Disk(stack, "pt", 16 * MiB, dev_config=config)
+            other, other_data = healthy_disk(stack, tmp_path)
+            kept = os.urandom(64 * BS)
+            good(disk.write(16384, kept))  # past fio's 8 MiB
+            took = fio_until(disk.lun.block, lambda: (device / "state").write_text("offline\n"))
+            print(f"offline: fio ended {took:.1f} s after it")
+            result, _ = disk.read(16384, 64)  # the LUN reports the loss
+            assert sense_of(result) == (LUN_NOT_SUPPORTED, None), result.sense.hex()
+            (device / "state").write_text("running\n")
+            result, seen = disk.read(16384, 64)  # back: served again, data intact
+            good(result)
+            assert seen == kept
+            took = fio_until(disk.lun.block, lambda: (device / "delete").write_text("1"))
+            print(f"deleted: fio ended {took:.1f} s after it")
+            # Gone for good, without touching the gone device.
+            for _ in range(2):
+                result, _ = disk.read(0, 8)
+                assert sense_of(result) == (LUN_NOT_SUPPORTED, None), result.sense.hex()
+            # The daemon serves on: the other LUN reads and writes.
+            result, seen = other.read(0, 128)
+            good(result)
+            assert seen == other_data
+            other.lands(512, os.urandom(16 * BS))
+            serving(daemon)
+            assert_no_hang_since(log_before)
+    finally:
+        daemon.stop()
+        if (device / "delete").exists():
+            (device / "delete").write_text("1")
+    assert_no_hang_since(log_before)

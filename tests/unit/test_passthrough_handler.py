@@ -251,6 +251,47 @@ def test_no_connect_host_status_marks_the_device_gone(opener: Opener) -> None:
     handler.close()
 
 
+def test_an_offline_device_is_gone_until_it_runs_again(opener: Opener, tmp_path: Path) -> None:
+    """Issue 14: an offline SCSI device answers DID_NO_CONNECT; the LUN reports the
+    loss without ioctls, and serves again once the device is ``running``."""
+    fake = FakeSg()
+    handler = opener(fake=fake)
+    state = next(tmp_path.glob("*/sys/class/scsi_device/1:0:1:0/device")) / "state"
+    for as_errno in (False, True):  # DID_NO_CONNECT, or sg's ENXIO for offline
+        state.write_text("offline\n")
+        if as_errno:
+            fake.fail_errno = errno.ENXIO
+        else:
+            fake.responder = lambda sent: Reply(host=sg_io.DID_NO_CONNECT)
+        assert sense_of(handler.handle(cmd(bytes(6)))) == (0x5, 0x25, 0x00)
+        fake.responder, fake.fail_errno = SimpleDevice(), None
+        before = len(fake.sent)
+        assert sense_of(handler.handle(cmd(bytes(6)))) == (0x5, 0x25, 0x00)
+        assert len(fake.sent) == before
+        state.write_text("running\n")
+        result = handler.handle(cmd(bytes(6)))
+        assert result is not None and result.status == GOOD
+    handler.close()
+
+
+def test_a_detached_device_stays_gone_even_if_its_address_runs_again(
+    opener: Opener, tmp_path: Path
+) -> None:
+    """ENODEV: the sg node was detached (the device deleted). A new device at the
+    same address is not this one: the LUN stays gone until it is reopened."""
+    fake = FakeSg()
+    handler = opener(fake=fake)
+    state = next(tmp_path.glob("*/sys/class/scsi_device/1:0:1:0/device")) / "state"
+    fake.fail_errno = errno.ENODEV
+    assert sense_of(handler.handle(cmd(bytes(6)))) == (0x5, 0x25, 0x00)
+    fake.fail_errno = None
+    state.write_text("running\n")
+    before = len(fake.sent)
+    assert sense_of(handler.handle(cmd(bytes(6)))) == (0x5, 0x25, 0x00)
+    assert len(fake.sent) == before
+    handler.close()
+
+
 def test_read_capacity_answers_update_the_block_size(opener: Opener) -> None:
     device = SimpleDevice(block_size=512)
     handler = opener("dev_modisk", 7, FakeSg(device))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import fcntl
 import logging
@@ -110,7 +111,7 @@ def test_fua_falls_back_to_fdatasync_when_rwf_dsync_is_refused(
     monkeypatch.setattr(os, "pwritev", old_kernel_pwritev)
     syncs = spy(monkeypatch, "fdatasync")
     backend.write_bytes(0, b"c" * 512, fua=True)
-    assert syncs == [(backend.fd,)]
+    assert syncs == [(backend._sync_fd(),)]
     backend.write_bytes(512, b"d" * 512, fua=True)  # remembered: straight to the sync
     assert len(syncs) == 2
     assert backend.read_bytes(0, 1024) == b"c" * 512 + b"d" * 512
@@ -121,7 +122,7 @@ def test_flush_is_fdatasync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     backend = FileBackend(make_file(tmp_path), 512, FileMode())
     syncs = spy(monkeypatch, "fdatasync")
     backend.flush(0, 4096)
-    assert syncs == [(backend.fd,)]
+    assert syncs == [(backend._sync_fd(),)]
     backend.close()
 
 
@@ -150,6 +151,75 @@ def test_a_lost_write_back_fails_every_later_synchronize_cache(
     reopened = FileBackend(backend.path, 512, FileMode())
     reopened.flush(0, 512)  # a reopen (dev_config swap, restart) clears it
     reopened.close()
+
+
+def in_thread(call: Callable[[], Any]) -> Any:
+    """``call()`` on a new thread; its result (or exception, raised here)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+def test_each_thread_writes_and_syncs_through_its_own_open_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: write-back errors are reported once per open file, so worker threads
+    must not share one (see the next test). Each gets its own open of the same file,
+    which survives the file's unlink."""
+    path = make_file(tmp_path)
+    backend = FileBackend(path, 512, FileMode(write_through=True))
+    syncs = spy(monkeypatch, "fdatasync")
+    writes = spy(monkeypatch, "pwritev")
+    fds = [in_thread(backend._sync_fd) for _ in range(2)]
+    assert len({backend.fd, *fds}) == 3
+    for fd in fds:
+        assert os.fstat(fd).st_ino == os.fstat(backend.fd).st_ino
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC  # the same open flags
+    os.lseek(fds[0], 4096, os.SEEK_SET)  # its own open file description, not a dup
+    assert os.lseek(fds[1], 0, os.SEEK_CUR) == 0
+    os.unlink(path)
+    in_thread(lambda: backend.write_bytes(512, b"t" * 512))
+    in_thread(lambda: backend.flush(0, 0))
+    assert writes[0][0] not in (backend.fd, *fds) and syncs[0][0] not in (backend.fd, *fds)
+    assert backend.read_bytes(512, 512) == b"t" * 512
+    backend.close()
+    for fd in [*fds, writes[0][0]]:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed with the backend
+
+
+def test_a_write_back_error_taken_by_one_thread_still_fails_the_others_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14, seen in the lab (FILEIO write-through on dm-error): thread A's page
+    fails write-back; thread B's O_DSYNC write checks first and takes the error (the
+    kernel reports it once per open file); A's write must fail too, not be GOOD over
+    lost data. The fake kernel keeps one error cursor per fd, as errseq does per
+    open file."""
+    backend = FileBackend(make_file(tmp_path), 512, FileMode(write_through=True))
+    real_pwritev = os.pwritev
+    errors = 0
+    seen: dict[int, int] = {}
+
+    def pwritev(fd: int, bufs: Any, offset: int, flags: int = 0) -> int:
+        done = real_pwritev(fd, bufs, offset, flags)
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC and seen.setdefault(fd, 0) < errors:
+            seen[fd] = errors
+            raise OSError(errno.EIO, "Input/output error")
+        return done
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    with (concurrent.futures.ThreadPoolExecutor(1) as a,
+          concurrent.futures.ThreadPoolExecutor(1) as b):  # fmt: skip
+        for thread, lba in ((a, 0), (b, 8)):
+            thread.submit(backend.write_bytes, lba * 512, b"1" * 4096).result()
+        errors += 1  # A's next page fails write-back while B is writing
+        with pytest.raises(BackendError):
+            b.submit(backend.write_bytes, 8 * 512, b"2" * 4096).result()
+        with pytest.raises(BackendError) as info:
+            a.submit(backend.write_bytes, 0, b"2" * 4096).result()
+        assert info.value.errno == errno.EIO
+        a.submit(backend.write_bytes, 0, b"3" * 4096).result()  # reported: GOOD again
+    backend.close()
 
 
 def test_write_through_opens_with_o_dsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,10 +301,14 @@ def test_io_errors_become_backend_errors_with_errno(tmp_path: Path) -> None:
     assert info.value.errno == errno.EBADF
     with pytest.raises(BackendError) as info:
         backend.write_bytes(0, bytes(512))
-    assert info.value.errno == errno.EBADF
+    assert info.value.errno == errno.ENOENT  # this thread's own open of a closed fd
     with pytest.raises(BackendError, match="fdatasync"):
         backend.flush(0, 0)
     backend.fd = backend._buffered_fd = -1  # already closed above
+    backend.close()
+    with pytest.raises(BackendError) as info:
+        backend.write_bytes(0, bytes(512))
+    assert info.value.errno == errno.EBADF
 
 
 def test_prefetch_accepts_a_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
