@@ -50,8 +50,9 @@ def lab_modules() -> tuple[ModuleSpec, ...]:
     specs.append(ModuleSpec("ext4", at_boot=False))  # vdisk tests mkfs + mount + fsck
     # dm-multipath over two ALUA paths (test_scst_alua.py); multipathd's default path
     # selector is service-time, round-robin is the one a hand-made table names.
+    # dm_flakey: the fault tests' backing device that fails on a timer (test_dm_faults.py).
     for name in ("dm_mod", "dm_multipath", "dm_round_robin", "dm_service_time",
-                 "dm_queue_length", "scsi_dh_alua"):  # fmt: skip
+                 "dm_queue_length", "scsi_dh_alua", "dm_flakey"):  # fmt: skip
         specs.append(ModuleSpec(name, at_boot=False))
     return tuple(specs)
 

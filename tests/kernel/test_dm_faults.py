@@ -6,11 +6,13 @@ its table the way an administrator would (``dmsetup suspend``, ``load``, ``resum
 * a range of the device mapped to the ``error`` target (dm-mod's own): reads of it are
   MEDIUM ERROR 03/11/00, writes 03/0C/00, each with the command's LBA; the rest of the
   LUN and a second LUN on a healthy file serve on;
-* the whole device flapping between ``linear`` and ``error`` (what dm-flakey does on a
-  timer, here done by table swaps) while four writers push 4 KiB writes through sg:
-  every answer is GOOD or that MEDIUM ERROR, never a hang; with ``linear`` back, every
-  write that was answered GOOD is on the disk beneath (the loop device's file) and
-  reads back through the LUN; new writes land; no task in D state.
+* the whole device flapping between ``linear`` and ``error`` (by table swaps) while four
+  writers push 4 KiB writes through sg: every answer is GOOD or that MEDIUM ERROR, never
+  a hang; with ``linear`` back, every write that was answered GOOD is on the disk beneath
+  (the loop device's file) and reads back through the LUN; new writes land; no task in
+  D state;
+* the same with dm-flakey's own timer (``flakey``: 1 s up, 1 s failing every I/O) under
+  a FILEIO write-through vdisk.
 
 FILEIO runs write-through (O_DSYNC), where GOOD promises durability for each write;
 a write-back FILEIO promises it only at SYNCHRONIZE CACHE (``test_backing_faults``).
@@ -69,6 +71,11 @@ class DmDevice:
             dmsetup("load", self.name, "--table", "\n".join(lines))
         finally:
             dmsetup("resume", self.name)
+
+    def flakey(self, up: int = 1, down: int = 1) -> None:
+        """dm-flakey over the whole device: ``up`` seconds serving, ``down`` seconds
+        failing every I/O with EIO, on its own timer."""
+        self.swap(f"0 {SECTORS} flakey {self.loop} 0 {up} {down}")
 
     def healthy(self) -> None:
         self.swap(self.linear(0, SECTORS))
@@ -138,9 +145,9 @@ class Writer:
             sg.close()
 
 
-def flapping_writes(dm: DmDevice, sg_node: str) -> list[Writer]:
+def flapping_writes(dm: DmDevice, sg_node: str, flakey: bool = False) -> list[Writer]:
     """WRITERS threads writing while the table flips FLAPS times between error and
-    linear; ends with linear."""
+    linear (or, with ``flakey``, for 4 s on dm-flakey's timer); ends with linear."""
     stripe = SECTORS // WRITERS
     writers = [Writer(sg_node, i * stripe) for i in range(WRITERS)]
     stop = threading.Event()
@@ -148,7 +155,10 @@ def flapping_writes(dm: DmDevice, sg_node: str) -> list[Writer]:
     for t in threads:
         t.start()
     try:
-        for flap in range(FLAPS):
+        if flakey:
+            dm.flakey()
+            stop.wait(4.0)
+        for flap in range(0 if flakey else FLAPS):
             if flap % 2 == 0:
                 dm.failing()
             else:
@@ -167,6 +177,49 @@ def on_disk(image: Path, lba: int, length: int) -> bytes:
     with open(image, "rb") as f:
         f.seek(lba * rig.BS)
         return f.read(length)
+
+
+def assert_acked_writes_on_disk(dm: DmDevice, disk: rig.Disk, writers: list[Writer],
+                                 label: str) -> None:
+    """No odd answer; both GOOD and errors were seen; every GOOD write is on the disk
+    beneath and reads back through the LUN."""
+    bad = [line for w in writers for line in w.bad]
+    assert not bad, bad[:10]
+    acked = {lba: data for w in writers for lba, data in w.acked.items()}
+    failed = sum(len(w.failed) for w in writers)
+    slowest = max(w.slowest_error_ms for w in writers)
+    print(f"{label}: {len(acked)} writes GOOD, {failed} MEDIUM ERROR, "
+          f"slowest error answer {slowest} ms")  # fmt: skip
+    assert acked and failed, "the load did not span the faults: make it longer"
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    lost = [lba for lba, data in acked.items() if on_disk(dm.image, lba, len(data)) != data]
+    assert not lost, f"{len(lost)} acknowledged writes not on the disk, e.g. LBA {lost[:5]}"
+    for lba, data in list(acked.items())[:: max(1, len(acked) // 64)]:
+        result, seen = disk.read(lba, WRITE_BLOCKS)
+        rig.good(result)
+        assert seen == data, f"LBA {lba}"
+
+
+def test_dm_flakey_under_fileio_write_through(
+    tmp_path: Path, modprobe: Callable[..., None], daemon: DaemonProcess
+) -> None:
+    modprobe("dm_mod")
+    modprobe("dm_flakey")
+    log_before = len(kernel_log())
+    daemon.start()
+    with dm_over_loop(tmp_path, "tcmu-flakey") as dm, contextlib.ExitStack() as stack:
+        disk = rig.Disk(stack, "dmflakey", SIZE, filename=dm.path, blockio=False,
+                        write_through=True)  # fmt: skip
+        other, other_data = rig.healthy_disk(stack, tmp_path)
+        writers = flapping_writes(dm, disk.lun.sg, flakey=True)
+        assert_acked_writes_on_disk(dm, disk, writers, "fileio on dm-flakey")
+        result, seen = other.read(0, 128)
+        rig.good(result)
+        assert seen == other_data
+        disk.lands(4096, os.urandom(8 * rig.BS))
+        rig.serving(daemon)
+        assert_no_hang_since(log_before)
 
 
 @pytest.mark.parametrize("mode", ["blockio", "fileio"])
@@ -205,23 +258,7 @@ def test_dm_error_table_swaps_under_load(
         assert seen == original[(start + 10) * rig.BS : (start + 14) * rig.BS]
         # The device flapping under four writers.
         writers = flapping_writes(dm, disk.lun.sg)
-        bad = [line for w in writers for line in w.bad]
-        assert not bad, bad[:10]
-        acked = {lba: data for w in writers for lba, data in w.acked.items()}
-        failed = sum(len(w.failed) for w in writers)
-        slowest = max(w.slowest_error_ms for w in writers)
-        print(f"{mode}: {len(acked)} writes GOOD, {failed} MEDIUM ERROR over {FLAPS} swaps, "
-              f"slowest error answer {slowest} ms")  # fmt: skip
-        assert acked and failed, "the load did not span the faults: make it longer"
-        # Every write answered GOOD is on the disk beneath and reads back.
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        lost = [lba for lba, data in acked.items() if on_disk(dm.image, lba, len(data)) != data]
-        assert not lost, f"{len(lost)} acknowledged writes not on the disk, e.g. LBA {lost[:5]}"
-        for lba, data in list(acked.items())[:: max(1, len(acked) // 64)]:
-            result, seen = disk.read(lba, WRITE_BLOCKS)
-            rig.good(result)
-            assert seen == data, f"LBA {lba}"
+        assert_acked_writes_on_disk(dm, disk, writers, f"{mode} over {FLAPS} swaps")
         disk.lands(start + 20, os.urandom(8 * rig.BS))
         rig.serving(daemon)
         assert_no_hang_since(log_before)
