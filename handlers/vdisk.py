@@ -21,7 +21,7 @@ from tcmu_scst.command import Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import abi
-from tcmu_scst.scsi.block import BlockDeviceConfig
+from tcmu_scst.scsi.block import BlockDeviceConfig, WouldBlock
 
 from . import _vdisk_sys as sysio
 from ._vdisk_file import FileBackend, FileMode
@@ -169,6 +169,9 @@ class VdiskHandler(Handler):
             self.backend.close()
             raise
         self._closed = False
+        # The file backend's transfer that never waits, for the flat READ/WRITE path.
+        self._transfer = (self.backend.transfer_nowait
+                          if isinstance(self.backend, FileBackend) else None)
         log.info(
             "vdisk %s: opened %s (%s), %d bytes in %d-byte blocks",
             params.name, params.filename or "-", self.mode_names(), self.backend.size,
@@ -214,6 +217,15 @@ class VdiskHandler(Handler):
         # READ and WRITE only: one backend call each, which the backend attempts
         # without waiting (RWF_NOWAIT, or a memory file system); anything that would
         # wait, or must be durable first, goes to a worker and runs again in full.
+        # READ/WRITE(10/16) of a file take the flat path's single call first.
+        transfer = self._transfer
+        if transfer is not None:
+            try:
+                result = self.device.try_plain_nowait(cmd, transfer)
+            except WouldBlock:
+                return None
+            if result is not None:
+                return result
         backend = self.backend
         if not cmd.cdb or cmd.cdb[0] not in _TRY_INLINE_OPCODES:
             return None

@@ -31,7 +31,7 @@ from tcmu_scst.command import RESULT_GOOD, Command, DataBuffer, Result, data_in_
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages as pages
-from tcmu_scst.scsi.block import BackendError, BlockBackend, BlockDeviceConfig
+from tcmu_scst.scsi.block import BackendError, BlockBackend, BlockDeviceConfig, WouldBlock
 from tcmu_scst.scsi.cdb import be, reject_mask, rw_lba_and_length
 from tcmu_scst.scsi.identity import naa_designator
 from tcmu_scst.scsi.modes import ModePage
@@ -115,6 +115,11 @@ class PlainExtent(NamedTuple):
     blocks: int
     writing: bool
     durable: bool  # the write must be stable before GOOD (FUA or write-through)
+
+
+#: A backend's transfer that never waits (see :meth:`SbcDevice.try_plain_nowait`):
+#: ``(offset, views, length, writing, fua) -> bytes moved``, or None if it would wait.
+NowaitTransfer = Callable[[int, list[memoryview], int, bool, bool], "int | None"]
 
 
 class _PlainRw(NamedTuple):
@@ -306,6 +311,37 @@ class SbcDevice(SpcDevice):
         if extent.writing:
             return RESULT_GOOD
         return data_in_result(extent.blocks * self.config.block_size)
+
+    def try_plain_nowait(self, cmd: Command, transfer: NowaitTransfer) -> Result | None:
+        """READ/WRITE(10/16) in the common case on the ring thread, in one call.
+
+        ``transfer(offset, views, length, writing, fua)`` is the backend's attempt
+        that never waits: the bytes it moved, or None when it would have to (a cache
+        miss, a write that must be durable first, an error); then this raises
+        :class:`WouldBlock`: nothing was answered, the command runs again in full
+        where blocking is fine (the general path gives every precise answer, errors
+        included). None: not a plain READ/WRITE(10/16), nothing was tried. The same
+        checks as :meth:`_plain_rw`, without the layers between the ring and the
+        ``preadv``.
+        """
+        extent = self.plain_extent(cmd)
+        if extent is None:
+            return None
+        lba, blocks, writing, durable = extent
+        bs = self.config.block_size
+        data = cmd.data
+        length = blocks * bs
+        views = data.views if data.length == length else data.slices(0, length)
+        locks = self._locks
+        ticket = locks.acquire_shared(lba, lba + blocks)
+        try:
+            moved = transfer(lba * bs, views, length, writing, durable)
+        finally:
+            locks.release_shared(ticket)
+        if moved is None or moved < length:
+            # Would wait, or a short read (the file shrank): the worker says which.
+            raise WouldBlock
+        return RESULT_GOOD if writing else data_in_result(length)
 
     def lock_shared(self, extent: PlainExtent) -> int:
         """Hold the extent's blocks shared (against COMPARE AND WRITE) until

@@ -153,7 +153,8 @@ class DeviceRunner:
                 # Consume the event first, then drain: no wakeup is lost (tcmu-abi §1.3).
                 self.port.read_event()
                 self.drain()
-                # drain() empties the wake pipe: a stop() during it is seen here only.
+                # Only stop() writes the wake pipe, and nothing empties it: once
+                # stopping, poll returns at once (a stop() during drain() included).
                 if not self._stopping.is_set():
                     poller.poll()
             self.drain()
@@ -240,6 +241,12 @@ class DeviceRunner:
         taken = 0
         inline_done: list[tuple[Command, Result]] = []
         tracer = self.tracer
+        handler = self.handler
+        # Looked up once per batch: every command passes here.
+        run_all = self.threads == 0
+        is_inline = handler.is_inline
+        try_inline = handler.try_inline if self.try_inline else None
+        queue_put = self._queue.put
         for item in items:
             if isinstance(item, TmrNotice):
                 with self.stats.lock:
@@ -252,15 +259,21 @@ class DeviceRunner:
             item._sink = self  # completions (sync or async) are counted on their way
             if tracer is not None:
                 tracer.received(item)
-            if self.threads == 0 or self.handler.is_inline(item):
+            if run_all or is_inline(item):
                 result = self._execute(item)
                 if result is None:
                     continue  # the handler completes it asynchronously
             else:
                 # I/O: on this thread if it needs no waiting, else on a worker.
-                result = self._try_inline(item) if self.try_inline else None
+                if try_inline is None:
+                    result = None
+                else:
+                    try:
+                        result = try_inline(item)
+                    except Exception:
+                        result = self._handler_failed(item)
                 if result is None:
-                    self._queue.put(item)
+                    queue_put(item)
                     continue
             if tracer is not None:
                 tracer.completed(item, result)
@@ -271,14 +284,7 @@ class DeviceRunner:
             self.stats.count_many(inline_done)
             self.ring.complete_many(inline_done)
         self.ring.flush()
-        self._clear_wake()
         return taken
-
-    def _clear_wake(self) -> None:
-        try:
-            os.read(self._wake_r, 64)
-        except BlockingIOError:
-            pass
 
     def _worker(self) -> None:
         while True:
@@ -293,21 +299,20 @@ class DeviceRunner:
             if result is not None:
                 self._finish(cmd, result, notify=True)
 
-    def _try_inline(self, cmd: Command) -> Result | None:
-        return self._guarded(self.handler.try_inline, cmd)
-
     def _execute(self, cmd: Command) -> Result | None:
-        return self._guarded(self.handler.handle, cmd)
-
-    def _guarded(self, call: Callable[[Command], Result | None], cmd: Command) -> Result | None:
-        """``call(cmd)``; a handler bug becomes HARDWARE ERROR, logged and counted."""
+        """``handler.handle(cmd)``; a handler bug becomes HARDWARE ERROR."""
         try:
-            return call(cmd)
+            return self.handler.handle(cmd)
         except Exception:
-            log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
-            with self.stats.lock:
-                self.stats.handler_failures += 1
-            return HANDLER_FAILURE
+            return self._handler_failed(cmd)
+
+    def _handler_failed(self, cmd: Command) -> Result:
+        """What a handler that raised on ``cmd`` answers (inside ``except``): HARDWARE
+        ERROR, logged and counted."""
+        log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
+        with self.stats.lock:
+            self.stats.handler_failures += 1
+        return HANDLER_FAILURE
 
     def _finish(self, cmd: Command, result: Result, notify: bool) -> None:
         self.complete(cmd, result, notify=notify)

@@ -171,6 +171,11 @@ def test_vdisk_try_inline_reads_writes_and_declines(
     result = handler.try_inline(r)
     assert result is not None and result.data_in_len == 512
     assert bytes(r.data.views[0]) == b"E" * 512
+    # FUA: durable before GOOD, never on the ring thread, nothing written by the try.
+    fua = Command(5, bytes([0x2A, 0x08, 0, 0, 0, 4, 0, 0, 1, 0]),
+                  DataBuffer([memoryview(b"F" * 512)]))
+    assert handler.try_inline(fua) is None
+    assert fb.read_bytes(4 * 512, 512) == b"E" * 512
     # Not READ/WRITE: never attempted (SYNCHRONIZE CACHE waits for the disk).
     assert handler.try_inline(Command(3, bytes([0x35]) + bytes(9))) is None
     # A read that would wait: declined, no sense data, the worker's handle() answers.
