@@ -71,13 +71,28 @@ class RangeLock:
     def acquire_shared(self, start: int, end: int) -> int:
         """Take a shared hold without a ``with`` block (an I/O that completes on
         another thread, or the flat data path); returns the ticket to give
-        :meth:`release_shared`."""
-        return self._acquire_shared((start, end))
+        :meth:`release_shared`.
+
+        Without the mutex while no exclusive request exists (always, but around a
+        COMPARE AND WRITE): the hold is announced first, then exclusive requests are
+        looked for. An exclusive request announces itself first (under the mutex),
+        then looks at a snapshot of the shared holds; each step is one dict
+        operation, atomic under the GIL, so of two racing sides at least one sees
+        the other: either this one backs out and waits below, or the exclusive one
+        waits until :meth:`release_shared` wakes it.
+        """
+        span = (start, end)
+        ticket = next(self._tickets)
+        self._shared[ticket] = span
+        if not self._exclusive:
+            return ticket
+        self.release_shared(ticket)
+        return self._acquire_shared(span)
 
     def release_shared(self, ticket: int) -> None:
-        with self._mutex:
-            del self._shared[ticket]
-            if self._exclusive:
+        del self._shared[ticket]
+        if self._exclusive:  # it may wait for this hold: wake it (under the mutex)
+            with self._mutex:
                 self._cond.notify_all()
 
     def _acquire_shared(self, span: tuple[int, int]) -> int:
@@ -106,7 +121,8 @@ class RangeLock:
             self._cond.notify_all()
 
     def _blocked(self, ticket: int, span: tuple[int, int]) -> bool:
-        if any(_overlaps(span, other) for other in self._shared.values()):
+        # A snapshot (one C call): acquire_shared adds holds without the mutex.
+        if any(_overlaps(span, other) for other in list(self._shared.values())):
             return True
         return any(
             other_ticket < ticket and _overlaps(span, other)

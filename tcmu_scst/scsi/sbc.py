@@ -302,7 +302,8 @@ class SbcDevice(SpcDevice):
         data themselves (asynchronously) and then answer with :meth:`plain_result`."""
         cdb = cmd.cdb
         plain = _PLAIN_RW.get(cdb[0]) if cdb else None
-        return None if plain is None else self._plain_extent(cmd, cdb, plain)
+        checked = None if plain is None else self._plain_extent(cmd, cdb, plain)
+        return None if checked is None else PlainExtent(*checked)
 
     def plain_result(self, extent: PlainExtent, error: BackendError | OSError | None) -> Result:
         """The answer to a :meth:`plain_extent` transfer that ended with ``error``."""
@@ -324,7 +325,9 @@ class SbcDevice(SpcDevice):
         checks as :meth:`_plain_rw`, without the layers between the ring and the
         ``preadv``.
         """
-        extent = self.plain_extent(cmd)
+        cdb = cmd.cdb
+        plain = _PLAIN_RW.get(cdb[0]) if cdb else None
+        extent = None if plain is None else self._plain_extent(cmd, cdb, plain)
         if extent is None:
             return None
         lba, blocks, writing, durable = extent
@@ -351,8 +354,12 @@ class SbcDevice(SpcDevice):
     def unlock_shared(self, ticket: int) -> None:
         self._locks.release_shared(ticket)
 
-    def _plain_extent(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> PlainExtent | None:
-        """READ/WRITE(10/16) in the common case, checked in one function; None otherwise.
+    def _plain_extent(
+        self, cmd: Command, cdb: bytes, plain: _PlainRw
+    ) -> tuple[int, int, bool, bool] | None:
+        """READ/WRITE(10/16) in the common case, checked in one function: ``(lba,
+        blocks, writing, durable)`` (a plain tuple: a NamedTuple costs a Python call
+        per command), or None.
 
         Nearly every command of a data path is one of these four, and the general
         path (lookup, per-byte CDB check, handler table, extent helpers) costs
@@ -364,12 +371,11 @@ class SbcDevice(SpcDevice):
         returns None and the general path gives the precise answer.
         """
         writing = plain.writing
-        handler = self._handlers.get(plain.key)
         if (
             len(cdb) != plain.cdb_len
             or int.from_bytes(cdb, "big") & plain.reject
             or self.unit_attentions
-            or getattr(handler, "__func__", None)
+            or getattr(self._handlers.get(plain.key), "__func__", None)
             is not (SbcDevice._write if writing else SbcDevice._read)
             or self.not_ready_error() is not None
             or (writing and self.write_protected())
@@ -383,15 +389,14 @@ class SbcDevice(SpcDevice):
             blocks = int.from_bytes(cdb[7:9], "big")
         config = self.config
         bs = config.block_size
-        length = blocks * bs
         if (
             not blocks
             or blocks > config.max_transfer_blocks
-            or lba + blocks > self.capacity
-            or cmd.data.length < length
+            or lba + blocks > self.backend.size // bs  # (self.capacity, inline)
+            or cmd.data.length < blocks * bs
         ):
             return None
-        return PlainExtent(lba, blocks, writing, writing and self._durable(bool(cdb[1] & _FUA)))
+        return lba, blocks, writing, writing and self._durable(bool(cdb[1] & _FUA))
 
     def _plain_rw(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> Result | None:
         """READ/WRITE(10/16) in the common case, in one function; None otherwise."""
