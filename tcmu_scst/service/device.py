@@ -53,6 +53,10 @@ class RingPort(Protocol):
     def notify(self) -> None: ...
 
 
+# The histogram bucket (the size rounded up to a power of 2) of the common sizes.
+_BUCKETS: Final = {size: 1 << (size - 1).bit_length() for size in (512, 4096, 65536, 1 << 20)}
+
+
 class Stats:
     """Counters the control socket and the shell's /sgv and /sessions read."""
 
@@ -70,10 +74,13 @@ class Stats:
     def count_many(self, done: Iterable[tuple[Command, Result]]) -> None:
         """Count a batch under one lock (the ring loop's inline results)."""
         histogram = self.size_histogram
+        buckets = _BUCKETS
         with self.lock:
             for cmd, result in done:
                 size = cmd.data.length
-                bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+                bucket = buckets.get(size)
+                if bucket is None:
+                    bucket = 1 << (size - 1).bit_length() if size > 0 else 0
                 self.commands += 1
                 if result.status == CHECK_CONDITION:
                     self.errors += 1
@@ -282,8 +289,9 @@ class DeviceRunner:
         # ring and one cmd_tail store.
         if inline_done:
             self.stats.count_many(inline_done)
-            self.ring.complete_many(inline_done)
-        self.ring.flush()
+            self.ring.complete_many(inline_done, notify=True)  # and what workers posted
+        else:
+            self.ring.flush()
         return taken
 
     def _worker(self) -> None:
