@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from tcmu_scst.command import Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
@@ -82,6 +82,17 @@ Backend = FileBackend | NullBackend | RbdBackend
 
 # READ(6/10/12/16) and WRITE(6/10/12/16): what try_inline attempts on the ring thread.
 _TRY_INLINE_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x0A, 0x2A, 0xAA, 0x8A})
+_READ_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88})
+# READs of at least this many bytes go to the workers even when they would not wait.
+# A READ is copied twice: preadv into the data area, then the kernel's copy out of it
+# in the completion notify's write(). Both release the GIL, so on two workers two
+# large READs are copied at once; on the ring thread they were copied one after the
+# other. Large WRITEs stay: buffered writes to one file serialize on its inode lock
+# (tmpfs, ext4), and the hand-off only adds its cost (bench/runner_bench.py: 1 MiB
+# writes 228 -> 270 µs on workers). Below 1 MiB the hand-off cost more than it saved
+# on the host; 512 KiB is a guess between the two, only 1 MiB was measured in the VM
+# (README, "How the data path is fast", item 6).
+INLINE_MAX_READ_BYTES: Final = 512 << 10
 
 
 def open_backend(params: VdiskParams) -> Backend:
@@ -218,6 +229,8 @@ class VdiskHandler(Handler):
         # without waiting (RWF_NOWAIT, or a memory file system); anything that would
         # wait, or must be durable first, goes to a worker and runs again in full.
         # READ/WRITE(10/16) of a file take the flat path's single call first.
+        if cmd.data.length >= INLINE_MAX_READ_BYTES and cmd.cdb[0] in _READ_OPCODES:
+            return None  # a large READ: on a worker, copied in parallel with others
         transfer = self._transfer
         if transfer is not None:
             try:
