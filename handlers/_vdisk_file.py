@@ -277,6 +277,27 @@ class FileBackend:
         finally:
             self._nowait.active = False
 
+    def transfer_nowait(
+        self, offset: int, views: list[memoryview], length: int, writing: bool, fua: bool
+    ) -> int | None:
+        """One READ or WRITE on the ring thread without waiting for a device (the
+        flat path's ``NowaitTransfer``): the bytes moved, or None when it would wait
+        or failed; nothing answered then, a worker runs the command again in full."""
+        if not (self.nowait_writes if writing else self.nowait_reads):
+            return None
+        if writing and (self.mode.read_only or self._needs_sync(fua)):
+            return None  # refused, or durable before GOOD: the worker's path
+        flags = 0 if self.memory_backed else os.RWF_NOWAIT
+        try:
+            if writing:
+                # A short write leaves a prefix written: the retry on a worker writes
+                # the same bytes again, in full.
+                return os.pwritev(self.fd, views, offset, flags)
+            return os.preadv(self.fd, views, offset, flags)
+        except OSError as exc:
+            self._refused_nowait(exc, writing)  # EOPNOTSUPP: never try again
+            return None
+
     def _nowait_flags(self, writing: bool) -> int:
         """The extra RWF flags of an attempt on the ring thread; WouldBlock if none may."""
         if not (self.nowait_writes if writing else self.nowait_reads):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from tcmu_scst.command import Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import abi
-from tcmu_scst.scsi.block import BlockDeviceConfig
+from tcmu_scst.scsi.block import BlockDeviceConfig, WouldBlock
 
 from . import _vdisk_sys as sysio
 from ._vdisk_file import FileBackend, FileMode
@@ -82,6 +82,17 @@ Backend = FileBackend | NullBackend | RbdBackend
 
 # READ(6/10/12/16) and WRITE(6/10/12/16): what try_inline attempts on the ring thread.
 _TRY_INLINE_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88, 0x0A, 0x2A, 0xAA, 0x8A})
+_READ_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88})
+# READs of at least this many bytes go to the workers even when they would not wait.
+# A READ is copied twice: preadv into the data area, then the kernel's copy out of it
+# in the completion notify's write(). Both release the GIL, so on two workers two
+# large READs are copied at once; on the ring thread they were copied one after the
+# other. Large WRITEs stay: buffered writes to one file serialize on its inode lock
+# (tmpfs, ext4), and the hand-off only adds its cost (bench/runner_bench.py: 1 MiB
+# writes 228 -> 270 µs on workers). Below 1 MiB the hand-off cost more than it saved
+# on the host; 512 KiB is a guess between the two, only 1 MiB was measured in the VM
+# (README, "How the data path is fast", item 6).
+INLINE_MAX_READ_BYTES: Final = 512 << 10
 
 
 def open_backend(params: VdiskParams) -> Backend:
@@ -169,6 +180,9 @@ class VdiskHandler(Handler):
             self.backend.close()
             raise
         self._closed = False
+        # The file backend's transfer that never waits, for the flat READ/WRITE path.
+        self._transfer = (self.backend.transfer_nowait
+                          if isinstance(self.backend, FileBackend) else None)
         log.info(
             "vdisk %s: opened %s (%s), %d bytes in %d-byte blocks",
             params.name, params.filename or "-", self.mode_names(), self.backend.size,
@@ -214,6 +228,17 @@ class VdiskHandler(Handler):
         # READ and WRITE only: one backend call each, which the backend attempts
         # without waiting (RWF_NOWAIT, or a memory file system); anything that would
         # wait, or must be durable first, goes to a worker and runs again in full.
+        # READ/WRITE(10/16) of a file take the flat path's single call first.
+        if cmd.data.length >= INLINE_MAX_READ_BYTES and cmd.cdb[0] in _READ_OPCODES:
+            return None  # a large READ: on a worker, copied in parallel with others
+        transfer = self._transfer
+        if transfer is not None:
+            try:
+                result = self.device.try_plain_nowait(cmd, transfer)
+            except WouldBlock:
+                return None
+            if result is not None:
+                return result
         backend = self.backend
         if not cmd.cdb or cmd.cdb[0] not in _TRY_INLINE_OPCODES:
             return None

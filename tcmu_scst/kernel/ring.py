@@ -331,7 +331,7 @@ class Ring:
         """Post several results under one lock and one ``cmd_tail`` store.
 
         Without ``notify`` the kernel is not told; call :meth:`flush` afterwards
-        (the ring loop does, once per batch).
+        (the ring loop does, once per batch). With it, it is as :meth:`flush` does.
         """
         mv = self._mv
         cmdr_off = self.cmdr_off
@@ -368,8 +368,11 @@ class Ring:
                 posted = True
             if posted:
                 self._publish_tail()
+            if notify:  # flush() without taking the lock again
+                notify = self._unnotified
+                self._unnotified = False
         if notify:
-            self.flush()
+            self._notify_kernel()
 
     def _publish_tail(self) -> None:
         """Move cmd_tail to the oldest unanswered command, or to the read position

@@ -51,7 +51,10 @@ class RangeLock:
     """Shared/exclusive locking of half-open ranges ``[start, end)``."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Taken directly where nobody waits or is woken: a Lock's own context manager
+        # costs a fraction of the Condition's Python-level one, on every I/O command.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._tickets = itertools.count()
         self._shared: dict[int, tuple[int, int]] = {}
         # Exclusive requests, waiting or holding, by arrival ticket.
@@ -67,18 +70,36 @@ class RangeLock:
 
     def acquire_shared(self, start: int, end: int) -> int:
         """Take a shared hold without a ``with`` block (an I/O that completes on
-        another thread); returns the ticket to give :meth:`release_shared`."""
-        return self._acquire_shared((start, end))
+        another thread, or the flat data path); returns the ticket to give
+        :meth:`release_shared`.
+
+        Without the mutex while no exclusive request exists (always, but around a
+        COMPARE AND WRITE): the hold is announced first, then exclusive requests are
+        looked for. An exclusive request announces itself first (under the mutex),
+        then looks at a snapshot of the shared holds; each step is one dict
+        operation, atomic under the GIL, so of two racing sides at least one sees
+        the other: either this one backs out and waits below, or the exclusive one
+        waits until :meth:`release_shared` wakes it.
+        """
+        span = (start, end)
+        ticket = next(self._tickets)
+        self._shared[ticket] = span
+        if not self._exclusive:
+            return ticket
+        self.release_shared(ticket)
+        return self._acquire_shared(span)
 
     def release_shared(self, ticket: int) -> None:
-        self._release(ticket, False)
+        del self._shared[ticket]
+        if self._exclusive:  # it may wait for this hold: wake it (under the mutex)
+            with self._mutex:
+                self._cond.notify_all()
 
     def _acquire_shared(self, span: tuple[int, int]) -> int:
-        with self._cond:
-            while self._exclusive and any(
-                _overlaps(span, other) for other in self._exclusive.values()
-            ):
-                self._cond.wait()
+        with self._mutex:
+            if self._exclusive:
+                while any(_overlaps(span, other) for other in self._exclusive.values()):
+                    self._cond.wait()
             ticket = next(self._tickets)
             self._shared[ticket] = span
             return ticket
@@ -92,17 +113,16 @@ class RangeLock:
             return ticket
 
     def _release(self, ticket: int, exclusive: bool) -> None:
-        with self._cond:
-            if exclusive:
-                del self._exclusive[ticket]
-                self._cond.notify_all()
-            else:
-                del self._shared[ticket]
-                if self._exclusive:
-                    self._cond.notify_all()
+        if not exclusive:
+            self.release_shared(ticket)
+            return
+        with self._mutex:
+            del self._exclusive[ticket]
+            self._cond.notify_all()
 
     def _blocked(self, ticket: int, span: tuple[int, int]) -> bool:
-        if any(_overlaps(span, other) for other in self._shared.values()):
+        # A snapshot (one C call): acquire_shared adds holds without the mutex.
+        if any(_overlaps(span, other) for other in list(self._shared.values())):
             return True
         return any(
             other_ticket < ticket and _overlaps(span, other)

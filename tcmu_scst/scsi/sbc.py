@@ -31,7 +31,7 @@ from tcmu_scst.command import RESULT_GOOD, Command, DataBuffer, Result, data_in_
 from tcmu_scst.errors import ConfigError
 from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scsi import sbc_pages as pages
-from tcmu_scst.scsi.block import BackendError, BlockBackend, BlockDeviceConfig
+from tcmu_scst.scsi.block import BackendError, BlockBackend, BlockDeviceConfig, WouldBlock
 from tcmu_scst.scsi.cdb import be, reject_mask, rw_lba_and_length
 from tcmu_scst.scsi.identity import naa_designator
 from tcmu_scst.scsi.modes import ModePage
@@ -119,6 +119,11 @@ class PlainExtent(NamedTuple):
     blocks: int
     writing: bool
     durable: bool  # the write must be stable before GOOD (FUA or write-through)
+
+
+#: A backend's transfer that never waits (see :meth:`SbcDevice.try_plain_nowait`):
+#: ``(offset, views, length, writing, fua) -> bytes moved``, or None if it would wait.
+NowaitTransfer = Callable[[int, list[memoryview], int, bool, bool], "int | None"]
 
 
 class _PlainRw(NamedTuple):
@@ -303,7 +308,8 @@ class SbcDevice(SpcDevice):
         data themselves (asynchronously) and then answer with :meth:`plain_result`."""
         cdb = cmd.cdb
         plain = _PLAIN_RW.get(cdb[0]) if cdb else None
-        return None if plain is None else self._plain_extent(cmd, cdb, plain)
+        checked = None if plain is None else self._plain_extent(cmd, cdb, plain)
+        return None if checked is None else PlainExtent(*checked)
 
     def plain_result(self, extent: PlainExtent, error: BackendError | OSError | None) -> Result:
         """The answer to a :meth:`plain_extent` transfer that ended with ``error``."""
@@ -313,6 +319,39 @@ class SbcDevice(SpcDevice):
             return RESULT_GOOD
         return data_in_result(extent.blocks * self.config.block_size)
 
+    def try_plain_nowait(self, cmd: Command, transfer: NowaitTransfer) -> Result | None:
+        """READ/WRITE(10/16) in the common case on the ring thread, in one call.
+
+        ``transfer(offset, views, length, writing, fua)`` is the backend's attempt
+        that never waits: the bytes it moved, or None when it would have to (a cache
+        miss, a write that must be durable first, an error); then this raises
+        :class:`WouldBlock`: nothing was answered, the command runs again in full
+        where blocking is fine (the general path gives every precise answer, errors
+        included). None: not a plain READ/WRITE(10/16), nothing was tried. The same
+        checks as :meth:`_plain_rw`, without the layers between the ring and the
+        ``preadv``.
+        """
+        cdb = cmd.cdb
+        plain = _PLAIN_RW.get(cdb[0]) if cdb else None
+        extent = None if plain is None else self._plain_extent(cmd, cdb, plain)
+        if extent is None:
+            return None
+        lba, blocks, writing, durable = extent
+        bs = self.config.block_size
+        data = cmd.data
+        length = blocks * bs
+        views = data.views if data.length == length else data.slices(0, length)
+        locks = self._locks
+        ticket = locks.acquire_shared(lba, lba + blocks)
+        try:
+            moved = transfer(lba * bs, views, length, writing, durable)
+        finally:
+            locks.release_shared(ticket)
+        if moved is None or moved < length:
+            # Would wait, or a short read (the file shrank): the worker says which.
+            raise WouldBlock
+        return RESULT_GOOD if writing else data_in_result(length)
+
     def lock_shared(self, extent: PlainExtent) -> int:
         """Hold the extent's blocks shared (against COMPARE AND WRITE) until
         :meth:`unlock_shared` with the returned ticket."""
@@ -321,8 +360,12 @@ class SbcDevice(SpcDevice):
     def unlock_shared(self, ticket: int) -> None:
         self._locks.release_shared(ticket)
 
-    def _plain_extent(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> PlainExtent | None:
-        """READ/WRITE(10/16) in the common case, checked in one function; None otherwise.
+    def _plain_extent(
+        self, cmd: Command, cdb: bytes, plain: _PlainRw
+    ) -> tuple[int, int, bool, bool] | None:
+        """READ/WRITE(10/16) in the common case, checked in one function: ``(lba,
+        blocks, writing, durable)`` (a plain tuple: a NamedTuple costs a Python call
+        per command), or None.
 
         Nearly every command of a data path is one of these four, and the general
         path (lookup, per-byte CDB check, handler table, extent helpers) costs
@@ -334,12 +377,11 @@ class SbcDevice(SpcDevice):
         returns None and the general path gives the precise answer.
         """
         writing = plain.writing
-        handler = self._handlers.get(plain.key)
         if (
             len(cdb) != plain.cdb_len
             or int.from_bytes(cdb, "big") & plain.reject
             or self.unit_attentions
-            or getattr(handler, "__func__", None)
+            or getattr(self._handlers.get(plain.key), "__func__", None)
             is not (SbcDevice._write if writing else SbcDevice._read)
             or self.not_ready_error() is not None
             or (writing and self.write_protected())
@@ -353,15 +395,14 @@ class SbcDevice(SpcDevice):
             blocks = int.from_bytes(cdb[7:9], "big")
         config = self.config
         bs = config.block_size
-        length = blocks * bs
         if (
             not blocks
             or blocks > config.max_transfer_blocks
-            or lba + blocks > self.capacity
-            or cmd.data.length < length
+            or lba + blocks > self.backend.size // bs  # (self.capacity, inline)
+            or cmd.data.length < blocks * bs
         ):
             return None
-        return PlainExtent(lba, blocks, writing, writing and self._durable(bool(cdb[1] & _FUA)))
+        return lba, blocks, writing, writing and self._durable(bool(cdb[1] & _FUA))
 
     def _plain_rw(self, cmd: Command, cdb: bytes, plain: _PlainRw) -> Result | None:
         """READ/WRITE(10/16) in the common case, in one function; None otherwise."""

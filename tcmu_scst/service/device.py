@@ -53,6 +53,10 @@ class RingPort(Protocol):
     def notify(self) -> None: ...
 
 
+# The histogram bucket (the size rounded up to a power of 2) of the common sizes.
+_BUCKETS: Final = {size: 1 << (size - 1).bit_length() for size in (512, 4096, 65536, 1 << 20)}
+
+
 class Stats:
     """Counters the control socket and the shell's /sgv and /sessions read."""
 
@@ -70,10 +74,13 @@ class Stats:
     def count_many(self, done: Iterable[tuple[Command, Result]]) -> None:
         """Count a batch under one lock (the ring loop's inline results)."""
         histogram = self.size_histogram
+        buckets = _BUCKETS
         with self.lock:
             for cmd, result in done:
                 size = cmd.data.length
-                bucket = 1 << (size - 1).bit_length() if size > 0 else 0
+                bucket = buckets.get(size)
+                if bucket is None:
+                    bucket = 1 << (size - 1).bit_length() if size > 0 else 0
                 self.commands += 1
                 if result.status == CHECK_CONDITION:
                     self.errors += 1
@@ -153,7 +160,8 @@ class DeviceRunner:
                 # Consume the event first, then drain: no wakeup is lost (tcmu-abi §1.3).
                 self.port.read_event()
                 self.drain()
-                # drain() empties the wake pipe: a stop() during it is seen here only.
+                # Only stop() writes the wake pipe, and nothing empties it: once
+                # stopping, poll returns at once (a stop() during drain() included).
                 if not self._stopping.is_set():
                     poller.poll()
             self.drain()
@@ -240,6 +248,12 @@ class DeviceRunner:
         taken = 0
         inline_done: list[tuple[Command, Result]] = []
         tracer = self.tracer
+        handler = self.handler
+        # Looked up once per batch: every command passes here.
+        run_all = self.threads == 0
+        is_inline = handler.is_inline
+        try_inline = handler.try_inline if self.try_inline else None
+        queue_put = self._queue.put
         for item in items:
             if isinstance(item, TmrNotice):
                 with self.stats.lock:
@@ -252,15 +266,21 @@ class DeviceRunner:
             item._sink = self  # completions (sync or async) are counted on their way
             if tracer is not None:
                 tracer.received(item)
-            if self.threads == 0 or self.handler.is_inline(item):
+            if run_all or is_inline(item):
                 result = self._execute(item)
                 if result is None:
                     continue  # the handler completes it asynchronously
             else:
                 # I/O: on this thread if it needs no waiting, else on a worker.
-                result = self._try_inline(item) if self.try_inline else None
+                if try_inline is None:
+                    result = None
+                else:
+                    try:
+                        result = try_inline(item)
+                    except Exception:
+                        result = self._handler_failed(item)
                 if result is None:
-                    self._queue.put(item)
+                    queue_put(item)
                     continue
             if tracer is not None:
                 tracer.completed(item, result)
@@ -269,16 +289,10 @@ class DeviceRunner:
         # ring and one cmd_tail store.
         if inline_done:
             self.stats.count_many(inline_done)
-            self.ring.complete_many(inline_done)
-        self.ring.flush()
-        self._clear_wake()
+            self.ring.complete_many(inline_done, notify=True)  # and what workers posted
+        else:
+            self.ring.flush()
         return taken
-
-    def _clear_wake(self) -> None:
-        try:
-            os.read(self._wake_r, 64)
-        except BlockingIOError:
-            pass
 
     def _worker(self) -> None:
         while True:
@@ -293,21 +307,20 @@ class DeviceRunner:
             if result is not None:
                 self._finish(cmd, result, notify=True)
 
-    def _try_inline(self, cmd: Command) -> Result | None:
-        return self._guarded(self.handler.try_inline, cmd)
-
     def _execute(self, cmd: Command) -> Result | None:
-        return self._guarded(self.handler.handle, cmd)
-
-    def _guarded(self, call: Callable[[Command], Result | None], cmd: Command) -> Result | None:
-        """``call(cmd)``; a handler bug becomes HARDWARE ERROR, logged and counted."""
+        """``handler.handle(cmd)``; a handler bug becomes HARDWARE ERROR."""
         try:
-            return call(cmd)
+            return self.handler.handle(cmd)
         except Exception:
-            log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
-            with self.stats.lock:
-                self.stats.handler_failures += 1
-            return HANDLER_FAILURE
+            return self._handler_failed(cmd)
+
+    def _handler_failed(self, cmd: Command) -> Result:
+        """What a handler that raised on ``cmd`` answers (inside ``except``): HARDWARE
+        ERROR, logged and counted."""
+        log.exception("handler %s failed on %r", type(self.handler).__name__, cmd)
+        with self.stats.lock:
+            self.stats.handler_failures += 1
+        return HANDLER_FAILURE
 
     def _finish(self, cmd: Command, result: Result, notify: bool) -> None:
         self.complete(cmd, result, notify=notify)

@@ -34,6 +34,9 @@ class SharedRingLoop:
         self._runners: dict[int, DeviceRunner] = {}  # UIO fd -> runner
         self._leaving: list[tuple[DeviceRunner, threading.Event]] = []
         self._stopping = False
+        # Bumped (under the lock) by every change above: the loop looks at the set
+        # of runners again only then, not on every wake-up.
+        self._version = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _wake(self) -> None:
@@ -47,6 +50,7 @@ class SharedRingLoop:
         runner.start_workers()
         with self._lock:
             self._runners[runner.port.fileno()] = runner
+            self._version += 1
         self._wake()
 
     def remove(self, runner: DeviceRunner, timeout: float | None = 30.0) -> bool:
@@ -57,6 +61,7 @@ class SharedRingLoop:
         with self._lock:
             self._runners.pop(runner.port.fileno(), None)
             self._leaving.append((runner, done))
+            self._version += 1
         self._wake()
         released = done.wait(timeout)
         runner.finish()
@@ -66,6 +71,7 @@ class SharedRingLoop:
         """End :meth:`run` once every runner was removed."""
         with self._lock:
             self._stopping = True
+            self._version += 1
         self._wake()
 
     def close(self) -> None:
@@ -79,26 +85,29 @@ class SharedRingLoop:
         # Rings whose event was consumed while their runner was quiesced (a handler
         # swap): drained again every few milliseconds until it resumes.
         deferred: set[int] = set()
+        seen_version = -1
         while True:
-            with self._lock:
-                if self._stopping and not self._runners and not self._leaving:
-                    break
-                wanted = dict(self._runners)
-                leaving, self._leaving = self._leaving, []
-            for fd in served.keys() - wanted.keys():
-                poller.unregister(fd)
-            for runner, done in leaving:
-                self._drain(runner, wait=True)  # what arrived before it was removed
-                done.set()
-            for fd, runner in wanted.items():
-                if served.get(fd) is runner:
-                    continue
-                # New (an fd number may come back for another device: by identity).
-                poller.register(fd, select.POLLIN)
-                if self._drain(runner) is None:  # entries queued before it was added
-                    deferred.add(fd)
-            served = wanted
-            deferred &= served.keys()
+            if self._version != seen_version:  # (read without the lock: a hint)
+                with self._lock:
+                    if self._stopping and not self._runners and not self._leaving:
+                        break
+                    seen_version = self._version
+                    wanted = dict(self._runners)
+                    leaving, self._leaving = self._leaving, []
+                for fd in served.keys() - wanted.keys():
+                    poller.unregister(fd)
+                for runner, done in leaving:
+                    self._drain(runner, wait=True)  # what arrived before it was removed
+                    done.set()
+                for fd, runner in wanted.items():
+                    if served.get(fd) is runner:
+                        continue
+                    # New (an fd number may come back for another device: by identity).
+                    poller.register(fd, select.POLLIN)
+                    if self._drain(runner) is None:  # entries queued before it was added
+                        deferred.add(fd)
+                served = wanted
+                deferred &= served.keys()
             for fd in list(deferred):
                 drained = self._drain(served[fd], event=False)
                 if drained is not None:
@@ -125,6 +134,7 @@ class SharedRingLoop:
         """A device whose ring is gone: not polled again (the daemon detaches it)."""
         with self._lock:
             self._runners.pop(fd, None)
+            self._version += 1
 
     @staticmethod
     def _drain(

@@ -6,6 +6,8 @@
 * ext4 (on a loop device): cached reads are answered with RWF_NOWAIT on the ring
   thread; the kernel refuses RWF_NOWAIT for buffered writes, so after the first
   attempt every write goes to a worker, and the data is right either way.
+* READs of INLINE_MAX_READ_BYTES or more go to the workers (two copied at once);
+  WRITEs of any size stay on the ring thread.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import pytest
 from tcmu_scst.command import Command, Result
 from tcmu_scst.handlers import _vdisk_sys as sysio
 from tcmu_scst.handlers._vdisk_file import FileBackend
-from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
+from tcmu_scst.handlers.vdisk import (
+    INLINE_MAX_READ_BYTES,
+    VdiskHandler,
+    VdiskParams,
+    to_dev_config,
+)
 
 from .tcmu_rig import serve
 
@@ -30,6 +37,7 @@ pytestmark = pytest.mark.kernel
 
 MiB = 1 << 20
 RW_OPCODES = {0x28, 0x2A, 0x88, 0x8A}
+READ_OPCODES = {0x28, 0x88}
 
 
 class Recording(VdiskHandler):
@@ -40,17 +48,22 @@ class Recording(VdiskHandler):
         self.lock = threading.Lock()
         self.inline: list[int] = []  # opcodes answered by try_inline
         self.worker: list[tuple[int, str]] = []  # (opcode, thread) answered by handle
+        self.read_sizes: list[tuple[int, bool]] = []  # (bytes, inline) of each READ
 
     def try_inline(self, cmd: Command) -> Result | None:
         result = super().try_inline(cmd)
         if result is not None:
             with self.lock:
                 self.inline.append(cmd.cdb[0])
+                if cmd.cdb[0] in READ_OPCODES:
+                    self.read_sizes.append((cmd.data.length, True))
         return result
 
     def handle(self, cmd: Command) -> Result | None:
         with self.lock:
             self.worker.append((cmd.cdb[0], threading.current_thread().name))
+            if cmd.cdb[0] in READ_OPCODES:
+                self.read_sizes.append((cmd.data.length, False))
         return super().handle(cmd)
 
 
@@ -126,3 +139,27 @@ def test_ext4_cached_reads_inline_writes_on_workers(
     dd(f"if={dev}", "of=/dev/null", "bs=64k", "skip=8", "count=32", "iflag=direct")
     assert backend.nowait_reads
     assert handler.inline.count(0x28) - before >= 16
+
+
+def test_large_reads_on_workers_large_writes_on_the_ring_thread(
+    lio_stack: ExitStack, tmp_path: Path
+) -> None:
+    image = Path("/run/inline-large.img")
+    handler, dev = _serve_file(lio_stack, image, 16 * MiB)
+    # 1 MiB per request (the backstore allows it: hw_max_sectors), not split smaller.
+    queue = Path("/sys/block") / Path(dev).name / "queue"
+    assert int((queue / "max_hw_sectors_kb").read_text()) >= 1024
+    (queue / "max_sectors_kb").write_text("1024")
+    data = os.urandom(4 * MiB)
+    (tmp_path / "in").write_bytes(data)
+    dd(f"if={tmp_path / 'in'}", f"of={dev}", "bs=1M", "seek=2", "oflag=direct")
+    dd(f"if={dev}", f"of={tmp_path / 'out'}", "bs=1M", "skip=2", "count=4", "iflag=direct")
+    assert (tmp_path / "out").read_bytes() == data
+    # Every large WRITE was answered on the ring thread (tmpfs never waits).
+    assert handler.inline.count(0x2A) >= 4
+    assert not [op for op, _ in handler.worker if op in (0x2A, 0x8A)]
+    # Large READs on workers, small ones (the partition scan's) inline.
+    large = [(n, inline) for n, inline in handler.read_sizes if n >= INLINE_MAX_READ_BYTES]
+    assert len(large) >= 4 and not any(inline for _, inline in large)
+    assert all(inline for n, inline in handler.read_sizes if n < INLINE_MAX_READ_BYTES)
+    assert all(name.startswith("tcmu-io-") for op, name in handler.worker if op == 0x28)

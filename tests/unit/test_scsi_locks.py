@@ -108,6 +108,69 @@ def test_overlapping_exclusive_requests_are_served_in_order() -> None:
     assert order == [0, 1, 2, 3, 4]
 
 
+def test_ticket_holds_without_the_mutex_still_exclude_compare_and_write() -> None:
+    # acquire_shared (the flat data path) takes no mutex while no exclusive request
+    # exists; a CAW must still wait for it, and it must wait for a CAW.
+    lock = RangeLock()
+    order: list[str] = []
+    ticket = lock.acquire_shared(0, 8)
+
+    def caw() -> None:
+        with lock.exclusive(4, 5):
+            order.append("caw")
+            time.sleep(0.05)
+            order.append("caw done")
+
+    caw_thread = _started(caw)
+    _wait_for(lock, 1)
+    time.sleep(0.05)
+    assert order == []  # waits for the ticket hold
+    order.append("read done")
+    lock.release_shared(ticket)
+    while not order[1:]:
+        time.sleep(0.001)
+    assert lock.acquire_shared(100, 108) >= 0  # disjoint: does not wait
+    late = lock.acquire_shared(0, 8)  # overlapping a running CAW: waits for it
+    order.append("late read")
+    lock.release_shared(late)
+    caw_thread.join(2)
+    assert order == ["read done", "caw", "caw done", "late read"]
+
+
+def test_ticket_holds_and_exclusive_holds_never_overlap_under_contention() -> None:
+    lock = RangeLock()
+    inside = {"shared": 0, "exclusive": 0}
+    errors: list[str] = []
+    guard = threading.Lock()
+    stop = time.monotonic() + 0.5
+
+    def reader() -> None:
+        while time.monotonic() < stop:
+            ticket = lock.acquire_shared(0, 8)
+            with guard:
+                inside["shared"] += 1
+                if inside["exclusive"]:
+                    errors.append("shared inside exclusive")
+            with guard:
+                inside["shared"] -= 1
+            lock.release_shared(ticket)
+
+    def writer() -> None:
+        while time.monotonic() < stop:
+            with lock.exclusive(3, 4):
+                with guard:
+                    inside["exclusive"] += 1
+                    if inside["shared"] or inside["exclusive"] > 1:
+                        errors.append("exclusive not alone")
+                with guard:
+                    inside["exclusive"] -= 1
+
+    threads = [_started(reader), _started(reader), _started(writer)]
+    for thread in threads:
+        thread.join(5)
+    assert errors == []
+
+
 def test_unit_attention_queue_dedupes_and_bounds() -> None:
     queue = UnitAttentionQueue()
     assert not queue

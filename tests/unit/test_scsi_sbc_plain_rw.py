@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tcmu_scst.command import Command, DataBuffer, Result
 from tcmu_scst.scsi import opcodes as op
+from tcmu_scst.scsi.block import BackendError, WouldBlock
 from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.scsi.spc import SpcDevice
 from tcmu_scst.testing import scsi_harness as h
@@ -30,9 +33,10 @@ def _general(dev: SbcDevice) -> SbcDevice:
     return dev
 
 
-def _pair(state: dict[str, object]) -> tuple[tuple[SbcDevice, MemoryBackend], ...]:
+def _pair(state: dict[str, object], count: int = 2) -> tuple[tuple[SbcDevice, MemoryBackend], ...]:
+    """``count`` identical devices; the second one answers by the general path."""
     out = []
-    for general in (False, True):
+    for general in (False, True, False)[:count]:
         dev, backend = make_disk(SIZE, read_only=bool(state["read_only"]))
         backend.data[:] = bytes(i * 7 & 0xFF for i in range(SIZE))
         if general:
@@ -87,12 +91,42 @@ def test_plain_path_answers_like_the_general_path(
     writing = opcode in (op.WRITE_10, op.WRITE_16)
     data = bytes((i * 13 + 5) & 0xFF for i in range(buf_blocks * BS))
     replies = []
-    for dev, backend in _pair(state):
-        reply = run(dev.execute, raw, data_out=data if writing else None,
+    for i, (dev, backend) in enumerate(_pair(state, 3)):
+        # The third device is served as the ring thread serves: the flat path's
+        # single call first, the worker's execute() when it declines.
+        execute = dev.execute if i < 2 else _ring_thread(dev, backend)
+        reply = run(execute, raw, data_out=data if writing else None,
                     in_len=0 if writing else buf_blocks * BS)
         replies.append((reply.result, reply.buffer, bytes(backend.data),
                         dev.unit_attentions.pending()))
-    assert replies[0] == replies[1]
+    assert replies[0] == replies[1] == replies[2]
+
+
+def _ring_thread(dev: SbcDevice, backend: MemoryBackend) -> Callable[[Command], Result]:
+    """try_plain_nowait over a transfer like the file backend's (declines durable
+    writes and errors), then execute() for what it did not answer."""
+
+    def transfer(offset: int, views: list[memoryview], length: int, writing: bool,
+                 fua: bool) -> int | None:
+        if writing and fua:
+            return None
+        try:
+            if writing:
+                backend.write(offset, length, DataBuffer(views))
+            else:
+                backend.read(offset, length, DataBuffer(views))
+        except BackendError:
+            return None
+        return length
+
+    def execute(cmd: Command) -> Result:
+        try:
+            result = dev.try_plain_nowait(cmd, transfer)
+        except WouldBlock:
+            result = None
+        return dev.execute(cmd) if result is None else result
+
+    return execute
 
 
 def test_the_shortcut_is_taken_for_plain_commands() -> None:

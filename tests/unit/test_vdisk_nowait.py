@@ -171,6 +171,11 @@ def test_vdisk_try_inline_reads_writes_and_declines(
     result = handler.try_inline(r)
     assert result is not None and result.data_in_len == 512
     assert bytes(r.data.views[0]) == b"E" * 512
+    # FUA: durable before GOOD, never on the ring thread, nothing written by the try.
+    fua = Command(5, bytes([0x2A, 0x08, 0, 0, 0, 4, 0, 0, 1, 0]),
+                  DataBuffer([memoryview(b"F" * 512)]))
+    assert handler.try_inline(fua) is None
+    assert fb.read_bytes(4 * 512, 512) == b"E" * 512
     # Not READ/WRITE: never attempted (SYNCHRONIZE CACHE waits for the disk).
     assert handler.try_inline(Command(3, bytes([0x35]) + bytes(9))) is None
     # A read that would wait: declined, no sense data, the worker's handle() answers.
@@ -181,4 +186,39 @@ def test_vdisk_try_inline_reads_writes_and_declines(
     full = handler.handle(r2)
     assert full is not None and full.status == GOOD
     assert bytes(r2.data.views[0]) == b"E" * 512
+    handler.close()
+
+
+def test_large_reads_go_to_workers_large_writes_stay(tmp_path: Path) -> None:
+    from tcmu_scst.command import GOOD, Command
+    from tcmu_scst.handlers.vdisk import INLINE_MAX_READ_BYTES, VdiskHandler, VdiskParams
+
+    path = tmp_path / "v.img"
+    with open(path, "wb") as f:
+        f.truncate(4 * MiB)
+    handler = VdiskHandler(VdiskParams(name="v", filename=str(path)))
+    fb = handler.backend
+    assert isinstance(fb, FileBackend)
+    fb.memory_backed = True  # everything could run inline
+    big = INLINE_MAX_READ_BYTES // 512
+    payload = os.urandom(INLINE_MAX_READ_BYTES)
+
+    def cdb(op: int, blocks: int) -> bytes:
+        return bytes([op, 0, 0, 0, 0, 8, 0, *blocks.to_bytes(2, "big"), 0])
+
+    # A large WRITE: on the ring thread (parallel writers of one file serialize anyway).
+    w = Command(1, cdb(0x2A, big), DataBuffer([memoryview(payload)]))
+    assert handler.try_inline(w) == (GOOD, b"", None)
+    # A large READ: declined untouched, the worker's handle() reads it in full.
+    r = Command(2, cdb(0x28, big), buf(INLINE_MAX_READ_BYTES))
+    assert handler.try_inline(r) is None
+    assert bytes(r.data.views[0]) == bytes(INLINE_MAX_READ_BYTES)  # not read by the try
+    full = handler.handle(r)
+    assert full is not None and full.status == GOOD
+    assert bytes(r.data.views[0]) == payload
+    # One block less: still inline.
+    small = Command(3, cdb(0x28, big - 1), buf(INLINE_MAX_READ_BYTES - 512))
+    result = handler.try_inline(small)
+    assert result is not None and result.data_in_len == INLINE_MAX_READ_BYTES - 512
+    assert bytes(small.data.views[0]) == payload[:-512]
     handler.close()
