@@ -118,3 +118,6 @@ class BlockDeviceConfig:
     max_unmap_descriptors: int = 256
     max_write_same_blocks: int = 0x400000
     max_compare_write_blocks: int = 255  # VPD B0 MAXIMUM COMPARE AND WRITE LENGTH (<= 255)
+    # SCST's vdisk_nullio "dummy": INQUIRY says PERIPHERAL QUALIFIER 001b (not connected)
+    # and type 1Fh (no device), so initiators skip the LUN (a LUN 0 placeholder).
+    not_connected: bool = False

@@ -135,6 +135,7 @@ def test_attributes_of_each_handler() -> None:
         ("vdisk_fileio", {"filename": "/d", "read_only": "yes"}, "not a boolean; use 0 or 1"),
         ("vdisk_fileio", {"filename": "/d", "blocksize": "big"}, "is not a number"),
         ("vdisk_fileio", {"filename": "/d", "async": "1"}, "not supported by tcmu-scst"),
+        ("vdisk_fileio", {"filename": "/d", "dummy": "1"}, "unknown attribute for vdisk_fileio"),
         ("vdisk_nullio", {"size": "1048576", "size_mb": "2"}, "disagrees with the other size"),
     ],
 )
