@@ -32,6 +32,7 @@ from typing import Any
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
+from tcmu_scst.scsi.block import block_size_error
 
 from . import rbd_spec
 
@@ -181,11 +182,10 @@ def _is_id_text(text: str) -> bool:
 
 
 def check_block_size(block_size: int) -> None:
-    if block_size < 512 or block_size & (block_size - 1):
-        raise HandlerError(
-            f"block size {block_size} is not a power of two >= 512; "
-            "use 512, 1024, 2048 or 4096"
-        )
+    """The file's rule (:func:`tcmu_scst.scsi.block.block_size_error`), same message."""
+    problem = block_size_error(block_size)
+    if problem is not None:
+        raise HandlerError(problem)
 
 
 # -- identities ---------------------------------------------------------------------

@@ -77,7 +77,9 @@ _BAD_NAME_CHARS = re.compile(r"[\s/]")
 _IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.:-]*)?$")
 _EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
 _NAA = re.compile(r"^naa\.([0-9a-f]{16}|[0-9a-f]{32})$")
-MAX_THREADS = 256  # what the daemon's set_threads takes (the file said 1024, the shell 256)
+# Worker threads per device, for the file, the shell, proc and the daemon's SET_THREADS
+# (SCST's /proc/scsi_tgt/threads had no bound; past a few hundred only memory grows).
+MAX_THREADS = 256
 MAX_ACL_TAG = 63  # LIO keeps an ACL tag in 64 bytes with its NUL (MAX_ACL_TAG_SIZE)
 # CHAP secrets: RFC 7143 12.1.3 wants at least 12 bytes (96 bits) for a shared secret;
 # the Microsoft initiator accepts 12..16 only, so a longer one locks Windows hosts out.
@@ -371,10 +373,14 @@ def chap_error(user: str, secret: str) -> str | None:
     return None
 
 
-def threads_error(threads: int | None) -> str | None:
-    """Why ``threads`` cannot be the daemon's per-device worker count (None: unset)."""
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        return f"threads {threads} is out of range 1..{MAX_THREADS}"
+def threads_error(threads: int | None, lowest: int = 1) -> str | None:
+    """Why ``threads`` cannot be the daemon's per-device worker count (None: unset).
+
+    SCST's threads file, the config file and the shell take 1..MAX_THREADS; the daemon's
+    own control request also takes 0 (everything on the ring thread): ``lowest=0``.
+    """
+    if threads is not None and not lowest <= threads <= MAX_THREADS:
+        return f"threads {threads} is out of range {lowest}..{MAX_THREADS}"
     return None
 
 
