@@ -146,6 +146,7 @@ def block_device_config(params: VdiskParams, backend: Backend | None = None) -> 
         serial=params.effective_usn,
         t10_dev_id=params.effective_t10_dev_id,
         naa_id=params.naa_id,
+        not_connected=params.dummy,
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
+from tcmu_scst.scsi.block import block_size_error
 
 from . import rbd_spec
 
@@ -70,6 +71,7 @@ class VdiskParams:
     removable: bool = False
     rotational: bool = True
     thin_provisioned: bool = False
+    dummy: bool = False  # NULLIO only: SCST's LUN placeholder (INQUIRY: no device)
     t10_dev_id: str = ""
     usn: str = ""
     size: int | None = None  # NULLIO only: bytes; None = NULLIO_DEFAULT_SIZE
@@ -151,6 +153,8 @@ class VdiskParams:
                 raise HandlerError(
                     f"{who}: file path {self.filename!r} is not absolute; give a full path"
                 )
+        if self.dummy and not self.nullio:
+            raise HandlerError(f"{who}: dummy applies to NULLIO only (SCST's LUN placeholder)")
         if self.size is not None:
             if not self.nullio:
                 raise HandlerError(
@@ -178,11 +182,10 @@ def _is_id_text(text: str) -> bool:
 
 
 def check_block_size(block_size: int) -> None:
-    if block_size < 512 or block_size & (block_size - 1):
-        raise HandlerError(
-            f"block size {block_size} is not a power of two >= 512; "
-            "use 512, 1024, 2048 or 4096"
-        )
+    """The file's rule (:func:`tcmu_scst.scsi.block.block_size_error`), same message."""
+    problem = block_size_error(block_size)
+    if problem is not None:
+        raise HandlerError(problem)
 
 
 # -- identities ---------------------------------------------------------------------
@@ -353,19 +356,19 @@ def proc_read_line(params: VdiskParams, size_bytes: int) -> str:
 
 _BOOL_ATTRS = (
     "write_through", "nv_cache", "o_direct", "read_only", "removable", "rotational",
-    "thin_provisioned",
+    "thin_provisioned", "dummy",
 )
 _COMMON = {"blocksize", "read_only", "removable", "rotational", "t10_dev_id", "usn"}
 ATTRIBUTES = {
     FILEIO: _COMMON | {"filename", "write_through", "nv_cache", "o_direct", "thin_provisioned"},
     BLOCKIO: _COMMON | {"filename", "write_through", "nv_cache", "thin_provisioned"},
-    NULLIO: _COMMON | {"size", "size_mb"},
+    NULLIO: _COMMON | {"size", "size_mb", "dummy"},
     RBD: _COMMON | {"filename", "write_through", "thin_provisioned"},
 }
 #: SCST parameters we accept only at their default value (we do not implement them).
 _DEFAULT_ONLY = {
     "active": "1", "async": "0", "bind_alua_state": "1", "cluster_mode": "0", "tst": "1",
-    "dummy": "0", "dif_type": "0",
+    "dif_type": "0",
 }
 
 
@@ -467,6 +470,7 @@ def to_attributes(params: VdiskParams) -> tuple[str, dict[str, str]]:
 _DC_FLAGS = {
     "wt": "write_through", "ro": "read_only", "dr": "o_direct", "nv": "nv_cache",
     "nio": "nullio", "bio": "blockio", "rm": "removable", "tp": "thin_provisioned",
+    "dm": "dummy",
 }
 _DC_NOT_ROTATIONAL = "ssd"
 _DC_KEYS = {"n": "name", "bs": "blocksize", "t10": "t10_dev_id", "usn": "usn", "sz": "size",

@@ -19,23 +19,17 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 from tcmu_scst.errors import ConfigfsError
+from tcmu_scst.kernel.fabric_table import FABRICS
 
 DEFAULT_ROOT = Path("/sys/kernel/config")
 PROC_FILESYSTEMS = Path("/proc/filesystems")
 
 # Fabric directories the kernel auto-loads on mkdir (target_core_register_fabric); every
 # other fabric module must be loaded beforehand or mkdir fails with EINVAL.
-AUTOLOADED_FABRICS = frozenset({"iscsi", "loopback"})
+AUTOLOADED_FABRICS = frozenset(f.directory for f in FABRICS if f.autoloaded)
 
 # configfs fabric directory -> kernel module that registers it.
-FABRIC_MODULES: dict[str, str] = {
-    "iscsi": "iscsi_target_mod",
-    "loopback": "tcm_loop",
-    "qla2xxx": "tcm_qla2xxx",
-    "fc": "tcm_fc",
-    "vhost": "vhost_scsi",
-    "srpt": "ib_srpt",
-}
+FABRIC_MODULES: dict[str, str] = {f.directory: f.module for f in FABRICS}
 
 # errno -> what the kernel usually means by it in the target tree, and what to do.
 _HINTS: dict[int, str] = {

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabric_table import FABRICS
 from tcmu_scst.kernel.lio import CoreBackstore, validate_object_name
 from tcmu_scst.kernel.scsi_nodes import DEV, SYSFS, ScsiNodes, scsi_nodes, wait_for_scsi_nodes
 
 ISCSI_NAME_MAX = 223  # ISCSI_IQN_LEN - 1
-FC_FABRICS = ("qla2xxx", "fc")
+FC_FABRICS = tuple(f.directory for f in FABRICS if f.wwpn_names)  # configfs directories
 _WWPN_HEX = re.compile(r"^[0-9a-f]{16}$")
 _WWPN_COLON = re.compile(r"^([0-9a-f]{2}:){7}[0-9a-f]{2}$")
 _LUN_DIR = re.compile(r"^lun_(\d+)$")

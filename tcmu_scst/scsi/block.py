@@ -13,6 +13,17 @@ from typing import Protocol
 
 from tcmu_scst.command import DataBuffer
 
+# The logical block sizes a LIO backstore exports (its block_size attribute, and what
+# the initiators' sd takes as a disk): one declaration for the file, shell and proc.
+LIO_BLOCK_SIZES = (512, 1024, 2048, 4096)
+
+
+def block_size_error(block_size: int) -> str | None:
+    """Why ``block_size`` cannot be a vdisk's logical block size, or None if it can."""
+    if block_size in LIO_BLOCK_SIZES:
+        return None
+    return f"block size {block_size} is not one LIO exports; use 512, 1024, 2048 or 4096"
+
 
 class BackendError(Exception):
     """The backing store failed an operation; ``errno`` says how (EIO, ENOSPC, ...).
@@ -118,3 +129,6 @@ class BlockDeviceConfig:
     max_unmap_descriptors: int = 256
     max_write_same_blocks: int = 0x400000
     max_compare_write_blocks: int = 255  # VPD B0 MAXIMUM COMPARE AND WRITE LENGTH (<= 255)
+    # SCST's vdisk_nullio "dummy": INQUIRY says PERIPHERAL QUALIFIER 001b (not connected)
+    # and type 1Fh (no device), so initiators skip the LUN (a LUN 0 placeholder).
+    not_connected: bool = False

@@ -147,6 +147,12 @@ _PLAIN_RW: dict[int, _PlainRw] = {
 class SbcDevice(SpcDevice):
     """A block device: SPC plus SBC commands over ``backend``."""
 
+    def peripheral_byte(self) -> int:
+        """001b/1Fh (no device, SPC-4 6.6.2) for SCST's ``dummy`` LUN placeholder."""
+        if self.config.not_connected:
+            return 0x20 | 0x1F
+        return super().peripheral_byte()
+
     def __init__(self, config: BlockDeviceConfig, backend: BlockBackend) -> None:
         validate_config(config)
         super().__init__(config)

@@ -101,6 +101,16 @@ def iscsi_param_error(key: str, value: str) -> str | None:
 # The SCST target driver whose only target is the internal EXTENDED COPY manager.
 COPY_MANAGER_DRIVER = "copy_manager"
 
+# SCST target drivers whose sections are read (so their errors show) but not applied,
+# and why; each gives one warning at its TARGET_DRIVER line, never a refusal.
+UNAPPLIED_DRIVERS: dict[str, str] = {
+    # SCST's ib_srpt names targets ib_srpt_target_N (or by node GUID); LIO's ib_srpt
+    # fabric (configfs srpt/) names them by HCA port GUID/GID, and tcmu-scst has no
+    # InfiniBand/RDMA port to create or test them on.
+    "ib_srpt": "tcmu-scst does not drive LIO's srpt fabric (SRP needs an InfiniBand/RDMA "
+    "port; LIO names srpt targets by port GUID, not as SCST does)",
+}
+
 _CORE = "SCST core tuning; LIO's core has its own and no equivalent knob"
 _THREADS = "SCST per-device threads; the tcmu-scst daemon serves each device's ring itself"
 _INQUIRY = "INQUIRY identification is the handler's own (product = device name, see README)"

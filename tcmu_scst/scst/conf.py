@@ -72,6 +72,7 @@ from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
 from tcmu_scst.scst.catalogue import (
     COPY_MANAGER_DRIVER,
     ISCSI_PARAMS,
+    UNAPPLIED_DRIVERS,
     Level,
     ignored,
     iscsi_param_error,
@@ -235,6 +236,8 @@ class _Reader:
         self.source = source
         self.config = ScstConfig()
         self.errors = errors if errors is not None else ErrorCollector()
+        # Targets of UNAPPLIED_DRIVERS: name -> (driver, line of its TARGET_DRIVER).
+        self.unapplied: dict[str, tuple[str, int]] = {}
 
     def each(self, nodes: list[Node], read: Callable[[Node], None]) -> None:
         """``read`` every node; a node's error is recorded and the next node read."""
@@ -277,7 +280,28 @@ class _Reader:
     def read(self, nodes: list[Node]) -> ScstConfig:
         """The config of ``nodes``; errors go to the collector (raised by the caller)."""
         self.each(nodes, self.top_item)
+        self.drop_unapplied_members()
         return self.config
+
+    def drop_unapplied_members(self) -> None:
+        """ALUA TARGET lines naming targets of an unapplied driver: warned and dropped
+        (after the whole file is read: a DEVICE_GROUP may come before its drivers)."""
+        defined = {t.name for t in self.config.targets}
+        for dg in self.config.device_groups:
+            for tg in dg.target_groups:
+                kept = []
+                for member in tg.targets:
+                    if member.name in defined or member.name not in self.unapplied:
+                        kept.append(member)
+                        continue
+                    driver, line = self.unapplied[member.name]
+                    self.config.warnings.append(
+                        f"{self.source}:{member.where.line}: TARGET {member.name} of target "
+                        f"group {tg.name} (device group {dg.name}) is not applied: its "
+                        f"TARGET_DRIVER {driver} (line {line}) is not; the group gets no "
+                        "port from it"
+                    )
+                tg.targets = kept
 
     def top_item(self, node: Node) -> None:
         if node.keyword == "HANDLER":
@@ -414,6 +438,9 @@ class _Reader:
         if name == COPY_MANAGER_DRIVER:
             self.copy_manager(node)
             return
+        if name in UNAPPLIED_DRIVERS:
+            self.unapplied_driver(node, name)
+            return
         fabric = fabric_of(name, self.where(node))
 
         def item_of(item: Node) -> None:
@@ -426,6 +453,35 @@ class _Reader:
                 raise self.unknown(item, f"TARGET_DRIVER {name}", "TARGET, enabled")
 
         self.each(node.section(), item_of)
+
+    def unapplied_driver(self, node: Node, driver: str) -> None:
+        """A driver of :data:`UNAPPLIED_DRIVERS`: its LUN, GROUP and ``enabled`` lines
+        are read (so their errors show), the rest is covered by the one warning."""
+        targets: list[str] = []
+
+        def target_item(item: Node) -> None:
+            if item.keyword == "LUN":
+                self.lun(item)
+            elif item.keyword == "GROUP":
+                self.group(item, None)
+            elif item.keyword == "enabled":
+                self.flag(item)
+
+        def item_of(item: Node) -> None:
+            if item.keyword == "TARGET":
+                target = self.args(item, 1, "a target name")[0]
+                targets.append(target)
+                self.unapplied.setdefault(target, (driver, node.line))
+                self.each(item.section(), target_item)
+            elif item.keyword == "enabled":
+                self.flag(item)
+
+        self.each(node.section(), item_of)
+        made = f"its targets {', '.join(targets)} are not created" if targets else "no target"
+        self.config.warnings.append(
+            f"{self.source}:{node.line}: TARGET_DRIVER {driver} is not applied: "
+            f"{UNAPPLIED_DRIVERS[driver]}; {made}"
+        )
 
     def copy_manager(self, node: Node) -> None:
         """SCST's internal EXTENDED COPY target: read (so its errors show), then dropped.
@@ -479,6 +535,20 @@ class _Reader:
             raise self.fail(node, f'{node.keyword} takes "user secret" (quoted, two words)')
         return words[0], words[1]
 
+    def incoming_user(self, node: Node, users: list[tuple[str, str]], owner: str) -> None:
+        """SCST takes several CHAP accounts per target or group, LIO's iSCSI one per ACL
+        (or per TPG in demo mode): the first is applied, each further one warned about.
+        Those accounts' logins then fail authentication; nothing is opened wider."""
+        account = self.account(node)
+        if not users:
+            users.append(account)
+            return
+        self.config.warnings.append(
+            f"{self.source}:{node.line}: IncomingUser {account[0]} of {owner} is not "
+            f"applied: LIO's iSCSI keeps one CHAP account per initiator, {users[0][0]} "
+            f"(the first); initiators logging in as {account[0]} will fail CHAP"
+        )
+
     def group(self, node: Node, fabric: str | None) -> Group:
         name = self.args(node, 1, "a group name")[0]
         grp = Group(name, where=self.where(node))
@@ -492,7 +562,7 @@ class _Reader:
                 grp.initiators.append(self.wwpn(item, name_arg, fabric))
                 grp.initiator_lines.append(self.where(item))
             elif item.keyword == "IncomingUser":
-                grp.incoming_users.append(self.account(item))
+                self.incoming_user(item, grp.incoming_users, f"group {name}")
             elif self.ignore(item, Level.GROUP, fabric) is None:
                 raise self.unknown(item, f"GROUP {name}", "LUN, INITIATOR, IncomingUser")
 
@@ -526,9 +596,13 @@ class _Reader:
         elif key == "enabled":
             tgt.enabled = self.flag(item)
         elif key == "IncomingUser":
-            tgt.incoming_users.append(self.account(item))
+            self.incoming_user(item, tgt.incoming_users, f"target {name}")
         elif key == "OutgoingUser":
-            tgt.outgoing_user = self.account(item)
+            account = self.account(item)
+            if tgt.outgoing_user is not None:
+                raise self.fail(item, f"OutgoingUser of target {name} is set twice; keep one "
+                                "(mutual CHAP has one target account)")
+            tgt.outgoing_user = account
         elif key in ("portal", "allowed_portal"):
             self.plain(item)
             tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))

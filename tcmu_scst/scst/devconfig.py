@@ -17,6 +17,7 @@ from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, scsi_sysfs, vcdrom_params
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
+from tcmu_scst.scsi.block import block_size_error
 from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
 
 log = logging.getLogger("tcmu_scst.scst.devconfig")
@@ -25,10 +26,9 @@ VDISK_SUBTYPE = "vdisk"
 # Subtypes this tool writes; a pass-through device uses its handler name as subtype.
 SUBTYPES = frozenset({VDISK_SUBTYPE, "vcdrom", *PASSTHROUGH_HANDLERS})
 DEFAULT_BLOCK_SIZE = 512
-# LIO's attrib/block_size takes only these (target_core_configfs answers EINVAL to the
-# others) and Linux's sd refuses logical blocks larger than a page: a 1 GiB block
-# size passed the old power-of-two check.
-LIO_BLOCK_SIZES = (512, 1024, 2048, 4096)
+# LIO's attrib/block_size takes only scsi.block.LIO_BLOCK_SIZES (target_core_configfs
+# answers EINVAL to the others) and Linux's sd refuses logical blocks larger than a
+# page: a 1 GiB block size passed the old power-of-two check.
 CDROM_BLOCK_SIZE = 2048
 # Real pass-through handlers (not the perf ones, which emulate): their options
 # (serialized, timeout, vendor opcodes) travel in dev_config.
@@ -200,11 +200,8 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
             raise device.where.error(
                 f"device {device.name}: block size {size} is not a power of two >= 512"
             )
-    elif size not in LIO_BLOCK_SIZES:
-        raise device.where.error(
-            f"device {device.name}: block size {size} is not one LIO exports; use 512, "
-            "1024, 2048 or 4096"
-        )
+    elif (problem := block_size_error(size)) is not None:
+        raise device.where.error(f"device {device.name}: {problem}")
     filename = device.params.get("filename", "")
     if device.handler == vdisk_codec.RBD:
         _check_rbd_image(device, setup_id)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
+from tcmu_scst.kernel.fabric_table import MANAGED
 from tcmu_scst.kernel.fabrics import normalize_wwpn
 from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.conf import normalize_portal
@@ -51,7 +52,7 @@ _REFUSED_PLUGINS = {
     "user": "it is served by another TCMU handler (tcmu-runner); keep it there",
 }
 # rtslib fabric name -> our fabric (LIO) name; the file is written with SCST's driver names.
-FABRICS = {"iscsi": "iscsi", "loopback": "loopback", "qla2xxx": "qla2xxx", "tcm_fc": "tcm_fc"}
+FABRICS = {f.name: f.name for f in MANAGED}
 
 
 class _Importer:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
+from tcmu_scst.kernel.fabric_table import MANAGED
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.model import (
@@ -53,13 +54,8 @@ from tcmu_scst.scst.model import (
     wildcard_match,
 )
 
-# Model fabric name -> configfs fabric directory.
-FABRIC_DIRS: dict[str, str] = {
-    "iscsi": "iscsi",
-    "loopback": "loopback",
-    "qla2xxx": "qla2xxx",
-    "tcm_fc": "fc",
-}
+# Model fabric name -> configfs fabric directory (kernel.fabric_table).
+FABRIC_DIRS: dict[str, str] = {f.name: f.directory for f in MANAGED}
 DEFAULT_PORTAL = "0.0.0.0:3260"
 TPG_TAG = 1
 _NAA_LOOPBACK = re.compile(r"^naa\.[0-9a-f]{16}$")

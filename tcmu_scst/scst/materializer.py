@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
+from tcmu_scst.kernel.fabric_table import by_directory
 from tcmu_scst.kernel.fabrics import normalize_wwpn, parse_dynamic_sessions
 from tcmu_scst.scst.apply import ApplyError, Step, execute, tpg_handle
 from tcmu_scst.scst.mapping import (
@@ -165,7 +166,8 @@ class Materializer:
         for name in candidates:
             if not name or name in known or name in result:
                 continue
-            fabric = {"fc": "tcm_fc"}.get(owned.fabric, owned.fabric)
+            table = by_directory(owned.fabric)
+            fabric = table.name if table is not None else owned.fabric
             problem = initiator_name_error(name, fabric)
             if problem is not None:
                 log.warning("not materializing %s on %s: %s", name, owned.wwn, problem)

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
+from tcmu_scst.kernel.fabric_table import MANAGED, has
 
 DEFAULT_GROUP = "Default"
 DEFAULT_GROUP_PREFIX = "Default_"
@@ -56,15 +57,11 @@ VDISK_HANDLERS = frozenset(
 PASSTHROUGH_HANDLERS = frozenset(HANDLER_TYPES) - VDISK_HANDLERS
 TYPE_DISK = 0x00
 
-# LIO fabric name -> SCST target driver name. Both spellings are accepted everywhere.
-FABRIC_DRIVERS: dict[str, str] = {
-    "iscsi": "iscsi",
-    "loopback": "scst_local",
-    "qla2xxx": "qla2x00t",
-    "tcm_fc": "fcst",
-}
+# LIO fabric name -> SCST target driver name (kernel.fabric_table). Both spellings are
+# accepted everywhere.
+FABRIC_DRIVERS: dict[str, str] = {f.name: f.scst_driver or f.name for f in MANAGED}
 _DRIVER_FABRICS = {driver: fabric for fabric, driver in FABRIC_DRIVERS.items()}
-FC_FABRICS = frozenset({"qla2xxx", "tcm_fc"})
+FC_FABRICS = frozenset(f.name for f in MANAGED if f.wwpn_names)
 
 MAX_LUN = 16383  # SAM flat space addressing; LIO accepts more, initiators rarely do.
 MAX_NAME_LEN = 223  # iSCSI names are at most 223 bytes (RFC 3720 3.2.6.1).
@@ -77,7 +74,9 @@ _BAD_NAME_CHARS = re.compile(r"[\s/]")
 _IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.:-]*)?$")
 _EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
 _NAA = re.compile(r"^naa\.([0-9a-f]{16}|[0-9a-f]{32})$")
-MAX_THREADS = 256  # what the daemon's set_threads takes (the file said 1024, the shell 256)
+# Worker threads per device, for the file, the shell, proc and the daemon's SET_THREADS
+# (SCST's /proc/scsi_tgt/threads had no bound; past a few hundred only memory grows).
+MAX_THREADS = 256
 MAX_ACL_TAG = 63  # LIO keeps an ACL tag in 64 bytes with its NUL (MAX_ACL_TAG_SIZE)
 # CHAP secrets: RFC 7143 12.1.3 wants at least 12 bytes (96 bits) for a shared secret;
 # the Microsoft initiator accepts 12..16 only, so a longer one locks Windows hosts out.
@@ -371,10 +370,14 @@ def chap_error(user: str, secret: str) -> str | None:
     return None
 
 
-def threads_error(threads: int | None) -> str | None:
-    """Why ``threads`` cannot be the daemon's per-device worker count (None: unset)."""
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        return f"threads {threads} is out of range 1..{MAX_THREADS}"
+def threads_error(threads: int | None, lowest: int = 1) -> str | None:
+    """Why ``threads`` cannot be the daemon's per-device worker count (None: unset).
+
+    SCST's threads file, the config file and the shell take 1..MAX_THREADS; the daemon's
+    own control request also takes 0 (everything on the ring thread): ``lowest=0``.
+    """
+    if threads is not None and not lowest <= threads <= MAX_THREADS:
+        return f"threads {threads} is out of range {lowest}..{MAX_THREADS}"
     return None
 
 
@@ -407,7 +410,7 @@ def initiator_name_error(name: str, fabric: str | None = None) -> str | None:
             f"initiator name {name!r} is not an FC WWPN; "
             "write 8 lower-case hex bytes with colons, e.g. 21:00:00:24:ff:31:4c:48"
         )
-    if fabric == "iscsi" or (fabric is None and not _WWPN.match(name)):
+    if has(fabric, "iscsi_names") or (fabric is None and not _WWPN.match(name)):
         return iscsi_name_error(name, "initiator name")
     return None
 
@@ -419,11 +422,11 @@ def name_fits_fabric(name: str, fabric: str) -> bool:
     of the driver whose name format it has, so an IQN is not expanded onto FC ports.
     """
     if is_pattern(name):
-        return fabric != "loopback"  # a pattern may match names of any fabric with ACLs
+        return has(fabric, "acls")  # a pattern may match names of any fabric with ACLs
     is_wwpn = bool(_WWPN.match(name))
     if fabric in FC_FABRICS:
         return is_wwpn
-    if fabric == "iscsi":
+    if has(fabric, "iscsi_names"):
         return not is_wwpn
     return False  # loopback has no initiator names, only one nexus per TPG
 
@@ -455,9 +458,9 @@ def target_name_error(name: str, fabric: str) -> str | None:
             f"{fabric} target {name!r} is not a port WWPN; write 8 lower-case hex bytes "
             "with colons, e.g. 21:00:00:24:ff:31:4c:48"
         )
-    if fabric == "iscsi" and len(name.encode()) > MAX_NAME_LEN:
+    if has(fabric, "iscsi_names") and len(name.encode()) > MAX_NAME_LEN:
         return f"iSCSI target name {name[:32]!r}... is longer than {MAX_NAME_LEN} bytes"
-    if fabric == "iscsi":
+    if has(fabric, "iscsi_names"):
         return iscsi_name_error(name, "iSCSI target name")
     return None
 
@@ -562,7 +565,9 @@ def _check_target(config: ScstConfig, known: set[str], tgt: Target, errors: Erro
             )
             continue
         _check_group(known, grp, tgt.fabric, f"group {grp.name} of target {tgt.name}", errors)
-    if tgt.fabric != "iscsi" and (tgt.incoming_users or tgt.outgoing_user or tgt.portals):
+    if not has(tgt.fabric, "chap_and_portals") and (
+        tgt.incoming_users or tgt.outgoing_user or tgt.portals
+    ):
         errors.add(
             tgt.where.error(f"target {tgt.name}: CHAP and portals exist only on iSCSI; remove them")
         )

@@ -6,6 +6,9 @@ Files (templates in the source tree's ``udev/``, installed as data under
 * ``60-tcmu-scst.rules`` -> ``etc/udev/rules.d`` (``--vendor``: ``usr/lib/udev/rules.d``)
 * ``tcmu-scst.service``, ``tcmu-scst-restore.service`` -> ``etc/systemd/system``
   (``--vendor``: ``usr/lib/systemd/system``)
+* the man pages ``tcmu-scst.8`` and ``tcmu-scst.conf.5`` (source tree's ``man/``,
+  installed as data under ``share/man``) -> ``usr/local/share/man/man8`` and ``man5``
+  (``--vendor``: ``usr/share/man``), where man(1) looks without configuration
 
 ``@BIN@``, ``@PYTHON@``, ``@CONFIG@``, ``@FLOCK@`` and ``@LOCK@`` in the templates are
 replaced by this installation's paths. Every installed file starts with a marker line;
@@ -29,6 +32,9 @@ from typing import TextIO
 from tcmu_scst.errors import ConfigError
 
 MARKER = "# Installed by 'tcmu-scst install'."
+MAN_MARKER = ".\\\" Installed by 'tcmu-scst install'."  # a roff comment line
+# Man page -> its section directory (man(7)'s layout).
+MAN_PAGES = {"tcmu-scst.8": "man8", "tcmu-scst.conf.5": "man5"}
 RULES = "60-tcmu-scst.rules"
 DAEMON_UNIT = "tcmu-scst.service"
 RESTORE_UNIT = "tcmu-scst-restore.service"
@@ -82,12 +88,17 @@ class Layout:
 
     rules_dir: str
     unit_dir: str
+    man_dir: str
 
     @classmethod
     def of(cls, vendor: bool) -> Layout:
         if vendor:
-            return cls("usr/lib/udev/rules.d", "usr/lib/systemd/system")
-        return cls("etc/udev/rules.d", "etc/systemd/system")
+            return cls("usr/lib/udev/rules.d", "usr/lib/systemd/system", "usr/share/man")
+        return cls("etc/udev/rules.d", "etc/systemd/system", "usr/local/share/man")
+
+    def man_targets(self) -> dict[str, str]:
+        """Man page name -> path relative to the root."""
+        return {page: f"{self.man_dir}/{sub}/{page}" for page, sub in MAN_PAGES.items()}
 
     def targets(self) -> dict[str, str]:
         """Template name -> path relative to the root."""
@@ -111,6 +122,29 @@ def find_templates(dirs: list[Path] | None = None) -> Path:
         "udev/systemd templates not found (looked in "
         f"{', '.join(str(d) for d in (dirs or template_dirs()))}); reinstall tcmu-scst"
     )
+
+
+def man_sources() -> dict[str, list[Path]]:
+    """Where each man page may be: source tree first, then installed data files."""
+    source_tree = Path(__file__).resolve().parents[2] / "man"
+    prefixes = [Path(sys.prefix), Path("/usr/local"), Path("/usr")]
+    return {
+        page: [source_tree / page, *(p / "share/man" / sub / page for p in prefixes)]
+        for page, sub in MAN_PAGES.items()
+    }
+
+
+def find_man_pages(candidates: dict[str, list[Path]] | None = None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for page, paths in (candidates if candidates is not None else man_sources()).items():
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
+            raise ConfigError(
+                f"man page {page} not found (looked in {', '.join(map(str, paths))}); "
+                "reinstall tcmu-scst"
+            )
+        found[page] = path
+    return found
 
 
 def default_bin() -> str:
@@ -152,19 +186,31 @@ def install(
     *,
     enable: bool = False,
     templates: Path | None = None,
+    man_pages: dict[str, Path] | None = None,
     out: TextIO | None = None,
 ) -> list[Path]:
-    """Write the rendered files (atomically, 0644); returns the paths written."""
+    """Write the rendered files and the man pages (atomically, 0644); returns the paths
+    written. Nothing is written when one target is a file tcmu-scst did not install."""
     out = out or sys.stdout
     source = templates or find_templates()
-    written: list[Path] = []
-    for name, rel in layout.targets().items():
-        path = _under(root, rel)
-        text = render((source / name).read_text(encoding="utf-8"), values)
-        if path.exists() and not path.read_text(encoding="utf-8").startswith(MARKER):
+    pages = man_pages if man_pages is not None else find_man_pages()
+    files: list[tuple[Path, str, str]] = [
+        (_under(root, rel), render((source / name).read_text(encoding="utf-8"), values),
+         MARKER)
+        for name, rel in layout.targets().items()
+    ]  # fmt: skip
+    files += [
+        (_under(root, rel), f"{MAN_MARKER}\n" + pages[page].read_text(encoding="utf-8"),
+         MAN_MARKER)
+        for page, rel in layout.man_targets().items()
+    ]  # fmt: skip
+    for path, _, marker in files:
+        if path.exists() and not path.read_text(encoding="utf-8").startswith(marker):
             raise ConfigError(
                 f"{path} exists and was not installed by tcmu-scst; move it away first"
             )
+    written: list[Path] = []
+    for path, text, _ in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -194,11 +240,13 @@ def uninstall(root: Path, out: TextIO | None = None) -> list[Path]:
             removed.append(link)
             print(f"disabled {unit}", file=out)
     for layout in (Layout.of(False), Layout.of(True)):
-        for rel in layout.targets().values():
+        owned = [(rel, MARKER) for rel in layout.targets().values()]
+        owned += [(rel, MAN_MARKER) for rel in layout.man_targets().values()]
+        for rel, marker in owned:
             path = _under(root, rel)
             if not path.is_file():
                 continue
-            if not path.read_text(encoding="utf-8", errors="replace").startswith(MARKER):
+            if not path.read_text(encoding="utf-8", errors="replace").startswith(marker):
                 print(f"kept {path}: changed or not ours", file=out)
                 continue
             path.unlink()

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar, Union
 
+from tcmu_scst.scst.model import threads_error
+
 
 class Op(enum.StrEnum):
     """The requests the daemon answers (``{"op": ...}``)."""
@@ -36,9 +38,6 @@ class HotplugAction(enum.StrEnum):
     CHECK = "check"  # look at the devices now (what the udev rule asks)
 
 
-#: ``threads`` accepted by SET_THREADS (SCST's /proc/scsi_tgt/threads had no bound;
-#: past a few hundred threads per device only memory grows).
-MAX_THREADS: Final = 256
 
 
 # -- requests -------------------------------------------------------------------------
@@ -58,8 +57,9 @@ class SetThreads:
     threads: int
 
     def __post_init__(self) -> None:
-        if not 0 <= self.threads <= MAX_THREADS:
-            raise ValueError(f"threads must be an integer from 0 to {MAX_THREADS}")
+        problem = threads_error(self.threads, lowest=0)  # the file's rule and message
+        if problem is not None:
+            raise ValueError(problem)
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,12 @@ def test_install_under_root_renders_every_placeholder(tmp_path: Path) -> None:
         "etc/systemd/system/tcmu-scst-restore.service",
         "etc/systemd/system/tcmu-scst.service",
         "etc/udev/rules.d/60-tcmu-scst.rules",
+        "usr/local/share/man/man5/tcmu-scst.conf.5",
+        "usr/local/share/man/man8/tcmu-scst.8",
     ]
     for path in written:
+        if "/man/" in path.as_posix():
+            continue
         text = path.read_text()
         assert text.startswith(MARKER + "\n")
         assert "@" not in text.replace("$env{ACTION}", ""), path
@@ -150,7 +154,7 @@ def test_install_twice_replaces_and_uninstall_removes_everything(tmp_path: Path)
     do_install(tmp_path, enable=True)
     do_install(tmp_path, enable=True)  # an upgrade
     removed = install.uninstall(tmp_path, out=io.StringIO())
-    assert len(removed) == 5  # 2 links + 3 files
+    assert len(removed) == 7  # 2 links + 3 files + 2 man pages
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink()]
     assert leftovers == []
 
@@ -172,6 +176,41 @@ def test_install_refuses_to_overwrite_a_foreign_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="was not installed by tcmu-scst; move it away"):
         do_install(tmp_path)
     assert foreign.read_text() == "# someone else's\n"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "prefix"), [(False, "usr/local/share/man"), (True, "usr/share/man")]
+)
+def test_install_puts_the_man_pages_where_man_finds_them(
+    tmp_path: Path, vendor: bool, prefix: str
+) -> None:
+    do_install(tmp_path, vendor=vendor)
+    for page, section in (("tcmu-scst.8", "man8"), ("tcmu-scst.conf.5", "man5")):
+        installed = (tmp_path / prefix / section / page).read_text()
+        source = install.find_man_pages()[page].read_text()
+        # The marker is a roff comment: man shows the page unchanged.
+        assert installed == f"{install.MAN_MARKER}\n{source}"
+        assert installed.startswith('.\\" ')
+        assert (tmp_path / prefix / section / page).stat().st_mode & 0o777 == 0o644
+    install.uninstall(tmp_path, out=io.StringIO())
+    assert not list((tmp_path / prefix).rglob("tcmu-scst*"))
+
+
+def test_a_foreign_man_page_stops_the_install_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    foreign = tmp_path / "usr/local/share/man/man8/tcmu-scst.8"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(".TH OTHER 8\n")
+    with pytest.raises(ConfigError, match=f"{foreign} exists and was not installed"):
+        do_install(tmp_path)
+    assert foreign.read_text() == ".TH OTHER 8\n"
+    assert not (tmp_path / "etc").exists()  # nothing half-installed
+
+
+def test_missing_man_pages_are_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"man page tcmu-scst.8 not found .* reinstall"):
+        install.find_man_pages({"tcmu-scst.8": [tmp_path / "tcmu-scst.8"]})
 
 
 def test_render_refuses_a_placeholder_without_value() -> None:

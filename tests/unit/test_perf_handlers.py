@@ -133,7 +133,7 @@ def test_dev_config_accepts_the_scst_layer_forms() -> None:
     ("dev_disk_perf/n=x;size=big", ConfigError, "not a number"),
     ("dev_disk_perf/n=x;wt", ConfigError, "unknown item 'wt'"),
     ("dev_disk_perf/n=x;color=1", ConfigError, "unknown item 'color=1'; known: blocksize"),
-    ("dev_disk_perf/n=x;blocksize=1000", HandlerError, "power of two"),
+    ("dev_disk_perf/n=x;blocksize=1000", HandlerError, "not one LIO exports"),
     ("dev_disk_perf/n=x;size=100", HandlerError, "below one"),
 ])
 def test_dev_config_errors(text: str, error: type[Exception], message: str) -> None:

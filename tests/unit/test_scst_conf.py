@@ -151,11 +151,10 @@ def test_writer_output_reads_back_identical() -> None:
          "c.conf:3: enabled must be 0 or 1, not 'yes'"),
         ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  IncomingUser joe\n }\n}\n",
          'c.conf:3: IncomingUser takes "user secret" (quoted, two words)'),
-        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  IncomingUser \"a secret123456\"\n"
-         "  IncomingUser \"c secret123456\"\n }\n}\n",
-         "c.conf:2: 2 IncomingUser accounts for target iqn.2024-01.x:t: LIO keeps one CHAP"
-         " account per "
-         "initiator; keep one (or split the group)"),
+        ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  OutgoingUser \"a secret123456\"\n"
+         "  OutgoingUser \"c secret123456\"\n }\n}\n",
+         "c.conf:4: OutgoingUser of target iqn.2024-01.x:t is set twice; keep one (mutual CHAP"
+         " has one target account)"),
         ("TARGET_DRIVER iscsi {\n TARGET iqn.2024-01.x:t {\n  GROUP Default_x {\n  }\n }\n}\n",
          "c.conf:3: group name Default_x is reserved for the default LUN set; put target "
          "iqn.2024-01.x:t's default LUNs directly in its TARGET section"),

@@ -358,3 +358,41 @@ def test_file_shell_and_proc_refuse_the_same_input_with_the_same_message(
         assert shell(tmp_path, f"/groups/{group}/names", "add", name) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-2:] == [f"tcmu-scst proc: error: {message}", f"tcmu-scst shell: error: {message}"]
+
+
+@pytest.mark.parametrize("block_size", [8192, 1 << 30])
+def test_file_shell_and_proc_refuse_a_block_size_lio_cannot_export_alike(
+    tmp_path: Path, fake: FakeConfigfs, capsys: pytest.CaptureFixture[str], block_size: int
+) -> None:
+    """The shell and proc took any power of two; the file refused past 4096."""
+    message = f"block size {block_size} is not one LIO exports; use 512, 1024, 2048 or 4096"
+    image = tmp_path / "d0.img"
+    image.write_bytes(b"\0" * (1 << 16))
+    path = tmp_path / "scst.conf"
+    path.write_text(
+        f"HANDLER vdisk_fileio {{\n DEVICE d0 {{\n  filename {image}\n"
+        f"  blocksize {block_size}\n }}\n}}\n"
+    )
+    assert cli.main(["config", "check", str(path)]) == 1
+    assert proc(tmp_path, "/proc/scsi_tgt/vdisk/vdisk", f"open d0 {image} {block_size}") == 1
+    assert shell(tmp_path, "/vdisk", "open", "d0", str(image), str(block_size)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-3:] == [
+        f"tcmu-scst config: error: {path}:2: device d0: {message}",
+        f"tcmu-scst proc: error: {message}",
+        f"tcmu-scst shell: error: {message}",
+    ]
+
+
+@pytest.mark.parametrize("threads", [0, 257])
+def test_file_shell_and_proc_refuse_a_thread_count_alike(
+    tmp_path: Path, fake: FakeConfigfs, capsys: pytest.CaptureFixture[str], threads: int
+) -> None:
+    message = f"threads {threads} is out of range 1..256"
+    with pytest.raises(ConfigError) as from_file:
+        conf.parse(f"threads {threads}\n", "f.conf")
+    assert str(from_file.value) == f"f.conf:1: {message}"
+    assert proc(tmp_path, "/proc/scsi_tgt/threads", str(threads)) == 1
+    assert shell(tmp_path, "/threads", "set", str(threads)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == [f"tcmu-scst proc: error: {message}", f"tcmu-scst shell: error: {message}"]

@@ -14,6 +14,7 @@ import pytest
 from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handlers.vdisk import VdiskHandler, VdiskParams, to_dev_config
+from tcmu_scst.handlers.vdisk_params import parse_dev_config
 from tcmu_scst.kernel import abi
 
 MiB = 1 << 20
@@ -366,3 +367,22 @@ def test_block_device_geometry_unreadable_keeps_the_configuration(
     assert block_device_config(VdiskParams(name="f", filename="f"), regular).lbppbe == 0
     regular.close()
     backend.close()
+
+
+def test_a_dummy_nullio_device_says_no_device_in_inquiry() -> None:
+    """SCST's vdisk_nullio ``dummy 1``: PERIPHERAL QUALIFIER 001b, type 1Fh (also in the
+    VPD pages), so an initiator skips the LUN; without it, a connected disk."""
+    params = parse_dev_config(to_dev_config(VdiskParams(name="ph", nullio=True, dummy=True)))
+    assert params.dummy
+    for dummy, first in ((True, 0x3F), (False, 0x00)):
+        h = opened(VdiskParams(name="ph", nullio=True, dummy=dummy))
+        inq = command(bytes([0x12, 0, 0, 0, 36, 0]), 36)
+        assert run(h, inq).status == GOOD and inq.data.read(0, 1)[0] == first
+        vpd80 = command(bytes([0x12, 1, 0x80, 0, 64, 0]), 64)
+        assert run(h, vpd80).status == GOOD and vpd80.data.read(0, 1)[0] == first
+        h.close()
+
+
+def test_dummy_is_for_nullio_only(tmp_path: Path) -> None:
+    with pytest.raises(HandlerError, match="dummy applies to NULLIO only"):
+        VdiskParams(name="d", filename=make_file(tmp_path), dummy=True).validate()
