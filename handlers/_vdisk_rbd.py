@@ -226,10 +226,15 @@ class RbdBackend:
     def size(self) -> int:
         return self._size
 
-    def refresh_size(self) -> int:
-        """Re-read the image size (``rbd resize`` elsewhere); whole blocks only."""
+    def image_size(self) -> int:
+        """The image's size now (``rbd resize`` elsewhere), whole blocks only; the size
+        served stays until :meth:`refresh_size`."""
         size = int(self.image.size())
-        self._size = size - size % self.block_size
+        return size - size % self.block_size
+
+    def refresh_size(self) -> int:
+        """Re-read the image size (``rbd resize`` elsewhere) and serve it."""
+        self._size = self.image_size()
         return self._size
 
     def grow(self, size: int) -> int:

@@ -39,6 +39,7 @@ class RbdHandler(VdiskHandler):
     """One open vdisk_rbd device."""
 
     handler_name: ClassVar[str] = "vdisk_rbd"
+    watches_size: ClassVar[bool] = True  # ``rbd resize`` on any client of the cluster
     backend: RbdBackend
 
     def __init__(self, params: VdiskParams) -> None:
@@ -75,6 +76,12 @@ class RbdHandler(VdiskHandler):
     def try_inline(self, cmd: Command) -> Result | None:
         # The data path completes asynchronously; only a refusal is answered here.
         return BUSY_RESULT if self.backend.stalled else None
+
+    def grown_size(self) -> int | None:
+        if self.backend.stalled:
+            return None  # the cluster holds operations: no call that could wait too
+        size = self.backend.image_size()
+        return size if size > self.backend.size else None
 
     def resize(self, size: int) -> int:
         """RECONFIG of ``dev_size``: the image grown elsewhere (``rbd resize``), or grown

@@ -32,6 +32,12 @@ class Handler(abc.ABC):
     #: that stops answering must not stall its neighbours: False by default.
     shares_ring_loop: ClassVar[bool] = False
 
+    #: True when the backing store can grow by itself (an RBD image resized by another
+    #: client) and :meth:`grown_size` tells: the daemon then checks it every few
+    #: seconds (service.sizewatch). A file grown under a FILEIO vdisk is not watched:
+    #: as in SCST, its admin runs ``resync_size``.
+    watches_size: ClassVar[bool] = False
+
     @abc.abstractmethod
     def handle(self, cmd: Command) -> Result | None:
         """Execute ``cmd``; return its result, or ``None`` if completed asynchronously.
@@ -53,6 +59,11 @@ class Handler(abc.ABC):
         calls :meth:`handle`. Handlers that complete asynchronously never answer
         here. Default: never (every I/O command goes to a worker).
         """
+        return None
+
+    def grown_size(self) -> int | None:
+        """The backing store's size in bytes (whole blocks) when it has grown beyond the
+        size served, else None. Called off the main loop; may wait for the store."""
         return None
 
     def on_tmr(self, notice: TmrNotice) -> None:

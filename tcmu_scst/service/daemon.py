@@ -53,7 +53,7 @@ from tcmu_scst.kernel.netlink import (
 )
 from tcmu_scst.service import registry
 from tcmu_scst.service.control import DEFAULT_SOCKET, ControlError, ControlServer
-from tcmu_scst.service.devices import DeviceSet, ServedDevice, ServedPort
+from tcmu_scst.service.devices import DeviceSet, DeviceState, ServedDevice, ServedPort
 from tcmu_scst.service.hotplug import Hotplug
 from tcmu_scst.service.instance import DEFAULT_LOCK, InstanceLock
 from tcmu_scst.service.messages import (
@@ -71,6 +71,7 @@ from tcmu_scst.service.messages import (
     ThreadsSet,
     TraceLevels,
 )
+from tcmu_scst.service.sizewatch import SIZE_WATCH_EVERY, SizeWatch, Watched
 from tcmu_scst.service.trace import (
     ROOT,
     CommandTracer,
@@ -123,6 +124,7 @@ class Daemon:
         detach_wait: float = 2.0,
         kernel_root: Path | None = None,
         share_ring_loop: bool = True,
+        size_watch_every: float = SIZE_WATCH_EVERY,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -151,6 +153,8 @@ class Daemon:
         # initiators get an ACL with the default LUN map, polled from the main loop.
         self.state_file = state_file
         self.materialize_every = materialize_every
+        self.size_watch = SizeWatch(self._size_watched)
+        self.size_watch_every = size_watch_every
         self.hotplug = hotplug  # udev events (service.hotplug); None: netlink only
         # One daemon per kernel (service.instance); None only for tests' fakes.
         self.instance = InstanceLock(lock_file) if lock_file is not None else None
@@ -232,6 +236,12 @@ class Daemon:
                     self._adopt_threads(materializer.last.threads)
 
             self.every(self.materialize_every, materialize)
+        if self.size_watch_every > 0:
+
+            def watch_sizes() -> None:
+                self.size_watch.tick()
+
+            self.every(self.size_watch_every, watch_sizes)
         if self.hotplug is not None:
             self.hotplug.start(
                 self.selector,
@@ -241,6 +251,15 @@ class Daemon:
                 prune=self._prune_gone,
             )
         log.info("tcmu-scst daemon %s serving %d device(s)", __version__, len(self.devices))
+
+    def _size_watched(self) -> list[Watched]:
+        """The devices serving now, for the size watch (service.sizewatch)."""
+        return [
+            (dev.info.configfs_dir, dev.handler,
+             UserBackstore(self.cfs, dev.info.name.hba, dev.info.name.device).set_dev_size)
+            for dev in list(self.devices.values())
+            if dev.state is DeviceState.SERVING
+        ]  # fmt: skip
 
     def _recover(self, info: uio.UioInfo) -> None:
         """Attach to a device that existed before we started (tcmu-abi §4.3 recipe)."""

@@ -7,7 +7,8 @@ each device from its dev_config, as it would in production.
 
 * a file system (mkfs, files, umount, fsck -n clean, files read back) and fio --verify;
 * fstrim on a thin device frees RADOS objects (``rbd du`` shows it);
-* ``rbd resize`` + RECONFIG dev_size: sd sees the new capacity;
+* ``rbd resize`` elsewhere: the daemon's size watch resizes the device and sd sees
+  the new capacity; RECONFIG dev_size grows the image;
 * ``config check`` refuses a missing pool or image in one line naming file and line;
 * libiscsi's compliance run on a thin RBD LUN matches ``compliance-rbd.txt`` (about
   9 minutes in the lab on 2026-12-07, 104 s when it was written: the slow test of
@@ -130,11 +131,19 @@ def test_resize_is_seen_by_the_initiator(lio_stack: ExitStack, tmp_path: Path,
     assert lun.block
     name = Path(lun.block).name
     assert int(Path(f"/sys/block/{name}/size").read_text()) * 512 == 32 * MiB
-    cluster.rbd("resize", "--size", "48M", f"{POOL}/grow")
     found = UserBackstore.find(Configfs(), "grow")
     assert found is not None
-    found.set_dev_size(48 * MiB)  # what 'resync_size' does: RECONFIG to the daemon
-    wait_for_block_size(lun.block, 48 * MiB)
+    # Grown by another client of the cluster: the daemon's size watch (every 5 s)
+    # resizes the device by itself, no admin step.
+    cluster.rbd("resize", "--size", "48M", f"{POOL}/grow")
+    wait_for_block_size(lun.block, 48 * MiB, timeout=60)
+    assert int(found.attrib("dev_size")) == 48 * MiB
+    # Grown here, as 'resync_size' to a larger size does: RECONFIG dev_size to the
+    # daemon, which grows the image.
+    found.set_dev_size(64 * MiB)
+    wait_for_block_size(lun.block, 64 * MiB)
+    info = json.loads(cluster.rbd("info", "--format", "json", f"{POOL}/grow"))
+    assert int(info["size"]) == 64 * MiB
 
 
 def test_config_check_refuses_a_missing_pool_or_image(tmp_path: Path,

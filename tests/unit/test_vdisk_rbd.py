@@ -370,6 +370,19 @@ def test_resize_grows_the_image_and_reports_capacity_change(cluster: FakeCluster
         handler.resize(MiB)
 
 
+def test_grown_size_tells_an_rbd_resize_elsewhere_without_serving_it(
+    cluster: FakeCluster,
+) -> None:
+    handler, image = open_disk(cluster)
+    served = handler.backend.size
+    assert RbdHandler.watches_size and handler.grown_size() is None
+    image.resize(served + 3 * MiB + 100)  # not a whole number of blocks
+    assert handler.grown_size() == served + 3 * MiB  # whole blocks
+    assert handler.backend.size == served  # served only after the RECONFIG
+    assert handler.resize(served + 3 * MiB) == served + 3 * MiB
+    assert handler.grown_size() is None
+
+
 def test_missing_pool_or_image_is_a_one_line_open_error(cluster: FakeCluster) -> None:
     cluster.add_image("pool", "other", MiB)
     for filename, words in (("rbd:nopool/disk", "no pool 'nopool'"),
