@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from configshell_fb import ConfigNode, ExecutionError
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
+from tcmu_scst.kernel import handler_table
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, HANDLER_TYPES, TYPE_DESCRIPTIONS, Kind
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf, devconfig
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     FABRIC_DRIVERS,
-    HANDLER_TYPES,
-    PASSTHROUGH_HANDLERS,
     Device,
     Group,
     ScstConfig,
@@ -40,17 +40,8 @@ if TYPE_CHECKING:
     from .context import ShellContext
 
 BLOCK_SIZES = ("512", "1024", "2048", "4096")
-VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vdisk_rbd"})
-# SCSI peripheral device type names (SPC), for the handlers' "type" files.
-TYPE_NAMES = {
-    0x00: "Direct-access device (e.g., magnetic disk)",
-    0x01: "Sequential-access device (e.g., magnetic tape)",
-    0x03: "Processor device",
-    0x05: "CD-ROM device",
-    0x07: "Optical memory device (e.g., some optical disks)",
-    0x08: "Medium changer device (e.g., jukeboxes)",
-    0x0C: "Storage array controller device (e.g., RAID)",
-}
+# The handlers behind /vdisk/vdisk (vcdrom has its own node).
+VDISK_HANDLERS = frozenset(handler_table.names(Kind.VDISK))
 PROC_HELP = """\
 Usage (SCST 0.9.6 /proc/scsi_tgt; each file is a node of the same name here):
   /                   assign H:C:I:L HANDLER_NAME | add_group GROUP | del_group GROUP
@@ -276,7 +267,7 @@ class TypeFile(Node):
         self.scsi_type = scsi_type
 
     def read(self) -> str:
-        return f"{self.scsi_type} - {TYPE_NAMES[self.scsi_type]}"
+        return f"{self.scsi_type} - {TYPE_DESCRIPTIONS[self.scsi_type]}"
 
 
 class TextFile(Node):
@@ -738,7 +729,7 @@ class Root(UsageErrors):
         TraceLevel(self, trace.ROOT)
         TextFile("help", self, PROC_HELP)
         self.handlers: list[HandlerNode] = [VdiskNode(self), VcdromNode(self)]
-        for handler in sorted(PASSTHROUGH_HANDLERS):
+        for handler in sorted(ASSIGNED_HANDLERS):
             help_text = f"assign H:C:I:L {handler}"
             self.handlers.append(HandlerNode(handler, self, HANDLER_TYPES[handler], help_text))
         from .alua_nodes import DeviceGroups  # its nodes build on this module's Node
@@ -775,7 +766,7 @@ class Root(UsageErrors):
 
     def ui_complete_assign(self, parameters: dict[str, str], text: str, current: str) -> list[str]:
         if current == "handler":
-            return completion.matches(PASSTHROUGH_HANDLERS, text)
+            return completion.matches(ASSIGNED_HANDLERS, text)
         try:
             present = [p.name for p in (self.ctx.sysfs / "class/scsi_device").iterdir()]
         except OSError:

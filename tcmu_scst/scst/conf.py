@@ -9,7 +9,7 @@ Accepted sections and items::
 
     setup_id 0x1234                      # top level (kept; the handlers derive ids)
     threads 4                            # top level: SCST's thread count (daemon hint)
-    HANDLER vdisk_fileio {               # any handler of model.HANDLER_TYPES
+    HANDLER vdisk_fileio {               # any handler of kernel.handler_table
         DEVICE disk1 {                   # or "DEVICE disk1" with no parameters
             filename /srv/disk1.img      # vdisk parameters as in scst_vdisk (§5.4)
         }

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, ErrorCollector
+from tcmu_scst.kernel.handler_table import HANDLER_TYPES, SUBTYPES
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
-    HANDLER_TYPES,
     Device,
     Group,
     Lun,
@@ -113,7 +113,7 @@ class _LegacyReader:
         kind = kind.upper()
         if kind in ("HANDLER", "GROUP", "ASSIGNMENT") and not arg:
             raise self.fail(number, f"[{kind}] needs a name, e.g. [{kind} vdisk]")
-        if kind == "HANDLER" and arg not in ("vdisk", "vcdrom") and arg not in HANDLER_TYPES:
+        if kind == "HANDLER" and arg not in SUBTYPES and arg not in HANDLER_TYPES:
             raise self.fail(number, f"unknown handler {arg!r}; use vdisk, vcdrom or dev_*")
         if kind == "TARGETS" and arg not in ("enable", "disable"):
             raise self.fail(number, "[TARGETS] must be [TARGETS enable] or [TARGETS disable]")
