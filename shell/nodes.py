@@ -21,7 +21,14 @@ from configshell_fb import ConfigNode, ExecutionError
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.kernel import handler_table
-from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, HANDLER_TYPES, TYPE_DESCRIPTIONS, Kind
+from tcmu_scst.kernel.handler_table import (
+    ASSIGNED_HANDLERS,
+    HANDLER_TYPES,
+    TYPE_DESCRIPTIONS,
+    TYPE_DISK,
+    VCDROM,
+    Kind,
+)
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf, devconfig
 from tcmu_scst.scst.model import (
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
 BLOCK_SIZES = ("512", "1024", "2048", "4096")
 # The handlers behind /vdisk/vdisk (vcdrom has its own node).
 VDISK_HANDLERS = frozenset(handler_table.names(Kind.VDISK))
+VCDROM_HANDLERS = frozenset(handler_table.names(Kind.VCDROM))
 PROC_HELP = """\
 Usage (SCST 0.9.6 /proc/scsi_tgt; each file is a node of the same name here):
   /                   assign H:C:I:L HANDLER_NAME | add_group GROUP | del_group GROUP
@@ -378,7 +386,7 @@ class VdiskNode(HandlerNode):
     )
 
     def __init__(self, parent: Root) -> None:
-        super().__init__("vdisk", parent, 0x00, self.HELP)
+        super().__init__("vdisk", parent, TYPE_DISK, self.HELP)
 
     def handles(self, device: Device) -> bool:
         return device.handler in VDISK_HANDLERS
@@ -445,10 +453,10 @@ class VcdromNode(HandlerNode):
     HELP = 'echo "open|change|close NAME [FILE_NAME]" >/proc/scsi_tgt/vcdrom/vcdrom'
 
     def __init__(self, parent: Root) -> None:
-        super().__init__("vcdrom", parent, 0x05, self.HELP)
+        super().__init__(VCDROM, parent, HANDLER_TYPES[VCDROM], self.HELP)
 
     def handles(self, device: Device) -> bool:
-        return device.handler == "vcdrom"
+        return device.handler == VCDROM
 
     def table(self, config: ScstConfig) -> str:
         return views.vcdrom_table(config)
@@ -481,7 +489,7 @@ class VcdromNode(HandlerNode):
     def ui_command_change(self, name: str, path: str | None = None) -> None:
         """change NAME [PATH]: swap the medium of NAME (no PATH: eject)."""
         current = self.config.device(name)
-        if current is None or current.handler != "vcdrom":
+        if current is None or current.handler != VCDROM:
             raise ConfigError(f"no virtual CD-ROM {name}; open it first")
         device = self._device(name, path)
         new = _copy(self.config)
@@ -502,10 +510,10 @@ class VcdromNode(HandlerNode):
 
     def ui_command_close(self, name: str) -> None:
         """close NAME: remove virtual CD-ROM NAME (its LUNs in every group go too)."""
-        self.change(lambda c: _remove(c, name, frozenset({"vcdrom"})))
+        self.change(lambda c: _remove(c, name, VCDROM_HANDLERS))
 
     def ui_complete_close(self, parameters: dict[str, str], text: str, current: str) -> list[str]:
-        return completion.matches(_device_names(self.config, frozenset({"vcdrom"})), text)
+        return completion.matches(_device_names(self.config, VCDROM_HANDLERS), text)
 
 
 def _remove(config: ScstConfig, name: str, handlers: frozenset[str]) -> None:

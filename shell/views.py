@@ -12,8 +12,10 @@ from typing import Any
 
 from tcmu_scst import __version__
 from tcmu_scst.errors import ConfigfsError, TcmuScstError
+from tcmu_scst.kernel import handler_table
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
+from tcmu_scst.kernel.handler_table import VCDROM, Kind
 from tcmu_scst.scst.apply import tpg_handle
 from tcmu_scst.scst.devconfig import size_of
 from tcmu_scst.scst.model import FABRIC_DRIVERS, Group, ScstConfig
@@ -57,7 +59,7 @@ def vdisk_table(config: ScstConfig) -> str:
 
     lines = [vdisk_params.proc_read_header()]
     for dev in config.devices:
-        if not dev.handler.startswith("vdisk_"):
+        if handler_table.kind_of(dev.handler) is not Kind.VDISK:
             continue
         params = vdisk_params.parse_attributes(dev.handler, dev.name, dev.params)
         lines.append(vdisk_params.proc_read_line(params, size_of(dev)))
@@ -70,7 +72,7 @@ def vcdrom_table(config: ScstConfig) -> str:
 
     lines = [vcdrom_params.proc_read_header()]
     for dev in config.devices:
-        if dev.handler == "vcdrom":
+        if dev.handler == VCDROM:
             params = vcdrom_params.parse_attributes(dev.name, dev.params)
             lines.append(vcdrom_params.proc_read_line(params, size_of(dev)))
     return "\n".join(lines)

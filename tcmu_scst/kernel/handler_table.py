@@ -52,6 +52,8 @@ class HandlerSpec:
 TYPE_DISK, TYPE_TAPE, TYPE_PROCESSOR, TYPE_CDROM = 0x00, 0x01, 0x03, 0x05
 TYPE_MODISK, TYPE_CHANGER, TYPE_RAID = 0x07, 0x08, 0x0C
 
+VCDROM = "vcdrom"  # the one virtual CD-ROM handler (SCST 0.9.6's proc directory too)
+
 _COMMON = ("blocksize", "read_only", "removable", "rotational", "t10_dev_id", "usn")
 _PASSTHROUGH = ("serialized", "timeout", "vendor_in", "vendor_out")
 _PT = Kind.PASSTHROUGH
@@ -66,7 +68,7 @@ HANDLERS: tuple[HandlerSpec, ...] = (
     # Ours (not SCST's): an image in a Ceph cluster, ``filename rbd:POOL/IMAGE``.
     HandlerSpec("vdisk_rbd", TYPE_DISK, Kind.VDISK,
                 (*_COMMON, "filename", "write_through", "thin_provisioned")),
-    HandlerSpec("vcdrom", TYPE_CDROM, Kind.VCDROM, ("filename", "t10_dev_id", "usn")),
+    HandlerSpec(VCDROM, TYPE_CDROM, Kind.VCDROM, ("filename", "t10_dev_id", "usn")),
     # SG_IO timeouts: tapes and changers run minutes-long commands (ERASE, INITIALIZE
     # ELEMENT STATUS); SCST's dev_tape also used hours for its long timeouts.
     HandlerSpec("dev_disk", TYPE_DISK, _PT, _PASSTHROUGH, 60),
@@ -101,6 +103,12 @@ def names(*kinds: Kind) -> tuple[str, ...]:
 
 def by_name(name: str) -> HandlerSpec | None:
     return _BY_NAME.get(name)
+
+
+def kind_of(name: str) -> Kind | None:
+    """The kind of handler ``name`` (None: not a handler of ours)."""
+    spec = _BY_NAME.get(name)
+    return None if spec is None else spec.kind
 
 
 _BY_NAME: dict[str, HandlerSpec] = {h.name: h for h in HANDLERS}

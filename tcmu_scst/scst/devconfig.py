@@ -18,7 +18,7 @@ from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, scsi_sysfs,
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
 from tcmu_scst.kernel import handler_table
-from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, SUBTYPES, Kind
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, SUBTYPES, VCDROM, Kind
 from tcmu_scst.scsi.block import block_size_error
 from tcmu_scst.scst.model import Device
 
@@ -45,7 +45,7 @@ def owned_dev_config(dev_config: str) -> bool:
 
 def vdisk_params(device: Device, setup_id: int = 0) -> VdiskParams | None:
     """The handler's VdiskParams for a vdisk_* device (None for other handlers)."""
-    if not device.handler.startswith("vdisk_"):
+    if handler_table.kind_of(device.handler) is not Kind.VDISK:
         return None
     try:
         return vdisk_codec.parse_attributes(
@@ -62,7 +62,7 @@ def _handler_dev_config(device: Device, setup_id: int) -> str:
     if device.handler in REAL_PASSTHROUGH:
         pt = passthrough_params.parse_attributes(device.handler, device.name, device.params)
         return passthrough_params.to_dev_config(pt)
-    if device.handler == vcdrom_params.HANDLER_NAME:
+    if device.handler == VCDROM:
         cd = vcdrom_params.parse_attributes(device.name, device.params, setup_id=setup_id)
         return vcdrom_params.to_dev_config(cd)
     if device.handler in PERF_HANDLERS:
@@ -99,7 +99,7 @@ def decode_dev_config(name: str, dev_config: str) -> Device:
             pt = passthrough_params.parse_dev_config(dev_config)
             handler, attrs = passthrough_params.to_attributes(pt)
             return Device(pt.hctl, handler, dict(attrs))
-        if subtype == vcdrom_params.HANDLER_NAME:
+        if subtype == VCDROM:
             handler, attrs = vcdrom_params.to_attributes(
                 vcdrom_params.parse_dev_config(dev_config)
             )
@@ -123,7 +123,7 @@ def _passthrough_geometry(device: Device) -> tuple[int, int] | None:
 
 
 def block_size_of(device: Device) -> int:
-    if device.handler == "vcdrom":
+    if device.handler == VCDROM:
         return CDROM_BLOCK_SIZE
     geometry = _passthrough_geometry(device)
     if geometry is not None:
@@ -248,7 +248,7 @@ def _check_backing_store(device: Device, filename: str, block_size: int, is_bloc
             f"device {device.name}: backing file {filename} is empty (0 bytes); give it a "
             f"size (e.g. truncate -s 1G {filename})"
         )
-    if device.handler.startswith("vdisk_") and size % block_size:
+    if handler_table.kind_of(device.handler) is Kind.VDISK and size % block_size:
         raise device.where.error(
             f"device {device.name}: backing file {filename} holds {size} bytes, not a whole "
             f"number of {block_size}-byte blocks; resize it to a multiple of {block_size}"

@@ -37,6 +37,7 @@ from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
 from tcmu_scst.kernel.fabric_table import MANAGED
+from tcmu_scst.kernel.handler_table import VCDROM
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.model import (
@@ -311,7 +312,7 @@ def _classify(default: Group, tpg_devices: list[str], devices: Mapping[str, Devi
     # Demo-mode RO only covers disks: a read-only non-disk LUN (tape...) needs ACLs.
     non_disk_ro = any(
         lun.read_only and not devices[lun.device].is_disk and devices[lun.device].handler
-        != "vcdrom" for lun in default.luns
+        != VCDROM for lun in default.luns
     )  # fmt: skip
     return "B" if len(disk_flags) <= 1 and not non_disk_ro else "C"
 
