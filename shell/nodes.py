@@ -21,6 +21,7 @@ from configshell_fb import ConfigNode, ExecutionError
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.kernel import handler_table
+from tcmu_scst.kernel.fabric_table import has
 from tcmu_scst.kernel.handler_table import (
     ASSIGNED_HANDLERS,
     HANDLER_TYPES,
@@ -613,7 +614,7 @@ class TargetNode(Node):
     def read(self) -> str:
         tgt = edits.target_or_fail(self.config, self.fabric, self.name)
         lines = [f"{self.fabric} target {tgt.name}: {'enabled' if tgt.enabled else 'disabled'}"]
-        if self.fabric == "iscsi":
+        if has(self.fabric, "chap_and_portals"):
             lines.append(f"portals: {' '.join(tgt.portals) or '0.0.0.0:3260 (default)'}")
             chap = f"user {tgt.incoming_users[0][0]}" if tgt.incoming_users else "off"
             lines.append(f"CHAP: {chap}")
@@ -668,7 +669,7 @@ class TargetNode(Node):
         self._edit(clear)
 
     def _iscsi_only(self) -> None:
-        if self.fabric != "iscsi":
+        if not has(self.fabric, "chap_and_portals"):
             raise ConfigError(f"portals and CHAP exist only on iSCSI, not on {self.fabric}")
 
 

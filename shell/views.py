@@ -14,6 +14,7 @@ from tcmu_scst import __version__
 from tcmu_scst.errors import ConfigfsError, TcmuScstError
 from tcmu_scst.kernel import handler_table
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabric_table import dir_has
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.kernel.handler_table import VCDROM, Kind
 from tcmu_scst.scst.apply import tpg_handle
@@ -109,7 +110,7 @@ def sessions(cfs: Configfs, ownership: Ownership) -> list[SessionRow]:
             continue
         for acl in tpg.acls():
             # Only iSCSI ACLs show whether their initiator is logged in (acls/<ini>/info).
-            if owned.fabric != "iscsi" or acl.session() is None:
+            if not dir_has(owned.fabric, "iscsi_login") or acl.session() is None:
                 continue
             group = acl.tag or owned.acl_groups.get(acl.name) or owned.default_group
             rows.append(SessionRow(driver, acl.name, group, _acl_commands(acl)))

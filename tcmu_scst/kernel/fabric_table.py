@@ -27,8 +27,9 @@ class Fabric:
     # tcm_loop: the TPG carries one I_T nexus (its ``nexus`` file) and has no ``enable``
     # attribute (tcm_loop's TPG is always on).
     nexus: bool = False
-    # RFC 7143 login: negotiation keys in tpgt_N/param/, and login statistics that name
-    # the initiator a login was refused to (fabric_statistics/iscsi_login_stats).
+    # RFC 7143 login: negotiation keys in tpgt_N/param/, login statistics that name the
+    # initiator a login was refused to (fabric_statistics/iscsi_login_stats), and the
+    # ACLs' info file that shows a logged-in session.
     iscsi_login: bool = False
     acl_tags: bool = False  # tcmu-scst tags each ACL with its SCST group (iSCSI)
     # Demo mode (generate_node_acls: unknown initiators get the TPG's LUNs); tcm_fc has
