@@ -14,7 +14,7 @@ from tcmu_scst import __version__
 from tcmu_scst.errors import ConfigfsError, TcmuScstError
 from tcmu_scst.kernel import handler_table
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.fabric_table import dir_has
+from tcmu_scst.kernel.fabric_table import MANAGED, dir_has
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.kernel.handler_table import VCDROM, Kind
 from tcmu_scst.scst.apply import tpg_handle
@@ -30,7 +30,7 @@ GROUP_DEVICES_HEADER = "%-60s%s  %s"
 GROUP_DEVICES_ROW = "%-60s%4d%12s"
 SESSIONS_FORMAT = "%-20s %-45s %-35s %-15s"
 SGV_FORMAT = "%-30s %-11s %-11s"
-_FABRIC_OF_DIR = {"iscsi": "iscsi", "loopback": "loopback", "qla2xxx": "qla2xxx", "fc": "tcm_fc"}
+_FABRIC_OF_DIR = {f.directory: f.name for f in MANAGED}  # configfs directory -> model name
 
 
 def devices_and_handlers(config: ScstConfig) -> str:

@@ -677,7 +677,7 @@ class FakeConfigfs(Configfs):
             owner = self._tpgs.get("/".join(parts[:3]))
             if owner is not None:
                 owner.portals.discard(parts[4])
-        if len(parts) == 2 and parts[0] == "loopback":
+        if len(parts) == 2 and dir_has(parts[0], "nexus"):
             self._loop_hosts.pop(rel, None)
         if self.alua.is_group(parts):
             self.alua.drop_group(rel)
