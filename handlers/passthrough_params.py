@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
 from tcmu_scst.kernel.handler_table import HANDLERS, Kind
-
-from .scsi_sysfs import HANDLER_TYPES, check_hctl
+from tcmu_scst.kernel.scsi_sysfs import HANDLER_TYPES, check_hctl
 
 _SPECS = [h for h in HANDLERS if h.kind is Kind.PASSTHROUGH]
 #: Seconds, per handler (kernel.handler_table says why tapes and changers get hours).

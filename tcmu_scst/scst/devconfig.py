@@ -14,10 +14,10 @@ import os
 import stat
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
-from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, scsi_sysfs, vcdrom_params
+from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, vcdrom_params
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
-from tcmu_scst.kernel import handler_table
+from tcmu_scst.kernel import handler_table, scsi_sysfs
 from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, SUBTYPES, VCDROM, Kind
 from tcmu_scst.scsi.block import block_size_error
 from tcmu_scst.scst.model import Device

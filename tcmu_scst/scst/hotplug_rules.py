@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
-from tcmu_scst.handlers import scsi_sysfs
+from tcmu_scst.kernel import scsi_sysfs
 from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import Device, ScstConfig, check

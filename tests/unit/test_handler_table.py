@@ -6,13 +6,12 @@ from tcmu_scst.handlers import (
     passthrough,
     passthrough_params,
     perf,
-    scsi_sysfs,
     vcdrom,
     vcdrom_params,
     vdisk,
     vdisk_params,
 )
-from tcmu_scst.kernel import handler_table
+from tcmu_scst.kernel import handler_table, scsi_sysfs
 from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 from tcmu_scst.scst import devconfig, model
 from tcmu_scst.service import registry
