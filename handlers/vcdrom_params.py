@@ -40,7 +40,7 @@ _DC_KEYS = {"n": "name", "filename": "filename", "t10_dev_id": "t10_dev_id", "us
             "sid": "setup_id"}
 #: Modern attributes: filename, the identities; tst and read_only only at SCST's value.
 ATTRIBUTES = frozenset(_SPEC.parameters)
-_DEFAULT_ONLY = {"tst": "1", "read_only": "1", "removable": "1"}
+_DEFAULT_ONLY = dict(_SPEC.fixed)
 PROC_ACTIONS = ("open", "change", "close")
 
 

@@ -362,10 +362,7 @@ _BOOL_ATTRS = (
 # Each mode's DEVICE attributes, as kernel.handler_table declares them.
 ATTRIBUTES = {h.name: frozenset(h.parameters) for h in HANDLERS if h.kind is Kind.VDISK}
 #: SCST parameters we accept only at their default value (we do not implement them).
-_DEFAULT_ONLY = {
-    "active": "1", "async": "0", "bind_alua_state": "1", "cluster_mode": "0", "tst": "1",
-    "dif_type": "0",
-}
+_DEFAULT_ONLY = {h.name: dict(h.fixed) for h in HANDLERS if h.kind is Kind.VDISK}
 
 
 def parse_attributes(
@@ -379,13 +376,12 @@ def parse_attributes(
         name=name, nullio=handler == NULLIO, blockio=handler == BLOCKIO, setup_id=setup_id
     )
     size: int | None = None
+    fixed = _DEFAULT_ONLY[handler]
     for key, value in attrs.items():
         where = f"{handler} {name}: {key}={value!r}"
-        if key in _DEFAULT_ONLY or key == "numa_node_id":
-            if key != "numa_node_id" and value.strip() != _DEFAULT_ONLY[key]:
-                raise ConfigError(
-                    f"{where} is not supported by tcmu-scst (only {_DEFAULT_ONLY[key]})"
-                )
+        if key in fixed or key == "numa_node_id":
+            if key != "numa_node_id" and value.strip() != fixed[key]:
+                raise ConfigError(f"{where} is not supported by tcmu-scst (only {fixed[key]})")
             continue
         if key not in allowed:
             raise ConfigError(

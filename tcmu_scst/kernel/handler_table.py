@@ -37,6 +37,9 @@ class HandlerSpec:
     # and changers run commands for hours (rewind, inventory) and the initiator keeps
     # its own timeouts.
     kernel_timeout: bool = True
+    # SCST parameters accepted only at this value (SCST's default; the rest is not
+    # implemented here), as (name, value).
+    fixed: tuple[tuple[str, str], ...] = ()
 
     @property
     def subtype(self) -> str:
@@ -57,26 +60,38 @@ VCDROM = "vcdrom"  # the one virtual CD-ROM handler (SCST 0.9.6's proc directory
 _COMMON = ("blocksize", "read_only", "removable", "rotational", "t10_dev_id", "usn")
 _PASSTHROUGH = ("serialized", "timeout", "vendor_in", "vendor_out")
 _PT = Kind.PASSTHROUGH
+# vdisk: SCST's active/async/ALUA binding/cluster mode/TST/T10-PI switches.
+_VDISK_FIXED = (
+    ("active", "1"), ("async", "0"), ("bind_alua_state", "1"), ("cluster_mode", "0"),
+    ("tst", "1"), ("dif_type", "0"),
+)
 
 HANDLERS: tuple[HandlerSpec, ...] = (
     HandlerSpec("vdisk_fileio", TYPE_DISK, Kind.VDISK,
                 (*_COMMON, "filename", "write_through", "nv_cache", "o_direct",
-                 "thin_provisioned")),
+                 "thin_provisioned"), fixed=_VDISK_FIXED),
     HandlerSpec("vdisk_blockio", TYPE_DISK, Kind.VDISK,
-                (*_COMMON, "filename", "write_through", "nv_cache", "thin_provisioned")),
-    HandlerSpec("vdisk_nullio", TYPE_DISK, Kind.VDISK, (*_COMMON, "size", "size_mb", "dummy")),
+                (*_COMMON, "filename", "write_through", "nv_cache", "thin_provisioned"),
+                fixed=_VDISK_FIXED),
+    HandlerSpec("vdisk_nullio", TYPE_DISK, Kind.VDISK, (*_COMMON, "size", "size_mb", "dummy"),
+                fixed=_VDISK_FIXED),
     # Ours (not SCST's): an image in a Ceph cluster, ``filename rbd:POOL/IMAGE``.
     HandlerSpec("vdisk_rbd", TYPE_DISK, Kind.VDISK,
-                (*_COMMON, "filename", "write_through", "thin_provisioned")),
-    HandlerSpec(VCDROM, TYPE_CDROM, Kind.VCDROM, ("filename", "t10_dev_id", "usn")),
+                (*_COMMON, "filename", "write_through", "thin_provisioned"),
+                fixed=_VDISK_FIXED),
+    # A CD-ROM here is always read-only removable media with one task set.
+    HandlerSpec(VCDROM, TYPE_CDROM, Kind.VCDROM, ("filename", "t10_dev_id", "usn"),
+                fixed=(("tst", "1"), ("read_only", "1"), ("removable", "1"))),
     # SG_IO timeouts: tapes and changers run minutes-long commands (ERASE, INITIALIZE
     # ELEMENT STATUS); SCST's dev_tape also used hours for its long timeouts.
     HandlerSpec("dev_disk", TYPE_DISK, _PT, _PASSTHROUGH, 60),
-    HandlerSpec("dev_tape", TYPE_TAPE, _PT, _PASSTHROUGH, 14400, True, False),
+    HandlerSpec("dev_tape", TYPE_TAPE, _PT, _PASSTHROUGH, 14400,
+                serialized=True, kernel_timeout=False),
     HandlerSpec("dev_processor", TYPE_PROCESSOR, _PT, _PASSTHROUGH, 60),
     HandlerSpec("dev_cdrom", TYPE_CDROM, _PT, _PASSTHROUGH, 120),
     HandlerSpec("dev_modisk", TYPE_MODISK, _PT, _PASSTHROUGH, 300),
-    HandlerSpec("dev_changer", TYPE_CHANGER, _PT, _PASSTHROUGH, 3600, True, False),
+    HandlerSpec("dev_changer", TYPE_CHANGER, _PT, _PASSTHROUGH, 3600,
+                serialized=True, kernel_timeout=False),
     HandlerSpec("dev_raid", TYPE_RAID, _PT, _PASSTHROUGH, 60),
     HandlerSpec("dev_disk_perf", TYPE_DISK, Kind.PERF),
     HandlerSpec("dev_modisk_perf", TYPE_MODISK, Kind.PERF),

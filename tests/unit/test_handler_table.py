@@ -78,3 +78,19 @@ def test_the_codecs_take_their_parameter_lists_from_the_table() -> None:
     for spec in HANDLERS:
         if spec.kind is Kind.PASSTHROUGH:
             assert spec.parameters == passthrough_params.ATTRIBUTES
+
+
+def test_parameters_fixed_at_scsts_default_come_from_the_table() -> None:
+    import pytest
+
+    from tcmu_scst.errors import ConfigError
+
+    for spec in HANDLERS:
+        if spec.kind is Kind.VDISK:
+            assert dict(spec.fixed)["tst"] == "1"
+            with pytest.raises(ConfigError, match=r"tst='0' is not supported.*only 1"):
+                vdisk_params.parse_attributes(spec.name, "d", {"tst": "0"})
+    vdisk_params.parse_attributes("vdisk_nullio", "d", {"tst": "1", "dif_type": "0"})
+    vcdrom_params.parse_attributes("cd", {"read_only": "1"})
+    with pytest.raises(ConfigError, match="vcdrom has only read_only=1"):
+        vcdrom_params.parse_attributes("cd", {"read_only": "0"})
