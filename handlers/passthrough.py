@@ -57,11 +57,17 @@ from tcmu_scst.command import (
 )
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
+from tcmu_scst.kernel.scsi_sysfs import (
+    SYSFS,
+    TYPE_HANDLERS,
+    ScsiDeviceInfo,
+    find_by_identity,
+    read_device,
+)
 from tcmu_scst.scsi.sense import HARDWARE_ERROR, ILLEGAL_REQUEST, UNIT_ATTENTION
 
 from . import passthrough_ops as ops
 from .passthrough_params import PassthroughParams, parse_dev_config
-from .scsi_sysfs import SYSFS, TYPE_HANDLERS, ScsiDeviceInfo, find_by_identity, read_device
 from .sg_io import IoctlFn, SgDevice, SgDirection, SgIoError
 from .sg_mapping import GONE_ERRNOS, LUN_NOT_SUPPORTED, check, is_gone, map_errno, map_result
 

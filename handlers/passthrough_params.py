@@ -29,21 +29,13 @@ from dataclasses import dataclass, field
 
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
+from tcmu_scst.kernel.handler_table import HANDLERS, Kind
+from tcmu_scst.kernel.scsi_sysfs import HANDLER_TYPES, check_hctl
 
-from .scsi_sysfs import HANDLER_TYPES, check_hctl
-
-#: Seconds. Tapes and changers run minutes-long commands (ERASE, INITIALIZE ELEMENT
-#: STATUS); SCST's dev_tape also used hours for its long timeouts.
-DEFAULT_TIMEOUTS: dict[str, int] = {
-    "dev_disk": 60,
-    "dev_tape": 14400,
-    "dev_processor": 60,
-    "dev_cdrom": 120,
-    "dev_modisk": 300,
-    "dev_changer": 3600,
-    "dev_raid": 60,
-}
-SERIALIZED_BY_DEFAULT = frozenset({"dev_tape", "dev_changer"})
+_SPECS = [h for h in HANDLERS if h.kind is Kind.PASSTHROUGH]
+#: Seconds, per handler (kernel.handler_table says why tapes and changers get hours).
+DEFAULT_TIMEOUTS: dict[str, int] = {h.name: h.timeout for h in _SPECS}
+SERIALIZED_BY_DEFAULT = frozenset(h.name for h in _SPECS if h.serialized)
 HANDLER_NAMES = tuple(HANDLER_TYPES)
 MAX_TIMEOUT = 0xFFFFFFFF // 1000
 
@@ -171,7 +163,7 @@ def _proc_hctl(text: str) -> str:
 
 # -- (b) modern attributes -----------------------------------------------------------------
 
-ATTRIBUTES = ("serialized", "timeout", "vendor_in", "vendor_out")
+ATTRIBUTES = _SPECS[0].parameters  # the same for every pass-through handler
 
 
 def parse_attributes(handler: str, name: str, attrs: Mapping[str, str]) -> PassthroughParams:

@@ -30,11 +30,12 @@ from tcmu_scst.command import Command, Result
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import devconfig
+from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 from tcmu_scst.scsi.block import BlockDeviceConfig
 from tcmu_scst.scsi.sbc import SbcDevice
 from tcmu_scst.scsi.spc import SpcDevice
 
-from ._perf_tape import TYPE_TAPE, PerfTapeDevice
+from ._perf_tape import PerfTapeDevice
 from ._vdisk_null import NullBackend
 from .vdisk_params import NULLIO_DEFAULT_SIZE, check_block_size
 
@@ -55,7 +56,7 @@ log = logging.getLogger("tcmu_scst.handlers.perf")
 DISK_PERF = "dev_disk_perf"
 MODISK_PERF = "dev_modisk_perf"
 TAPE_PERF = "dev_tape_perf"
-HANDLER_TYPES = {DISK_PERF: 0x00, MODISK_PERF: 0x07, TAPE_PERF: TYPE_TAPE}
+HANDLER_TYPES = {h.name: h.device_type for h in HANDLERS if h.kind is Kind.PERF}
 VENDOR = "SCST_PRF"
 
 

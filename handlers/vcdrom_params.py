@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
+from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 
 from .vdisk_params import (
     MAX_NAME_LEN,
@@ -33,12 +34,13 @@ from .vdisk_params import (
     crc32c_linux,
 )
 
-HANDLER_NAME = "vcdrom"
+_SPEC = next(h for h in HANDLERS if h.kind is Kind.VCDROM)
+HANDLER_NAME = _SPEC.name
 _DC_KEYS = {"n": "name", "filename": "filename", "t10_dev_id": "t10_dev_id", "usn": "usn",
             "sid": "setup_id"}
 #: Modern attributes: filename, the identities; tst and read_only only at SCST's value.
-ATTRIBUTES = frozenset({"filename", "t10_dev_id", "usn"})
-_DEFAULT_ONLY = {"tst": "1", "read_only": "1", "removable": "1"}
+ATTRIBUTES = frozenset(_SPEC.parameters)
+_DEFAULT_ONLY = dict(_SPEC.fixed)
 PROC_ACTIONS = ("open", "change", "close")
 
 

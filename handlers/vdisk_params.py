@@ -32,6 +32,7 @@ from typing import Any
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, HandlerError
 from tcmu_scst.kernel import devconfig
+from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 from tcmu_scst.scsi.block import block_size_error
 
 from . import rbd_spec
@@ -52,7 +53,7 @@ BLOCKIO = "vdisk_blockio"
 NULLIO = "vdisk_nullio"
 #: Ours (not SCST's): an image in a Ceph cluster, ``filename rbd:POOL/IMAGE``.
 RBD = "vdisk_rbd"
-HANDLER_NAMES = (FILEIO, BLOCKIO, NULLIO, RBD)
+HANDLER_NAMES = tuple(h.name for h in HANDLERS if h.kind is Kind.VDISK)
 
 
 @dataclass(slots=True)
@@ -358,18 +359,10 @@ _BOOL_ATTRS = (
     "write_through", "nv_cache", "o_direct", "read_only", "removable", "rotational",
     "thin_provisioned", "dummy",
 )
-_COMMON = {"blocksize", "read_only", "removable", "rotational", "t10_dev_id", "usn"}
-ATTRIBUTES = {
-    FILEIO: _COMMON | {"filename", "write_through", "nv_cache", "o_direct", "thin_provisioned"},
-    BLOCKIO: _COMMON | {"filename", "write_through", "nv_cache", "thin_provisioned"},
-    NULLIO: _COMMON | {"size", "size_mb", "dummy"},
-    RBD: _COMMON | {"filename", "write_through", "thin_provisioned"},
-}
+# Each mode's DEVICE attributes, as kernel.handler_table declares them.
+ATTRIBUTES = {h.name: frozenset(h.parameters) for h in HANDLERS if h.kind is Kind.VDISK}
 #: SCST parameters we accept only at their default value (we do not implement them).
-_DEFAULT_ONLY = {
-    "active": "1", "async": "0", "bind_alua_state": "1", "cluster_mode": "0", "tst": "1",
-    "dif_type": "0",
-}
+_DEFAULT_ONLY = {h.name: dict(h.fixed) for h in HANDLERS if h.kind is Kind.VDISK}
 
 
 def parse_attributes(
@@ -383,13 +376,12 @@ def parse_attributes(
         name=name, nullio=handler == NULLIO, blockio=handler == BLOCKIO, setup_id=setup_id
     )
     size: int | None = None
+    fixed = _DEFAULT_ONLY[handler]
     for key, value in attrs.items():
         where = f"{handler} {name}: {key}={value!r}"
-        if key in _DEFAULT_ONLY or key == "numa_node_id":
-            if key != "numa_node_id" and value.strip() != _DEFAULT_ONLY[key]:
-                raise ConfigError(
-                    f"{where} is not supported by tcmu-scst (only {_DEFAULT_ONLY[key]})"
-                )
+        if key in fixed or key == "numa_node_id":
+            if key != "numa_node_id" and value.strip() != fixed[key]:
+                raise ConfigError(f"{where} is not supported by tcmu-scst (only {fixed[key]})")
             continue
         if key not in allowed:
             raise ConfigError(

@@ -14,13 +14,13 @@ from __future__ import annotations
 import re
 
 from tcmu_scst.errors import ConfigError
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.scst.conf import normalize_portal
 from tcmu_scst.scst.mapping import DEFAULT_PORTAL
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     FABRIC_DRIVERS,
     MAX_LUN,
-    PASSTHROUGH_HANDLERS,
     Device,
     Group,
     Lun,
@@ -176,8 +176,8 @@ def assign(config: ScstConfig, hctl: str, handler: str) -> None:
     """0.9.6 ``assign H:C:I:L HANDLER``: serve a local SCSI device with a pass-through handler."""
     if not _HCTL.match(hctl):
         raise ConfigError(f"{hctl!r} is not a SCSI address; write H:C:I:L, e.g. 1:0:1:0")
-    if handler not in PASSTHROUGH_HANDLERS:
-        known = " ".join(sorted(PASSTHROUGH_HANDLERS))
+    if handler not in ASSIGNED_HANDLERS:
+        known = " ".join(sorted(ASSIGNED_HANDLERS))
         raise ConfigError(f"handler {handler!r} cannot be assigned; use one of: {known}")
     existing = config.device(hctl)
     if existing is not None:

@@ -20,13 +20,21 @@ from typing import TYPE_CHECKING, Any
 from configshell_fb import ConfigNode, ExecutionError
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
+from tcmu_scst.kernel import handler_table
+from tcmu_scst.kernel.fabric_table import has
+from tcmu_scst.kernel.handler_table import (
+    ASSIGNED_HANDLERS,
+    HANDLER_TYPES,
+    TYPE_DESCRIPTIONS,
+    TYPE_DISK,
+    VCDROM,
+    Kind,
+)
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import conf, devconfig
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     FABRIC_DRIVERS,
-    HANDLER_TYPES,
-    PASSTHROUGH_HANDLERS,
     Device,
     Group,
     ScstConfig,
@@ -40,17 +48,9 @@ if TYPE_CHECKING:
     from .context import ShellContext
 
 BLOCK_SIZES = ("512", "1024", "2048", "4096")
-VDISK_HANDLERS = frozenset({"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vdisk_rbd"})
-# SCSI peripheral device type names (SPC), for the handlers' "type" files.
-TYPE_NAMES = {
-    0x00: "Direct-access device (e.g., magnetic disk)",
-    0x01: "Sequential-access device (e.g., magnetic tape)",
-    0x03: "Processor device",
-    0x05: "CD-ROM device",
-    0x07: "Optical memory device (e.g., some optical disks)",
-    0x08: "Medium changer device (e.g., jukeboxes)",
-    0x0C: "Storage array controller device (e.g., RAID)",
-}
+# The handlers behind /vdisk/vdisk (vcdrom has its own node).
+VDISK_HANDLERS = frozenset(handler_table.names(Kind.VDISK))
+VCDROM_HANDLERS = frozenset(handler_table.names(Kind.VCDROM))
 PROC_HELP = """\
 Usage (SCST 0.9.6 /proc/scsi_tgt; each file is a node of the same name here):
   /                   assign H:C:I:L HANDLER_NAME | add_group GROUP | del_group GROUP
@@ -276,7 +276,7 @@ class TypeFile(Node):
         self.scsi_type = scsi_type
 
     def read(self) -> str:
-        return f"{self.scsi_type} - {TYPE_NAMES[self.scsi_type]}"
+        return f"{self.scsi_type} - {TYPE_DESCRIPTIONS[self.scsi_type]}"
 
 
 class TextFile(Node):
@@ -387,7 +387,7 @@ class VdiskNode(HandlerNode):
     )
 
     def __init__(self, parent: Root) -> None:
-        super().__init__("vdisk", parent, 0x00, self.HELP)
+        super().__init__("vdisk", parent, TYPE_DISK, self.HELP)
 
     def handles(self, device: Device) -> bool:
         return device.handler in VDISK_HANDLERS
@@ -454,10 +454,10 @@ class VcdromNode(HandlerNode):
     HELP = 'echo "open|change|close NAME [FILE_NAME]" >/proc/scsi_tgt/vcdrom/vcdrom'
 
     def __init__(self, parent: Root) -> None:
-        super().__init__("vcdrom", parent, 0x05, self.HELP)
+        super().__init__(VCDROM, parent, HANDLER_TYPES[VCDROM], self.HELP)
 
     def handles(self, device: Device) -> bool:
-        return device.handler == "vcdrom"
+        return device.handler == VCDROM
 
     def table(self, config: ScstConfig) -> str:
         return views.vcdrom_table(config)
@@ -490,7 +490,7 @@ class VcdromNode(HandlerNode):
     def ui_command_change(self, name: str, path: str | None = None) -> None:
         """change NAME [PATH]: swap the medium of NAME (no PATH: eject)."""
         current = self.config.device(name)
-        if current is None or current.handler != "vcdrom":
+        if current is None or current.handler != VCDROM:
             raise ConfigError(f"no virtual CD-ROM {name}; open it first")
         device = self._device(name, path)
         new = _copy(self.config)
@@ -511,10 +511,10 @@ class VcdromNode(HandlerNode):
 
     def ui_command_close(self, name: str) -> None:
         """close NAME: remove virtual CD-ROM NAME (its LUNs in every group go too)."""
-        self.change(lambda c: _remove(c, name, frozenset({"vcdrom"})))
+        self.change(lambda c: _remove(c, name, VCDROM_HANDLERS))
 
     def ui_complete_close(self, parameters: dict[str, str], text: str, current: str) -> list[str]:
-        return completion.matches(_device_names(self.config, frozenset({"vcdrom"})), text)
+        return completion.matches(_device_names(self.config, VCDROM_HANDLERS), text)
 
 
 def _remove(config: ScstConfig, name: str, handlers: frozenset[str]) -> None:
@@ -614,7 +614,7 @@ class TargetNode(Node):
     def read(self) -> str:
         tgt = edits.target_or_fail(self.config, self.fabric, self.name)
         lines = [f"{self.fabric} target {tgt.name}: {'enabled' if tgt.enabled else 'disabled'}"]
-        if self.fabric == "iscsi":
+        if has(self.fabric, "chap_and_portals"):
             lines.append(f"portals: {' '.join(tgt.portals) or '0.0.0.0:3260 (default)'}")
             chap = f"user {tgt.incoming_users[0][0]}" if tgt.incoming_users else "off"
             lines.append(f"CHAP: {chap}")
@@ -669,7 +669,7 @@ class TargetNode(Node):
         self._edit(clear)
 
     def _iscsi_only(self) -> None:
-        if self.fabric != "iscsi":
+        if not has(self.fabric, "chap_and_portals"):
             raise ConfigError(f"portals and CHAP exist only on iSCSI, not on {self.fabric}")
 
 
@@ -738,7 +738,7 @@ class Root(UsageErrors):
         TraceLevel(self, trace.ROOT)
         TextFile("help", self, PROC_HELP)
         self.handlers: list[HandlerNode] = [VdiskNode(self), VcdromNode(self)]
-        for handler in sorted(PASSTHROUGH_HANDLERS):
+        for handler in sorted(ASSIGNED_HANDLERS):
             help_text = f"assign H:C:I:L {handler}"
             self.handlers.append(HandlerNode(handler, self, HANDLER_TYPES[handler], help_text))
         from .alua_nodes import DeviceGroups  # its nodes build on this module's Node
@@ -775,7 +775,7 @@ class Root(UsageErrors):
 
     def ui_complete_assign(self, parameters: dict[str, str], text: str, current: str) -> list[str]:
         if current == "handler":
-            return completion.matches(PASSTHROUGH_HANDLERS, text)
+            return completion.matches(ASSIGNED_HANDLERS, text)
         try:
             present = [p.name for p in (self.ctx.sysfs / "class/scsi_device").iterdir()]
         except OSError:

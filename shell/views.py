@@ -12,8 +12,11 @@ from typing import Any
 
 from tcmu_scst import __version__
 from tcmu_scst.errors import ConfigfsError, TcmuScstError
+from tcmu_scst.kernel import handler_table
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabric_table import MANAGED, dir_has
 from tcmu_scst.kernel.fabrics import LoopbackTpg
+from tcmu_scst.kernel.handler_table import VCDROM, Kind
 from tcmu_scst.scst.apply import tpg_handle
 from tcmu_scst.scst.devconfig import size_of
 from tcmu_scst.scst.model import FABRIC_DRIVERS, Group, ScstConfig
@@ -27,7 +30,7 @@ GROUP_DEVICES_HEADER = "%-60s%s  %s"
 GROUP_DEVICES_ROW = "%-60s%4d%12s"
 SESSIONS_FORMAT = "%-20s %-45s %-35s %-15s"
 SGV_FORMAT = "%-30s %-11s %-11s"
-_FABRIC_OF_DIR = {"iscsi": "iscsi", "loopback": "loopback", "qla2xxx": "qla2xxx", "fc": "tcm_fc"}
+_FABRIC_OF_DIR = {f.directory: f.name for f in MANAGED}  # configfs directory -> model name
 
 
 def devices_and_handlers(config: ScstConfig) -> str:
@@ -57,7 +60,7 @@ def vdisk_table(config: ScstConfig) -> str:
 
     lines = [vdisk_params.proc_read_header()]
     for dev in config.devices:
-        if not dev.handler.startswith("vdisk_"):
+        if handler_table.kind_of(dev.handler) is not Kind.VDISK:
             continue
         params = vdisk_params.parse_attributes(dev.handler, dev.name, dev.params)
         lines.append(vdisk_params.proc_read_line(params, size_of(dev)))
@@ -70,7 +73,7 @@ def vcdrom_table(config: ScstConfig) -> str:
 
     lines = [vcdrom_params.proc_read_header()]
     for dev in config.devices:
-        if dev.handler == "vcdrom":
+        if dev.handler == VCDROM:
             params = vcdrom_params.parse_attributes(dev.name, dev.params)
             lines.append(vcdrom_params.proc_read_line(params, size_of(dev)))
     return "\n".join(lines)
@@ -107,7 +110,7 @@ def sessions(cfs: Configfs, ownership: Ownership) -> list[SessionRow]:
             continue
         for acl in tpg.acls():
             # Only iSCSI ACLs show whether their initiator is logged in (acls/<ini>/info).
-            if owned.fabric != "iscsi" or acl.session() is None:
+            if not dir_has(owned.fabric, "iscsi_login") or acl.session() is None:
                 continue
             group = acl.tag or owned.acl_groups.get(acl.name) or owned.default_group
             rows.append(SessionRow(driver, acl.name, group, _acl_commands(acl)))

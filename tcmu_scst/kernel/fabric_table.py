@@ -24,15 +24,30 @@ class Fabric:
     iscsi_names: bool = False  # iqn./eui./naa. names (RFC 3720 3.2.6.3), 223 bytes at most
     chap_and_portals: bool = False  # TPG auth/, ACL CHAP and np/ portals (iSCSI only)
     acls: bool = True  # initiator ACLs (loopback: one nexus per TPG, no initiator names)
+    # tcm_loop: the TPG carries one I_T nexus (its ``nexus`` file) and has no ``enable``
+    # attribute (tcm_loop's TPG is always on).
+    nexus: bool = False
+    # RFC 7143 login: negotiation keys in tpgt_N/param/, login statistics that name the
+    # initiator a login was refused to (fabric_statistics/iscsi_login_stats), and the
+    # ACLs' info file that shows a logged-in session.
+    iscsi_login: bool = False
+    acl_tags: bool = False  # tcmu-scst tags each ACL with its SCST group (iSCSI)
+    # Demo mode (generate_node_acls: unknown initiators get the TPG's LUNs); tcm_fc has
+    # none (no demo-mode attributes in its TPG).
+    demo_mode: bool = True
+    # demo_mode_login_only: unknown initiators log in without LUNs and show in
+    # dynamic_sessions (qla2xxx), which is how the materializer learns their names there.
+    login_only: bool = False
     managed: bool = True  # tcmu-scst creates targets on it (config, shell, import)
 
 
 FABRICS: tuple[Fabric, ...] = (
     Fabric("iscsi", "iscsi", "iscsi_target_mod", "iscsi", autoloaded=True, iscsi_names=True,
-           chap_and_portals=True),
-    Fabric("loopback", "loopback", "tcm_loop", "scst_local", autoloaded=True, acls=False),
-    Fabric("qla2xxx", "qla2xxx", "tcm_qla2xxx", "qla2x00t", wwpn_names=True),
-    Fabric("tcm_fc", "fc", "tcm_fc", "fcst", wwpn_names=True),
+           chap_and_portals=True, iscsi_login=True, acl_tags=True),
+    Fabric("loopback", "loopback", "tcm_loop", "scst_local", autoloaded=True, acls=False,
+           nexus=True),
+    Fabric("qla2xxx", "qla2xxx", "tcm_qla2xxx", "qla2x00t", wwpn_names=True, login_only=True),
+    Fabric("tcm_fc", "fc", "tcm_fc", "fcst", wwpn_names=True, demo_mode=False),
     # Known to the kernel helpers (module loading, error hints), not driven here.
     Fabric("vhost", "vhost", "vhost_scsi", managed=False),
     Fabric("srpt", "srpt", "ib_srpt", managed=False),
@@ -53,3 +68,9 @@ def has(name: str | None, capability: str) -> bool:
 
 def by_directory(directory: str) -> Fabric | None:
     return next((f for f in FABRICS if f.directory == directory), None)
+
+
+def dir_has(directory: str | None, capability: str) -> bool:
+    """Whether the fabric in configfs ``target/<directory>`` has ``capability``."""
+    fabric = by_directory(directory) if directory is not None else None
+    return fabric is not None and bool(getattr(fabric, capability))

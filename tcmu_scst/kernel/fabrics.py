@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import Configfs
-from tcmu_scst.kernel.fabric_table import FABRICS
+from tcmu_scst.kernel.fabric_table import FABRICS, dir_has
 from tcmu_scst.kernel.lio import CoreBackstore, validate_object_name
 from tcmu_scst.kernel.scsi_nodes import DEV, SYSFS, ScsiNodes, scsi_nodes, wait_for_scsi_nodes
 
@@ -632,9 +632,9 @@ def list_tpgs(cfs: Configfs, fabric: str) -> list[Tpg]:
             if not m:
                 continue
             tag = int(m.group(1))
-            if fabric == "loopback":
+            if dir_has(fabric, "nexus"):
                 out.append(LoopbackTpg(cfs, wwn, tag))
-            elif fabric == "iscsi":
+            elif dir_has(fabric, "chap_and_portals"):
                 out.append(IscsiTpg(cfs, wwn, tag))
             elif fabric in FC_FABRICS:
                 out.append(FcTpg(cfs, fabric, wwn))

@@ -32,6 +32,7 @@ from pathlib import Path
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.alua import remove_own_groups
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabric_table import dir_has
 from tcmu_scst.kernel.fabrics import (
     FcTpg,
     IscsiTpg,
@@ -79,9 +80,9 @@ def alias_for(*parts: str) -> str:
 
 
 def tpg_handle(cfs: Configfs, fabric: str, wwn: str) -> Tpg:
-    if fabric == "iscsi":
+    if dir_has(fabric, "chap_and_portals"):
         return IscsiTpg(cfs, wwn)
-    if fabric == "loopback":
+    if dir_has(fabric, "nexus"):
         return LoopbackTpg(cfs, wwn)
     return FcTpg(cfs, fabric, wwn)
 
@@ -107,9 +108,9 @@ def _delete_target(live: LioTarget) -> Step:
 
 def _create_target(desired: LioTarget) -> Step:
     def run(cfs: Configfs) -> None:
-        if desired.fabric == "iscsi":
+        if dir_has(desired.fabric, "chap_and_portals"):
             IscsiTpg.create(cfs, desired.wwn)
-        elif desired.fabric == "loopback":
+        elif dir_has(desired.fabric, "nexus"):
             LoopbackTpg.create(cfs, desired.wwn, nexus=desired.tpg.nexus)
         else:
             FcTpg.create(cfs, desired.fabric, desired.wwn)
@@ -253,7 +254,7 @@ class _Planner:
     def _must_rebuild(self, live: LioTarget, want: LioTarget) -> bool:
         if live.tpg.tag == 0:
             return True  # WWN without TPG
-        return live.fabric == "loopback" and live.tpg.nexus != want.tpg.nexus
+        return dir_has(live.fabric, "nexus") and live.tpg.nexus != want.tpg.nexus
 
     def _new_target(self, want: LioTarget) -> None:
         self.creations.append(_create_target(want))
@@ -271,7 +272,8 @@ class _Planner:
         def on(text: str, action: Callable[..., object], *args: object) -> Step:
             return Step(text, lambda cfs: _call(action, tpg_handle(cfs, fabric, wwn), args))
 
-        if lt.enabled and not wt.enabled and fabric != "loopback":
+        has_enable = not dir_has(fabric, "nexus")  # tcm_loop's TPG has no enable attribute
+        if lt.enabled and not wt.enabled and has_enable:
             self.removals.insert(0, on(f"disable {where}", Tpg.disable))
 
         # TPG LUNs that go away or change device (also when the backstore is re-created).
@@ -303,7 +305,8 @@ class _Planner:
         for key, value in wt.params.items():
             if lt.params.get(key) != value:
                 self.creations.append(on(f"{where} {key}={value}", Tpg.set_param, key, value))
-        if fabric == "iscsi" and wt.auth != lt.auth and not (new and wt.auth is None):
+        chap = dir_has(fabric, "chap_and_portals")
+        if chap and wt.auth != lt.auth and not (new and wt.auth is None):
             self.creations.append(on(f"set CHAP of {where}", _tpg_chap, wt.auth))
         for index, dev in sorted(wt.luns.items()):
             if index not in lt.luns or index in stale:
@@ -314,7 +317,7 @@ class _Planner:
                 self.creations.append(on(f"add portal {portal} to {where}", _add_portal, portal))
         for name, acl_want in want_acls.items():
             self._acl(fabric, wwn, live_acls.get(name), acl_want, stale, on)
-        if wt.enabled and (not lt.enabled or new) and fabric != "loopback":
+        if wt.enabled and (not lt.enabled or new) and has_enable:
             self.enables.append(on(f"enable {where}", Tpg.enable))
 
     def _acl(
@@ -329,11 +332,11 @@ class _Planner:
         name = want.name
         if live is None:
             self.creations.append(_create_acl(fabric, wwn, name))
-        iscsi = fabric == "iscsi"
-        if iscsi and (live is None or live.group != want.group):
+        if dir_has(fabric, "acl_tags") and (live is None or live.group != want.group):
             self.creations.append(on(f"tag ACL {name} {want.group}", _tag, name, want.group))
         live_chap = live.chap if live is not None else None
-        if iscsi and live_chap != want.chap and (live is not None or want.chap is not None):
+        chap = dir_has(fabric, "chap_and_portals")
+        if chap and live_chap != want.chap and (live is not None or want.chap is not None):
             self.creations.append(on(f"set CHAP of ACL {name}", _acl_chap, name, want.chap))
         have = {m.number: m for m in live.mapped_luns} if live else {}
         for mapped in want.mapped_luns:

@@ -10,12 +10,13 @@ from typing import TextIO
 from tcmu_scst.errors import ConfigError, ErrorCollector, TcmuScstError
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.dbroot import default_kernel_root, ensure_metadata_dirs
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.scst import conf, hotplug_rules, importer, legacy_conf
 from tcmu_scst.scst.apply import apply_config, plan
 from tcmu_scst.scst.devconfig import check_device_files
 from tcmu_scst.scst.live import read_live
 from tcmu_scst.scst.mapping import map_config
-from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, ScstConfig
+from tcmu_scst.scst.model import ScstConfig
 from tcmu_scst.scst.ownership import load_ownership, write_atomically
 from tcmu_scst.scst.running import DEFAULT_RUNNING, RunningStore
 from tcmu_scst.scst.save import live_config
@@ -54,7 +55,7 @@ def _check_files(config: ScstConfig, errors: ErrorCollector) -> None:
     for device in config.devices:
         if (device.where.source, device.where.line) in bad_lines:
             continue
-        if device.handler in PASSTHROUGH_HANDLERS:
+        if device.handler in ASSIGNED_HANDLERS:
             continue  # named by address or label: hot-plug decides when it is present
         with errors.guard():
             check_device_files(device, config.setup_id or 0)

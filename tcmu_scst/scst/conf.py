@@ -9,7 +9,7 @@ Accepted sections and items::
 
     setup_id 0x1234                      # top level (kept; the handlers derive ids)
     threads 4                            # top level: SCST's thread count (daemon hint)
-    HANDLER vdisk_fileio {               # any handler of model.HANDLER_TYPES
+    HANDLER vdisk_fileio {               # any handler of kernel.handler_table
         DEVICE disk1 {                   # or "DEVICE disk1" with no parameters
             filename /srv/disk1.img      # vdisk parameters as in scst_vdisk (§5.4)
         }
@@ -68,6 +68,7 @@ from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, ErrorCollector
+from tcmu_scst.kernel.fabric_table import has
 from tcmu_scst.kernel.fabrics import normalize_wwpn, portal_name
 from tcmu_scst.scst.catalogue import (
     COPY_MANAGER_DRIVER,
@@ -582,7 +583,7 @@ class _Reader:
 
     def target(self, node: Node, fabric: str) -> Target:
         name = self.wwpn(node, self.args(node, 1, "a target name")[0], fabric)
-        tgt = Target(fabric, name, enabled=fabric == "loopback", where=self.where(node))
+        tgt = Target(fabric, name, enabled=has(fabric, "nexus"), where=self.where(node))
         self.each(node.section(), lambda item: self.target_item(tgt, item))
         return tgt
 
@@ -606,7 +607,7 @@ class _Reader:
         elif key in ("portal", "allowed_portal"):
             self.plain(item)
             tgt.portals.append(self.portal(item, self.args(item, 1, "one address")[0]))
-        elif key in ISCSI_PARAMS and fabric == "iscsi":
+        elif key in ISCSI_PARAMS and has(fabric, "iscsi_login"):
             self.plain(item)
             if not item.args:
                 raise self.fail(item, f"{key} needs a value")

@@ -2,7 +2,7 @@
 
 The TCMU ``dev_config`` string is ``<subtype>/<handler string>``; the subtype selects
 the userspace handler and doubles as our ownership mark: a user backstore whose
-``dev_config`` starts with one of :data:`SUBTYPES` was made by tcmu-scst. Each handler
+``dev_config`` starts with one of ``handler_table.SUBTYPES`` was made by tcmu-scst. Each handler
 owns its encoding (its ``*_params`` module); this module only picks the codec, so the
 string written here is exactly the one the daemon decodes.
 """
@@ -14,17 +14,17 @@ import os
 import stat
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
-from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, scsi_sysfs, vcdrom_params
+from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, vcdrom_params
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
+from tcmu_scst.kernel import handler_table, scsi_sysfs
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, SUBTYPES, VCDROM, Kind
 from tcmu_scst.scsi.block import block_size_error
-from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device
+from tcmu_scst.scst.model import Device
 
 log = logging.getLogger("tcmu_scst.scst.devconfig")
 
 VDISK_SUBTYPE = "vdisk"
-# Subtypes this tool writes; a pass-through device uses its handler name as subtype.
-SUBTYPES = frozenset({VDISK_SUBTYPE, "vcdrom", *PASSTHROUGH_HANDLERS})
 DEFAULT_BLOCK_SIZE = 512
 # LIO's attrib/block_size takes only scsi.block.LIO_BLOCK_SIZES (target_core_configfs
 # answers EINVAL to the others) and Linux's sd refuses logical blocks larger than a
@@ -32,16 +32,10 @@ DEFAULT_BLOCK_SIZE = 512
 CDROM_BLOCK_SIZE = 2048
 # Real pass-through handlers (not the perf ones, which emulate): their options
 # (serialized, timeout, vendor opcodes) travel in dev_config.
-REAL_PASSTHROUGH = frozenset(scsi_sysfs.HANDLER_TYPES)
-# Tapes and changers run commands for hours (rewind, inventory): the kernel's per-command
-# timeout (30 s by default) would fail them; the initiator keeps its own timeouts.
-NO_KERNEL_TIMEOUT = frozenset({"dev_tape", "dev_changer"})
-
-
-def subtype_of(device: Device) -> str:
-    if device.handler.startswith("vdisk_"):
-        return VDISK_SUBTYPE
-    return device.handler
+REAL_PASSTHROUGH = frozenset(handler_table.names(Kind.PASSTHROUGH))
+PERF_HANDLERS = frozenset(handler_table.names(Kind.PERF))
+# Handlers whose commands may outlast the kernel's per-command timeout (handler_table).
+NO_KERNEL_TIMEOUT = frozenset(h.name for h in handler_table.HANDLERS if not h.kernel_timeout)
 
 
 def owned_dev_config(dev_config: str) -> bool:
@@ -51,7 +45,7 @@ def owned_dev_config(dev_config: str) -> bool:
 
 def vdisk_params(device: Device, setup_id: int = 0) -> VdiskParams | None:
     """The handler's VdiskParams for a vdisk_* device (None for other handlers)."""
-    if not device.handler.startswith("vdisk_"):
+    if handler_table.kind_of(device.handler) is not Kind.VDISK:
         return None
     try:
         return vdisk_codec.parse_attributes(
@@ -68,10 +62,10 @@ def _handler_dev_config(device: Device, setup_id: int) -> str:
     if device.handler in REAL_PASSTHROUGH:
         pt = passthrough_params.parse_attributes(device.handler, device.name, device.params)
         return passthrough_params.to_dev_config(pt)
-    if device.handler == vcdrom_params.HANDLER_NAME:
+    if device.handler == VCDROM:
         cd = vcdrom_params.parse_attributes(device.name, device.params, setup_id=setup_id)
         return vcdrom_params.to_dev_config(cd)
-    if device.handler in perf.HANDLER_TYPES:
+    if device.handler in PERF_HANDLERS:
         return perf.to_dev_config(perf.PerfParams(device.handler, device.name))
     raise device.where.error(f"device {device.name}: no tcmu-scst handler {device.handler!r}")
 
@@ -105,12 +99,12 @@ def decode_dev_config(name: str, dev_config: str) -> Device:
             pt = passthrough_params.parse_dev_config(dev_config)
             handler, attrs = passthrough_params.to_attributes(pt)
             return Device(pt.hctl, handler, dict(attrs))
-        if subtype == vcdrom_params.HANDLER_NAME:
+        if subtype == VCDROM:
             handler, attrs = vcdrom_params.to_attributes(
                 vcdrom_params.parse_dev_config(dev_config)
             )
             return Device(name, handler, dict(attrs))
-        if subtype in perf.HANDLER_TYPES:
+        if subtype in PERF_HANDLERS:
             return Device(perf.parse_dev_config(dev_config).name, subtype, {})
     except TcmuScstError as err:
         raise ConfigError(f"backstore {name}: {err}") from err
@@ -129,7 +123,7 @@ def _passthrough_geometry(device: Device) -> tuple[int, int] | None:
 
 
 def block_size_of(device: Device) -> int:
-    if device.handler == "vcdrom":
+    if device.handler == VCDROM:
         return CDROM_BLOCK_SIZE
     geometry = _passthrough_geometry(device)
     if geometry is not None:
@@ -195,7 +189,7 @@ def _check_rbd_image(device: Device, setup_id: int) -> None:
 def check_device_files(device: Device, setup_id: int = 0) -> None:
     """System checks for ``config check``: backing files exist, sizes are sane."""
     size = block_size_of(device)
-    if device.handler in PASSTHROUGH_HANDLERS:
+    if device.handler in ASSIGNED_HANDLERS:
         if size < 512 or size & (size - 1):  # what the real device reports
             raise device.where.error(
                 f"device {device.name}: block size {size} is not a power of two >= 512"
@@ -254,7 +248,7 @@ def _check_backing_store(device: Device, filename: str, block_size: int, is_bloc
             f"device {device.name}: backing file {filename} is empty (0 bytes); give it a "
             f"size (e.g. truncate -s 1G {filename})"
         )
-    if device.handler.startswith("vdisk_") and size % block_size:
+    if handler_table.kind_of(device.handler) is Kind.VDISK and size % block_size:
         raise device.where.error(
             f"device {device.name}: backing file {filename} holds {size} bytes, not a whole "
             f"number of {block_size}-byte blocks; resize it to a multiple of {block_size}"

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
-from tcmu_scst.handlers import scsi_sysfs
+from tcmu_scst.kernel import scsi_sysfs
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.scst import conf
-from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS, Device, ScstConfig, check
+from tcmu_scst.scst.model import Device, ScstConfig, check
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ IsPresent = Callable[[str], bool]
 
 def rule_of(device: Device) -> Rule | None:
     """The hot-plug rule a device stands for (None for non-pass-through devices)."""
-    if device.handler not in PASSTHROUGH_HANDLERS:
+    if device.handler not in ASSIGNED_HANDLERS:
         return None
     given = {k: device.params[k] for k in IDENTITY_KEYS if k in device.params}
     if _HCTL.match(device.name):

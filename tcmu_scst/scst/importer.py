@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
-from tcmu_scst.kernel.fabric_table import MANAGED
+from tcmu_scst.kernel.fabric_table import MANAGED, has
 from tcmu_scst.kernel.fabrics import normalize_wwpn
 from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.conf import normalize_portal
@@ -121,7 +121,7 @@ class _Importer:
         tgt = Target(fabric, name, enabled=bool(tpg.get("enable", True)))
         luns = {int(lun["index"]): self.device_of(wwn, lun) for lun in tpg.get("luns", [])}
         attributes = tpg.get("attributes", {})
-        if fabric == "loopback":  # one nexus, no ACLs: the TPG's LUNs are the target's
+        if has(fabric, "nexus"):  # one nexus, no ACLs: the TPG's LUNs are the target's
             tgt.luns = [Lun(i, dev) for i, dev in sorted(luns.items())]
         elif str(attributes.get("generate_node_acls", 0)) == "1":
             ro = str(attributes.get("demo_mode_write_protect", 1)) == "1"
@@ -129,10 +129,11 @@ class _Importer:
             user, secret = tpg.get("chap_userid", ""), tpg.get("chap_password", "")
             if user:
                 tgt.incoming_users.append((str(user), str(secret)))
-        if fabric == "iscsi":
+        if has(fabric, "iscsi_login"):
             tgt.attributes = {
                 k: str(v) for k, v in tpg.get("parameters", {}).items() if k in ISCSI_PARAMS
             }
+        if has(fabric, "chap_and_portals"):
             tgt.portals = [
                 normalize_portal(f"{_host(p['ip_address'])}:{p['port']}", self.source)
                 for p in tpg.get("portals", [])

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, ErrorCollector
+from tcmu_scst.kernel.handler_table import HANDLER_TYPES, HANDLERS, SUBTYPES, VCDROM
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
-    HANDLER_TYPES,
     Device,
     Group,
     Lun,
@@ -59,6 +59,9 @@ _HANDLER_FLAGS: dict[str, str] = {
     "BIO": "vdisk_blockio",
     "NULLIO": "vdisk_nullio",
 }
+
+# 0.9.6 [HANDLER vdisk] / [HANDLER vcdrom]: the proc directories of the virtual handlers.
+_PROC_VIRTUAL = frozenset(h.subtype for h in HANDLERS if not h.assigned)
 
 
 def fabric_for_host(name: str) -> str:
@@ -113,7 +116,7 @@ class _LegacyReader:
         kind = kind.upper()
         if kind in ("HANDLER", "GROUP", "ASSIGNMENT") and not arg:
             raise self.fail(number, f"[{kind}] needs a name, e.g. [{kind} vdisk]")
-        if kind == "HANDLER" and arg not in ("vdisk", "vcdrom") and arg not in HANDLER_TYPES:
+        if kind == "HANDLER" and arg not in SUBTYPES and arg not in HANDLER_TYPES:
             raise self.fail(number, f"unknown handler {arg!r}; use vdisk, vcdrom or dev_*")
         if kind == "TARGETS" and arg not in ("enable", "disable"):
             raise self.fail(number, "[TARGETS] must be [TARGETS enable] or [TARGETS disable]")
@@ -159,11 +162,11 @@ class _LegacyReader:
     def device(self, number: int, handler: str, rest: str) -> Device:
         where = Where(self.source, number)
         fields = [f.strip() for f in rest.split(",")]
-        if handler not in ("vdisk", "vcdrom"):
+        if handler not in _PROC_VIRTUAL:
             if len(fields) != 1:
                 raise self.fail(number, f"{handler} devices are 'DEVICE H:C:I:L' only")
             return Device(fields[0], handler, {}, where)
-        if handler == "vcdrom":
+        if handler == VCDROM:
             if len(fields) > 2:
                 raise self.fail(
                     number,
@@ -171,7 +174,7 @@ class _LegacyReader:
                     "cannot be used: rename it or point at a symlink without ','",
                 )
             cd_params = {"filename": fields[1]} if len(fields) > 1 and fields[1] else {}
-            return Device(fields[0], "vcdrom", cd_params, where)
+            return Device(fields[0], VCDROM, cd_params, where)
         if len(fields) > 4:
             raise self.fail(
                 number,

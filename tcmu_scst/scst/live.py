@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel import alua
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabric_table import dir_has
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst.devconfig import owned_dev_config
 from tcmu_scst.scst.mapping import (
@@ -188,11 +189,11 @@ def read_target(
             value = _read_optional(cfs, f"{tpg_rel}/param/{key}")
             if value is not None:
                 tpg.params[key] = value
-    if owned.fabric == "iscsi":
+    if dir_has(owned.fabric, "chap_and_portals"):
         tpg.auth = read_chap(cfs, f"{tpg_rel}/auth")
     enable = _read_optional(cfs, f"{tpg_rel}/enable")
     tpg.enabled = enable != "0"
-    if owned.fabric == "loopback":
+    if dir_has(owned.fabric, "nexus"):
         tpg.nexus = _read_optional(cfs, f"{tpg_rel}/nexus") or None
     for entry in cfs.listdir(f"{tpg_rel}/lun"):
         match = _LUN.match(entry)

@@ -36,7 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
-from tcmu_scst.kernel.fabric_table import MANAGED
+from tcmu_scst.kernel.fabric_table import MANAGED, has
+from tcmu_scst.kernel.handler_table import VCDROM
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.catalogue import ISCSI_PARAMS
 from tcmu_scst.scst.model import (
@@ -311,13 +312,13 @@ def _classify(default: Group, tpg_devices: list[str], devices: Mapping[str, Devi
     # Demo-mode RO only covers disks: a read-only non-disk LUN (tape...) needs ACLs.
     non_disk_ro = any(
         lun.read_only and not devices[lun.device].is_disk and devices[lun.device].handler
-        != "vcdrom" for lun in default.luns
+        != VCDROM for lun in default.luns
     )  # fmt: skip
     return "B" if len(disk_flags) <= 1 and not non_disk_ro else "C"
 
 
 def _tpg_attributes(fabric: str, case: str, read_only: bool, chap: bool) -> dict[str, str]:
-    if fabric == "iscsi":
+    if has(fabric, "chap_and_portals"):  # CHAP, and SendTargets discovery on the portals
         attrs = {
             "authentication": "1" if chap else "0",
             "generate_node_acls": "1" if case == "B" else "0",
@@ -329,7 +330,7 @@ def _tpg_attributes(fabric: str, case: str, read_only: bool, chap: bool) -> dict
             # (6.1) keeps it at 1 whatever is written, so it would never compare equal.
             attrs["demo_mode_write_protect"] = "1" if read_only else "0"
         return attrs
-    if fabric == "qla2xxx":
+    if has(fabric, "login_only"):
         attrs = {
             "generate_node_acls": "1",
             "demo_mode_login_only": "0" if case == "B" else "1",
@@ -379,8 +380,9 @@ def _fabric_target(
     tpg.luns = {index[dev]: dev for dev in tpg_devices}
     disk_ro = any(lun.read_only for lun in default.luns if devices[lun.device].is_disk)
     tpg.attributes = _tpg_attributes(target.fabric, case, disk_ro, target_chap is not None)
-    if target.fabric == "iscsi":
+    if has(target.fabric, "iscsi_login"):
         tpg.params = {k: v for k, v in target.attributes.items() if k in ISCSI_PARAMS}
+    if has(target.fabric, "chap_and_portals"):
         tpg.portals = list(target.portals) or [DEFAULT_PORTAL]
         if case == "B":
             tpg.auth = target_chap
@@ -414,10 +416,11 @@ def _fabric_target(
                 acl = materialized_acl(name, lio.pattern_rules, lio.default_rule())
                 if acl is not None:  # no longer matched by anything: the ACL goes
                     tpg.acls.append(acl)
-    if target.fabric == "tcm_fc" and case != "A":
+    if not has(target.fabric, "demo_mode") and case != "A":
         warnings.append(
-            f"tcm_fc target {target.name}: LIO's tcm_fc has no demo mode and no login hook, "
-            f"so initiators outside named groups do not get {default.name}'s LUNs; name them"
+            f"{target.fabric} target {target.name}: LIO's {target.fabric} has no demo mode and "
+            f"no login hook, so initiators outside named groups do not get {default.name}'s "
+            "LUNs; name them"
         )
     return lio
 
@@ -475,7 +478,7 @@ def map_config(
             )
         )
     for target in config.targets:
-        if target.fabric == "loopback":
+        if has(target.fabric, "nexus"):
             state.targets += _loopback_targets(config, target, state.warnings)
             continue
         fabric_dir = FABRIC_DIRS[target.fabric]

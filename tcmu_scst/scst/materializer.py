@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ConfigfsError
 from tcmu_scst.kernel.configfs import DEFAULT_ROOT, Configfs
-from tcmu_scst.kernel.fabric_table import by_directory
+from tcmu_scst.kernel.fabric_table import by_directory, dir_has
 from tcmu_scst.kernel.fabrics import normalize_wwpn, parse_dynamic_sessions
 from tcmu_scst.scst.apply import ApplyError, Step, execute, tpg_handle
 from tcmu_scst.scst.mapping import (
@@ -155,9 +155,9 @@ class Materializer:
         if not self.cfs.is_dir(tpg_rel):
             return []
         known = set(self.cfs.listdir(f"{tpg_rel}/acls"))
-        if owned.fabric == "iscsi":
+        if dir_has(owned.fabric, "iscsi_login"):
             candidates = [*self._refused, *self._iscsi_refused(owned)]
-        elif owned.fabric == "qla2xxx":
+        elif dir_has(owned.fabric, "login_only"):
             text = self._read(f"{tpg_rel}/dynamic_sessions") or ""
             candidates = [self._wwpn(n) for n in parse_dynamic_sessions(text)]
         else:
@@ -210,16 +210,16 @@ class Materializer:
         def run(cfs: Configfs) -> None:
             tpg = tpg_handle(cfs, owned.fabric, owned.wwn)
             acl = tpg.add_acl(name)
-            if owned.fabric == "iscsi":
+            if dir_has(owned.fabric, "acl_tags"):
                 acl.set_tag(wanted.group)
-                if wanted.chap is not None:
-                    chap = wanted.chap
-                    acl.set_chap(
-                        chap.userid,
-                        chap.password,
-                        mutual_userid=chap.userid_mutual or None,
-                        mutual_password=chap.password_mutual or None,
-                    )
+            chap = wanted.chap
+            if chap is not None and dir_has(owned.fabric, "chap_and_portals"):
+                acl.set_chap(
+                    chap.userid,
+                    chap.password,
+                    mutual_userid=chap.userid_mutual or None,
+                    mutual_password=chap.password_mutual or None,
+                )
             for mapped in wanted.mapped_luns:
                 acl.map_lun(mapped.number, mapped.tpg_lun, mapped.write_protect)
 

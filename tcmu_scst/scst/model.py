@@ -28,34 +28,11 @@ from dataclasses import dataclass, field
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
 from tcmu_scst.kernel.fabric_table import MANAGED, has
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, HANDLER_TYPES, TYPE_DISK
 
 DEFAULT_GROUP = "Default"
 DEFAULT_GROUP_PREFIX = "Default_"
 
-# SCST device handler names (modern spelling) -> SCSI peripheral device type.
-HANDLER_TYPES: dict[str, int] = {
-    "vdisk_fileio": 0x00,
-    "vdisk_blockio": 0x00,
-    "vdisk_nullio": 0x00,
-    "vdisk_rbd": 0x00,
-    "vcdrom": 0x05,
-    "dev_disk": 0x00,
-    "dev_disk_perf": 0x00,
-    "dev_tape": 0x01,
-    "dev_tape_perf": 0x01,
-    "dev_processor": 0x03,
-    "dev_cdrom": 0x05,
-    "dev_modisk": 0x07,
-    "dev_modisk_perf": 0x07,
-    "dev_changer": 0x08,
-    "dev_raid": 0x0C,
-}
-VDISK_HANDLERS = frozenset(
-    {"vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "vdisk_rbd", "vcdrom"}
-)
-# Pass-through handlers name their devices by the local SCSI address H:C:I:L.
-PASSTHROUGH_HANDLERS = frozenset(HANDLER_TYPES) - VDISK_HANDLERS
-TYPE_DISK = 0x00
 
 # LIO fabric name -> SCST target driver name (kernel.fabric_table). Both spellings are
 # accepted everywhere.
@@ -433,7 +410,7 @@ def name_fits_fabric(name: str, fabric: str) -> bool:
 
 def device_name_error(name: str, handler: str) -> str | None:
     """Why ``name`` cannot be a device name for ``handler``, or None if it can."""
-    if handler in PASSTHROUGH_HANDLERS:
+    if handler in ASSIGNED_HANDLERS:
         if not _HCTL.match(name):
             return f"pass-through device {name!r} must be named by its address H:C:I:L"
         return None

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.fabric_table import dir_has, has
 from tcmu_scst.scst.devconfig import decode_dev_config
 from tcmu_scst.scst.live import LiveState, read_live
 from tcmu_scst.scst.mapping import FABRIC_DIRS, LioTarget, MappedLun, PatternRule
@@ -106,7 +107,7 @@ def _fabric_target(live: LioTarget, owned: OwnedTarget, extras: dict[str, Any]) 
     tgt = Target(fabric, owned.scst_target, enabled=live.tpg.enabled)
     tgt.luns = _default_luns(live, owned)
     tgt.groups = _groups(live, owned, extras)
-    if fabric == "iscsi":
+    if has(fabric, "chap_and_portals"):
         tgt.portals = list(live.tpg.portals)
         tgt.incoming_users = _accounts(extras.get("incoming_users"))
         outgoing = extras.get("outgoing_user")
@@ -140,7 +141,7 @@ def live_config(cfs: Configfs, ownership: Ownership, live: LiveState | None = No
         owned = ownership.find(lio.fabric, lio.wwn)
         if owned is None:
             continue
-        if lio.fabric == "loopback":
+        if dir_has(lio.fabric, "nexus"):
             loopback.setdefault(owned.scst_target, []).append((lio, owned))
             continue
         key = f"{_MODEL_FABRIC[lio.fabric]}/{owned.scst_target}"

@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.kernel.configfs import Configfs
+from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.scst import hotplug_rules, legacy_conf
-from tcmu_scst.scst.model import PASSTHROUGH_HANDLERS
 from tcmu_scst.service.messages import HotplugAction, HotplugStatus
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def live_passthrough(cfs: Configfs) -> frozenset[str]:
             subtype = cfs.read(f"{dev.rel}/attrib/dev_config").split("/", 1)[0]
         except TcmuScstError:
             continue  # removed while we looked
-        if subtype in PASSTHROUGH_HANDLERS:
+        if subtype in ASSIGNED_HANDLERS:
             names.add(dev.name)
     return frozenset(names)
 

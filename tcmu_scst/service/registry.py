@@ -12,16 +12,20 @@ from typing import Final
 
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
-from tcmu_scst.handlers import passthrough, passthrough_params, perf, vcdrom, vdisk
+from tcmu_scst.handlers import passthrough, perf, vcdrom, vdisk
+from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 
 Factory = Callable[[str], Handler]
-# subtype -> the callable taking the whole dev_config and returning a Handler.
-FACTORIES: Final[dict[str, Factory]] = {
-    "vdisk": vdisk.open_dev_config,
-    "vcdrom": vcdrom.open_dev_config,
-    **dict.fromkeys(passthrough_params.HANDLER_NAMES, passthrough.open_dev_config),
-    **dict.fromkeys(perf.HANDLER_TYPES, perf.open_dev_config),
+# Each kind of handler (kernel.handler_table) -> the callable taking the whole dev_config
+# and returning a Handler.
+KIND_FACTORIES: Final[dict[Kind, Factory]] = {
+    Kind.VDISK: vdisk.open_dev_config,
+    Kind.VCDROM: vcdrom.open_dev_config,
+    Kind.PASSTHROUGH: passthrough.open_dev_config,
+    Kind.PERF: perf.open_dev_config,
 }
+# dev_config subtype -> factory, for every handler of the catalogue.
+FACTORIES: Final[dict[str, Factory]] = {h.subtype: KIND_FACTORIES[h.kind] for h in HANDLERS}
 
 
 def owns(subtype: str) -> bool:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from tcmu_scst.errors import ConfigfsError
 from tcmu_scst.kernel.configfs import AUTOLOADED_FABRICS, FABRIC_MODULES, Configfs
+from tcmu_scst.kernel.fabric_table import dir_has
 from tcmu_scst.testing.fake_alua import FakeAlua
 
 BACKEND_PLUGINS = ("user", "fileio", "iblock", "pscsi", "rd_mcp")
@@ -391,7 +392,7 @@ class FakeConfigfs(Configfs):
         super()._do_unlink(path)
         parts = self._parts(rel)
         tpg = self._tpgs.get("/".join(parts[:3])) if len(parts) == 6 else None
-        if tpg is not None and tpg.fabric == "loopback" and self.loopback_scan_ok:
+        if tpg is not None and dir_has(tpg.fabric, "nexus") and self.loopback_scan_ok:
             tpg.port_count -= 1
         if len(parts) == 6 and parts[3] == "lun":
             self.alua.lun_unlinked("/".join(parts[:5]))
@@ -517,7 +518,7 @@ class FakeConfigfs(Configfs):
         if module is not None:
             self.loaded_modules.add(module)
         self._user_dir(rel)
-        if fabric == "iscsi":
+        if dir_has(fabric, "chap_and_portals"):  # iSCSI: discovery CHAP
             self._kfile(f"{rel}/lio_version", "Datera Inc. iSCSI Target v4.1.0", RO)
             self._kgroup(f"{rel}/discovery_auth", dict.fromkeys(_AUTH_FILES, ""))
             self._kfile(f"{rel}/discovery_auth/enforce_discovery_auth", "0", RW)
@@ -528,14 +529,14 @@ class FakeConfigfs(Configfs):
     def _make_wwn(self, rel: str, fabric: str, wwn: str) -> None:
         if len(wwn) > _MAX_NAME:
             raise _fail(errno.EINVAL, "target name too long")
-        if fabric == "loopback" and not wwn.startswith(_LOOPBACK_PREFIXES):
+        if dir_has(fabric, "nexus") and not wwn.startswith(_LOOPBACK_PREFIXES):
             raise _fail(errno.EINVAL, f"loopback WWN {wwn!r} must start with naa./fc./iqn.")
-        if fabric in ("qla2xxx", "fc") and not _WWPN_RE.match(wwn):
+        if dir_has(fabric, "wwpn_names") and not _WWPN_RE.match(wwn):
             raise _fail(errno.EINVAL, f"{fabric} WWPN {wwn!r} is not xx:xx:xx:xx:xx:xx:xx:xx")
         self._user_dir(rel)
         self._kdir(f"{rel}/fabric_statistics")
         self._kdir(f"{rel}/param")
-        if fabric == "iscsi":
+        if dir_has(fabric, "iscsi_login"):
             stats = f"{rel}/fabric_statistics"
             self._kgroup(
                 f"{stats}/iscsi_login_stats",
@@ -558,7 +559,7 @@ class FakeConfigfs(Configfs):
                 | {"fail_intr_name": "", "fail_intr_addr_type": "", "fail_intr_addr": ""},
                 RO,
             )
-        if fabric == "loopback":
+        if dir_has(fabric, "nexus"):
             self._loop_hosts[rel] = self._next_host
             self._next_host += 1
 
@@ -567,14 +568,15 @@ class FakeConfigfs(Configfs):
         if not m:
             raise _fail(errno.EINVAL, f"TPG name {name!r} is not tpgt_<N>")
         tag = int(m.group(1))
-        limit = {"loopback": 31, "qla2xxx": 1, "fc": 1}.get(fabric, 0xFFFF)
-        if tag > limit or (fabric in ("qla2xxx", "fc") and tag != 1):
+        fc = dir_has(fabric, "wwpn_names")  # FC: the one tpgt_1 per WWPN
+        limit = 31 if dir_has(fabric, "nexus") else 1 if fc else 0xFFFF
+        if tag > limit or (fc and tag != 1):
             raise _fail(errno.EINVAL, f"{fabric} TPG tag {tag} out of range")
         self._user_dir(rel)
         self._tpgs[rel] = _Tpg(fabric=fabric, wwn=wwn, tag=tag)
         for group in ("lun", "acls", "np", "attrib", "param", "auth"):
             self._kdir(f"{rel}/{group}")
-        if fabric == "loopback":
+        if dir_has(fabric, "nexus"):
             host = self._loop_hosts[f"{fabric}/{wwn}"]
             self._kfile(f"{rel}/nexus", "", RW)
             self._kfile(f"{rel}/transport_status", "online", RW)
@@ -583,9 +585,9 @@ class FakeConfigfs(Configfs):
             return
         self._kfile(f"{rel}/enable", "0", RW)
         self._kfile(f"{rel}/rtpi", str(tag), RW)
-        if fabric in ("iscsi", "qla2xxx"):
+        if dir_has(fabric, "iscsi_login") or dir_has(fabric, "login_only"):
             self._kfile(f"{rel}/dynamic_sessions", "", RO)
-        if fabric == "iscsi":
+        if dir_has(fabric, "chap_and_portals"):
             for key, value in _ISCSI_TPG_ATTRIB.items():
                 self._kfile(f"{rel}/attrib/{key}", value, RW)
             for key, value in _ISCSI_TPG_PARAM.items():
@@ -593,7 +595,7 @@ class FakeConfigfs(Configfs):
             for key in _AUTH_FILES:
                 self._kfile(f"{rel}/auth/{key}", "", RW)
             self._kfile(f"{rel}/auth/authenticate_target", "0", RO)
-        elif fabric == "qla2xxx":
+        elif dir_has(fabric, "login_only"):
             for key, value in _QLA_TPG_ATTRIB.items():
                 self._kfile(f"{rel}/attrib/{key}", value, RW)
 
@@ -611,13 +613,13 @@ class FakeConfigfs(Configfs):
     def _make_portal(self, rel: str, parts: list[str]) -> None:
         tpg_rel = "/".join(parts[:3])
         tpg = self._tpgs[tpg_rel]
-        if tpg.fabric != "iscsi":
+        if not dir_has(tpg.fabric, "chap_and_portals"):
             raise _fail(errno.ENOSYS, f"{tpg.fabric} has no network portals")
         addr = parts[4]
         if not re.match(r"^(\[[0-9a-fA-F:.]+\]|[0-9.]+):\d{1,5}$", addr):
             raise _fail(errno.EINVAL, f"portal {addr!r} is not <ip>:<port> or [ipv6]:<port>")
         for other_rel, other in self._tpgs.items():
-            if other.fabric == "iscsi" and other.wwn == tpg.wwn and addr in other.portals:
+            if other.fabric == tpg.fabric and other.wwn == tpg.wwn and addr in other.portals:
                 # Measured on 6.1: EINVAL reaches userspace (the doc's EEXIST does not).
                 raise _fail(errno.EINVAL, f"portal {addr} already on {other_rel}")
         self._user_dir(rel)
@@ -630,12 +632,12 @@ class FakeConfigfs(Configfs):
         name = parts[4]
         if len(name) > _MAX_NAME:
             raise _fail(errno.EINVAL, "initiator name too long")
-        if tpg.fabric in ("qla2xxx", "fc") and not _WWPN_RE.match(name):
+        if dir_has(tpg.fabric, "wwpn_names") and not _WWPN_RE.match(name):
             raise _fail(errno.EINVAL, f"{tpg.fabric} initiator {name!r} is not a WWPN")
         self._user_dir(rel)
         for group in ("attrib", "auth", "param", "fabric_statistics"):
             self._kdir(f"{rel}/{group}")
-        if tpg.fabric == "iscsi":
+        if dir_has(tpg.fabric, "iscsi_login"):
             depth = self._get(f"{'/'.join(parts[:3])}/attrib/default_cmdsn_depth")
             self._kfile(f"{rel}/info", f"No active iSCSI Session for Initiator Endpoint: {name}")
             self._modes[f"{rel}/info"] = RO
@@ -675,7 +677,7 @@ class FakeConfigfs(Configfs):
             owner = self._tpgs.get("/".join(parts[:3]))
             if owner is not None:
                 owner.portals.discard(parts[4])
-        if len(parts) == 2 and parts[0] == "loopback":
+        if len(parts) == 2 and dir_has(parts[0], "nexus"):
             self._loop_hosts.pop(rel, None)
         if self.alua.is_group(parts):
             self.alua.drop_group(rel)
@@ -723,7 +725,7 @@ class FakeConfigfs(Configfs):
     def _linked(self, link_rel: str, target_rel: str) -> None:
         parts = self._parts(link_rel)
         tpg = self._tpgs.get("/".join(parts[:3])) if len(parts) == 6 else None
-        if tpg is not None and tpg.fabric == "loopback":
+        if tpg is not None and dir_has(tpg.fabric, "nexus"):
             tpg.port_count += 1
         if len(parts) == 6 and parts[3] == "lun":
             self.alua.lun_linked("/".join(parts[:5]), target_rel)

@@ -35,13 +35,13 @@ from pathlib import Path
 import pytest
 
 from tcmu_scst.handler import Handler
-from tcmu_scst.handlers.scsi_sysfs import ScsiDeviceInfo, find_by_identity, read_device
 from tcmu_scst.kernel import uio
 from tcmu_scst.kernel.configfs import Configfs
 from tcmu_scst.kernel.fabrics import LoopbackTpg
 from tcmu_scst.kernel.lio import CoreBackstore, UserBackstore, UserBackstoreOptions
 from tcmu_scst.kernel.netlink import TcmuNetlink
 from tcmu_scst.kernel.scsi_nodes import ScsiNodes, wait_for_scsi_nodes
+from tcmu_scst.kernel.scsi_sysfs import ScsiDeviceInfo, find_by_identity, read_device
 from tcmu_scst.lab import compliance
 from tcmu_scst.service import registry
 from tcmu_scst.service.daemon import Daemon

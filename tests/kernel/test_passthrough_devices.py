@@ -22,7 +22,7 @@ import pytest
 
 from tcmu_scst.handlers.passthrough import PassthroughHandler
 from tcmu_scst.handlers.passthrough_params import PassthroughParams, to_dev_config
-from tcmu_scst.handlers.scsi_sysfs import ScsiDeviceInfo
+from tcmu_scst.kernel.scsi_sysfs import ScsiDeviceInfo
 
 from .tcmu_rig import Served, dd, load_scsi_debug, serve, sg_raw
 

@@ -30,3 +30,22 @@ def test_names_and_directories_are_unique_and_capabilities_answer_by_name() -> N
     # What the model says through the table: CHAP exists only on iSCSI.
     assert model.name_fits_fabric("iqn.2024-01.x:h", "iscsi")
     assert not model.name_fits_fabric("iqn.*", "loopback")
+
+
+def test_each_fabric_specific_behaviour_is_a_capability_of_the_table() -> None:
+    rows = {f.name: f for f in MANAGED}
+    with_cap = {
+        cap: {name for name, f in rows.items() if getattr(f, cap)}
+        for cap in ("nexus", "iscsi_login", "acl_tags", "demo_mode", "login_only")
+    }
+    assert with_cap == {
+        "nexus": {"loopback"},
+        "iscsi_login": {"iscsi"},
+        "acl_tags": {"iscsi"},
+        "demo_mode": {"iscsi", "loopback", "qla2xxx"},
+        "login_only": {"qla2xxx"},
+    }
+    # Kernel-facing code asks by configfs directory: tcm_fc lives in target/fc.
+    assert not fabric_table.dir_has("fc", "demo_mode") and fabric_table.dir_has("fc", "acls")
+    assert fabric_table.dir_has("loopback", "nexus") and not fabric_table.dir_has(None, "nexus")
+    assert not fabric_table.dir_has("tcm_fc", "acls")  # a model name is not a directory

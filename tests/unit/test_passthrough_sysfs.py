@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tcmu_scst.errors import HandlerError
-from tcmu_scst.handlers.scsi_sysfs import (
+from tcmu_scst.kernel.scsi_sysfs import (
     block_geometry,
     find_by_identity,
     list_devices,

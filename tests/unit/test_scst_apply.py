@@ -312,7 +312,7 @@ def test_acl_for_an_initiator_with_a_dynamic_session_is_recreated_clean(
 
 
 def test_our_subtypes_are_exactly_the_daemons_handlers() -> None:
-    from tcmu_scst.scst.devconfig import SUBTYPES
+    from tcmu_scst.kernel.handler_table import SUBTYPES
     from tcmu_scst.service.registry import FACTORIES
 
     assert set(FACTORIES) == SUBTYPES

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tcmu_scst.errors import ConfigError
+from tcmu_scst.kernel.handler_table import HANDLER_TYPES
 from tcmu_scst.scst.devconfig import decode_dev_config, encode_dev_config
-from tcmu_scst.scst.model import HANDLER_TYPES, Device
+from tcmu_scst.scst.model import Device
 from tcmu_scst.service import registry
 
 

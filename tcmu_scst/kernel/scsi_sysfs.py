@@ -17,19 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tcmu_scst.errors import HandlerError
+from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 
 SYSFS = Path("/sys")
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
 
 #: SPC peripheral device type -> SCST pass-through handler.
 TYPE_HANDLERS: dict[int, str] = {
-    0x00: "dev_disk",
-    0x01: "dev_tape",
-    0x03: "dev_processor",
-    0x05: "dev_cdrom",
-    0x07: "dev_modisk",
-    0x08: "dev_changer",
-    0x0C: "dev_raid",
+    h.device_type: h.name for h in HANDLERS if h.kind is Kind.PASSTHROUGH
 }
 HANDLER_TYPES: dict[str, int] = {name: code for code, name in TYPE_HANDLERS.items()}
 TYPE_NAMES: dict[int, str] = {
