@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
-from tcmu_scst.kernel import scsi_sysfs
+from tcmu_scst.kernel import handler_table, scsi_sysfs
 from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import Device, ScstConfig, check
@@ -129,6 +129,23 @@ def rules_of(config: ScstConfig) -> list[Rule]:
     return [r for r in (rule_of(d) for d in config.devices) if r is not None]
 
 
+def _check_assigned_attributes(dev: Device, errors: ErrorCollector) -> None:
+    """A pass-through or perf device's attributes are the catalogue's (and the identity
+    keys of a label), whether or not the device is present now: a misspelt attribute of
+    a device that is plugged in later must not wait until then to be found (the values
+    are checked when the device is encoded)."""
+    spec = handler_table.by_name(dev.handler)
+    if spec is None or not spec.assigned:
+        return
+    known = (*spec.parameters, *IDENTITY_KEYS)
+    for key, value in dev.params.items():
+        if key not in known:
+            listed = ", ".join(spec.parameters) or "none"
+            errors.add(dev.where.error(
+                f"{dev.handler} {dev.name}: {key}={value!r}: unknown attribute for {dev.handler}; "
+                f"known: {listed}"))  # fmt: skip
+
+
 def _check_as_scst(config: ScstConfig, errors: ErrorCollector | None = None) -> None:
     """SCST's rules (names, LUN 0, duplicates) with labels standing in as devices.
 
@@ -138,6 +155,7 @@ def _check_as_scst(config: ScstConfig, errors: ErrorCollector | None = None) -> 
     collector = errors if errors is not None else ErrorCollector()
     stand_in = copy.deepcopy(config)
     for dev in stand_in.devices:
+        _check_assigned_attributes(dev, collector)
         try:
             rule = rule_of(dev)
         except ConfigError as err:
