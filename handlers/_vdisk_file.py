@@ -381,6 +381,31 @@ class FileBackend:
         if self._nowait.active:
             self._write_nowait(offset, views, length, sync)
             return
+        try:
+            self._write_once(offset, views, sync)
+        except OSError as exc:
+            if exc.errno != errno.EIO or not self._checks_write_back(sync):
+                raise self._error(f"write of {length} bytes at {offset}", exc) from None
+            # The durable write checked the file's write-back errors (errseq) and got
+            # one: its own blocks' or an older one of another command's, which Linux
+            # reports once to every open file. Write the same bytes again: the check
+            # just marked that error seen, so any failure of these blocks now is a new
+            # one, and a second success means they are on the disk.
+            log.warning("vdisk %s: durable write of %d bytes at %d failed (%s): once more",
+                        self.label, length, offset, exc.strerror)
+            try:
+                self._write_once(offset, views, sync)
+            except OSError as again:
+                raise self._error(f"write of {length} bytes at {offset}", again) from None
+
+    def _checks_write_back(self, sync: bool) -> bool:
+        """True when a write's EIO may be another write's write-back error (errseq):
+        a buffered write made durable by O_DSYNC or RWF_DSYNC/fdatasync."""
+        if self._direct:
+            return False  # O_DIRECT writes report their own errors
+        return sync or (self.mode.write_through and not self.mode.nv_cache)
+
+    def _write_once(self, offset: int, views: Sequence[memoryview], sync: bool) -> None:
         flags = os.RWF_DSYNC if sync and self._rwf_dsync else 0
         try:
             try:
@@ -400,7 +425,7 @@ class FileBackend:
                 # RWF_DSYNC checks the file's write-back errors like fdatasync does:
                 # it may have taken one of an earlier write's, now reported once.
                 self._record_lost_writeback(exc)
-            raise self._error(f"write of {length} bytes at {offset}", exc) from None
+            raise
 
     def _write_nowait(
         self, offset: int, views: Sequence[memoryview], length: int, sync: bool
@@ -455,9 +480,27 @@ class FileBackend:
             try:
                 # sync_file_range could flush just the range, but it does not flush
                 # the file's metadata nor the disk's cache: only fdatasync is durable.
-                self._fdatasync()
+                if self._writes_are_durable():
+                    self._fdatasync_once_more_on_eio()
+                else:
+                    self._fdatasync()
             except OSError as exc:
                 raise self._error("fdatasync", exc) from None
+
+    def _writes_are_durable(self) -> bool:
+        """WRITE_THROUGH (without NV_CACHE) on the page cache: every acknowledged write
+        was synced on its own, so a flush's EIO names a write already answered with an
+        error, or one taken by another open file first (errseq), never a lost one."""
+        return not self._direct and self.mode.write_through and not self.mode.nv_cache
+
+    def _fdatasync_once_more_on_eio(self) -> None:
+        fd = self._sync_fd()
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            os.fdatasync(fd)  # the error is now seen: only a new one fails this
 
     def _fdatasync(self) -> None:
         try:

@@ -187,38 +187,91 @@ def test_each_thread_writes_and_syncs_through_its_own_open_file(
             os.fstat(fd)  # closed with the backend
 
 
-def test_a_write_back_error_taken_by_one_thread_still_fails_the_others_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 14, seen in the lab (FILEIO write-through on dm-error): thread A's page
-    fails write-back; thread B's O_DSYNC write checks first and takes the error (the
-    kernel reports it once per open file); A's write must fail too, not be GOOD over
-    lost data. The fake kernel keeps one error cursor per fd, as errseq does per
-    open file."""
-    backend = FileBackend(make_file(tmp_path), 512, FileMode(write_through=True))
-    real_pwritev = os.pwritev
-    errors = 0
-    seen: dict[int, int] = {}
+class ErrseqKernel:
+    """A fake of Linux's write-back error reporting for O_DSYNC writes and fdatasync:
+    one error sequence per file (errseq), one cursor per open file. A durable write
+    to a failing range does not reach the disk and bumps the sequence; every open
+    file whose cursor is behind gets EIO once, whichever blocks failed."""
 
-    def pwritev(fd: int, bufs: Any, offset: int, flags: int = 0) -> int:
-        done = real_pwritev(fd, bufs, offset, flags)
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC and seen.setdefault(fd, 0) < errors:
-            seen[fd] = errors
-            raise OSError(errno.EIO, "Input/output error")
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.failing: range = range(0)
+        self.errseq = 0
+        self.cursor: dict[int, int] = {}
+        self.writes: list[tuple[int, int]] = []
+        self._real_pwritev = os.pwritev
+        monkeypatch.setattr(os, "pwritev", self.pwritev)
+        monkeypatch.setattr(os, "fdatasync", self.check)
+
+    def pwritev(self, fd: int, bufs: Any, offset: int, flags: int = 0) -> int:
+        self.writes.append((fd, offset))
+        if not (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC or flags & os.RWF_DSYNC):
+            return self._real_pwritev(fd, bufs, offset, flags)
+        if offset in self.failing:
+            self.errseq += 1  # write-back of these blocks failed: not on the disk
+            done = sum(len(b) for b in bufs)
+        else:
+            done = self._real_pwritev(fd, bufs, offset, flags & ~os.RWF_DSYNC)
+        self.check(fd)
         return done
 
-    monkeypatch.setattr(os, "pwritev", pwritev)
+    def check(self, fd: int) -> None:
+        if self.cursor.setdefault(fd, 0) != self.errseq:
+            self.cursor[fd] = self.errseq
+            raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_write_back_error_fails_its_own_write_not_the_next_one_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14, seen in the lab (FILEIO write-through on dm-error): Linux reports a
+    failed write-back once to every open file (errseq), so a worker thread's next
+    durable write gets EIO for another command's blocks. Its bytes are written again:
+    GOOD only when the second durable write passes, so a write whose own blocks fail
+    keeps its MEDIUM ERROR and a write elsewhere is not failed for another's error."""
+    backend = FileBackend(make_file(tmp_path), 512, FileMode(write_through=True))
+    kernel = ErrseqKernel(monkeypatch)
     with (concurrent.futures.ThreadPoolExecutor(1) as a,
           concurrent.futures.ThreadPoolExecutor(1) as b):  # fmt: skip
         for thread, lba in ((a, 0), (b, 8)):
             thread.submit(backend.write_bytes, lba * 512, b"1" * 4096).result()
-        errors += 1  # A's next page fails write-back while B is writing
-        with pytest.raises(BackendError):
-            b.submit(backend.write_bytes, 8 * 512, b"2" * 4096).result()
+        kernel.failing = range(0, 4096)
         with pytest.raises(BackendError) as info:
             a.submit(backend.write_bytes, 0, b"2" * 4096).result()
         assert info.value.errno == errno.EIO
-        a.submit(backend.write_bytes, 0, b"3" * 4096).result()  # reported: GOOD again
+        assert len(kernel.writes) == 2 + 2  # its own blocks failed twice
+        assert backend.read_bytes(0, 4096) == b"1" * 4096  # and never landed
+        b.submit(backend.write_bytes, 8 * 512, b"2" * 4096).result()  # A's error, then GOOD
+        assert len(kernel.writes) == 4 + 2
+        b.submit(backend.write_bytes, 8 * 512, b"3" * 4096).result()
+        assert len(kernel.writes) == 6 + 1  # nothing left to report: one write
+        kernel.failing = range(0)
+        a.submit(backend.write_bytes, 0, b"3" * 4096).result()
+    assert backend.read_bytes(0, 8192) == b"3" * 8192
+    assert backend.lost_writeback is None
+    backend.close()
+
+
+def test_write_through_flush_passes_over_an_error_already_reported_to_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WRITE_THROUGH: every acknowledged write was durable on its own, so the error a
+    flush's fdatasync takes from errseq belongs to a write already failed (or to one
+    whose thread sees it too). SYNCHRONIZE CACHE stays GOOD; a new error still fails."""
+    backend = FileBackend(make_file(tmp_path), 512, FileMode(write_through=True))
+    kernel = ErrseqKernel(monkeypatch)
+    kernel.failing = range(0, 512)
+    with pytest.raises(BackendError):
+        in_thread(lambda: backend.write_bytes(0, b"x" * 512))
+    in_thread(lambda: backend.flush(0, 0))
+    assert backend.lost_writeback is None
+
+    def error_on_every_check(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", error_on_every_check)
+    with pytest.raises(BackendError) as info:
+        backend.flush(0, 0)
+    assert "fdatasync" in str(info.value)
     backend.close()
 
 
