@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, ErrorCollector
-from tcmu_scst.kernel.handler_table import HANDLER_TYPES, HANDLERS, SUBTYPES, VCDROM
+from tcmu_scst.kernel.handler_table import HANDLER_TYPES, HANDLERS, VCDROM
 from tcmu_scst.scst.model import (
     DEFAULT_GROUP,
     Device,
@@ -62,6 +62,8 @@ _HANDLER_FLAGS: dict[str, str] = {
 
 # 0.9.6 [HANDLER vdisk] / [HANDLER vcdrom]: the proc directories of the virtual handlers.
 _PROC_VIRTUAL = frozenset(h.subtype for h in HANDLERS if not h.assigned)
+# What a 0.9.6 [HANDLER ...] may name: those two, or a dev_* / *_perf handler.
+_LEGACY_HANDLERS = _PROC_VIRTUAL | frozenset(h.name for h in HANDLERS if h.assigned)
 
 
 def fabric_for_host(name: str) -> str:
@@ -116,7 +118,14 @@ class _LegacyReader:
         kind = kind.upper()
         if kind in ("HANDLER", "GROUP", "ASSIGNMENT") and not arg:
             raise self.fail(number, f"[{kind}] needs a name, e.g. [{kind} vdisk]")
-        if kind == "HANDLER" and arg not in SUBTYPES and arg not in HANDLER_TYPES:
+        if kind == "HANDLER" and arg not in _LEGACY_HANDLERS:
+            if arg in HANDLER_TYPES:  # vdisk_fileio & co.: SCST 3.x's names, not 0.9.6's
+                raise self.fail(
+                    number,
+                    f"[HANDLER {arg}] is not SCST 0.9.6 syntax: write [HANDLER vdisk] with "
+                    f"the mode as a DEVICE option (e.g. BLOCKIO, NULLIO), or the whole "
+                    f"file in SCST 3.x syntax (HANDLER {arg} {{ DEVICE name {{ ... }} }})",
+                )
             raise self.fail(number, f"unknown handler {arg!r}; use vdisk, vcdrom or dev_*")
         if kind == "TARGETS" and arg not in ("enable", "disable"):
             raise self.fail(number, "[TARGETS] must be [TARGETS enable] or [TARGETS disable]")

@@ -109,6 +109,10 @@ def test_format_detection() -> None:
         ("[HANDLERS vdisk]\n", "o.conf:1: unknown section [HANDLERS]; expected HANDLER, GROUP, "
          "ASSIGNMENT or TARGETS"),
         ("[HANDLER tape]\n", "o.conf:1: unknown handler 'tape'; use vdisk, vcdrom or dev_*"),
+        ("[HANDLER vdisk_blockio]\nDEVICE d,/dev/sdb\n",
+         "o.conf:1: [HANDLER vdisk_blockio] is not SCST 0.9.6 syntax: write [HANDLER vdisk] "
+         "with the mode as a DEVICE option (e.g. BLOCKIO, NULLIO), or the whole file in "
+         "SCST 3.x syntax (HANDLER vdisk_blockio { DEVICE name { ... } })"),
         ("[TARGETS on]\n", "o.conf:1: [TARGETS] must be [TARGETS enable] or [TARGETS disable]"),
         ("[GROUP g]\nNAME x\n", "o.conf:2: expected 'USER ...' in [GROUP g], got 'NAME x'"),
         ("[HANDLER dev_disk]\nDEVICE sda\n", "o.conf:2: pass-through device 'sda' must be named "
