@@ -18,17 +18,22 @@ from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, vcdrom_para
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
 from tcmu_scst.kernel import handler_table, scsi_sysfs
-from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, SUBTYPES, VCDROM, Kind
-from tcmu_scst.scsi.block import block_size_error
+from tcmu_scst.kernel.handler_table import (
+    ASSIGNED_HANDLERS,
+    BLOCKSIZE,
+    SUBTYPES,
+    VCDROM,
+    Kind,
+    block_size_error,
+)
 from tcmu_scst.scst.model import Device
 
 log = logging.getLogger("tcmu_scst.scst.devconfig")
 
 VDISK_SUBTYPE = "vdisk"
-DEFAULT_BLOCK_SIZE = 512
-# LIO's attrib/block_size takes only scsi.block.LIO_BLOCK_SIZES (target_core_configfs
-# answers EINVAL to the others) and Linux's sd refuses logical blocks larger than a
-# page: a 1 GiB block size passed the old power-of-two check.
+DEFAULT_BLOCK_SIZE = BLOCKSIZE.int_default()
+# The block sizes LIO exports are the handler table's (BLOCKSIZE.choices): a 1 GiB
+# block size passed the old power-of-two check.
 CDROM_BLOCK_SIZE = 2048
 # Real pass-through handlers (not the perf ones, which emulate): their options
 # (serialized, timeout, vendor opcodes) travel in dev_config.

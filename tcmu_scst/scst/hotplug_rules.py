@@ -137,10 +137,10 @@ def _check_assigned_attributes(dev: Device, errors: ErrorCollector) -> None:
     spec = handler_table.by_name(dev.handler)
     if spec is None or not spec.assigned:
         return
-    known = (*spec.parameters, *IDENTITY_KEYS)
+    known = (*spec.parameter_names, *IDENTITY_KEYS)
     for key, value in dev.params.items():
         if key not in known:
-            listed = ", ".join(spec.parameters) or "none"
+            listed = ", ".join(spec.parameter_names) or "none"
             errors.add(dev.where.error(
                 f"{dev.handler} {dev.name}: {key}={value!r}: unknown attribute for {dev.handler}; "
                 f"known: {listed}"))  # fmt: skip
