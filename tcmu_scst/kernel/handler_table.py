@@ -102,22 +102,22 @@ def _flag(name: str, doc: str, default: bool = False) -> Param:
 # the setup id), so a device keeps its serial. Lengths: SCST's MAX_USN_LEN - 1 and
 # t10_dev_id[16+8+2] - 1.
 _IDENTITIES = (
-    Param("t10_dev_id", _TEXT, "", "T10 vendor identification (VPD 83h); "
-          "empty: derived from the name", maximum=25),
-    Param("usn", _TEXT, "", "unit serial number (VPD 80h); empty: derived from the name",
-          maximum=20),
+    Param("t10_dev_id", _TEXT, "", "the T10 vendor ID designator's identifier (VPD 83h), "
+          "derived from the name when none", maximum=25),
+    Param("usn", _TEXT, "", "the unit serial number (VPD 80h), derived from the name when "
+          "none", maximum=20),
 )
 _COMMON = (
     BLOCKSIZE,
-    _flag("read_only", "refuse writes (write-protected)"),
-    _flag("removable", "report removable media (RMB)"),
-    _flag("rotational", "report a rotating medium (0: non-rotating, VPD B1h)", True),
+    _flag("read_only", "write-protected: writes are refused"),
+    _flag("removable", "removable medium (INQUIRY RMB)"),
+    _flag("rotational", "a rotating medium (VPD B1h; 0 reports a non-rotating one)", True),
     *_IDENTITIES,
 )
 _FILENAME = Param("filename", _PATH, "", "the backing file or block device")
-_WRITE_THROUGH = _flag("write_through", "write-through cache (no write cache, WCE 0)")
-_NV_CACHE = _flag("nv_cache", "non-volatile cache: SYNCHRONIZE CACHE is a no-op")
-_THIN = _flag("thin_provisioned", "UNMAP and WRITE SAME unmap punch holes (LBPME)")
+_WRITE_THROUGH = _flag("write_through", "no write cache (WCE 0): a write is stored before GOOD")
+_NV_CACHE = _flag("nv_cache", "a non-volatile cache: cache flushes and FUA are no-ops")
+_THIN = _flag("thin_provisioned", "thin provisioning (LBPME): UNMAP deallocates blocks")
 _PT = Kind.PASSTHROUGH
 
 
@@ -126,7 +126,7 @@ def _passthrough(timeout: int, serialized: bool = False) -> tuple[Param, ...]:
     return (
         _flag("serialized", "one command at a time to the device", serialized),
         # SG_IO takes milliseconds in a 32-bit field.
-        Param("timeout", _INT, timeout, "SG_IO timeout in seconds (0: the default)",
+        Param("timeout", _INT, timeout, "SG_IO timeout in seconds, 0 for the default",
               minimum=1, maximum=0xFFFFFFFF // 1000),
         Param("vendor_in", ParamType.OPCODES, "",
               "opcodes forwarded with the whole buffer as Data-In", maximum=0xFF),
@@ -151,8 +151,8 @@ HANDLERS: tuple[HandlerSpec, ...] = (
                 fixed=_VDISK_FIXED),
     HandlerSpec("vdisk_nullio", TYPE_DISK, Kind.VDISK, (
         *_COMMON,
-        Param("size", _INT, NULLIO_SIZE, "size in bytes (at least one block)"),
-        Param("size_mb", _INT, NULLIO_SIZE >> 20, "size in MiB (instead of size)"),
+        Param("size", _INT, NULLIO_SIZE, "the size in bytes, at least one block"),
+        Param("size_mb", _INT, NULLIO_SIZE >> 20, "the size in MiB (instead of size)"),
         _flag("dummy", "SCST's LUN placeholder: INQUIRY says no device"),
     ), fixed=_VDISK_FIXED),
     # Ours (not SCST's): an image in a Ceph cluster, ``filename rbd:POOL/IMAGE``.
@@ -160,7 +160,7 @@ HANDLERS: tuple[HandlerSpec, ...] = (
                 (*_COMMON, _FILENAME, _WRITE_THROUGH, _THIN), fixed=_VDISK_FIXED),
     # A CD-ROM here is always read-only removable media with one task set.
     HandlerSpec(VCDROM, TYPE_CDROM, Kind.VCDROM,
-                (Param("filename", _PATH, "", "the ISO image; empty: no medium"),
+                (Param("filename", _PATH, "", "the ISO image (none: an empty drive)"),
                  *_IDENTITIES),
                 fixed=(("tst", "1"), ("read_only", "1"), ("removable", "1"))),
     # SG_IO timeouts: tapes and changers run minutes-long commands (ERASE, INITIALIZE

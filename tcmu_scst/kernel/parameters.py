@@ -20,7 +20,7 @@ class ParamType(Enum):
     """How a value is written (the enum's value says it to a reader of the man page)."""
 
     BOOL = "0 or 1"
-    INT = "a non-negative number (decimal or 0x hex)"
+    INT = "a non-negative number"
     TEXT = "printable ASCII without blanks"
     PATH = "an absolute path"
     OPCODES = "hex SCSI opcodes separated by blanks or commas"
@@ -75,9 +75,17 @@ def parse(param: Param, where: str, value: str) -> Value:
     return value
 
 
+def _ascii_number(text: str) -> bool:
+    """``int()`` also reads other scripts' digits (U+0660 as 0) and ``1_000``: not here
+    (see :mod:`tcmu_scst.ascii`)."""
+    return text.isascii() and "_" not in text
+
+
 def parse_int(where: str, value: str) -> int:
-    """A non-negative number, decimal or with a base prefix (``0x1000``)."""
+    """A non-negative number, decimal or with a base prefix (``0x1000``), in ASCII."""
     try:
+        if not _ascii_number(value.strip()):
+            raise ValueError(value)
         number = int(value.strip(), 0)
     except ValueError:
         raise ConfigError(f"{where} is not a number") from None
@@ -91,6 +99,8 @@ def parse_opcodes(where: str, words: list[str], top: int = 0xFF) -> frozenset[in
     ops = set()
     for word in words:
         try:
+            if not _ascii_number(word):
+                raise ValueError(word)
             op = int(word.removeprefix("0x").removeprefix("0X"), 16)
         except ValueError:
             raise ConfigError(f"{where}: {word!r} is not a hex opcode (e.g. c0)") from None

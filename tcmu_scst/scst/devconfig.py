@@ -17,7 +17,7 @@ from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, vcdrom_params
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
-from tcmu_scst.kernel import handler_table, scsi_sysfs
+from tcmu_scst.kernel import handler_table, parameters, scsi_sysfs
 from tcmu_scst.kernel.handler_table import (
     ASSIGNED_HANDLERS,
     BLOCKSIZE,
@@ -133,23 +133,24 @@ def block_size_of(device: Device) -> int:
     geometry = _passthrough_geometry(device)
     if geometry is not None:
         return geometry[1]
-    text = device.params.get("blocksize", str(DEFAULT_BLOCK_SIZE))
+    text = device.params.get(BLOCKSIZE.name)
+    if text is None:
+        return DEFAULT_BLOCK_SIZE
+    # The table's parser, as the handler's codec reads it (its range is checked later,
+    # with the file's size).
+    where = f"{device.handler} {device.name}: {BLOCKSIZE.name}={text!r}"
     try:
-        return int(text)
-    except ValueError:
-        raise device.where.error(
-            f"device {device.name}: blocksize {text!r} is not a number; use 512 or 4096"
-        ) from None
+        value = parameters.parse(BLOCKSIZE, where, text)
+    except ConfigError as err:
+        raise device.where.error(str(err)) from err
+    assert isinstance(value, int)
+    return value
 
 
 def size_of(device: Device) -> int:
     """The device size in bytes as known now (0 when the backing file is missing)."""
-    if device.handler == "vdisk_nullio":
-        if "size" in device.params:
-            return int(device.params["size"])
-        if "size_mb" in device.params:
-            return int(device.params["size_mb"]) << 20
-        params = vdisk_params(device)
+    if device.handler == vdisk_codec.NULLIO:
+        params = vdisk_params(device)  # size or size_mb, as the codec reads them
         assert params is not None  # a vdisk_* handler always has them
         return params.nullio_size
     geometry = _passthrough_geometry(device)

@@ -163,6 +163,9 @@ def test_the_one_parser_by_type() -> None:
         (flag, "yes", "w is not a boolean; use 0 or 1"),
         (number, "ten", "w is not a number"),
         (number, "-1", "w is negative"),
+        (number, "\u0660", "w is not a number"),  # int() reads ARABIC-INDIC ZERO as 0
+        (number, "1_000", "w is not a number"),
+        (ops, "\u0661", "w: '\u0661' is not a hex opcode (e.g. c0)"),
         (ops, "zz", "w: 'zz' is not a hex opcode (e.g. c0)"),
         (ops, "100", "w: '100' is not an opcode (00..ff)"),
     ):
@@ -201,3 +204,18 @@ def test_file_shell_and_proc_take_exactly_the_tables_block_sizes(
     where = {"config": f"{path}:2: device d0: "}
     expected = [f"tcmu-scst {tool}: error: {where.get(tool, '')}{why}" for tool in runs]
     assert capsys.readouterr().err.splitlines()[-3:] == expected
+
+
+def test_the_file_reads_a_devices_block_size_and_size_with_the_codecs_parser() -> None:
+    """``config check`` read blocksize with int() (0x1000 refused, though the codec and
+    the shell take it) and a NULLIO size with int() (a traceback for 'abc')."""
+    disk = Device("d", "vdisk_fileio", {"filename": "/f", "blocksize": "0x1000"})
+    assert devconfig.block_size_of(disk) == 4096 == vdisk_params.parse_proc_open(
+        "open d /f 0x1000").blocksize  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^vdisk_fileio d: blocksize='big' is not a number$"):
+        devconfig.block_size_of(Device("d", "vdisk_fileio", {"blocksize": "big"}))
+    null = Device("d", "vdisk_nullio", {"size_mb": "2"})
+    assert devconfig.size_of(null) == 2 << 20
+    assert devconfig.size_of(Device("d", "vdisk_nullio")) == vdisk_params.PARAMS["size"].default
+    with pytest.raises(ConfigError, match=r"vdisk_nullio d: size='abc' is not a number"):
+        devconfig.size_of(Device("d", "vdisk_nullio", {"size": "abc"}))
