@@ -114,8 +114,9 @@ _COMMON = (
     _flag("rotational", "a rotating medium (VPD B1h; 0 reports a non-rotating one)", True),
     *_IDENTITIES,
 )
-_FILENAME = Param("filename", _PATH, "", "the backing file or block device")
-_WRITE_THROUGH = _flag("write_through", "no write cache (WCE 0): a write is stored before GOOD")
+_FILENAME = Param("filename", _PATH, "", "the backing file or block device, or "
+                  "vdisk_rbd's image as rbd:POOL/IMAGE[:conf=PATH][:id=USER]")
+_WRITE_THROUGH = _flag("write_through", "no write cache (WCE 0): a write is durable before GOOD")
 _NV_CACHE = _flag("nv_cache", "a non-volatile cache: cache flushes and FUA are no-ops")
 _THIN = _flag("thin_provisioned", "thin provisioning (LBPME): UNMAP deallocates blocks")
 _PT = Kind.PASSTHROUGH

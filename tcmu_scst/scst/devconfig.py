@@ -216,6 +216,9 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
     needs_file = device.handler in ("vdisk_fileio", "vdisk_blockio")
     if needs_file and not filename:
         raise device.where.error(f"device {device.name}: set 'filename /path/to/image'")
+    # The parameters as the handler's codec reads them (a relative path, a bad value)
+    # before the files: the same message as the shell and proc, which parse first.
+    encode_dev_config(device, setup_id)
     if filename and not os.path.exists(filename):
         raise device.where.error(
             f"device {device.name}: backing file {filename} does not exist; create it "
@@ -231,7 +234,6 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
         raise device.where.error(f"device {device.name}: {filename} is a directory, not a file")
     if filename:
         _check_backing_store(device, filename, size, is_blockdev)
-    encode_dev_config(device, setup_id)
 
 
 def _check_backing_store(device: Device, filename: str, block_size: int, is_blockdev: bool) -> None:

@@ -219,3 +219,33 @@ def test_the_file_reads_a_devices_block_size_and_size_with_the_codecs_parser() -
     assert devconfig.size_of(Device("d", "vdisk_nullio")) == vdisk_params.PARAMS["size"].default
     with pytest.raises(ConfigError, match=r"vdisk_nullio d: size='abc' is not a number"):
         devconfig.size_of(Device("d", "vdisk_nullio", {"size": "abc"}))
+
+
+@pytest.mark.parametrize(
+    ("handler", "node", "why"),
+    [
+        ("vdisk_fileio", "vdisk", "vdisk 'd0': file path 'rel.img' is not absolute"),
+        ("vcdrom", "vcdrom", "vcdrom 'd0': image path 'rel.img' is not absolute"),
+    ],
+)
+def test_file_shell_and_proc_refuse_a_relative_path_with_the_codecs_message(
+    tmp_path: Path, fake: FakeConfigfs, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, handler: str, node: str, why: str,
+) -> None:
+    """The file checked the files first ("backing file rel.img does not exist"); the
+    shell and proc parse first. Now the codec speaks first everywhere."""
+    monkeypatch.chdir(tmp_path)  # rel.img is absent here, and would be found if present
+    path = tmp_path / "scst.conf"
+    path.write_text(f"HANDLER {handler} {{\n DEVICE d0 {{\n  filename rel.img\n }}\n}}\n")
+    statuses = [
+        cli.main(["config", "check", str(path)]),
+        proc(tmp_path, f"/proc/scsi_tgt/{node}/{node}", "open d0 rel.img"),
+        shell(tmp_path, f"/{node}", "open", "d0", "rel.img"),
+    ]
+    assert statuses == [1, 1, 1]
+    message = f"{why}; give a full path"
+    assert capsys.readouterr().err.splitlines()[-3:] == [
+        f"tcmu-scst config: error: {path}:2: {message}",
+        f"tcmu-scst proc: error: {message}",
+        f"tcmu-scst shell: error: {message}",
+    ]
