@@ -41,9 +41,7 @@ PARAMS = {p.name: p for p in _SPECS[0].parameters}
 DEFAULT_TIMEOUTS: dict[str, int] = {h.name: h.timeout for h in _SPECS}
 SERIALIZED_BY_DEFAULT = frozenset(h.name for h in _SPECS if h.serialized)
 HANDLER_NAMES = tuple(HANDLER_TYPES)
-_TIMEOUT = PARAMS["timeout"]
-MAX_TIMEOUT = _TIMEOUT.maximum or 0
-_MIN_TIMEOUT = _TIMEOUT.minimum or 0
+MAX_TIMEOUT = PARAMS["timeout"].maximum or 0
 
 
 @dataclass(slots=True)
@@ -76,11 +74,8 @@ class PassthroughParams:
                 f"{', '.join(HANDLER_NAMES)}"
             )
         check_hctl(self.hctl)
-        if self.timeout and not _MIN_TIMEOUT <= self.timeout <= MAX_TIMEOUT:
-            raise HandlerError(
-                f"{self.handler} {self.hctl}: timeout {self.timeout} s is out of range "
-                f"({_MIN_TIMEOUT}..{MAX_TIMEOUT}, 0 = default)"
-            )
+        if (problem := parameters.range_error(PARAMS["timeout"], self.timeout)) is not None:
+            raise HandlerError(f"{self.handler} {self.hctl}: {problem}")
         both = self.vendor_in & self.vendor_out
         if both:
             raise HandlerError(

@@ -128,7 +128,7 @@ def _passthrough(timeout: int, serialized: bool = False) -> tuple[Param, ...]:
         _flag("serialized", "one command at a time to the device", serialized),
         # SG_IO takes milliseconds in a 32-bit field.
         Param("timeout", _INT, timeout, "SG_IO timeout in seconds, 0 for the default",
-              minimum=1, maximum=0xFFFFFFFF // 1000),
+              minimum=1, maximum=0xFFFFFFFF // 1000, unit="s", zero="default"),
         Param("vendor_in", ParamType.OPCODES, "",
               "opcodes forwarded with the whole buffer as Data-In", maximum=0xFF),
         Param("vendor_out", ParamType.OPCODES, "",

@@ -44,6 +44,8 @@ class Param:
     minimum: int | None = None  # INT: smallest value (None: 0)
     maximum: int | None = None  # INT: largest value; TEXT: most characters; OPCODES: top
     choices: tuple[int, ...] = ()  # INT: the only values taken (empty: any in range)
+    unit: str = ""  # INT: what the number counts ("s")
+    zero: str = ""  # INT: what 0 stands for when below the minimum ("default")
 
     def int_default(self) -> int:
         assert self.type is ParamType.INT and isinstance(self.default, int)
@@ -108,6 +110,26 @@ def parse_opcodes(where: str, words: list[str], top: int = 0xFF) -> frozenset[in
             raise ConfigError(f"{where}: {word!r} is not an opcode (00..{top:02x})")
         ops.add(op)
     return frozenset(ops)
+
+
+def range_error(param: Param, value: int) -> str | None:
+    """Why INT ``value`` is outside ``param``'s minimum..maximum, or None."""
+    low, high = param.minimum or 0, param.maximum
+    if (param.zero and value == 0) or (low <= value and (high is None or value <= high)):
+        return None
+    unit = f" {param.unit}" if param.unit else ""
+    zero = f", 0 = {param.zero}" if param.zero else ""
+    return f"{param.name} {value}{unit} is out of range ({low}..{high}{zero})"
+
+
+def value_error(param: Param, value: Value) -> str | None:
+    """Why a parsed ``value`` is outside ``param``'s declared range, or None: each
+    value on its own (rules between values are the codec's)."""
+    if param.type is ParamType.TEXT and isinstance(value, str):
+        return text_error(param, value)
+    if param.type is ParamType.INT and isinstance(value, int) and not param.choices:
+        return range_error(param, value)
+    return None  # BOOL, PATH: the parse said it all; OPCODES: parse checks the range
 
 
 def text_error(param: Param, value: str) -> str | None:

@@ -249,3 +249,29 @@ def test_file_shell_and_proc_refuse_a_relative_path_with_the_codecs_message(
         f"tcmu-scst proc: error: {message}",
         f"tcmu-scst shell: error: {message}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("timeout", "99999999"), ("timeout", "abc"), ("timeout", "-1"), ("vendor_out", "1ff"),
+     ("vendor_in", "zz"), ("serialized", "yes")],
+)  # fmt: skip
+def test_an_absent_pass_through_devices_values_get_the_codecs_message(
+    key: str, value: str
+) -> None:
+    """A device not plugged in is checked by the table (hotplug_rules), a present one by
+    its codec: the same value gets the same message."""
+    from tcmu_scst.errors import ErrorCollector
+    from tcmu_scst.scst import hotplug_rules
+
+    with pytest.raises(ConfigError) as present:
+        passthrough_params.parse_attributes("dev_tape", "9:9:9:9", {key: value})
+    collector = ErrorCollector()
+    hotplug_rules._check_assigned_attributes(
+        Device("9:9:9:9", "dev_tape", {key: value}), collector
+    )
+    assert [str(err) for err in collector.errors] == [str(present.value)]
+    hotplug_rules._check_assigned_attributes(
+        Device("9:9:9:9", "dev_tape", {key: "1" if key != "vendor_out" else "c0"}), collector
+    )
+    assert len(collector.errors) == 1  # a good value adds nothing
