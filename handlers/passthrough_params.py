@@ -28,16 +28,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tcmu_scst.errors import ConfigError, HandlerError
-from tcmu_scst.kernel import devconfig
+from tcmu_scst.kernel import devconfig, parameters
 from tcmu_scst.kernel.handler_table import HANDLERS, Kind
+from tcmu_scst.kernel.parameters import parse_int, parse_opcodes
 from tcmu_scst.kernel.scsi_sysfs import HANDLER_TYPES, check_hctl
 
 _SPECS = [h for h in HANDLERS if h.kind is Kind.PASSTHROUGH]
+#: Every pass-through handler's parameters by name: the same names, types and ranges
+#: for all (kernel.handler_table); only the defaults below differ per handler.
+PARAMS = {p.name: p for p in _SPECS[0].parameters}
 #: Seconds, per handler (kernel.handler_table says why tapes and changers get hours).
 DEFAULT_TIMEOUTS: dict[str, int] = {h.name: h.timeout for h in _SPECS}
 SERIALIZED_BY_DEFAULT = frozenset(h.name for h in _SPECS if h.serialized)
 HANDLER_NAMES = tuple(HANDLER_TYPES)
-MAX_TIMEOUT = 0xFFFFFFFF // 1000
+MAX_TIMEOUT = PARAMS["timeout"].maximum or 0
 
 
 @dataclass(slots=True)
@@ -70,20 +74,20 @@ class PassthroughParams:
                 f"{', '.join(HANDLER_NAMES)}"
             )
         check_hctl(self.hctl)
-        if not 0 <= self.timeout <= MAX_TIMEOUT:
-            raise HandlerError(
-                f"{self.handler} {self.hctl}: timeout {self.timeout} s is out of range "
-                f"(1..{MAX_TIMEOUT}, 0 = default)"
-            )
+        if (problem := parameters.range_error(PARAMS["timeout"], self.timeout)) is not None:
+            raise HandlerError(f"{self.handler} {self.hctl}: {problem}")
         both = self.vendor_in & self.vendor_out
         if both:
             raise HandlerError(
                 f"{self.handler} {self.hctl}: opcode(s) {_hex_list(both, ' ')} cannot be "
                 "both vendor_in and vendor_out"
             )
-        bad = [op for op in self.vendor_in | self.vendor_out if not 0 <= op <= 0xFF]
+        top = PARAMS["vendor_in"].maximum or 0
+        bad = [op for op in self.vendor_in | self.vendor_out if not 0 <= op <= top]
         if bad:
-            raise HandlerError(f"{self.handler} {self.hctl}: {bad[0]} is not an opcode (0..255)")
+            raise HandlerError(
+                f"{self.handler} {self.hctl}: {bad[0]} is not an opcode (0..{top})"
+            )
         return self
 
 
@@ -163,7 +167,7 @@ def _proc_hctl(text: str) -> str:
 
 # -- (b) modern attributes -----------------------------------------------------------------
 
-ATTRIBUTES = _SPECS[0].parameters  # the same for every pass-through handler
+ATTRIBUTES = tuple(PARAMS)  # the same for every pass-through handler
 
 
 def parse_attributes(handler: str, name: str, attrs: Mapping[str, str]) -> PassthroughParams:
@@ -171,16 +175,10 @@ def parse_attributes(handler: str, name: str, attrs: Mapping[str, str]) -> Passt
     params = PassthroughParams(handler=handler, hctl=name)
     for key, value in attrs.items():
         where = f"{handler} {name}: {key}={value!r}"
-        if key == "serialized":
-            if value.strip() not in ("0", "1"):
-                raise ConfigError(f"{where} is not a boolean; use 0 or 1")
-            params.serialized = value.strip() == "1"
-        elif key == "timeout":
-            params.timeout = _parse_int(where, value)
-        elif key in ("vendor_in", "vendor_out"):
-            setattr(params, key, _parse_ops(where, value.replace(",", " ").split()))
-        else:
+        param = PARAMS.get(key)
+        if param is None:
             raise ConfigError(f"{where}: unknown attribute; known: {', '.join(ATTRIBUTES)}")
+        setattr(params, key, parameters.parse(param, where, value))
     try:
         return params.validate()
     except HandlerError as err:
@@ -199,29 +197,6 @@ def to_attributes(params: PassthroughParams) -> tuple[str, dict[str, str]]:
     if params.vendor_out:
         out["vendor_out"] = _hex_list(params.vendor_out, " ")
     return params.handler, out
-
-
-def _parse_int(where: str, value: str) -> int:
-    try:
-        number = int(value.strip(), 0)
-    except ValueError:
-        raise ConfigError(f"{where} is not a number") from None
-    if number < 0:
-        raise ConfigError(f"{where} is negative")
-    return number
-
-
-def _parse_ops(where: str, words: list[str]) -> frozenset[int]:
-    ops = set()
-    for word in words:
-        try:
-            op = int(word.removeprefix("0x").removeprefix("0X"), 16)
-        except ValueError:
-            raise ConfigError(f"{where}: {word!r} is not a hex opcode (e.g. c0)") from None
-        if not 0 <= op <= 0xFF:
-            raise ConfigError(f"{where}: {word!r} is not an opcode (00..ff)")
-        ops.add(op)
-    return frozenset(ops)
 
 
 # -- (c) TCMU dev_config --------------------------------------------------------------------
@@ -256,10 +231,10 @@ def parse_dev_config(text: str) -> PassthroughParams:
             raise ConfigError(f"{where}: ser={values['ser']!r} is not 0 or 1")
         params.serialized = values["ser"] == "1"
     if "to" in values:
-        params.timeout = _parse_int(f"{where}: to", values["to"])
+        params.timeout = parse_int(f"{where}: to", values["to"])
     for key, attr in (("vin", "vendor_in"), ("vout", "vendor_out")):
         if key in values:
-            setattr(params, attr, _parse_ops(f"{where}: {key}", values[key].split("+")))
+            setattr(params, attr, parse_opcodes(f"{where}: {key}", values[key].split("+")))
     try:
         return params.validate()
     except HandlerError as err:

@@ -23,23 +23,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tcmu_scst.errors import ConfigError, HandlerError
-from tcmu_scst.kernel import devconfig
+from tcmu_scst.kernel import devconfig, parameters
 from tcmu_scst.kernel.handler_table import HANDLERS, Kind
 
-from .vdisk_params import (
-    MAX_NAME_LEN,
-    MAX_T10_DEV_ID_LEN,
-    MAX_USN_LEN,
-    PROC_MAX_NAME_LEN,
-    crc32c_linux,
-)
+from .vdisk_params import MAX_NAME_LEN, MAX_T10_DEV_ID_LEN, PROC_MAX_NAME_LEN, crc32c_linux
 
 _SPEC = next(h for h in HANDLERS if h.kind is Kind.VCDROM)
 HANDLER_NAME = _SPEC.name
 _DC_KEYS = {"n": "name", "filename": "filename", "t10_dev_id": "t10_dev_id", "usn": "usn",
             "sid": "setup_id"}
-#: Modern attributes: filename, the identities; tst and read_only only at SCST's value.
-ATTRIBUTES = frozenset(_SPEC.parameters)
+#: Modern attributes (filename, the identities) with their types, ranges and defaults;
+#: tst and read_only only at SCST's value.
+PARAMS = {p.name: p for p in _SPEC.parameters}
+ATTRIBUTES = frozenset(PARAMS)
 _DEFAULT_ONLY = dict(_SPEC.fixed)
 PROC_ACTIONS = ("open", "change", "close")
 
@@ -49,9 +45,9 @@ class VcdromParams:
     """One virtual CD/DVD drive. An empty ``filename`` is an empty drive."""
 
     name: str
-    filename: str = ""
-    t10_dev_id: str = ""
-    usn: str = ""
+    filename: str = PARAMS["filename"].text_default()
+    t10_dev_id: str = PARAMS["t10_dev_id"].text_default()  # "": derived
+    usn: str = PARAMS["usn"].text_default()  # "": derived
     setup_id: int = 0
 
     @property
@@ -84,13 +80,9 @@ class VcdromParams:
             raise HandlerError(
                 f"{who}: image path {self.filename!r} is not absolute; give a full path"
             )
-        for field, limit in (("usn", MAX_USN_LEN), ("t10_dev_id", MAX_T10_DEV_ID_LEN)):
-            value = getattr(self, field)
-            if len(value) > limit or not all(33 <= ord(c) < 127 for c in value):
-                raise HandlerError(
-                    f"{who}: {field} {value!r} must be at most {limit} printable ASCII "
-                    "characters without blanks"
-                )
+        for key in ("usn", "t10_dev_id"):
+            if (problem := parameters.text_error(PARAMS[key], getattr(self, key))) is not None:
+                raise HandlerError(f"{who}: {problem}")
         if not 0 <= self.setup_id < 1 << 32:
             raise HandlerError(f"{who}: setup_id {self.setup_id:#x} does not fit in 32 bits")
         return self
@@ -178,7 +170,9 @@ def parse_attributes(
             continue
         if key not in ATTRIBUTES:
             raise ConfigError(f"{where}: unknown attribute; known: {', '.join(sorted(ATTRIBUTES))}")
-        setattr(params, key, value.strip() if key == "filename" else value)
+        parsed = parameters.parse(PARAMS[key], where, value)
+        assert isinstance(parsed, str)  # PATH and TEXT
+        setattr(params, key, parsed.strip() if key == "filename" else parsed)
     return params.validate()
 
 

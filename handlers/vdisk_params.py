@@ -31,19 +31,22 @@ from typing import Any
 
 from tcmu_scst.ascii import is_decimal
 from tcmu_scst.errors import ConfigError, HandlerError
-from tcmu_scst.kernel import devconfig
-from tcmu_scst.kernel.handler_table import HANDLERS, Kind
-from tcmu_scst.scsi.block import block_size_error
+from tcmu_scst.kernel import devconfig, parameters
+from tcmu_scst.kernel.handler_table import BLOCKSIZE, HANDLERS, Kind, block_size_error
+from tcmu_scst.kernel.parameters import Param, ParamType
 
 from . import rbd_spec
 
-DEFAULT_BLOCK_SIZE = 512
-#: SCST's VDISK_NULLIO_SIZE (sysfs era): 5/2 TiB. SCST 0.9.6 had 3/2 TiB.
-NULLIO_DEFAULT_SIZE = 5 * 1024**4 // 2
+#: Every vdisk mode's parameters by name (a name means the same in every mode: the
+#: table declares each once), with their types, ranges and defaults.
+PARAMS: dict[str, Param] = {
+    p.name: p for h in HANDLERS if h.kind is Kind.VDISK for p in h.parameters
+}
+DEFAULT_BLOCK_SIZE = BLOCKSIZE.int_default()
+NULLIO_DEFAULT_SIZE = PARAMS["size"].int_default()
 MAX_NAME_LEN = 64  # our limit for modern names (configfs directory, INQUIRY product)
 PROC_MAX_NAME_LEN = 16  # 0.9.6: char name[16+1]
-MAX_USN_LEN = 20  # SCST MAX_USN_LEN - 1
-MAX_T10_DEV_ID_LEN = 25  # SCST t10_dev_id[16+8+2] - 1: longer derived ids are cut
+MAX_T10_DEV_ID_LEN = PARAMS["t10_dev_id"].maximum or 0  # longer derived ids are cut
 SUBTYPE = "vdisk"  # dev_config starts with "vdisk/"
 #: LIO's IEEE OUI (OpenFabrics), used in our NAA IEEE Registered Extended ids.
 NAA_OUI = 0x001405
@@ -60,21 +63,23 @@ HANDLER_NAMES = tuple(h.name for h in HANDLERS if h.kind is Kind.VDISK)
 class VdiskParams:
     """Everything needed to open one vdisk device. Empty ``usn``/``t10_dev_id`` = derived."""
 
+    # The attributes' defaults are the handler table's (kernel.handler_table).
     name: str
-    filename: str = ""
+    filename: str = PARAMS["filename"].text_default()
     blocksize: int = DEFAULT_BLOCK_SIZE
-    write_through: bool = False
-    read_only: bool = False
-    o_direct: bool = False
-    nv_cache: bool = False
-    nullio: bool = False
-    blockio: bool = False
-    removable: bool = False
-    rotational: bool = True
-    thin_provisioned: bool = False
-    dummy: bool = False  # NULLIO only: SCST's LUN placeholder (INQUIRY: no device)
-    t10_dev_id: str = ""
-    usn: str = ""
+    write_through: bool = PARAMS["write_through"].bool_default()
+    read_only: bool = PARAMS["read_only"].bool_default()
+    o_direct: bool = PARAMS["o_direct"].bool_default()
+    nv_cache: bool = PARAMS["nv_cache"].bool_default()
+    nullio: bool = False  # the handler (vdisk_nullio), not an attribute
+    blockio: bool = False  # the handler (vdisk_blockio), not an attribute
+    removable: bool = PARAMS["removable"].bool_default()
+    rotational: bool = PARAMS["rotational"].bool_default()
+    thin_provisioned: bool = PARAMS["thin_provisioned"].bool_default()
+    # NULLIO only: SCST's LUN placeholder (INQUIRY: no device)
+    dummy: bool = PARAMS["dummy"].bool_default()
+    t10_dev_id: str = PARAMS["t10_dev_id"].text_default()  # "": derived
+    usn: str = PARAMS["usn"].text_default()  # "": derived
     size: int | None = None  # NULLIO only: bytes; None = NULLIO_DEFAULT_SIZE
     setup_id: int = 0  # SCST's global setup_id, folded into derived identities
 
@@ -163,27 +168,16 @@ class VdiskParams:
                 )
             if self.size < self.blocksize:
                 raise HandlerError(f"{who}: NULLIO size {self.size} is below one block")
-        if len(self.usn) > MAX_USN_LEN or not _is_id_text(self.usn):
-            raise HandlerError(
-                f"{who}: usn {self.usn!r} must be at most {MAX_USN_LEN} printable ASCII "
-                "characters without blanks"
-            )
-        if len(self.t10_dev_id) > MAX_T10_DEV_ID_LEN or not _is_id_text(self.t10_dev_id):
-            raise HandlerError(
-                f"{who}: t10_dev_id {self.t10_dev_id!r} must be at most {MAX_T10_DEV_ID_LEN} "
-                "printable ASCII characters without blanks"
-            )
+        for key in ("usn", "t10_dev_id"):
+            if (problem := parameters.text_error(PARAMS[key], getattr(self, key))) is not None:
+                raise HandlerError(f"{who}: {problem}")
         if not 0 <= self.setup_id < 1 << 32:
             raise HandlerError(f"{who}: setup_id {self.setup_id:#x} does not fit in 32 bits")
         return self
 
 
-def _is_id_text(text: str) -> bool:
-    return all(33 <= ord(c) < 127 for c in text)
-
-
 def check_block_size(block_size: int) -> None:
-    """The file's rule (:func:`tcmu_scst.scsi.block.block_size_error`), same message."""
+    """The table's rule (:func:`tcmu_scst.kernel.handler_table.block_size_error`)."""
     problem = block_size_error(block_size)
     if problem is not None:
         raise HandlerError(problem)
@@ -355,12 +349,9 @@ def proc_read_line(params: VdiskParams, size_bytes: int) -> str:
 
 # -- (b) modern sysfs / scst.conf attributes ---------------------------------------------
 
-_BOOL_ATTRS = (
-    "write_through", "nv_cache", "o_direct", "read_only", "removable", "rotational",
-    "thin_provisioned", "dummy",
-)
+_BOOL_ATTRS = tuple(name for name, p in PARAMS.items() if p.type is ParamType.BOOL)
 # Each mode's DEVICE attributes, as kernel.handler_table declares them.
-ATTRIBUTES = {h.name: frozenset(h.parameters) for h in HANDLERS if h.kind is Kind.VDISK}
+ATTRIBUTES = {h.name: frozenset(h.parameter_names) for h in HANDLERS if h.kind is Kind.VDISK}
 #: SCST parameters we accept only at their default value (we do not implement them).
 _DEFAULT_ONLY = {h.name: dict(h.fixed) for h in HANDLERS if h.kind is Kind.VDISK}
 
@@ -387,17 +378,15 @@ def parse_attributes(
             raise ConfigError(
                 f"{where}: unknown attribute for {handler}; known: {', '.join(sorted(allowed))}"
             )
-        if key in _BOOL_ATTRS:
-            setattr(params, key, _parse_bool(where, value))
-        elif key == "blocksize":
-            params.blocksize = _parse_int(where, value)
-        elif key in ("size", "size_mb"):
-            got = _parse_int(where, value) * (1 << 20 if key == "size_mb" else 1)
+        parsed = parameters.parse(PARAMS[key], where, value)
+        if key in ("size", "size_mb"):
+            assert isinstance(parsed, int)
+            got = parsed * (1 << 20 if key == "size_mb" else 1)
             if size is not None and got != size:
                 raise ConfigError(f"{where} disagrees with the other size attribute ({size})")
             size = got
-        else:  # filename, t10_dev_id, usn
-            setattr(params, key, value)
+        else:  # booleans, blocksize, filename, t10_dev_id, usn
+            setattr(params, key, parsed)
     if (handler == RBD) != params.rbd:
         raise ConfigError(
             f"{handler} {name}: filename {params.filename!r}: "
@@ -406,22 +395,6 @@ def parse_attributes(
         )
     params.size = size
     return params.validate()
-
-
-def _parse_bool(where: str, value: str) -> bool:
-    if value.strip() in ("0", "1"):
-        return value.strip() == "1"
-    raise ConfigError(f"{where} is not a boolean; use 0 or 1")
-
-
-def _parse_int(where: str, value: str) -> int:
-    try:
-        number = int(value.strip(), 0)
-    except ValueError:
-        raise ConfigError(f"{where} is not a number") from None
-    if number < 0:
-        raise ConfigError(f"{where} is negative")
-    return number
 
 
 def to_attributes(params: VdiskParams) -> tuple[str, dict[str, str]]:

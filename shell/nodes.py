@@ -47,7 +47,7 @@ from . import completion, edits, trace, views
 if TYPE_CHECKING:
     from .context import ShellContext
 
-BLOCK_SIZES = ("512", "1024", "2048", "4096")
+BLOCK_SIZES = tuple(str(size) for size in handler_table.BLOCKSIZE.choices)
 # The handlers behind /vdisk/vdisk (vcdrom has its own node).
 VDISK_HANDLERS = frozenset(handler_table.names(Kind.VDISK))
 VCDROM_HANDLERS = frozenset(handler_table.names(Kind.VCDROM))
@@ -406,7 +406,7 @@ class VdiskNode(HandlerNode):
 
         FLAGS: WRITE_THROUGH READ_ONLY O_DIRECT NULLIO NV_CACHE BLOCKIO REMOVABLE.
         PATH may be left out only with NULLIO; rbd:POOL/IMAGE[:conf=PATH][:id=USER] opens a
-        Ceph RBD image (vdisk_rbd). BLOCK_SIZE is a power of 2 >= 512."""
+        Ceph RBD image (vdisk_rbd). BLOCK_SIZE is 512, 1024, 2048 or 4096."""
         from tcmu_scst.handlers import vdisk_params
 
         words = ["open", name, *([path] if path is not None else []), *flags]

@@ -13,17 +13,6 @@ from typing import Protocol
 
 from tcmu_scst.command import DataBuffer
 
-# The logical block sizes a LIO backstore exports (its block_size attribute, and what
-# the initiators' sd takes as a disk): one declaration for the file, shell and proc.
-LIO_BLOCK_SIZES = (512, 1024, 2048, 4096)
-
-
-def block_size_error(block_size: int) -> str | None:
-    """Why ``block_size`` cannot be a vdisk's logical block size, or None if it can."""
-    if block_size in LIO_BLOCK_SIZES:
-        return None
-    return f"block size {block_size} is not one LIO exports; use 512, 1024, 2048 or 4096"
-
 
 class BackendError(Exception):
     """The backing store failed an operation; ``errno`` says how (EIO, ENOSPC, ...).

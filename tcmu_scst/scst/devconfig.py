@@ -17,18 +17,23 @@ from tcmu_scst.errors import ConfigError, TcmuScstError
 from tcmu_scst.handlers import _vdisk_rbd, passthrough_params, perf, vcdrom_params
 from tcmu_scst.handlers import vdisk_params as vdisk_codec
 from tcmu_scst.handlers.vdisk_params import VdiskParams
-from tcmu_scst.kernel import handler_table, scsi_sysfs
-from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS, SUBTYPES, VCDROM, Kind
-from tcmu_scst.scsi.block import block_size_error
+from tcmu_scst.kernel import handler_table, parameters, scsi_sysfs
+from tcmu_scst.kernel.handler_table import (
+    ASSIGNED_HANDLERS,
+    BLOCKSIZE,
+    SUBTYPES,
+    VCDROM,
+    Kind,
+    block_size_error,
+)
 from tcmu_scst.scst.model import Device
 
 log = logging.getLogger("tcmu_scst.scst.devconfig")
 
 VDISK_SUBTYPE = "vdisk"
-DEFAULT_BLOCK_SIZE = 512
-# LIO's attrib/block_size takes only scsi.block.LIO_BLOCK_SIZES (target_core_configfs
-# answers EINVAL to the others) and Linux's sd refuses logical blocks larger than a
-# page: a 1 GiB block size passed the old power-of-two check.
+DEFAULT_BLOCK_SIZE = BLOCKSIZE.int_default()
+# The block sizes LIO exports are the handler table's (BLOCKSIZE.choices): a 1 GiB
+# block size passed the old power-of-two check.
 CDROM_BLOCK_SIZE = 2048
 # Real pass-through handlers (not the perf ones, which emulate): their options
 # (serialized, timeout, vendor opcodes) travel in dev_config.
@@ -128,23 +133,24 @@ def block_size_of(device: Device) -> int:
     geometry = _passthrough_geometry(device)
     if geometry is not None:
         return geometry[1]
-    text = device.params.get("blocksize", str(DEFAULT_BLOCK_SIZE))
+    text = device.params.get(BLOCKSIZE.name)
+    if text is None:
+        return DEFAULT_BLOCK_SIZE
+    # The table's parser, as the handler's codec reads it (its range is checked later,
+    # with the file's size).
+    where = f"{device.handler} {device.name}: {BLOCKSIZE.name}={text!r}"
     try:
-        return int(text)
-    except ValueError:
-        raise device.where.error(
-            f"device {device.name}: blocksize {text!r} is not a number; use 512 or 4096"
-        ) from None
+        value = parameters.parse(BLOCKSIZE, where, text)
+    except ConfigError as err:
+        raise device.where.error(str(err)) from err
+    assert isinstance(value, int)
+    return value
 
 
 def size_of(device: Device) -> int:
     """The device size in bytes as known now (0 when the backing file is missing)."""
-    if device.handler == "vdisk_nullio":
-        if "size" in device.params:
-            return int(device.params["size"])
-        if "size_mb" in device.params:
-            return int(device.params["size_mb"]) << 20
-        params = vdisk_params(device)
+    if device.handler == vdisk_codec.NULLIO:
+        params = vdisk_params(device)  # size or size_mb, as the codec reads them
         assert params is not None  # a vdisk_* handler always has them
         return params.nullio_size
     geometry = _passthrough_geometry(device)
@@ -210,6 +216,9 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
     needs_file = device.handler in ("vdisk_fileio", "vdisk_blockio")
     if needs_file and not filename:
         raise device.where.error(f"device {device.name}: set 'filename /path/to/image'")
+    # The parameters as the handler's codec reads them (a relative path, a bad value)
+    # before the files: the same message as the shell and proc, which parse first.
+    encode_dev_config(device, setup_id)
     if filename and not os.path.exists(filename):
         raise device.where.error(
             f"device {device.name}: backing file {filename} does not exist; create it "
@@ -225,7 +234,6 @@ def check_device_files(device: Device, setup_id: int = 0) -> None:
         raise device.where.error(f"device {device.name}: {filename} is a directory, not a file")
     if filename:
         _check_backing_store(device, filename, size, is_blockdev)
-    encode_dev_config(device, setup_id)
 
 
 def _check_backing_store(device: Device, filename: str, block_size: int, is_blockdev: bool) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcmu_scst.errors import ConfigError, ErrorCollector
-from tcmu_scst.kernel import handler_table, scsi_sysfs
+from tcmu_scst.kernel import handler_table, parameters, scsi_sysfs
 from tcmu_scst.kernel.handler_table import ASSIGNED_HANDLERS
 from tcmu_scst.scst import conf
 from tcmu_scst.scst.model import Device, ScstConfig, check
@@ -131,19 +131,31 @@ def rules_of(config: ScstConfig) -> list[Rule]:
 
 def _check_assigned_attributes(dev: Device, errors: ErrorCollector) -> None:
     """A pass-through or perf device's attributes are the catalogue's (and the identity
-    keys of a label), whether or not the device is present now: a misspelt attribute of
-    a device that is plugged in later must not wait until then to be found (the values
-    are checked when the device is encoded)."""
+    keys of a label), each value parsed and range-checked by the handler table as the
+    codec does, whether or not the device is present now: a misspelt attribute or a bad
+    timeout of a device that is plugged in later must not wait until then to be found
+    (rules between values are checked when the device is encoded)."""
     spec = handler_table.by_name(dev.handler)
     if spec is None or not spec.assigned:
         return
-    known = (*spec.parameters, *IDENTITY_KEYS)
     for key, value in dev.params.items():
-        if key not in known:
-            listed = ", ".join(spec.parameters) or "none"
+        param = spec.param(key)
+        who = f"{dev.handler} {dev.name}"
+        if param is None and key not in IDENTITY_KEYS:
+            listed = ", ".join(spec.parameter_names) or "none"
             errors.add(dev.where.error(
-                f"{dev.handler} {dev.name}: {key}={value!r}: unknown attribute for {dev.handler}; "
-                f"known: {listed}"))  # fmt: skip
+                f"{who}: {key}={value!r}: unknown attribute for {dev.handler}; known: {listed}"
+            ))  # fmt: skip
+        elif param is not None:
+            try:
+                problem = parameters.value_error(
+                    param, parameters.parse(param, f"{who}: {key}={value!r}", value)
+                )
+            except ConfigError as err:
+                errors.add(dev.where.error(str(err)))
+                continue
+            if problem is not None:
+                errors.add(dev.where.error(f"{who}: {problem}"))
 
 
 def _check_as_scst(config: ScstConfig, errors: ErrorCollector | None = None) -> None:

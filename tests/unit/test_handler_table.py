@@ -70,14 +70,14 @@ def test_every_layer_derives_its_handler_maps_from_the_table() -> None:
 
 def test_the_codecs_take_their_parameter_lists_from_the_table() -> None:
     spec = handler_table.by_name("vdisk_nullio")
-    assert spec is not None and vdisk_params.ATTRIBUTES["vdisk_nullio"] == set(spec.parameters)
+    assert spec is not None and vdisk_params.ATTRIBUTES["vdisk_nullio"] == set(spec.parameter_names)
     assert "o_direct" in vdisk_params.ATTRIBUTES["vdisk_fileio"]
     assert "o_direct" not in vdisk_params.ATTRIBUTES["vdisk_blockio"]
     assert {"filename", "t10_dev_id", "usn"} == vcdrom_params.ATTRIBUTES
     assert passthrough_params.ATTRIBUTES == ("serialized", "timeout", "vendor_in", "vendor_out")
     for spec in HANDLERS:
         if spec.kind is Kind.PASSTHROUGH:
-            assert spec.parameters == passthrough_params.ATTRIBUTES
+            assert spec.parameter_names == passthrough_params.ATTRIBUTES
 
 
 def test_parameters_fixed_at_scsts_default_come_from_the_table() -> None:
