@@ -15,7 +15,10 @@ deadline, answers; the other is ignored. An operation answered by its deadline i
 ring's), and :attr:`Deadlines.abandoned` counts them until the backend finishes them,
 so the handler can refuse new I/O meanwhile (nothing new is queued behind them, and
 no newer write can overtake a stale one), and the backend can replace a client that
-no longer finishes anything (:attr:`Deadlines.on_abandon`).
+no longer finishes anything (:attr:`Deadlines.on_abandon`). The abandoned operations
+of a replaced backend are *retired* (:meth:`Deadlines.retire_abandoned`): no longer
+counted, and once the last of them ends, whoever replaced it is told, so that it
+can release what the old backend holds.
 """
 
 from __future__ import annotations
@@ -33,15 +36,27 @@ log = logging.getLogger(__name__)
 TICK = 0.25
 
 
+class Retired:
+    """Abandoned operations of a replaced backend: ``on_drained`` runs (on the thread
+    of the last one's completion) once they all ended."""
+
+    __slots__ = ("ops", "on_drained")
+
+    def __init__(self, ops: set[Op], on_drained: Callable[[], None]) -> None:
+        self.ops = ops
+        self.on_drained = on_drained
+
+
 class Op:
     """One operation under a deadline: :meth:`claim` by whoever answers first."""
 
-    __slots__ = ("_owner", "_claimed", "_abandoned", "on_expire")
+    __slots__ = ("_owner", "_claimed", "_abandoned", "_retired", "on_expire")
 
     def __init__(self, owner: Deadlines, on_expire: Callable[[], None]) -> None:
         self._owner = owner
         self._claimed = False
         self._abandoned = False
+        self._retired: Retired | None = None
         self.on_expire = on_expire
 
     def claim(self) -> bool:
@@ -72,15 +87,19 @@ class Deadlines:
         """Operations answered by their deadline that the backend has not finished."""
         return len(self._abandoned)
 
-    def forget_abandoned(self) -> int:
+    def retire_abandoned(self, on_drained: Callable[[], None]) -> int:
         """Stop counting the abandoned operations (their backend was fenced off and
-        replaced); their late completions are ignored. Returns how many there were."""
+        replaced); ``on_drained`` runs once the last of them ended (at once, on this
+        thread, when there are none). Returns how many there were."""
         with self._lock:
-            count = len(self._abandoned)
-            for op in self._abandoned:
-                op._abandoned = False
-            self._abandoned.clear()
-            return count
+            ops, self._abandoned = self._abandoned, set()
+            if ops:
+                group = Retired(ops, on_drained)
+                for op in ops:
+                    op._retired = group
+        if not ops:
+            on_drained()
+        return len(ops)
 
     def start(self, on_expire: Callable[[], None]) -> Op:
         """Register an operation about to be submitted; ``on_expire`` answers it if the
@@ -100,17 +119,26 @@ class Deadlines:
         return op
 
     def _settle(self, op: Op) -> bool:
+        drained: Callable[[], None] | None = None
         with self._lock:
-            if op._claimed:
-                if op._abandoned:
-                    op._abandoned = False
+            if not op._claimed:
+                op._claimed = True  # its heap entry is skipped when it comes up
+                return True
+            if op._abandoned:
+                op._abandoned = False
+                group = op._retired
+                if group is not None:
+                    group.ops.discard(op)
+                    if not group.ops:
+                        drained = group.on_drained
+                else:
                     self._abandoned.discard(op)
                     if not self._abandoned:
-                        log.warning("%s: the backend finished every abandoned operation; "
-                                    "serving I/O again", self._name)
-                return False
-            op._claimed = True  # its heap entry is skipped when it comes up
-            return True
+                        log.warning("%s: the backend finished every abandoned operation",
+                                    self._name)
+        if drained is not None:
+            drained()
+        return False
 
     def expire_due(self) -> int:
         """Answer every operation whose deadline has passed; returns how many."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import importlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -348,6 +349,79 @@ def test_a_client_that_never_lets_go_is_fenced_off_and_replaced(
     reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
     assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
     handler.close()
+
+
+def _wait_for(condition: Callable[[], object], what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+def _stall_then_recover(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch,
+                        while_fencing: Callable[[RbdHandler, FakeImage], None]
+                        ) -> tuple[RbdHandler, FakeImage]:
+    """A write librbd never finishes (answered by its deadline), then the cluster
+    back: the recovery runs ``while_fencing`` between the old client's blocklist and
+    the switch to the new one (``wait_for_latest_osdmap``); returns once it switched."""
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    monkeypatch.setattr(_vdisk_rbd, "RECOVERY_RETRY", 0.01)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    image.hang = True
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x01" * 512)
+    assert reply.sense.code == (0xB, 0x2E, 0x02)
+    cluster.on_osdmap = lambda: while_fencing(handler, image)
+    _wait_for(lambda: len(cluster.handles) == 2 and handler.backend.image is cluster.handles[1]
+              and handler.try_inline(h.make_command(h.rw_cdb(op.READ_16, 0, 1), in_len=512)[0])
+              is None, "the new client serving")
+    return handler, image
+
+
+def test_no_command_reaches_a_fenced_client(cluster: FakeCluster,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once blocklisted, the old client's held write fails (librbd lets go of it), so
+    # nothing is stalled any more, but the new client does not serve yet: a command
+    # arriving then is BUSY (the initiator retries it), never sent to the fenced
+    # client (which would fail it: COMMUNICATION FAILURE).
+    window: list[object] = []
+
+    def while_fencing(handler: RbdHandler, image: FakeImage) -> None:
+        image.release()
+        window.append(handler.backend.stalled)
+        window.append(submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x03" * 512).status)
+        probe, _ = h.make_command(h.rw_cdb(op.READ_16, 0, 1), in_len=512)
+        window.append(handler.try_inline(probe))
+
+    handler, image = _stall_then_recover(cluster, monkeypatch, while_fencing)
+    assert window == [0, BUSY, Result(BUSY)]
+    assert cluster.fenced_calls == []
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
+    assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
+    assert cluster.fenced_calls == []
+    # Its operations ended (failed) already: the old client is closed, not leaked.
+    old = cluster.handles[0]
+    _wait_for(lambda: old.client in cluster.shut_down, "the old client shut down")
+    assert old.closed and not cluster.handles[1].closed
+    handler.close()
+
+
+def test_a_replaced_client_is_closed_once_librbd_ends_what_it_held(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def while_fencing(handler: RbdHandler, image: FakeImage) -> None:
+        image.hang = False  # new I/O runs; the old client's write stays held
+
+    handler, image = _stall_then_recover(cluster, monkeypatch, while_fencing)
+    old = cluster.handles[0]
+    assert submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512).status == GOOD
+    assert not old.closed  # librbd still holds its write
+    image.release()  # it ends (fenced: ESHUTDOWN), and lands nowhere
+    _wait_for(lambda: old.client in cluster.shut_down, "the old client shut down")
+    assert old.closed and image.data[:512] == b"\x02" * 512
+    assert cluster.fenced_calls == []
+    handler.close()
+    assert cluster.handles[1].closed
 
 
 def test_op_timeout_must_be_seconds(cluster: FakeCluster) -> None:
