@@ -362,18 +362,36 @@ class RbdBackend:
         if errors[0] is not None:
             raise errors[0]
 
-    def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+    def _allocated(self, offset: int, length: int, *, whole_object: bool) -> list[tuple[int, int]]:
+        """``diff_iterate`` from the beginning of time: ``(start, end)`` of the data in
+        the range, sorted, adjacent ones merged."""
         extents: list[tuple[int, int]] = []
 
         def seen(off: int, n: int, exists: bool) -> int:
             if exists:
-                extents.append((max(off, offset), min(off + n, offset + length)))
+                start, end = max(off, offset), min(off + n, offset + length)
+                if extents and extents[-1][1] >= start:
+                    extents[-1] = (extents[-1][0], max(extents[-1][1], end))
+                elif end > start:
+                    extents.append((start, end))
             return 0
 
         try:
-            self.image.diff_iterate(offset, length, None, seen)
+            self.image.diff_iterate(offset, length, None, seen, whole_object=whole_object)
         except Exception as err:
             raise self._error("allocation map", err) from None
+        return extents
+
+    def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        # librbd looks at every object of the range for the precise extents (a
+        # round trip to the OSD each, empty or not: 43 ms for 64 objects in the lab,
+        # and GET LBA STATUS asks from its LBA to the end of the image). With
+        # whole_object it reads the object map instead (fast-diff: 0.9 ms for the
+        # same 64): the objects that may hold data, a superset, so the precise pass
+        # over those alone gives the same answer.
+        extents: list[tuple[int, int]] = []
+        for start, end in self._allocated(offset, length, whole_object=True):
+            extents += self._allocated(start, end - start, whole_object=False)
         out: list[tuple[int, int, bool]] = []
         pos = offset
         for start, end in sorted(extents):

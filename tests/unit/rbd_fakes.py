@@ -12,6 +12,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+#: The fake image's object size (librbd's default is 4 MiB).
+OBJECT = 64 << 10
+
 
 class RadosError(Exception):
     def __init__(self, message: str, code: int = errno.EIO) -> None:
@@ -45,6 +48,7 @@ class FakeImage:
         self.allocated: set[int] = set()  # 4 KiB chunks written
         self.fail = 0
         self.calls: list[str] = []
+        self.diffs: list[tuple[int, int, bool]] = []  # diff_iterate (offset, length, whole)
         self.read_only = False
         self.closed = False
         # Set: aio operations are held, unanswered, until release() (librbd queueing
@@ -86,12 +90,16 @@ class FakeImage:
         self.allocated.difference_update(range(first, end))
 
     def diff_iterate(self, offset: int, length: int, from_snapshot: str | None,
-                     iterate_cb: Callable[[int, int, bool], int]) -> None:
+                     iterate_cb: Callable[[int, int, bool], int],
+                     whole_object: bool = False) -> None:
+        """Written 4 KiB chunks; with ``whole_object`` the OBJECT-sized objects that
+        hold any (librbd's object map). Each call is recorded in ``diffs``."""
         self._check("diff_iterate")
-        for chunk in sorted(self.allocated):
-            start = chunk << 12
-            if start < offset + length and start + 4096 > offset:
-                iterate_cb(start, 4096, True)
+        self.diffs.append((offset, length, whole_object))
+        unit = OBJECT if whole_object else 4096
+        for first in sorted({(chunk << 12) // unit * unit for chunk in self.allocated}):
+            if first < offset + length and first + unit > offset:
+                iterate_cb(first, unit, True)
 
     def _later(self, what: str, work: Callable[[], Any], done: Callable[..., None],
                with_data: bool, fenced: Callable[[], bool] = lambda: False) -> None:

@@ -31,7 +31,7 @@ from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.model import Device
 from tcmu_scst.testing import scsi_harness as h
-from tests.unit.rbd_fakes import FakeCluster, FakeImage
+from tests.unit.rbd_fakes import OBJECT, FakeCluster, FakeImage
 
 MiB = 1 << 20
 FILENAME = "rbd:pool/disk:conf=/etc/ceph/test.conf:id=tcmu"
@@ -228,6 +228,27 @@ def test_unmap_and_write_same_unmap_discard(cluster: FakeCluster) -> None:
     first = reply.data[8:24]
     assert int.from_bytes(first[:8], "big") == 0 and int.from_bytes(first[8:12], "big") == 16
     assert first[12] & 0x0F == 1  # deallocated
+
+
+def test_get_lba_status_asks_librbd_only_about_objects_that_exist(cluster: FakeCluster) -> None:
+    # The object map first (whole objects: no OSD round trip), then the precise
+    # extents of the objects it names: not one round trip per object of the range.
+    handler, image = open_disk(cluster, thin_provisioned=True)
+    for lba in (8, 2048 + 16, 8191):  # 4 KiB at 4 KiB, 1 MiB + 8 KiB, the last block
+        submit(handler, h.rw_cdb(op.WRITE_10, lba, 1), b"\x01" * 512)
+    image.diffs.clear()
+    reply = submit(handler, h.get_lba_status(0), in_len=4096)
+    assert reply.status == GOOD
+    descriptors = [(int.from_bytes(reply.data[p : p + 8], "big"),
+                    int.from_bytes(reply.data[p + 8 : p + 12], "big"), reply.data[p + 12])
+                   for p in range(8, len(reply.data), 16)]
+    assert descriptors == [(0, 8, 1), (8, 8, 0), (16, 2048, 1), (2064, 8, 0),
+                           (2072, 8184 - 2072, 1), (8184, 8, 0)]
+    object_blocks = OBJECT // 512
+    assert image.diffs == [(0, 4 * MiB, True), (0, OBJECT, False),
+                           (2048 // object_blocks * OBJECT, OBJECT, False),
+                           (4 * MiB - OBJECT, OBJECT, False)]
+    handler.close()
 
 
 def test_write_same_writes_the_pattern(cluster: FakeCluster) -> None:
