@@ -171,6 +171,9 @@ class RbdBackend:
         self._gate = threading.Lock()
         self._active = 0
         self._held = False
+        # The current client may be blocklisted (a fencing attempt failed half-way):
+        # it is never given a command again, only replaced.
+        self._fenced = False
         #: Replaced clients whose abandoned operations librbd has not ended yet.
         self.retiring: list[Connection] = []
         self.deadlines.on_abandon = self._start_recovery
@@ -213,7 +216,7 @@ class RbdBackend:
         them, and that can be never); a retry every :data:`RECOVERY_RETRY` seconds
         until librbd lets go by itself or :meth:`_replace` succeeds."""
         while not self._closing.wait(RECOVERY_RETRY):
-            if not self.stalled:
+            if not self.stalled and not self._fenced:
                 return  # librbd finished them after all: the client is fine
             if self._replace():
                 return
@@ -236,24 +239,25 @@ class RbdBackend:
             log.warning("%s: reconnecting: %s", who, err)
             return False
         with self._gate:
-            stalled, active = self.stalled, self._active
-            fencing = bool(stalled) and not active and not self._closing.is_set()
-            self._held = fencing
+            needed = self.stalled > 0 or self._fenced
+            fencing = needed and not self._active and not self._closing.is_set()
+            self._held = fencing or self._fenced
         if not fencing:
             new.close()
             # librbd let go meanwhile (the old client is fine), or closing; else
             # commands it was given before the first stall are still unanswered.
-            return not stalled or self._closing.is_set()
+            return not needed or self._closing.is_set()
         try:
             return self._fence_and_switch(new, who)
         finally:
             with self._gate:
-                self._held = False
+                self._held = self._fenced
 
     def _fence_and_switch(self, new: Connection, who: str) -> bool:
         old = self.conn
         try:
             address = str(old.cluster.get_addrs())
+            self._fenced = True  # from the first blocklist attempt on, whatever follows
             # One address, or a vector "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]".
             for one in address.strip("[]").split(","):
                 new.cluster.blocklist_add(one, BLOCKLIST_SECONDS)
@@ -264,6 +268,7 @@ class RbdBackend:
             new.close()
             return False
         self.conn, self.image = new, new.image
+        self._fenced = False
         with self._gate:
             self.retiring.append(old)
         held = self.deadlines.retire_abandoned(lambda: self._close_retired(old))

@@ -31,7 +31,7 @@ from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.model import Device
 from tcmu_scst.testing import scsi_harness as h
-from tests.unit.rbd_fakes import OBJECT, FakeCluster, FakeImage
+from tests.unit.rbd_fakes import OBJECT, FakeCluster, FakeImage, RadosError
 
 MiB = 1 << 20
 FILENAME = "rbd:pool/disk:conf=/etc/ceph/test.conf:id=tcmu"
@@ -361,10 +361,7 @@ def test_a_client_that_never_lets_go_is_fenced_off_and_replaced(
     # client opens the image, and the old one is blocklisted before anything is sent.
     image.hang = False
     cluster.down = False
-    for _ in range(1000):
-        if not handler.backend.stalled:
-            break
-        threading.Event().wait(0.01)
+    _wait_for(lambda: not handler.backend.busy, "the new client serving")
     assert handler.backend.stalled == 0
     assert cluster.blocklisted == [(first, _vdisk_rbd.BLOCKLIST_SECONDS)]
     reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
@@ -424,6 +421,42 @@ def test_no_command_reaches_a_fenced_client(cluster: FakeCluster,
     old = cluster.handles[0]
     _wait_for(lambda: old.client in cluster.shut_down, "the old client shut down")
     assert old.closed and not cluster.handles[1].closed
+    handler.close()
+
+
+def test_a_client_fenced_half_way_is_never_used_again(cluster: FakeCluster,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The old client is blocklisted, its held write fails (nothing is stalled any
+    # more), then the fencing attempt fails (no answer to the osdmap wait) and the
+    # cluster is away: until a later attempt succeeds, I/O is BUSY, never sent to it.
+    attempts: list[int] = []
+
+    def while_fencing(handler: RbdHandler, image: FakeImage) -> None:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            image.release()
+            cluster.down = True
+            raise RadosError("[errno 110] RADOS timed out", errno.ETIMEDOUT)
+
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    monkeypatch.setattr(_vdisk_rbd, "RECOVERY_RETRY", 0.01)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    image.hang = True
+    cluster.on_osdmap = lambda: while_fencing(handler, image)
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x01" * 512)
+    assert reply.sense.code == (0xB, 0x2E, 0x02)
+    _wait_for(lambda: attempts and handler.backend.stalled == 0, "a failed fencing attempt")
+    for _ in range(3):
+        reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x03" * 512)
+        assert reply.status == BUSY
+        threading.Event().wait(0.02)
+    assert cluster.fenced_calls == [] and len(attempts) == 1
+    cluster.down = False
+    _wait_for(lambda: handler.backend.image is cluster.handles[-1]
+              and not handler.backend.busy, "the new client serving")
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
+    assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
+    assert cluster.fenced_calls == [] and attempts == [0, 1]
     handler.close()
 
 
