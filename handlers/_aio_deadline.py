@@ -69,7 +69,9 @@ class Deadlines:
     """Deadlines of ``timeout`` seconds (None: none at all) for backend operations."""
 
     def __init__(self, timeout: float | None, name: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, watchdog: bool = True) -> None:
+        """``watchdog=False``: no thread; the caller runs :meth:`expire_due` (a test on
+        a fake clock, which a watchdog would race)."""
         self.timeout = timeout
         self._name = name
         self._clock = clock
@@ -78,6 +80,7 @@ class Deadlines:
         self._seq = itertools.count()
         self._abandoned: set[Op] = set()
         self._closed = False
+        self._watchdog = watchdog
         #: Called (on the watchdog thread) each time operations were abandoned.
         self.on_abandon: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
@@ -110,7 +113,7 @@ class Deadlines:
         with self._lock:
             idle = not self._heap
             heapq.heappush(self._heap, (self._clock() + self.timeout, next(self._seq), op))
-            if self._thread is None and not self._closed:
+            if self._thread is None and self._watchdog and not self._closed:
                 self._thread = threading.Thread(target=self._watch, daemon=True,
                                                 name=f"deadline-{self._name}")
                 self._thread.start()

@@ -7,7 +7,7 @@ from tcmu_scst.handlers._aio_deadline import Deadlines
 
 def test_the_first_of_completion_and_deadline_answers_and_abandoned_ones_are_counted() -> None:
     now = [0.0]
-    deadlines = Deadlines(5.0, "t", clock=lambda: now[0])
+    deadlines = Deadlines(5.0, "t", clock=lambda: now[0], watchdog=False)
     expired: list[str] = []
     abandoned: list[int] = []
     deadlines.on_abandon = lambda: abandoned.append(deadlines.abandoned)
