@@ -57,31 +57,35 @@ class RbdHandler(VdiskHandler):
         backend = self.backend
         if not backend.enter():
             return BUSY_RESULT
-        extent = device.plain_extent(cmd)
-        if extent is None:
-            try:
+        handed_off = False  # to librbd, whose completion (done) leaves
+        try:
+            extent = device.plain_extent(cmd)
+            if extent is None:
                 return device.execute(cmd)
-            finally:
+            bs = self.config.block_size
+            offset, length = extent.lba * bs, extent.blocks * bs
+            data = cmd.data.read(0, length) if extent.writing else b""
+            ticket = device.lock_shared(extent)
+
+            def done(error: BackendError | None) -> None:
+                try:
+                    device.unlock_shared(ticket)
+                    result = device.plain_result(extent, error)
+                except Exception:  # on librbd's thread nobody would see it: answer
+                    log.exception("vdisk %s: answering %r failed", self.params.name, cmd)
+                    result = SenseError.internal_target_failure().result()
                 backend.leave()
-        bs = self.config.block_size
-        offset, length = extent.lba * bs, extent.blocks * bs
-        ticket = device.lock_shared(extent)
+                cmd.complete(result)
 
-        def done(error: BackendError | None) -> None:
-            try:
-                device.unlock_shared(ticket)
-                result = device.plain_result(extent, error)
-            except Exception:  # on librbd's thread nobody would see it: answer
-                log.exception("vdisk %s: answering %r failed", self.params.name, cmd)
-                result = SenseError.internal_target_failure().result()
-            backend.leave()
-            cmd.complete(result)
-
-        if extent.writing:
-            backend.aio_write(offset, cmd.data.read(0, length), extent.durable, done)
-        else:
-            backend.aio_read(offset, length, cmd.data, done)
-        return None
+            handed_off = True
+            if extent.writing:
+                backend.aio_write(offset, data, extent.durable, done)
+            else:
+                backend.aio_read(offset, length, cmd.data, done)
+            return None
+        finally:
+            if not handed_off:
+                backend.leave()
 
     def try_inline(self, cmd: Command) -> Result | None:
         # The data path completes asynchronously; only a refusal is answered here.
