@@ -15,7 +15,10 @@ deadline, answers; the other is ignored. An operation answered by its deadline i
 ring's), and :attr:`Deadlines.abandoned` counts them until the backend finishes them,
 so the handler can refuse new I/O meanwhile (nothing new is queued behind them, and
 no newer write can overtake a stale one), and the backend can replace a client that
-no longer finishes anything (:attr:`Deadlines.on_abandon`).
+no longer finishes anything (:attr:`Deadlines.on_abandon`). The abandoned operations
+of a replaced backend are *retired* (:meth:`Deadlines.retire_abandoned`): no longer
+counted, and once the last of them ends, whoever replaced it is told, so that it
+can release what the old backend holds.
 """
 
 from __future__ import annotations
@@ -33,15 +36,27 @@ log = logging.getLogger(__name__)
 TICK = 0.25
 
 
+class Retired:
+    """Abandoned operations of a replaced backend: ``on_drained`` runs (on the thread
+    of the last one's completion) once they all ended."""
+
+    __slots__ = ("ops", "on_drained")
+
+    def __init__(self, ops: set[Op], on_drained: Callable[[], None]) -> None:
+        self.ops = ops
+        self.on_drained = on_drained
+
+
 class Op:
     """One operation under a deadline: :meth:`claim` by whoever answers first."""
 
-    __slots__ = ("_owner", "_claimed", "_abandoned", "on_expire")
+    __slots__ = ("_owner", "_claimed", "_abandoned", "_retired", "on_expire")
 
     def __init__(self, owner: Deadlines, on_expire: Callable[[], None]) -> None:
         self._owner = owner
         self._claimed = False
         self._abandoned = False
+        self._retired: Retired | None = None
         self.on_expire = on_expire
 
     def claim(self) -> bool:
@@ -54,7 +69,9 @@ class Deadlines:
     """Deadlines of ``timeout`` seconds (None: none at all) for backend operations."""
 
     def __init__(self, timeout: float | None, name: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, watchdog: bool = True) -> None:
+        """``watchdog=False``: no thread; the caller runs :meth:`expire_due` (a test on
+        a fake clock, which a watchdog would race)."""
         self.timeout = timeout
         self._name = name
         self._clock = clock
@@ -63,6 +80,7 @@ class Deadlines:
         self._seq = itertools.count()
         self._abandoned: set[Op] = set()
         self._closed = False
+        self._watchdog = watchdog
         #: Called (on the watchdog thread) each time operations were abandoned.
         self.on_abandon: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
@@ -72,15 +90,19 @@ class Deadlines:
         """Operations answered by their deadline that the backend has not finished."""
         return len(self._abandoned)
 
-    def forget_abandoned(self) -> int:
+    def retire_abandoned(self, on_drained: Callable[[], None]) -> int:
         """Stop counting the abandoned operations (their backend was fenced off and
-        replaced); their late completions are ignored. Returns how many there were."""
+        replaced); ``on_drained`` runs once the last of them ended (at once, on this
+        thread, when there are none). Returns how many there were."""
         with self._lock:
-            count = len(self._abandoned)
-            for op in self._abandoned:
-                op._abandoned = False
-            self._abandoned.clear()
-            return count
+            ops, self._abandoned = self._abandoned, set()
+            if ops:
+                group = Retired(ops, on_drained)
+                for op in ops:
+                    op._retired = group
+        if not ops:
+            on_drained()
+        return len(ops)
 
     def start(self, on_expire: Callable[[], None]) -> Op:
         """Register an operation about to be submitted; ``on_expire`` answers it if the
@@ -91,7 +113,7 @@ class Deadlines:
         with self._lock:
             idle = not self._heap
             heapq.heappush(self._heap, (self._clock() + self.timeout, next(self._seq), op))
-            if self._thread is None and not self._closed:
+            if self._thread is None and self._watchdog and not self._closed:
                 self._thread = threading.Thread(target=self._watch, daemon=True,
                                                 name=f"deadline-{self._name}")
                 self._thread.start()
@@ -100,17 +122,26 @@ class Deadlines:
         return op
 
     def _settle(self, op: Op) -> bool:
+        drained: Callable[[], None] | None = None
         with self._lock:
-            if op._claimed:
-                if op._abandoned:
-                    op._abandoned = False
+            if not op._claimed:
+                op._claimed = True  # its heap entry is skipped when it comes up
+                return True
+            if op._abandoned:
+                op._abandoned = False
+                group = op._retired
+                if group is not None:
+                    group.ops.discard(op)
+                    if not group.ops:
+                        drained = group.on_drained
+                else:
                     self._abandoned.discard(op)
                     if not self._abandoned:
-                        log.warning("%s: the backend finished every abandoned operation; "
-                                    "serving I/O again", self._name)
-                return False
-            op._claimed = True  # its heap entry is skipped when it comes up
-            return True
+                        log.warning("%s: the backend finished every abandoned operation",
+                                    self._name)
+        if drained is not None:
+            drained()
+        return False
 
     def expire_due(self) -> int:
         """Answer every operation whose deadline has passed; returns how many."""

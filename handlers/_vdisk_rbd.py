@@ -166,7 +166,38 @@ class RbdBackend:
         self._closing = threading.Event()
         self._recovery: threading.Thread | None = None
         self._recovery_lock = threading.Lock()
+        # The gate (see enter): commands inside the backend, and whether new ones are
+        # refused while the client is fenced off and replaced.
+        self._gate = threading.Lock()
+        self._active = 0
+        self._held = False
+        # The current client may be blocklisted (a fencing attempt failed half-way):
+        # it is never given a command again, only replaced.
+        self._fenced = False
+        #: Replaced clients whose abandoned operations librbd has not ended yet.
+        self.retiring: list[Connection] = []
         self.deadlines.on_abandon = self._start_recovery
+
+    # -- the gate: no command reaches a client that is being fenced off ---------------
+
+    @property
+    def busy(self) -> bool:
+        """True when I/O is refused (answered BUSY): librbd holds operations the cluster
+        never answered, or the client is being replaced."""
+        return self._held or self.stalled > 0
+
+    def enter(self) -> bool:
+        """Admit one command to the backend (False: refused, see :attr:`busy`); every
+        admitted command ends with one :meth:`leave`, when it was answered."""
+        with self._gate:
+            if self.busy:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._gate:
+            self._active -= 1
 
     # -- recovery: a client librbd no longer finishes anything on -------------------
 
@@ -182,42 +213,89 @@ class RbdBackend:
     def _recover(self) -> None:
         """Replace the cluster client that holds abandoned operations (tcmu-runner's
         lesson: librbd waits for the image's watch to come back before it retries
-        them, and that can be never). Once a new client opens the image, the old one
-        is blocklisted, and the OSDs know it, before the new one serves: a write the
-        old one still holds can then never land over a newer one. Until then I/O is
-        answered BUSY (the handler); a retry every :data:`RECOVERY_RETRY` seconds."""
+        them, and that can be never); a retry every :data:`RECOVERY_RETRY` seconds
+        until librbd lets go by itself or :meth:`_replace` succeeds."""
+        while not self._closing.wait(RECOVERY_RETRY):
+            if not self.stalled and not self._fenced:
+                return  # librbd finished them after all: the client is fine
+            if self._replace():
+                return
+
+    def _replace(self) -> bool:
+        """One attempt at replacing the client; True when done (or no longer needed).
+
+        A new client opens the image first. Then, with every command the old client
+        was given answered (by librbd or by its deadline; while it holds abandoned
+        ones, new commands are refused already), the gate closes: new I/O is answered
+        BUSY until the new client serves, so no command is ever sent to a fenced
+        client. The old client is blocklisted, and the OSDs know it, before the new
+        one serves: a write the old one still holds can never land over a newer one.
+        The old client is closed once librbd ended (failed) what it held."""
         read_only, cache = self._open_args
         who = f"vdisk {self.label}"
-        while not self._closing.wait(RECOVERY_RETRY):
-            if not self.stalled:
-                return  # librbd finished them after all
-            try:
-                new = Connection(self.spec, who, read_only=read_only, extra=cache)
-            except HandlerError as err:
-                log.warning("%s: reconnecting: %s", who, err)
-                continue
-            old = self.conn
-            try:
-                address = str(old.cluster.get_addrs())
-                # One address, or a vector "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]".
-                for one in address.strip("[]").split(","):
-                    new.cluster.blocklist_add(one, BLOCKLIST_SECONDS)
-                new.cluster.wait_for_latest_osdmap()
-            except Exception as err:
-                log.warning("%s: cannot fence the old client off (osd blocklist add): %s; "
-                            "I/O waits for it", who, err)
-                new.close()
-                continue
-            if self._closing.is_set():
-                new.close()
+        try:
+            new = Connection(self.spec, who, read_only=read_only, extra=cache)
+        except HandlerError as err:
+            log.warning("%s: reconnecting: %s", who, err)
+            return False
+        with self._gate:
+            needed = self.stalled > 0 or self._fenced
+            fencing = needed and not self._active and not self._closing.is_set()
+            self._held = fencing or self._fenced
+        if not fencing:
+            new.close()
+            # librbd let go meanwhile (the old client is fine), or closing; else
+            # commands it was given before the first stall are still unanswered.
+            return not needed or self._closing.is_set()
+        try:
+            return self._fence_and_switch(new, who)
+        finally:
+            with self._gate:
+                self._held = self._fenced
+
+    def _fence_and_switch(self, new: Connection, who: str) -> bool:
+        old = self.conn
+        try:
+            address = str(old.cluster.get_addrs())
+            self._fenced = True  # from the first blocklist attempt on, whatever follows
+            # One address, or a vector "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]".
+            for one in address.strip("[]").split(","):
+                new.cluster.blocklist_add(one, BLOCKLIST_SECONDS)
+            new.cluster.wait_for_latest_osdmap()
+        except Exception as err:
+            log.warning("%s: cannot fence the old client off (osd blocklist add): %s; "
+                        "I/O waits for it", who, err)
+            new.close()
+            return False
+        self.conn, self.image = new, new.image
+        self._fenced = False
+        with self._gate:
+            self.retiring.append(old)
+        held = self.deadlines.retire_abandoned(lambda: self._close_retired(old))
+        log.warning("%s: reconnected to the cluster; the old client (%s) is blocklisted "
+                    "for %d s and closed once librbd ended the %d operation(s) it held",
+                    who, address, BLOCKLIST_SECONDS, held)
+        return True
+
+    def _close_retired(self, old: Connection) -> None:
+        """librbd ended every operation a replaced client held: close it, on a thread of
+        its own (this runs in librbd's completion callback, where closing the image
+        would wait for the callback itself)."""
+        with self._gate:
+            if old not in self.retiring:
                 return
-            self.conn, self.image = new, new.image
-            dropped = self.deadlines.forget_abandoned()
-            log.warning("%s: reconnected to the cluster; the old client (%s) is blocklisted "
-                        "for %d s with %d operation(s) it never finished", who, address,
-                        BLOCKLIST_SECONDS, dropped)
-            _leave_open(old, f"{who}: the old client of {self.spec}", dropped)
-            return
+            self.retiring.remove(old)
+        threading.Thread(target=self._close_connection, args=(old,), daemon=True,
+                         name=f"rbd-close-{self.label}").start()
+
+    def _close_connection(self, conn: Connection) -> None:
+        try:
+            conn.close()
+        except Exception as err:
+            log.warning("vdisk %s: closing a replaced client of %s: %s", self.label,
+                        self.spec, err)
+        else:
+            log.info("vdisk %s: closed a replaced client of %s", self.label, self.spec)
 
     def _error(self, what: str, err: BaseException) -> BackendError:
         return BackendError(f"rbd {self.spec} {what}: {err}", _errno(err))
@@ -289,18 +367,36 @@ class RbdBackend:
         if errors[0] is not None:
             raise errors[0]
 
-    def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+    def _allocated(self, offset: int, length: int, *, whole_object: bool) -> list[tuple[int, int]]:
+        """``diff_iterate`` from the beginning of time: ``(start, end)`` of the data in
+        the range, sorted, adjacent ones merged."""
         extents: list[tuple[int, int]] = []
 
         def seen(off: int, n: int, exists: bool) -> int:
             if exists:
-                extents.append((max(off, offset), min(off + n, offset + length)))
+                start, end = max(off, offset), min(off + n, offset + length)
+                if extents and extents[-1][1] >= start:
+                    extents[-1] = (extents[-1][0], max(extents[-1][1], end))
+                elif end > start:
+                    extents.append((start, end))
             return 0
 
         try:
-            self.image.diff_iterate(offset, length, None, seen)
+            self.image.diff_iterate(offset, length, None, seen, whole_object=whole_object)
         except Exception as err:
             raise self._error("allocation map", err) from None
+        return extents
+
+    def mapped(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        # librbd looks at every object of the range for the precise extents (a
+        # round trip to the OSD each, empty or not: 43 ms for 64 objects in the lab,
+        # and GET LBA STATUS asks from its LBA to the end of the image). With
+        # whole_object it reads the object map instead (fast-diff: 0.9 ms for the
+        # same 64): the objects that may hold data, a superset, so the precise pass
+        # over those alone gives the same answer.
+        extents: list[tuple[int, int]] = []
+        for start, end in self._allocated(offset, length, whole_object=True):
+            extents += self._allocated(start, end - start, whole_object=False)
         out: list[tuple[int, int, bool]] = []
         pos = offset
         for start, end in sorted(extents):
@@ -410,6 +506,10 @@ class RbdBackend:
                 log.warning("vdisk %s: final flush of %s failed: %s", self.label, self.spec,
                             err)
         self.deadlines.close()
+        with self._gate:
+            retiring, self.retiring = self.retiring, []
+        for old in retiring:
+            _leave_open(old, f"vdisk {self.label}: a replaced client of {self.spec}", None)
         if self.stalled:
             _leave_open(self.conn, f"vdisk {self.label}: {self.spec}", self.stalled)
         else:
@@ -420,12 +520,13 @@ class RbdBackend:
 _LEFT_OPEN: list[Connection] = []
 
 
-def _leave_open(conn: Connection, what: str, held: int) -> None:
+def _leave_open(conn: Connection, what: str, held: int | None) -> None:
     """Keep ``conn`` open for good. librbd's close waits for the operations it holds,
     as long as the cluster is away, and Ceph 16.2's librbd aborts the process
     (``ceph_assert(!m_on_dispatches.empty())`` in exclusive_lock::ImageDispatch, seen
     in the lab) when an image with a lock acquisition still pending is closed once
     the cluster answers again. Dropping the last reference would close it too."""
     _LEFT_OPEN.append(conn)
-    log.warning("%s: librbd holds %d operation(s) the cluster never answered; its client "
-                "is left open (closing it could hang or abort librbd)", what, held)
+    log.warning("%s: librbd holds %s operation(s) the cluster never answered; its client "
+                "is left open (closing it could hang or abort librbd)", what,
+                "some" if held is None else held)

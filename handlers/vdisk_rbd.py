@@ -28,7 +28,8 @@ from .vdisk_params import VdiskParams
 log = logging.getLogger("tcmu_scst.handlers.vdisk_rbd")
 
 #: The answer to I/O while librbd still holds operations the cluster never answered
-#: (their deadline did, see ``_aio_deadline``): BUSY, "not executed, try again"
+#: (their deadline did, see ``_aio_deadline``), and while the backend replaces its
+#: cluster client (until the new one serves): BUSY, "not executed, try again"
 #: (tcmu-runner answers BUSY while it recovers a device too). Nothing new is queued
 #: behind them, and no newer write can overtake a stale one. Linux retries BUSY
 #: until the command's time budget ((retries + 1) x the device timeout) is spent.
@@ -49,36 +50,49 @@ class RbdHandler(VdiskHandler):
 
     def handle(self, cmd: Command) -> Result | None:
         device = self.device
-        if self.backend.stalled and device.is_io(cmd):
-            return BUSY_RESULT
-        extent = device.plain_extent(cmd)
-        if extent is None:
+        if not device.is_io(cmd):
             return device.execute(cmd)
-        bs = self.config.block_size
-        offset, length = extent.lba * bs, extent.blocks * bs
-        ticket = device.lock_shared(extent)
+        # Admitted, or BUSY: while the backend replaces its client, no command may
+        # reach the old one (it is fenced off once the admitted ones were answered).
+        backend = self.backend
+        if not backend.enter():
+            return BUSY_RESULT
+        handed_off = False  # to librbd, whose completion (done) leaves
+        try:
+            extent = device.plain_extent(cmd)
+            if extent is None:
+                return device.execute(cmd)
+            bs = self.config.block_size
+            offset, length = extent.lba * bs, extent.blocks * bs
+            data = cmd.data.read(0, length) if extent.writing else b""
+            ticket = device.lock_shared(extent)
 
-        def done(error: BackendError | None) -> None:
-            try:
-                device.unlock_shared(ticket)
-                result = device.plain_result(extent, error)
-            except Exception:  # on librbd's thread nobody would see it: answer
-                log.exception("vdisk %s: answering %r failed", self.params.name, cmd)
-                result = SenseError.internal_target_failure().result()
-            cmd.complete(result)
+            def done(error: BackendError | None) -> None:
+                try:
+                    device.unlock_shared(ticket)
+                    result = device.plain_result(extent, error)
+                except Exception:  # on librbd's thread nobody would see it: answer
+                    log.exception("vdisk %s: answering %r failed", self.params.name, cmd)
+                    result = SenseError.internal_target_failure().result()
+                backend.leave()
+                cmd.complete(result)
 
-        if extent.writing:
-            self.backend.aio_write(offset, cmd.data.read(0, length), extent.durable, done)
-        else:
-            self.backend.aio_read(offset, length, cmd.data, done)
-        return None
+            handed_off = True
+            if extent.writing:
+                backend.aio_write(offset, data, extent.durable, done)
+            else:
+                backend.aio_read(offset, length, cmd.data, done)
+            return None
+        finally:
+            if not handed_off:
+                backend.leave()
 
     def try_inline(self, cmd: Command) -> Result | None:
         # The data path completes asynchronously; only a refusal is answered here.
-        return BUSY_RESULT if self.backend.stalled else None
+        return BUSY_RESULT if self.backend.busy else None
 
     def grown_size(self) -> int | None:
-        if self.backend.stalled:
+        if self.backend.busy:
             return None  # the cluster holds operations: no call that could wait too
         size = self.backend.image_size()
         return size if size > self.backend.size else None

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+#: The fake image's object size (librbd's default is 4 MiB).
+OBJECT = 64 << 10
+
 
 class RadosError(Exception):
     def __init__(self, message: str, code: int = errno.EIO) -> None:
@@ -45,6 +48,7 @@ class FakeImage:
         self.allocated: set[int] = set()  # 4 KiB chunks written
         self.fail = 0
         self.calls: list[str] = []
+        self.diffs: list[tuple[int, int, bool]] = []  # diff_iterate (offset, length, whole)
         self.read_only = False
         self.closed = False
         # Set: aio operations are held, unanswered, until release() (librbd queueing
@@ -86,21 +90,28 @@ class FakeImage:
         self.allocated.difference_update(range(first, end))
 
     def diff_iterate(self, offset: int, length: int, from_snapshot: str | None,
-                     iterate_cb: Callable[[int, int, bool], int]) -> None:
+                     iterate_cb: Callable[[int, int, bool], int],
+                     whole_object: bool = False) -> None:
+        """Written 4 KiB chunks; with ``whole_object`` the OBJECT-sized objects that
+        hold any (librbd's object map). Each call is recorded in ``diffs``."""
         self._check("diff_iterate")
-        for chunk in sorted(self.allocated):
-            start = chunk << 12
-            if start < offset + length and start + 4096 > offset:
-                iterate_cb(start, 4096, True)
+        self.diffs.append((offset, length, whole_object))
+        unit = OBJECT if whole_object else 4096
+        for first in sorted({(chunk << 12) // unit * unit for chunk in self.allocated}):
+            if first < offset + length and first + unit > offset:
+                iterate_cb(first, unit, True)
 
     def _later(self, what: str, work: Callable[[], Any], done: Callable[..., None],
-               with_data: bool) -> None:
+               with_data: bool, fenced: Callable[[], bool] = lambda: False) -> None:
         def run() -> None:
-            try:
-                result = work()
-                ret = 0
-            except RadosError as err:
-                result, ret = None, -err.errno
+            if fenced():  # the client was blocklisted: the OSDs refuse what it sends
+                result, ret = None, -errno.ESHUTDOWN
+            else:
+                try:
+                    result = work()
+                    ret = 0
+                except RadosError as err:
+                    result, ret = None, -err.errno
             if with_data:
                 done(Completion(ret), result)
             else:
@@ -122,25 +133,72 @@ class FakeImage:
         for thread in held:
             thread.join(10)
 
-    def aio_read(self, offset: int, length: int, oncomplete: Callable[..., None]) -> Completion:
-        self._later("read", lambda: self.read(offset, length), oncomplete, True)
+    def aio_read(self, offset: int, length: int, oncomplete: Callable[..., None],
+                 fenced: Callable[[], bool] = lambda: False) -> Completion:
+        self._later("read", lambda: self.read(offset, length), oncomplete, True, fenced)
         return Completion(0)
 
-    def aio_write(self, data: bytes, offset: int, oncomplete: Callable[..., None]) -> Completion:
-        self._later("write", lambda: self.write(data, offset), oncomplete, False)
+    def aio_write(self, data: bytes, offset: int, oncomplete: Callable[..., None],
+                  fenced: Callable[[], bool] = lambda: False) -> Completion:
+        self._later("write", lambda: self.write(data, offset), oncomplete, False, fenced)
         return Completion(0)
 
-    def aio_flush(self, oncomplete: Callable[..., None]) -> Completion:
-        self._later("flush", self.flush, oncomplete, False)
+    def aio_flush(self, oncomplete: Callable[..., None],
+                  fenced: Callable[[], bool] = lambda: False) -> Completion:
+        self._later("flush", self.flush, oncomplete, False, fenced)
         return Completion(0)
 
-    def aio_discard(self, offset: int, length: int,
-                    oncomplete: Callable[..., None]) -> Completion:
-        self._later("discard", lambda: self.discard(offset, length), oncomplete, False)
+    def aio_discard(self, offset: int, length: int, oncomplete: Callable[..., None],
+                    fenced: Callable[[], bool] = lambda: False) -> Completion:
+        self._later("discard", lambda: self.discard(offset, length), oncomplete, False, fenced)
         return Completion(0)
 
     def close(self) -> None:
         self.closed = True
+
+
+class ImageHandle:
+    """One client's open image (``rbd.Image``): the shared :class:`FakeImage`'s data,
+    seen through a client that the cluster may blocklist. Once it is, what the client
+    sends fails with ESHUTDOWN (and is recorded in ``cluster.fenced_calls``), and
+    what it held fails so when it runs."""
+
+    def __init__(self, image: FakeImage, cluster: FakeCluster, client: str) -> None:
+        self.image = image
+        self.cluster = cluster
+        self.client = client
+        self.closed = False
+
+    def fenced(self) -> bool:
+        return any(address == self.client for address, _ in self.cluster.blocklisted)
+
+    def _sent(self, what: str) -> None:
+        if self.fenced():
+            self.cluster.fenced_calls.append((self.client, what))
+
+    def aio_read(self, offset: int, length: int, oncomplete: Callable[..., None]) -> Completion:
+        self._sent("aio_read")
+        return self.image.aio_read(offset, length, oncomplete, self.fenced)
+
+    def aio_write(self, data: bytes, offset: int, oncomplete: Callable[..., None]) -> Completion:
+        self._sent("aio_write")
+        return self.image.aio_write(data, offset, oncomplete, self.fenced)
+
+    def aio_flush(self, oncomplete: Callable[..., None]) -> Completion:
+        self._sent("aio_flush")
+        return self.image.aio_flush(oncomplete, self.fenced)
+
+    def aio_discard(self, offset: int, length: int,
+                    oncomplete: Callable[..., None]) -> Completion:
+        self._sent("aio_discard")
+        return self.image.aio_discard(offset, length, oncomplete, self.fenced)
+
+    def close(self) -> None:
+        self.closed = True
+        self.image.closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.image, name)
 
 
 class FakeCluster:
@@ -153,6 +211,11 @@ class FakeCluster:
         self.down = False
         self.clients: list[str] = []  # the address of each client handle made
         self.blocklisted: list[tuple[str, int]] = []
+        self.fenced_calls: list[tuple[str, str]] = []  # (client, call) sent once blocklisted
+        self.shut_down: list[str] = []  # clients whose handle was shut down
+        self.handles: list[ImageHandle] = []  # every image opened, in order
+        #: Called by wait_for_latest_osdmap (between a blocklist and its use).
+        self.on_osdmap: Callable[[], None] | None = None
 
     def add_image(self, pool: str, name: str, size: int) -> FakeImage:
         image = FakeImage(self, name, size)
@@ -180,10 +243,11 @@ class FakeCluster:
             def open_ioctx(self, pool: str) -> Any:
                 if pool not in cluster.pools:
                     raise ObjectNotFound(f"pool {pool}", errno.ENOENT)
-                return SimpleNamespace(pool=pool, close=lambda: None)
+                return SimpleNamespace(pool=pool, client=self.address, close=lambda: None)
 
             def shutdown(self) -> None:
                 cluster.connected = False
+                cluster.shut_down.append(self.address)
 
             def get_addrs(self) -> str:
                 return self.address
@@ -194,16 +258,19 @@ class FakeCluster:
                 cluster.blocklisted.append((address, expire_seconds))
 
             def wait_for_latest_osdmap(self) -> None:
-                pass
+                if cluster.on_osdmap is not None:
+                    cluster.on_osdmap()
 
-        def image(ioctx: Any, name: str, read_only: bool = False) -> FakeImage:
+        def image(ioctx: Any, name: str, read_only: bool = False) -> ImageHandle:
             try:
                 img = cluster.pools[ioctx.pool][name]
             except KeyError:
                 raise ImageNotFound(name, errno.ENOENT) from None
             img.read_only = read_only
             img.closed = False
-            return img
+            handle = ImageHandle(img, cluster, ioctx.client)
+            cluster.handles.append(handle)
+            return handle
 
         rados = SimpleNamespace(Rados=Rados, ObjectNotFound=ObjectNotFound)
         rbd = SimpleNamespace(Image=image, ImageNotFound=ImageNotFound)

@@ -7,7 +7,7 @@ from tcmu_scst.handlers._aio_deadline import Deadlines
 
 def test_the_first_of_completion_and_deadline_answers_and_abandoned_ones_are_counted() -> None:
     now = [0.0]
-    deadlines = Deadlines(5.0, "t", clock=lambda: now[0])
+    deadlines = Deadlines(5.0, "t", clock=lambda: now[0], watchdog=False)
     expired: list[str] = []
     abandoned: list[int] = []
     deadlines.on_abandon = lambda: abandoned.append(deadlines.abandoned)
@@ -21,13 +21,21 @@ def test_the_first_of_completion_and_deadline_answers_and_abandoned_ones_are_cou
     assert deadlines.abandoned == 1
     assert not late.claim()  # the backend's late answer is dropped, and counted off
     assert deadlines.abandoned == 0
-    # Abandoned, then forgotten (the client was replaced): its answer counts nothing.
+    # Abandoned, then retired (the client was replaced): no longer counted, and once
+    # the last of them ends, whoever replaced it is told (to close the old client).
     now[0] = 6.0
-    forgotten = deadlines.start(lambda: None)
+    retired = [deadlines.start(lambda: None), deadlines.start(lambda: None)]
     now[0] = 11.0
     deadlines.expire_due()
-    assert deadlines.forget_abandoned() == 1 and deadlines.abandoned == 0
-    assert not forgotten.claim() and deadlines.abandoned == 0
+    drained: list[str] = []
+    assert deadlines.retire_abandoned(lambda: drained.append("old")) == 2
+    assert deadlines.abandoned == 0
+    assert not retired[0].claim() and drained == [] and deadlines.abandoned == 0
+    assert not retired[1].claim() and drained == ["old"]
+    assert not retired[1].claim() and drained == ["old"]  # told once
+    # Nothing abandoned: told at once.
+    assert deadlines.retire_abandoned(lambda: drained.append("none")) == 0
+    assert drained == ["old", "none"]
     deadlines.close()
 
 

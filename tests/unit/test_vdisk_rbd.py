@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import importlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from tcmu_scst.scsi import opcodes as op
 from tcmu_scst.scst import devconfig
 from tcmu_scst.scst.model import Device
 from tcmu_scst.testing import scsi_harness as h
-from tests.unit.rbd_fakes import FakeCluster, FakeImage
+from tests.unit.rbd_fakes import OBJECT, FakeCluster, FakeImage, RadosError
 
 MiB = 1 << 20
 FILENAME = "rbd:pool/disk:conf=/etc/ceph/test.conf:id=tcmu"
@@ -229,6 +230,27 @@ def test_unmap_and_write_same_unmap_discard(cluster: FakeCluster) -> None:
     assert first[12] & 0x0F == 1  # deallocated
 
 
+def test_get_lba_status_asks_librbd_only_about_objects_that_exist(cluster: FakeCluster) -> None:
+    # The object map first (whole objects: no OSD round trip), then the precise
+    # extents of the objects it names: not one round trip per object of the range.
+    handler, image = open_disk(cluster, thin_provisioned=True)
+    for lba in (8, 2048 + 16, 8191):  # 4 KiB at 4 KiB, 1 MiB + 8 KiB, the last block
+        submit(handler, h.rw_cdb(op.WRITE_10, lba, 1), b"\x01" * 512)
+    image.diffs.clear()
+    reply = submit(handler, h.get_lba_status(0), in_len=4096)
+    assert reply.status == GOOD
+    descriptors = [(int.from_bytes(reply.data[p : p + 8], "big"),
+                    int.from_bytes(reply.data[p + 8 : p + 12], "big"), reply.data[p + 12])
+                   for p in range(8, len(reply.data), 16)]
+    assert descriptors == [(0, 8, 1), (8, 8, 0), (16, 2048, 1), (2064, 8, 0),
+                           (2072, 8184 - 2072, 1), (8184, 8, 0)]
+    object_blocks = OBJECT // 512
+    assert image.diffs == [(0, 4 * MiB, True), (0, OBJECT, False),
+                           (2048 // object_blocks * OBJECT, OBJECT, False),
+                           (4 * MiB - OBJECT, OBJECT, False)]
+    handler.close()
+
+
 def test_write_same_writes_the_pattern(cluster: FakeCluster) -> None:
     handler, image = open_disk(cluster)
     reply = submit(handler, h.rw_cdb(op.WRITE_SAME_16, 2, 3), b"\x5a" * 512)
@@ -339,15 +361,121 @@ def test_a_client_that_never_lets_go_is_fenced_off_and_replaced(
     # client opens the image, and the old one is blocklisted before anything is sent.
     image.hang = False
     cluster.down = False
-    for _ in range(1000):
-        if not handler.backend.stalled:
-            break
-        threading.Event().wait(0.01)
+    _wait_for(lambda: not handler.backend.busy, "the new client serving")
     assert handler.backend.stalled == 0
     assert cluster.blocklisted == [(first, _vdisk_rbd.BLOCKLIST_SECONDS)]
     reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
     assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
     handler.close()
+
+
+def _wait_for(condition: Callable[[], object], what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+def _stall_then_recover(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch,
+                        while_fencing: Callable[[RbdHandler, FakeImage], None]
+                        ) -> tuple[RbdHandler, FakeImage]:
+    """A write librbd never finishes (answered by its deadline), then the cluster
+    back: the recovery runs ``while_fencing`` between the old client's blocklist and
+    the switch to the new one (``wait_for_latest_osdmap``); returns once it switched."""
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    monkeypatch.setattr(_vdisk_rbd, "RECOVERY_RETRY", 0.01)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    image.hang = True
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x01" * 512)
+    assert reply.sense.code == (0xB, 0x2E, 0x02)
+    cluster.on_osdmap = lambda: while_fencing(handler, image)
+    _wait_for(lambda: len(cluster.handles) == 2 and handler.backend.image is cluster.handles[1]
+              and handler.try_inline(h.make_command(h.rw_cdb(op.READ_16, 0, 1), in_len=512)[0])
+              is None, "the new client serving")
+    return handler, image
+
+
+def test_no_command_reaches_a_fenced_client(cluster: FakeCluster,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once blocklisted, the old client's held write fails (librbd lets go of it), so
+    # nothing is stalled any more, but the new client does not serve yet: a command
+    # arriving then is BUSY (the initiator retries it), never sent to the fenced
+    # client (which would fail it: COMMUNICATION FAILURE).
+    window: list[object] = []
+
+    def while_fencing(handler: RbdHandler, image: FakeImage) -> None:
+        image.release()
+        window.append(handler.backend.stalled)
+        window.append(submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x03" * 512).status)
+        probe, _ = h.make_command(h.rw_cdb(op.READ_16, 0, 1), in_len=512)
+        window.append(handler.try_inline(probe))
+
+    handler, image = _stall_then_recover(cluster, monkeypatch, while_fencing)
+    assert window == [0, BUSY, Result(BUSY)]
+    assert cluster.fenced_calls == []
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
+    assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
+    assert cluster.fenced_calls == []
+    # Its operations ended (failed) already: the old client is closed, not leaked.
+    old = cluster.handles[0]
+    _wait_for(lambda: old.client in cluster.shut_down, "the old client shut down")
+    assert old.closed and not cluster.handles[1].closed
+    handler.close()
+
+
+def test_a_client_fenced_half_way_is_never_used_again(cluster: FakeCluster,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The old client is blocklisted, its held write fails (nothing is stalled any
+    # more), then the fencing attempt fails (no answer to the osdmap wait) and the
+    # cluster is away: until a later attempt succeeds, I/O is BUSY, never sent to it.
+    attempts: list[int] = []
+
+    def while_fencing(handler: RbdHandler, image: FakeImage) -> None:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            image.release()
+            cluster.down = True
+            raise RadosError("[errno 110] RADOS timed out", errno.ETIMEDOUT)
+
+    monkeypatch.setattr(_vdisk_rbd, "DEADLINE_SLACK", 0.0)
+    monkeypatch.setattr(_vdisk_rbd, "RECOVERY_RETRY", 0.01)
+    handler, image = open_disk(cluster, filename=FILENAME + ":rados_osd_op_timeout=0.05")
+    image.hang = True
+    cluster.on_osdmap = lambda: while_fencing(handler, image)
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x01" * 512)
+    assert reply.sense.code == (0xB, 0x2E, 0x02)
+    _wait_for(lambda: attempts and handler.backend.stalled == 0, "a failed fencing attempt")
+    for _ in range(3):
+        reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x03" * 512)
+        assert reply.status == BUSY
+        threading.Event().wait(0.02)
+    assert cluster.fenced_calls == [] and len(attempts) == 1
+    cluster.down = False
+    _wait_for(lambda: handler.backend.image is cluster.handles[-1]
+              and not handler.backend.busy, "the new client serving")
+    reply = submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512)
+    assert reply.status == GOOD and image.data[:512] == b"\x02" * 512
+    assert cluster.fenced_calls == [] and attempts == [0, 1]
+    handler.close()
+
+
+def test_a_replaced_client_is_closed_once_librbd_ends_what_it_held(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def while_fencing(handler: RbdHandler, image: FakeImage) -> None:
+        image.hang = False  # new I/O runs; the old client's write stays held
+
+    handler, image = _stall_then_recover(cluster, monkeypatch, while_fencing)
+    old = cluster.handles[0]
+    assert submit(handler, h.rw_cdb(op.WRITE_10, 0, 1), b"\x02" * 512).status == GOOD
+    assert not old.closed  # librbd still holds its write
+    image.release()  # it ends (fenced: ESHUTDOWN), and lands nowhere
+    _wait_for(lambda: old.client in cluster.shut_down, "the old client shut down")
+    assert old.closed and image.data[:512] == b"\x02" * 512
+    assert cluster.fenced_calls == []
+    handler.close()
+    assert cluster.handles[1].closed
 
 
 def test_op_timeout_must_be_seconds(cluster: FakeCluster) -> None:
