@@ -4,7 +4,10 @@
 One command, run on the host from the worktree root (boots the lab guest once, under
 the shared VM lock, and writes ``bench/results/vdisk-bench-<date>.{md,json}``)::
 
-    python3 bench/vdisk_bench.py [--runtime 10] [--variants t2,t2-workers] [--profile]
+    python3 bench/vdisk_bench.py [--runtime 10] [--rounds 3] [--variants t2,t2-workers] [--profile]
+
+With ``--rounds N`` each job runs N times on each backstore and the table shows the
+round of median IOPS (``--pick best``: the best one); every round is in the .json.
 
 Inside the guest (root, configfs, target_core_user) it runs with ``--in-guest``.
 
@@ -133,7 +136,8 @@ class Figures:
 @dataclass
 class Backstore:
     label: str
-    jobs: dict[str, Figures] = field(default_factory=dict)
+    jobs: dict[str, Figures] = field(default_factory=dict)  # the one counted per job
+    rounds: dict[str, list[Figures]] = field(default_factory=dict)  # every round's
     rss_mib: dict[int, float] = field(default_factory=dict)  # LUN count -> RSS
 
 
@@ -321,11 +325,12 @@ def setup(stack: contextlib.ExitStack, cfs: Configfs, label: str, variant: Varia
 
 
 def measure(backstores: dict[str, Variant], runtime: int, only: set[str], rounds: int,
-            profile_dir: Path | None = None) -> dict[str, Backstore]:
+            profile_dir: Path | None = None, pick: str = "median") -> dict[str, Backstore]:
     """Every job on every backstore. The single-LUN backstores all exist at once and
-    each job runs on each of them in turn (``rounds`` times, the best counted): the
-    host's load drifts, and figures taken minutes apart are not comparable. The
-    8-LUN job runs backstore after backstore (8 LUNs each would not fit together)."""
+    each job runs on each of them in turn (``rounds`` times; ``pick``: the round of
+    median IOPS counted, or the best): the host's load drifts, and figures taken
+    minutes apart are not comparable. The 8-LUN job runs backstore after backstore
+    (8 LUNs each would not fit together)."""
     cfs = Configfs()
     out = {label: Backstore(label) for label in backstores}
 
@@ -334,9 +339,11 @@ def measure(backstores: dict[str, Variant], runtime: int, only: set[str], rounds
         spy = (profile_dir / f"profile-{slug}.txt"
                if profile_dir and label.startswith(OURS) else None)
         fig = fio(blocks, job, runtime, daemon, spy)
-        best = out[label].jobs.get(job.name)
-        if best is None or fig.iops > best.iops:
-            out[label].jobs[job.name] = fig
+        figs = out[label].rounds.setdefault(job.name, [])
+        figs.append(fig)
+        ranked = sorted(figs, key=lambda f: f.iops)
+        # The median round (the lower middle one of an even count), or the best.
+        out[label].jobs[job.name] = ranked[(len(ranked) - 1) // 2 if pick == "median" else -1]
         cpu = f"{fig.cpu_pct_per_kiops:6.1f}" if fig.cpu_pct_per_kiops else "     -"
         print(f"   {label[:34]:<34} {job.name:<24} {fig.iops:>7.0f} IOPS  p50 {fig.p50_us:>7.0f}"
               f"  p99 {fig.p99_us:>7.0f} us  cpu%/kIOPS {cpu}", flush=True)
@@ -484,17 +491,19 @@ def _in_guest(args: argparse.Namespace) -> int:
             continue
         for i, variant in enumerate(variants):
             backstores[OURS if i == 0 else f"{OURS}:{variant.name}"] = variant
-    results = measure(backstores, args.runtime, only, args.rounds, profile_dir)
+    results = measure(backstores, args.runtime, only, args.rounds, profile_dir, args.pick)
     stamp = datetime.datetime.now(datetime.UTC)
     text = table(results)
     header = (f"# vdisk benchmark {stamp:%Y-%m-%d %H:%M} UTC\n\n"
               f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --rounds "
-              f"{args.rounds} --variants {args.variants}`; tcmu-scst = variant "
+              f"{args.rounds} --pick {args.pick} --variants {args.variants}`; "
+              f"tcmu-scst = variant "
               f"{variants[0].name}; guest kernel "
               f"{platform.release()}, {os.cpu_count()} vCPUs "
               f"(QEMU TCG), load {os.getloadavg()[0]:.1f}; fio libaio O_DIRECT via tcm_loop, "
-              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp, best of "
-              f"{args.rounds} round(s), backstores taking turns job by job.\n\n")
+              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp, "
+              f"{args.pick} of {args.rounds} round(s) by IOPS (every round in the .json), "
+              "backstores taking turns job by job.\n\n")
     print("\n" + text)
     if args.out.is_dir():
         name = f"vdisk-bench-{stamp:%Y-%m-%d-%H%M}"
@@ -532,7 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="only 4k randread QD32 and the scale job")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="run each job this many times on each backstore, keep the best")
+                        help="run each job this many times on each backstore")
+    parser.add_argument("--pick", choices=("median", "best"), default="median",
+                        help="which round of each job the table shows (by IOPS): the "
+                        "median (the lower middle one of an even count) or the best")
     parser.add_argument("--jobs", default="",
                         help="only the jobs whose name contains one of these (comma list)")
     parser.add_argument("--profile", action="store_true",
