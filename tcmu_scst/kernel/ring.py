@@ -26,6 +26,7 @@ from tcmu_scst.command import (
     CHECK_CONDITION,
     EMPTY_BUFFER,
     Command,
+    CompletionSink,
     DataBuffer,
     Result,
     TmrNotice,
@@ -127,6 +128,9 @@ class Ring:
         self._malformed: list[Command] = []
         self._buffers: dict[int, DataBuffer] = {}  # iov_base -> one-iovec buffer
         self.generation: int = 0  # bumped by reset(); stale completions are dropped
+        # Where the commands' complete() goes: this ring, or a runner in front of it
+        # (set once, before the first fetch, instead of on every command).
+        self.sink: CompletionSink = self
 
     # -- reading ------------------------------------------------------------------
     @property
@@ -213,6 +217,7 @@ class Ring:
         buffers = self._buffers
         inflight = self._inflight
         generation = self.generation
+        sink = self.sink
         rel = 0
         while rel < span_len:
             lo, cmd_id, _kf, _uf, iov_cnt, bidi_cnt, _dif, cdb_off, base0, len0 = unpack_entry(
@@ -239,7 +244,7 @@ class Ring:
                             if data is None or data.length != len0:
                                 data = self._buffer(base0, len0)
                 if data is not None:
-                    cmd = Command(cmd_id, span[cdb_at:cdb_end], data, None, None, self, generation)
+                    cmd = Command(cmd_id, span[cdb_at:cdb_end], data, None, None, sink, generation)
                 else:
                     cmd = self._parse_command(span, rel, span_base)
                 inflight[cmd_id] = cmd
@@ -273,7 +278,7 @@ class Ring:
                 cdb, problem = self._read_cdb(cdb_off)
             if not problem:
                 views, problem = self._read_iovecs(span, rel, iov_cnt + bidi_cnt)
-        cmd = Command(cmd_id, cdb, EMPTY_BUFFER, None, None, self, self.generation)
+        cmd = Command(cmd_id, cdb, EMPTY_BUFFER, None, None, self.sink, self.generation)
         if problem:
             log.error("cmd_id %d: %s; failing the command", cmd_id, problem)
             self._malformed.append(cmd)

@@ -133,6 +133,7 @@ class DeviceRunner:
         self.handler = handler
         self.threads = threads
         self.ring = Ring(port.map, port.notify)
+        self.ring.sink = self  # completions (sync or async) are counted on their way
         self.stats = Stats()
         # SCST trace_level for this device (service.trace); None: nothing per command.
         self.tracer: CommandTracer | None = None
@@ -299,7 +300,6 @@ class DeviceRunner:
                 self._call_tmr(item)
                 continue
             taken += 1
-            item._sink = self  # completions (sync or async) are counted on their way
             if tracer is not None:
                 tracer.received(item)
             if run_all or is_inline(item):
