@@ -108,12 +108,13 @@ class SharedRingLoop:
                         deferred.add(fd)
                 served = wanted
                 deferred &= served.keys()
-            for fd in list(deferred):
-                drained = self._drain(served[fd], event=False)
-                if drained is not None:
-                    deferred.discard(fd)
-                if drained is False:
-                    self._forget(fd)
+            if deferred:  # (rare: tested before copying the set on every wakeup)
+                for fd in list(deferred):
+                    drained = self._drain(served[fd], event=False)
+                    if drained is not None:
+                        deferred.discard(fd)
+                    if drained is False:
+                        self._forget(fd)
             for fd, _mask in poller.poll(_DEFERRED_RETRY_MS if deferred else None):
                 if fd == self._wake_r:
                     try:
