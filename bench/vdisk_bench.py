@@ -108,19 +108,25 @@ class Variant:
     try_inline: bool = True
     src: str = ""
     shared: bool = False
+    spin_us: int | None = None  # -shared-spinUS: SharedRingLoop.spin (None: its default)
 
     @classmethod
     def parse(cls, text: str) -> Variant:
         spec, _, src = text.partition("@")
+        spec, _, spin = spec.partition("-spin")
         count, _, rest = spec.removeprefix("t").partition("-")
-        if not count.isdigit() or rest not in ("", "workers", "shared"):
-            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared][@DIR] (e.g. t2)")
-        return cls(int(count), rest != "workers", src, rest == "shared")
+        if (not count.isdigit() or rest not in ("", "workers", "shared")
+                or (spin and (not spin.isdigit() or rest != "shared"))):
+            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared[-spinUS]][@DIR] "
+                             "(e.g. t2)")
+        return cls(int(count), rest != "workers", src, rest == "shared",
+                   int(spin) if spin else None)
 
     @property
     def name(self) -> str:
         how = "-shared" if self.shared else "" if self.try_inline else "-workers"
-        return f"t{self.threads}{how}" + (f"@{self.src}" if self.src else "")
+        spin = "" if self.spin_us is None else f"-spin{self.spin_us}"
+        return f"t{self.threads}{how}{spin}" + (f"@{self.src}" if self.src else "")
 
 
 @dataclass
@@ -430,6 +436,8 @@ def serve(names: list[str], variant: Variant) -> int:
         from tcmu_scst.service.ringloop import SharedRingLoop
 
         loop = SharedRingLoop()
+        if variant.spin_us is not None:
+            loop.spin = variant.spin_us / 1e6
         thread = threading.Thread(target=loop.run, name="ring-shared", daemon=True)
         thread.start()
 

@@ -138,6 +138,15 @@ class Ring:
         """The kernel's producer index (one aligned 4-byte load: acquire on x86)."""
         return int(self._words[_HEAD_WORD])
 
+    def has_entries(self) -> bool:
+        """True when the kernel produced entries that :meth:`fetch` has not taken yet
+        (one aligned 4-byte load; for the thread that fetches)."""
+        return self._words[_HEAD_WORD] != self._read_pos
+
+    def has_inflight(self) -> bool:
+        """True while a command taken off the ring is not completed (no lock: a hint)."""
+        return bool(self._inflight)
+
     @property
     def tail(self) -> int:
         """The published completion index (``mailbox.cmd_tail``)."""
