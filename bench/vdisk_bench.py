@@ -4,7 +4,10 @@
 One command, run on the host from the worktree root (boots the lab guest once, under
 the shared VM lock, and writes ``bench/results/vdisk-bench-<date>.{md,json}``)::
 
-    python3 bench/vdisk_bench.py [--runtime 10] [--variants t2,t2-workers] [--profile]
+    python3 bench/vdisk_bench.py [--runtime 10] [--rounds 3] [--variants t2,t2-workers] [--profile]
+
+With ``--rounds N`` each job runs N times on each backstore and the table shows the
+round of median IOPS (``--pick best``: the best one); every round is in the .json.
 
 Inside the guest (root, configfs, target_core_user) it runs with ``--in-guest``.
 
@@ -105,19 +108,25 @@ class Variant:
     try_inline: bool = True
     src: str = ""
     shared: bool = False
+    spin_us: int | None = None  # -shared-spinUS: SharedRingLoop.spin (None: its default)
 
     @classmethod
     def parse(cls, text: str) -> Variant:
         spec, _, src = text.partition("@")
+        spec, _, spin = spec.partition("-spin")
         count, _, rest = spec.removeprefix("t").partition("-")
-        if not count.isdigit() or rest not in ("", "workers", "shared"):
-            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared][@DIR] (e.g. t2)")
-        return cls(int(count), rest != "workers", src, rest == "shared")
+        if (not count.isdigit() or rest not in ("", "workers", "shared")
+                or (spin and (not spin.isdigit() or rest != "shared"))):
+            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared[-spinUS]][@DIR] "
+                             "(e.g. t2)")
+        return cls(int(count), rest != "workers", src, rest == "shared",
+                   int(spin) if spin else None)
 
     @property
     def name(self) -> str:
         how = "-shared" if self.shared else "" if self.try_inline else "-workers"
-        return f"t{self.threads}{how}" + (f"@{self.src}" if self.src else "")
+        spin = "" if self.spin_us is None else f"-spin{self.spin_us}"
+        return f"t{self.threads}{how}{spin}" + (f"@{self.src}" if self.src else "")
 
 
 @dataclass
@@ -133,7 +142,8 @@ class Figures:
 @dataclass
 class Backstore:
     label: str
-    jobs: dict[str, Figures] = field(default_factory=dict)
+    jobs: dict[str, Figures] = field(default_factory=dict)  # the one counted per job
+    rounds: dict[str, list[Figures]] = field(default_factory=dict)  # every round's
     rss_mib: dict[int, float] = field(default_factory=dict)  # LUN count -> RSS
 
 
@@ -321,11 +331,12 @@ def setup(stack: contextlib.ExitStack, cfs: Configfs, label: str, variant: Varia
 
 
 def measure(backstores: dict[str, Variant], runtime: int, only: set[str], rounds: int,
-            profile_dir: Path | None = None) -> dict[str, Backstore]:
+            profile_dir: Path | None = None, pick: str = "median") -> dict[str, Backstore]:
     """Every job on every backstore. The single-LUN backstores all exist at once and
-    each job runs on each of them in turn (``rounds`` times, the best counted): the
-    host's load drifts, and figures taken minutes apart are not comparable. The
-    8-LUN job runs backstore after backstore (8 LUNs each would not fit together)."""
+    each job runs on each of them in turn (``rounds`` times; ``pick``: the round of
+    median IOPS counted, or the best): the host's load drifts, and figures taken
+    minutes apart are not comparable. The 8-LUN job runs backstore after backstore
+    (8 LUNs each would not fit together)."""
     cfs = Configfs()
     out = {label: Backstore(label) for label in backstores}
 
@@ -334,9 +345,11 @@ def measure(backstores: dict[str, Variant], runtime: int, only: set[str], rounds
         spy = (profile_dir / f"profile-{slug}.txt"
                if profile_dir and label.startswith(OURS) else None)
         fig = fio(blocks, job, runtime, daemon, spy)
-        best = out[label].jobs.get(job.name)
-        if best is None or fig.iops > best.iops:
-            out[label].jobs[job.name] = fig
+        figs = out[label].rounds.setdefault(job.name, [])
+        figs.append(fig)
+        ranked = sorted(figs, key=lambda f: f.iops)
+        # The median round (the lower middle one of an even count), or the best.
+        out[label].jobs[job.name] = ranked[(len(ranked) - 1) // 2 if pick == "median" else -1]
         cpu = f"{fig.cpu_pct_per_kiops:6.1f}" if fig.cpu_pct_per_kiops else "     -"
         print(f"   {label[:34]:<34} {job.name:<24} {fig.iops:>7.0f} IOPS  p50 {fig.p50_us:>7.0f}"
               f"  p99 {fig.p99_us:>7.0f} us  cpu%/kIOPS {cpu}", flush=True)
@@ -423,6 +436,8 @@ def serve(names: list[str], variant: Variant) -> int:
         from tcmu_scst.service.ringloop import SharedRingLoop
 
         loop = SharedRingLoop()
+        if variant.spin_us is not None:
+            loop.spin = variant.spin_us / 1e6
         thread = threading.Thread(target=loop.run, name="ring-shared", daemon=True)
         thread.start()
 
@@ -484,17 +499,19 @@ def _in_guest(args: argparse.Namespace) -> int:
             continue
         for i, variant in enumerate(variants):
             backstores[OURS if i == 0 else f"{OURS}:{variant.name}"] = variant
-    results = measure(backstores, args.runtime, only, args.rounds, profile_dir)
+    results = measure(backstores, args.runtime, only, args.rounds, profile_dir, args.pick)
     stamp = datetime.datetime.now(datetime.UTC)
     text = table(results)
     header = (f"# vdisk benchmark {stamp:%Y-%m-%d %H:%M} UTC\n\n"
               f"`python3 bench/vdisk_bench.py --runtime {args.runtime} --rounds "
-              f"{args.rounds} --variants {args.variants}`; tcmu-scst = variant "
+              f"{args.rounds} --pick {args.pick} --variants {args.variants}`; "
+              f"tcmu-scst = variant "
               f"{variants[0].name}; guest kernel "
               f"{platform.release()}, {os.cpu_count()} vCPUs "
               f"(QEMU TCG), load {os.getloadavg()[0]:.1f}; fio libaio O_DIRECT via tcm_loop, "
-              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp, best of "
-              f"{args.rounds} round(s), backstores taking turns job by job.\n\n")
+              f"backing on tmpfs, {args.runtime} s per job after 1 s ramp, "
+              f"{args.pick} of {args.rounds} round(s) by IOPS (every round in the .json), "
+              "backstores taking turns job by job.\n\n")
     print("\n" + text)
     if args.out.is_dir():
         name = f"vdisk-bench-{stamp:%Y-%m-%d-%H%M}"
@@ -532,7 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="only 4k randread QD32 and the scale job")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="run each job this many times on each backstore, keep the best")
+                        help="run each job this many times on each backstore")
+    parser.add_argument("--pick", choices=("median", "best"), default="median",
+                        help="which round of each job the table shows (by IOPS): the "
+                        "median (the lower middle one of an even count) or the best")
     parser.add_argument("--jobs", default="",
                         help="only the jobs whose name contains one of these (comma list)")
     parser.add_argument("--profile", action="store_true",

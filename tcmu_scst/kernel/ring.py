@@ -26,6 +26,7 @@ from tcmu_scst.command import (
     CHECK_CONDITION,
     EMPTY_BUFFER,
     Command,
+    CompletionSink,
     DataBuffer,
     Result,
     TmrNotice,
@@ -62,7 +63,8 @@ _ZEROS: Final = bytes(abi.TCMU_SENSE_BUFFERSIZE)
 _CDB_LEN: Final = tuple(
     0 if op == abi.VARIABLE_LENGTH_CMD else abi.cdb_length(op) for op in range(256)
 )
-_SLACK: Final = bytes(_ENTRY_ONE_IOV.size)
+_SLACK_LEN: Final = _ENTRY_ONE_IOV.size
+_SLACK: Final = bytes(_SLACK_LEN)
 # One-iovec buffers kept for reuse (see Ring._buffer): enough for a deep queue of
 # any command sizes; a ring that needs more just rebuilds some.
 _BUFFER_CACHE_SIZE: Final = 4096
@@ -126,12 +128,24 @@ class Ring:
         self._malformed: list[Command] = []
         self._buffers: dict[int, DataBuffer] = {}  # iov_base -> one-iovec buffer
         self.generation: int = 0  # bumped by reset(); stale completions are dropped
+        # Where the commands' complete() goes: this ring, or a runner in front of it
+        # (set once, before the first fetch, instead of on every command).
+        self.sink: CompletionSink = self
 
     # -- reading ------------------------------------------------------------------
     @property
     def head(self) -> int:
         """The kernel's producer index (one aligned 4-byte load: acquire on x86)."""
         return int(self._words[_HEAD_WORD])
+
+    def has_entries(self) -> bool:
+        """True when the kernel produced entries that :meth:`fetch` has not taken yet
+        (one aligned 4-byte load; for the thread that fetches)."""
+        return self._words[_HEAD_WORD] != self._read_pos
+
+    def has_inflight(self) -> bool:
+        """True while a command taken off the ring is not completed (no lock: a hint)."""
+        return bool(self._inflight)
 
     @property
     def tail(self) -> int:
@@ -149,28 +163,40 @@ class Ring:
         PAD entries are skipped; entries with an op we do not know are flagged
         ``TCMU_UFLAG_UNKNOWN_OP`` and skipped (tcmu-abi §2.5).
         """
-        head = self.head
+        head = self._words[_HEAD_WORD]  # (the head property, inline: once per wakeup)
         pos = self._read_pos
         if pos == head:
             return []
-        if head >= self.cmdr_size or head % 8:
-            raise RingError(f"kernel cmd_head {head} outside a {self.cmdr_size}-byte ring")
+        cmdr_size = self.cmdr_size
+        if head >= cmdr_size or head % 8:
+            raise RingError(f"kernel cmd_head {head} outside a {cmdr_size}-byte ring")
         items: list[RingItem] = []
         pending: list[int] = []
+        mv = self._mv
+        cmdr_off = self.cmdr_off
         while pos != head:
             # The new entries up to head, or up to the end of the ring when the kernel
             # wrapped (a PAD fills the end then, §2.5.3), copied out in one call: their
             # CDBs and iovecs are ours from here on, whatever overwrites the slots.
-            # The zero slack lets one struct call read a full entry's worth even at a
-            # short PAD or TMR that ends the span.
-            end = head if head > pos else self.cmdr_size
-            span = self._mv[self.cmdr_off + pos : self.cmdr_off + end].tobytes() + _SLACK
+            # Slack after them lets one struct call read a full entry's worth even at
+            # a short PAD or TMR that ends the span: the ring's own next bytes when
+            # the ring goes on (stale or being written: never parsed as entries),
+            # zeros at its end (never a byte of the data area).
+            end = head if head > pos else cmdr_size
+            if end + _SLACK_LEN <= cmdr_size:
+                span = mv[cmdr_off + pos : cmdr_off + end + _SLACK_LEN].tobytes()
+            else:
+                span = mv[cmdr_off + pos : cmdr_off + end].tobytes() + _SLACK
             self._parse_span(span, end - pos, pos, items, pending)
-            pos = end % self.cmdr_size
+            pos = end % cmdr_size
         with self._lock:
             self._read_pos = pos
-            self._pending.extend(pending)
-            self._publish_tail()  # past leading PAD/TMR entries, if any
+            queue = self._pending
+            if queue or (pending and pending[0] == self._done_pos):
+                queue.extend(pending)  # cmd_tail stays at the oldest unanswered CMD
+            else:
+                queue.extend(pending)
+                self._publish_tail()  # past leading PAD/TMR entries
         if self._malformed:
             # The kernel never produces these; if it ever does, fail the command
             # rather than touch memory it did not give us.
@@ -200,6 +226,7 @@ class Ring:
         buffers = self._buffers
         inflight = self._inflight
         generation = self.generation
+        sink = self.sink
         rel = 0
         while rel < span_len:
             lo, cmd_id, _kf, _uf, iov_cnt, bidi_cnt, _dif, cdb_off, base0, len0 = unpack_entry(
@@ -226,7 +253,7 @@ class Ring:
                             if data is None or data.length != len0:
                                 data = self._buffer(base0, len0)
                 if data is not None:
-                    cmd = Command(cmd_id, span[cdb_at:cdb_end], data, None, None, self, generation)
+                    cmd = Command(cmd_id, span[cdb_at:cdb_end], data, None, None, sink, generation)
                 else:
                     cmd = self._parse_command(span, rel, span_base)
                 inflight[cmd_id] = cmd
@@ -260,7 +287,7 @@ class Ring:
                 cdb, problem = self._read_cdb(cdb_off)
             if not problem:
                 views, problem = self._read_iovecs(span, rel, iov_cnt + bidi_cnt)
-        cmd = Command(cmd_id, cdb, EMPTY_BUFFER, None, None, self, self.generation)
+        cmd = Command(cmd_id, cdb, EMPTY_BUFFER, None, None, self.sink, self.generation)
         if problem:
             log.error("cmd_id %d: %s; failing the command", cmd_id, problem)
             self._malformed.append(cmd)
@@ -339,7 +366,8 @@ class Ring:
         read_len_flag = abi.TCMU_UFLAG_READ_LEN
         with self._lock:
             inflight = self._inflight
-            oldest = self._pending.popleft
+            queue = self._pending
+            oldest = queue.popleft
             posted = False
             for cmd, (status, sense, data_in) in done:
                 cmd_id = cmd.cmd_id
@@ -367,7 +395,12 @@ class Ring:
                     mv[off + 16 + len(sense) : off + 112] = _ZEROS[: 96 - len(sense)]
                 posted = True
             if posted:
-                self._publish_tail()
+                # _publish_tail(), inline: once per batch on every wakeup.
+                tail = queue[0] if queue else self._read_pos
+                if tail != self._done_pos:
+                    self._done_pos = tail
+                    self._words[_TAIL_WORD] = tail  # last, in one aligned 4-byte store
+                    self._unnotified = True
             if notify:  # flush() without taking the lock again
                 notify = self._unnotified
                 self._unnotified = False

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -148,12 +149,17 @@ class _PlainRw(NamedTuple):
     cdb_len: int
     reject: int  # the CDB bits execute() refuses (cdb.reject_mask)
     writing: bool
-    long: bool  # 16-byte: 8-byte LBA at 2, 4-byte length at 10
+    # (LBA, transfer length) in one call: 10-byte: 4-byte LBA at 2, 2-byte length at 7;
+    # 16-byte: 8-byte LBA at 2, 4-byte length at 10 (SBC-4 5.15, 5.18).
+    fields: struct.Struct
 
+
+_RW10_FIELDS = struct.Struct(">2xIxH")
+_RW16_FIELDS = struct.Struct(">2xQI")
 
 _PLAIN_RW: dict[int, _PlainRw] = {
     spec.opcode: _PlainRw(spec.key, spec.cdb_len, reject_mask(spec), spec.writes_medium,
-                          spec.cdb_len == 16)
+                          _RW16_FIELDS if spec.cdb_len == 16 else _RW10_FIELDS)
     for spec in (op.BY_KEY[(code, None)]
                  for code in (op.READ_10, op.WRITE_10, op.READ_16, op.WRITE_16))
 }
@@ -408,12 +414,7 @@ class SbcDevice(SpcDevice):
             or (writing and self.write_protected())
         ):
             return None
-        if plain.long:
-            lba = int.from_bytes(cdb[2:10], "big")
-            blocks = int.from_bytes(cdb[10:14], "big")
-        else:
-            lba = int.from_bytes(cdb[2:6], "big")
-            blocks = int.from_bytes(cdb[7:9], "big")
+        lba, blocks = plain.fields.unpack_from(cdb)
         config = self.config
         bs = config.block_size
         if (

@@ -71,6 +71,7 @@ from tcmu_scst.service.messages import (
     ThreadsSet,
     TraceLevels,
 )
+from tcmu_scst.service.ringloop import DEFAULT_SPIN
 from tcmu_scst.service.sizewatch import SIZE_WATCH_EVERY, SizeWatch, Watched
 from tcmu_scst.service.trace import (
     ROOT,
@@ -125,6 +126,7 @@ class Daemon:
         kernel_root: Path | None = None,
         share_ring_loop: bool = True,
         size_watch_every: float = SIZE_WATCH_EVERY,
+        busy_poll: float = DEFAULT_SPIN,
     ) -> None:
         self.cfs = configfs or Configfs()
         self.netlink = netlink if netlink is not None else TcmuNetlink()
@@ -170,6 +172,7 @@ class Daemon:
             on_open=self._trace_device,
             threads=threads,
             share_ring_loop=share_ring_loop,
+            busy_poll=busy_poll,
             quiesce_wait=quiesce_wait,
             detach_wait=detach_wait,
         )

@@ -22,7 +22,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
@@ -58,33 +58,69 @@ _BUCKETS: Final = {size: 1 << (size - 1).bit_length() for size in (512, 4096, 65
 
 
 class Stats:
-    """Counters the control socket and the shell's /sgv and /sessions read."""
+    """Counters the control socket and the shell's /sgv and /sessions read.
+
+    Two sets, summed when read: the ring thread's (commands it answers inline) and
+    the rest (workers, asynchronous completions, TMRs) under ``lock``. The ring
+    thread's are written only under its runner's dispatch lock, one writer at a
+    time, so they need no lock of their own: one lock less per ring wakeup.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.commands = 0
-        self.errors = 0  # CHECK CONDITION answers
+        self._commands = 0
+        self._errors = 0  # CHECK CONDITION answers
         self.handler_failures = 0  # exceptions escaping a handler
         self.tmrs = 0
-        self.size_histogram: dict[int, int] = {}  # data size rounded up to a power of 2
+        self._histogram: dict[int, int] = {}  # data size rounded up to a power of 2
+        self._inline_commands = 0
+        self._inline_errors = 0
+        self._inline_histogram: dict[int, int] = {}
+
+    @property
+    def commands(self) -> int:
+        return self._commands + self._inline_commands
+
+    @property
+    def errors(self) -> int:
+        return self._errors + self._inline_errors
+
+    @property
+    def size_histogram(self) -> dict[int, int]:
+        """Commands by data size rounded up to a power of 2 (a copy)."""
+        merged = dict(self._histogram)  # (dict() copies in one step under the GIL)
+        for bucket, count in dict(self._inline_histogram).items():
+            merged[bucket] = merged.get(bucket, 0) + count
+        return merged
 
     def count(self, cmd: Command, result: Result) -> None:
-        self.count_many(((cmd, result),))
-
-    def count_many(self, done: Iterable[tuple[Command, Result]]) -> None:
-        """Count a batch under one lock (the ring loop's inline results)."""
-        histogram = self.size_histogram
-        buckets = _BUCKETS
+        """Count one completion from any thread."""
+        size = cmd.data.length
+        bucket = _bucket(size)
         with self.lock:
-            for cmd, result in done:
-                size = cmd.data.length
-                bucket = buckets.get(size)
-                if bucket is None:
-                    bucket = 1 << (size - 1).bit_length() if size > 0 else 0
-                self.commands += 1
-                if result.status == CHECK_CONDITION:
-                    self.errors += 1
-                histogram[bucket] = histogram.get(bucket, 0) + 1
+            self._commands += 1
+            if result.status == CHECK_CONDITION:
+                self._errors += 1
+            self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
+
+    def count_inline(self, done: list[tuple[Command, Result]]) -> None:
+        """Count the ring thread's batch (the caller holds the dispatch lock)."""
+        histogram = self._inline_histogram
+        buckets = _BUCKETS
+        for cmd, result in done:
+            size = cmd.data.length
+            bucket = buckets.get(size)
+            if bucket is None:
+                bucket = _bucket(size)
+            histogram[bucket] = histogram.get(bucket, 0) + 1
+            if result.status == CHECK_CONDITION:
+                self._inline_errors += 1
+        self._inline_commands += len(done)
+
+
+def _bucket(size: int) -> int:
+    """``size`` rounded up to a power of 2 (0 for none)."""
+    return 1 << (size - 1).bit_length() if size > 0 else 0
 
 
 class DeviceRunner:
@@ -97,6 +133,7 @@ class DeviceRunner:
         self.handler = handler
         self.threads = threads
         self.ring = Ring(port.map, port.notify)
+        self.ring.sink = self  # completions (sync or async) are counted on their way
         self.stats = Stats()
         # SCST trace_level for this device (service.trace); None: nothing per command.
         self.tracer: CommandTracer | None = None
@@ -237,7 +274,7 @@ class DeviceRunner:
     def try_drain(self) -> int | None:
         """:meth:`drain`, or None at once while :meth:`quiesce` holds the ring (a
         shared loop must not wait for one device's handler swap)."""
-        if not self._dispatch_lock.acquire(blocking=False):
+        if not self._dispatch_lock.acquire(False):  # (positional: the faster call)
             return None
         try:
             return self._dispatch(self.ring.fetch())
@@ -263,7 +300,6 @@ class DeviceRunner:
                 self._call_tmr(item)
                 continue
             taken += 1
-            item._sink = self  # completions (sync or async) are counted on their way
             if tracer is not None:
                 tracer.received(item)
             if run_all or is_inline(item):
@@ -288,7 +324,7 @@ class DeviceRunner:
         # Inline results go out together: one lock for the counters, one for the
         # ring and one cmd_tail store.
         if inline_done:
-            self.stats.count_many(inline_done)
+            self.stats.count_inline(inline_done)
             self.ring.complete_many(inline_done, notify=True)  # and what workers posted
         else:
             self.ring.flush()

@@ -31,7 +31,7 @@ from tcmu_scst.kernel.lio import UserBackstore
 from tcmu_scst.service import units
 from tcmu_scst.service.device import DeviceRunner, RingPort, close_when_stopped
 from tcmu_scst.service.messages import DeviceStatus
-from tcmu_scst.service.ringloop import SharedRingLoop
+from tcmu_scst.service.ringloop import DEFAULT_SPIN, SharedRingLoop
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class DeviceSet:
         on_open: Callable[[ServedDevice], None] = lambda _dev: None,
         threads: int = 2,
         share_ring_loop: bool = True,
+        busy_poll: float = DEFAULT_SPIN,
         quiesce_wait: float = 5.0,
         detach_wait: float = 2.0,
     ) -> None:
@@ -116,6 +117,7 @@ class DeviceSet:
         # One ring thread for every device whose handler allows it (started with the
         # first such device); False: a ring thread per device, as for pass-through.
         self.share_ring_loop = share_ring_loop
+        self.busy_poll = busy_poll  # the shared ring thread's (SharedRingLoop.spin)
         # Bounds on the main loop's waits for one device (a command stuck in a
         # pass-through device must not stall every other device's netlink replies).
         self.quiesce_wait = quiesce_wait  # RECONFIG of dev_config
@@ -174,7 +176,7 @@ class DeviceSet:
 
     def _ring_loop_for_shared(self) -> SharedRingLoop:
         if self._ring_loop is None:
-            self._ring_loop = SharedRingLoop()
+            self._ring_loop = SharedRingLoop(spin=self.busy_poll)
             self._ring_loop_thread = threading.Thread(
                 target=self._ring_loop.run, name="ring-shared", daemon=True
             )

@@ -15,8 +15,10 @@ import logging
 import os
 import select
 import threading
+import time
 
 from tcmu_scst.errors import UioError
+from tcmu_scst.kernel.ring import Ring
 from tcmu_scst.service.device import DeviceRunner
 
 log = logging.getLogger(__name__)
@@ -25,11 +27,18 @@ log = logging.getLogger(__name__)
 #: milliseconds to seconds; the ring's commands wait for it either way).
 _DEFERRED_RETRY_MS = 5
 
+#: Busy polling, seconds (see SharedRingLoop.spin). Measured in the lab VM at 4 KiB
+#: QD1 (vdisk-bench-2026-12-07-0858): 0.68x tcmu-runner without, 1.15x with 300 us,
+#: 1.24x with 1 ms, each at less CPU per I/O than sleeping in poll(): the wake-up
+#: (a context switch into the process) costs more than the wait. 300 us bounds what
+#: a command of sparse traffic can cost.
+DEFAULT_SPIN = 300e-6
+
 
 class SharedRingLoop:
     """Call :meth:`run` on a thread; :meth:`add` and :meth:`remove` runners from others."""
 
-    def __init__(self) -> None:
+    def __init__(self, spin: float = DEFAULT_SPIN) -> None:
         self._lock = threading.Lock()
         self._runners: dict[int, DeviceRunner] = {}  # UIO fd -> runner
         self._leaving: list[tuple[DeviceRunner, threading.Event]] = []
@@ -38,6 +47,13 @@ class SharedRingLoop:
         # of runners again only then, not on every wake-up.
         self._version = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        #: Busy polling: after a wake-up that served a ring, and when no served ring
+        #: has a command in flight (on a worker, or completing asynchronously: those
+        #: threads need the GIL this loop would hold), watch the rings' heads for up to
+        #: this many seconds before sleeping in poll() (0: never). Only the wait is
+        #: skipped: a new entry is then taken through poll() and the event read as
+        #: always, so no wake-up is lost.
+        self.spin = spin
 
     def _wake(self) -> None:
         try:
@@ -86,6 +102,7 @@ class SharedRingLoop:
         # swap): drained again every few milliseconds until it resumes.
         deferred: set[int] = set()
         seen_version = -1
+        spun = False  # a ring was served since the last poll (busy polling, see spin)
         while True:
             if self._version != seen_version:  # (read without the lock: a hint)
                 with self._lock:
@@ -108,12 +125,16 @@ class SharedRingLoop:
                         deferred.add(fd)
                 served = wanted
                 deferred &= served.keys()
-            for fd in list(deferred):
-                drained = self._drain(served[fd], event=False)
-                if drained is not None:
-                    deferred.discard(fd)
-                if drained is False:
-                    self._forget(fd)
+            if deferred:  # (rare: tested before copying the set on every wakeup)
+                for fd in list(deferred):
+                    drained = self._drain(served[fd], event=False)
+                    if drained is not None:
+                        deferred.discard(fd)
+                    if drained is False:
+                        self._forget(fd)
+            if spun and not deferred:
+                spun = False
+                self._watch([runner.ring for runner in served.values()])
             for fd, _mask in poller.poll(_DEFERRED_RETRY_MS if deferred else None):
                 if fd == self._wake_r:
                     try:
@@ -124,11 +145,24 @@ class SharedRingLoop:
                 ready = served.get(fd)
                 if ready is None:
                     continue
+                spun = self.spin > 0
                 drained = self._drain(ready)
                 if drained is None:
                     deferred.add(fd)
                 elif not drained:
                     self._forget(fd)
+
+    def _watch(self, rings: list[Ring]) -> bool:
+        """Busy polling: wait for up to :attr:`spin` seconds for an entry on one of
+        ``rings`` (the caller then polls as always). False, at once, when a ring has
+        a command in flight: its worker needs the GIL to complete it."""
+        if not self.spin or any(ring.has_inflight() for ring in rings):
+            return False
+        end = time.monotonic() + self.spin
+        while time.monotonic() < end:
+            if any(ring.has_entries() for ring in rings):
+                break  # poll() returns at once: the kernel's event is due
+        return True
 
     def _forget(self, fd: int) -> None:
         """A device whose ring is gone: not polled again (the daemon detaches it)."""

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, Result, TmrNotice
+from tcmu_scst.command import CHECK_CONDITION, GOOD, Command, DataBuffer, Result, TmrNotice
 from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import abi
-from tcmu_scst.service.device import DeviceRunner
+from tcmu_scst.service.device import DeviceRunner, Stats
 from tcmu_scst.testing.emulator_port import EmulatorPort
 from tcmu_scst.testing.ring_emulator import RingEmulator
 
@@ -173,6 +173,19 @@ class AsyncDisk(MemoryDisk):
             threading.Thread(target=later).start()
             return None
         return super().handle(cmd)
+
+
+def test_stats_sum_the_ring_threads_and_the_locked_counts() -> None:
+    stats = Stats()
+    read = Command(1, READ10, DataBuffer([memoryview(bytearray(512))]))
+    odd = Command(2, READ10, DataBuffer([memoryview(bytearray(3000))]))
+    failed = Result(CHECK_CONDITION, bytes(18))
+    stats.count_inline([(read, Result(data_in_len=512)), (odd, failed)])
+    stats.count(read, failed)
+    stats.count(odd, Result())
+    assert stats.commands == 4
+    assert stats.errors == 2
+    assert stats.size_histogram == {512: 2, 4096: 2}  # 3000 rounds up to 4096
 
 
 def test_async_completion_is_delivered_and_counted() -> None:

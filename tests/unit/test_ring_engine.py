@@ -201,6 +201,35 @@ def test_pad_and_tmr_only_advance_tail(emu: RingEmulator) -> None:
     assert ring.flush() is True  # and the kernel is told (frees ring space)
 
 
+def test_leading_tmr_moves_tail_to_the_first_command(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    emu.submit_tmr(abi.TCMU_TMR_LUN_RESET, [])
+    cmd_pos = emu.head
+    emu.submit(TUR)
+    items = ring.fetch()
+    assert isinstance(items[-1], Command)
+    assert ring.tail == cmd_pos  # past the TMR, up to the unanswered command
+    assert emu.mv[abi.OFF_MB_CMD_TAIL : abi.OFF_MB_CMD_TAIL + 4].cast("I")[0] == cmd_pos
+    ring.complete(items[-1], Result())
+    assert ring.tail == emu.head and not emu.broken
+
+
+def test_entries_behind_a_pending_command_leave_the_tail(emu: RingEmulator) -> None:
+    ring = make_ring(emu)
+    first_pos = emu.head
+    emu.submit(TUR)
+    [first] = commands(ring)
+    emu.submit_tmr(abi.TCMU_TMR_ABORT_TASK, [first.cmd_id])
+    emu.submit(TUR)
+    items = ring.fetch()
+    assert ring.tail == first_pos  # the oldest unanswered command holds it
+    ring.complete(first, Result())
+    [second] = [i for i in items if isinstance(i, Command)]
+    assert ring.tail != first_pos
+    ring.complete(second, Result())
+    assert ring.tail == emu.head and not emu.broken
+
+
 def test_unknown_op_is_flagged(emu: RingEmulator) -> None:
     ring = make_ring(emu)
     pos = emu._place(32)
