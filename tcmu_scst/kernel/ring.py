@@ -192,11 +192,12 @@ class Ring:
         with self._lock:
             self._read_pos = pos
             queue = self._pending
-            if queue or (pending and pending[0] == self._done_pos):
-                queue.extend(pending)  # cmd_tail stays at the oldest unanswered CMD
-            else:
-                queue.extend(pending)
-                self._publish_tail()  # past leading PAD/TMR entries
+            # cmd_tail moves only past leading PAD/TMR entries: not while an older CMD
+            # is unanswered, nor when the first new entry is a CMD.
+            moves = not queue and not (pending and pending[0] == self._done_pos)
+            queue.extend(pending)
+            if moves:
+                self._publish_tail()
         if self._malformed:
             # The kernel never produces these; if it ever does, fail the command
             # rather than touch memory it did not give us.
@@ -366,8 +367,7 @@ class Ring:
         read_len_flag = abi.TCMU_UFLAG_READ_LEN
         with self._lock:
             inflight = self._inflight
-            queue = self._pending
-            oldest = queue.popleft
+            oldest = self._pending.popleft
             posted = False
             for cmd, (status, sense, data_in) in done:
                 cmd_id = cmd.cmd_id
@@ -395,12 +395,7 @@ class Ring:
                     mv[off + 16 + len(sense) : off + 112] = _ZEROS[: 96 - len(sense)]
                 posted = True
             if posted:
-                # _publish_tail(), inline: once per batch on every wakeup.
-                tail = queue[0] if queue else self._read_pos
-                if tail != self._done_pos:
-                    self._done_pos = tail
-                    self._words[_TAIL_WORD] = tail  # last, in one aligned 4-byte store
-                    self._unnotified = True
+                self._publish_tail()
             if notify:  # flush() without taking the lock again
                 notify = self._unnotified
                 self._unnotified = False
