@@ -71,10 +71,15 @@ class FileMode:
         return self.o_direct or self.blockio
 
     @property
+    def syncs_every_write(self) -> bool:
+        """SCST: write-through unless the cache is "non-volatile" (opened O_DSYNC)."""
+        return self.write_through and not self.nv_cache
+
+    @property
     def open_flags(self) -> int:
         flags = os.O_CLOEXEC | (os.O_RDONLY if self.read_only else os.O_RDWR)
-        if self.write_through and not self.nv_cache:
-            flags |= os.O_DSYNC  # SCST: write-through unless the cache is "non-volatile"
+        if self.syncs_every_write:
+            flags |= os.O_DSYNC
         return flags
 
 
@@ -116,8 +121,8 @@ class FileBackend:
             self.nowait_reads = hasattr(os, "RWF_NOWAIT")
             # Page-cache writes that need no sync; most file systems refuse RWF_NOWAIT
             # for buffered writes (EOPNOTSUPP), memory ones need no flag at all.
-            self.nowait_writes = self.nowait_reads and not self.mode.read_only and not (
-                self.mode.write_through and not self.mode.nv_cache
+            self.nowait_writes = (
+                self.nowait_reads and not self.mode.read_only and not self.mode.syncs_every_write
             )
 
     # -- opening ---------------------------------------------------------------
@@ -400,10 +405,9 @@ class FileBackend:
 
     def _checks_write_back(self, sync: bool) -> bool:
         """True when a write's EIO may be another write's write-back error (errseq):
-        a buffered write made durable by O_DSYNC or RWF_DSYNC/fdatasync."""
-        if self._direct:
-            return False  # O_DIRECT writes report their own errors
-        return sync or (self.mode.write_through and not self.mode.nv_cache)
+        a buffered write made durable by O_DSYNC or RWF_DSYNC/fdatasync (O_DIRECT
+        writes report their own errors)."""
+        return (sync and not self._direct) or self._writes_are_durable()
 
     def _write_once(self, offset: int, views: Sequence[memoryview], sync: bool) -> None:
         flags = os.RWF_DSYNC if sync and self._rwf_dsync else 0
@@ -480,10 +484,7 @@ class FileBackend:
             try:
                 # sync_file_range could flush just the range, but it does not flush
                 # the file's metadata nor the disk's cache: only fdatasync is durable.
-                if self._writes_are_durable():
-                    self._fdatasync_once_more_on_eio()
-                else:
-                    self._fdatasync()
+                self._fdatasync()
             except OSError as exc:
                 raise self._error("fdatasync", exc) from None
 
@@ -491,21 +492,16 @@ class FileBackend:
         """WRITE_THROUGH (without NV_CACHE) on the page cache: every acknowledged write
         was synced on its own, so a flush's EIO names a write already answered with an
         error, or one taken by another open file first (errseq), never a lost one."""
-        return not self._direct and self.mode.write_through and not self.mode.nv_cache
+        return not self._direct and self.mode.syncs_every_write
 
-    def _fdatasync_once_more_on_eio(self) -> None:
-        fd = self._sync_fd()
+    def _fdatasync(self) -> None:
+        fd = self.fd if self._direct else self._sync_fd()
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            os.fdatasync(fd)  # the error is now seen: only a new one fails this
-
-    def _fdatasync(self) -> None:
-        try:
-            os.fdatasync(self.fd if self._direct else self._sync_fd())
-        except OSError as exc:
+            if exc.errno == errno.EIO and self._writes_are_durable():
+                os.fdatasync(fd)  # the error is now seen: only a new one fails this
+                return
             self._record_lost_writeback(exc)
             raise
 
