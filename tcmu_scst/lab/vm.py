@@ -238,6 +238,11 @@ def run(
         proc.stdin.close()
         proc.stdout.close()
     if console.exit_status is None:
+        if console.started:  # the command's output was streamed: it ends above
+            raise LabError(
+                f"the guest stopped while the command ran, without reporting its exit "
+                f"status (QEMU exit {qemu_status}); the command's last output is above"
+            )
         tail = "\n".join(list(console.boot_log)[-30:])
         raise LabError(
             f"the guest stopped without reporting the command's exit status (QEMU exit "

@@ -84,6 +84,10 @@ from tcmu_scst.service.trace import (
 
 log = logging.getLogger(__name__)
 
+# How long a stopping daemon keeps answering netlink for its own hot-plug apply; an
+# apply removes or adds a handful of backstores, each answered in milliseconds.
+SHUTDOWN_DRAIN_SECONDS = 30.0
+
 
 def errno_of(err: BaseException) -> int:
     """The negative errno the kernel gets back for a failed request."""
@@ -261,7 +265,7 @@ class Daemon:
             (dev.info.configfs_dir, dev.handler,
              UserBackstore(self.cfs, dev.info.name.hba, dev.info.name.device).set_dev_size)
             for dev in list(self.devices.values())
-            if dev.state is DeviceState.SERVING
+            if dev.state is DeviceState.SERVING and dev.handler.watches_size
         ]  # fmt: skip
 
     def _recover(self, info: uio.UioInfo) -> None:
@@ -304,8 +308,19 @@ class Daemon:
             signal.signal(sig, lambda _s, _f: self.stop())
 
     def shutdown(self) -> None:
-        if self.hotplug is not None:
-            self.hotplug.close()  # gives a running hot-plug apply a moment to finish
+        # Our own configfs writes (a hot-plug apply's backstore mkdir/rmdir, a size
+        # watch's dev_size) wait in the kernel, uninterruptibly and with no timeout,
+        # for this loop's netlink answer (tcmu-abi 3.4): keep answering until they end.
+        hotplug = self.hotplug
+        if hotplug is not None:
+            hotplug.stop_events()
+
+        def own_writes_under_way() -> bool:
+            return self.size_watch.busy or (hotplug is not None and hotplug.busy)
+
+        self._serve_netlink_while(own_writes_under_way, SHUTDOWN_DRAIN_SECONDS)
+        if hotplug is not None:
+            hotplug.close()
         self.lifecycle.wait_for_swaps()
         self._run_main_calls()  # their answers
         self.lifecycle.close()
@@ -316,6 +331,13 @@ class Daemon:
             except TcmuScstError as err:
                 log.warning("could not withdraw netlink reply support: %s", err)
             self.reply_supported = False
+            try:
+                # A configfs writer that is still waiting for our answer (one past the
+                # drain bound, or another process's whose event came after our last
+                # read) gets EINTR now instead of waiting in D state for good.
+                self.params.release_stuck_writers(grace=0.0)
+            except TcmuScstError as err:
+                log.warning("could not release configfs writers waiting for us: %s", err)
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -325,6 +347,19 @@ class Daemon:
         self._wake_w.close()
         if self.instance is not None:
             self.instance.release()
+
+    def _serve_netlink_while(self, busy: Callable[[], bool], bound: float) -> None:
+        """Shutdown: answer kernel events (nothing else) while ``busy()``, at most
+        ``bound`` seconds; always reads what is already queued once."""
+        deadline = time.monotonic() + bound
+        while True:
+            waiting = busy()
+            for key, _mask in self.selector.select(timeout=0.05 if waiting else 0):
+                if key.data == self._on_netlink:
+                    self._on_netlink()
+            self._run_main_calls()  # answers of handler swaps
+            if not waiting or time.monotonic() >= deadline:
+                return
 
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` from the main loop about every ``seconds`` (e.g. materializer)."""

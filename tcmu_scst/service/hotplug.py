@@ -243,18 +243,24 @@ class Hotplug:
         every(self.audit_every, self.audit)
         self.check_due = self.clock()  # devices may have come or gone while we were down
 
-    def close(self, wait: float = 5.0) -> None:
-        # Called when the main loop no longer answers netlink: an apply that waits for
-        # an ADDED/REMOVED answer cannot finish now; it is interrupted when the process
-        # exits, and its recorded intent lets the next apply clean up (scst.apply).
-        if self._worker is not None:
-            self._worker.join(wait)
+    def stop_events(self) -> None:
+        """Shutdown, first step: no new check starts; one under way goes on (the
+        daemon keeps answering netlink for it until it is done)."""
+        self.check_due = self.rescan_due = self.prune_due = None
         if self.source is not None and self._selector is not None:
             try:
                 self._selector.unregister(self.source.fileno())
             except (KeyError, ValueError, OSError):
                 pass
         self.source = None
+
+    def close(self, wait: float = 5.0) -> None:
+        # An apply still running here waits past the daemon's drain bound; the daemon
+        # then releases its netlink wait (EINTR), and the apply's recorded intent lets
+        # the next apply clean up (scst.apply).
+        self.stop_events()
+        if self._worker is not None:
+            self._worker.join(wait)
 
     # -- events ------------------------------------------------------------------------
     def on_readable(self) -> None:

@@ -46,12 +46,17 @@ class SizeWatch:
         if not devices:
             return None
         with self._lock:
-            if self._round is not None and self._round.is_alive():
+            if self.busy:
                 return None
             self._round = threading.Thread(target=self._check, args=(devices,),
                                            name="size-watch", daemon=True)  # fmt: skip
             self._round.start()
             return self._round
+
+    @property
+    def busy(self) -> bool:
+        """A round is under way (its dev_size write may wait for the main loop)."""
+        return self._round is not None and self._round.is_alive()
 
     def _check(self, devices: list[Watched]) -> None:
         for configfs_dir, handler, set_dev_size in devices:

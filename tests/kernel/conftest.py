@@ -11,9 +11,12 @@ Fixtures for everyone (see each docstring): ``configfs``, ``lio_stack``,
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+import termios
+import threading
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -47,6 +50,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+# pytest-timeout (--timeout=900, signal method) cannot end a test whose main thread
+# sleeps uninterruptibly in the kernel (seen once: a configfs open behind a LUN removal
+# that waited on the SCSI error handler), and the whole boot then waits for the host's
+# bound. This watchdog runs on its own thread, a minute after pytest-timeout would have
+# acted: it prints every Python thread's stack and the kernel's blocked tasks, then
+# powers the guest off so the host reports the failure with that evidence at once.
+WATCHDOG_SECONDS = float(os.environ.get("TCMU_SCST_TEST_WATCHDOG", "960"))
+
+
+def _watchdog_fires(nodeid: str) -> None:
+    # pytest captures fds 1 and 2 during the test, and the capture is lost with the
+    # power-off: write to the guest's console (the host's terminal) directly.
+    with open("/dev/console", "w") as console:
+        print(f"\nWATCHDOG: {nodeid} still running after {WATCHDOG_SECONDS:g} s; "
+              "stacks, blocked tasks, then power-off", file=console, flush=True)  # fmt: skip
+        faulthandler.dump_traceback(file=console, all_threads=True)
+        sysrq = Path("/proc/sysrq-trigger")
+        sysrq.write_text("w")  # blocked (D state) tasks' kernel stacks into the kernel log
+        dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, check=False)
+        print("\n".join(dmesg.stdout.splitlines()[-200:]), file=console, flush=True)
+        termios.tcdrain(console.fileno())  # out of the serial line before power-off
+    os.sync()
+    sysrq.write_text("o")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    if not (IN_LAB and _is_kernel_item(item)):
+        yield
+        return
+    timer = threading.Timer(WATCHDOG_SECONDS, _watchdog_fires, (item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -179,6 +180,35 @@ def test_scsi_debug_is_exported_by_identity_and_withdrawn_on_removal(
         assert d.hotplug.last_error == ""
 
 
+def test_a_daemon_stopped_during_a_hotplug_withdrawal_leaves_nothing_waiting(
+    rule_config: Path, tmp_path: Path, modprobe: Callable[..., None]
+) -> None:
+    # The withdrawal's backstore rmdir waits, uninterruptibly, for the daemon's answer
+    # to REMOVED; a daemon that stopped answering first left it (and every later
+    # configfs reader) in D state for good: seen in CI, 2 runs in 9 in the lab.
+    d = daemon_with_hotplug(tmp_path, rule_config).start()
+    try:
+        apply_config(Configfs(), load_config(rule_config).config, tmp_path / "state.json")
+        modprobe("scsi_debug", "dev_size_mb=8")
+        wait_until(scsi_debug_hctl, "scsi_debug's device")
+        hctl = scsi_debug_hctl()
+        assert hctl is not None
+        wait_until(lambda: (TPG_LUNS / "lun_1").is_dir(), "LUN 1 for scsi_debug")
+        Path(f"/sys/class/scsi_device/{hctl}/device/delete").write_text("1")
+        deadline = time.monotonic() + 15
+        while not d.hotplug.busy:  # polled finely: the apply lasts about a second
+            assert time.monotonic() < deadline, "the hot-plug apply never began"
+            time.sleep(0.005)
+    finally:
+        d.stop()  # at once, while that apply is under way
+    # Nothing waits for an answer: configfs reads return, no task is in D state.
+    listing = subprocess.run(["ls", "-R", str(Configfs().path("core"))],
+                             capture_output=True, timeout=20)  # fmt: skip
+    assert listing.returncode == 0
+    wait_until(lambda: d_state_tasks() == [], "no task in D state", 10)
+    assert hctl not in {b.name for b in UserBackstore.all(Configfs())}
+
+
 # ---- reboot-like: the installed units' commands --------------------------------------
 
 BOOT_CONF = f"""\
@@ -316,5 +346,11 @@ def test_the_remaining_lun_reports_the_change_after_an_unplug(
             again = subprocess.run(["sg_turs", sg], capture_output=True, timeout=30)
             assert again.returncode == 0  # a unit attention, not I/O errors forever
             assert d.hotplug.last_error == ""
+            # Withdrawn while the daemon serves: removing a tcm_loop LUN removes the
+            # initiator's sd, whose SYNCHRONIZE CACHE is then answered at once. With no
+            # daemon it waits for TCMU's cmd_time_out and the SCSI error handler (95 s).
+            d.hotplug.wait_idle()
+            apply_config(Configfs(), conf.parse("", "empty"), tmp_path / "state.json")
+            assert not tpg.exists
     finally:
         apply_config(Configfs(), conf.parse("", "empty"), tmp_path / "state.json")

@@ -498,3 +498,105 @@ def test_without_worker_threads_every_device_keeps_its_own_ring_thread(rig: Rig)
     wait_for(lambda: len(rig.netlink.replies) == 1)
     assert read_through(rig, 3) == b"vdisk/shared-a"
     assert rig.daemon.devices[(4, "a")].thread is not None
+
+
+class ApplyWaitingForTheKernel:
+    """A hot-plug engine whose apply removes a user backstore: like the kernel's rmdir,
+    it waits (here at most 10 s) for the daemon's answer to the REMOVED event."""
+
+    source = None
+
+    def __init__(self, netlink: FakeNetlink, event: DeviceEvent) -> None:
+        self.netlink, self.event = netlink, event
+        self.worker: threading.Thread | None = None
+        self.answered = threading.Event()
+        self.events_stopped = False
+
+    def start(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def begin_apply(self) -> None:
+        self.worker = threading.Thread(target=self._apply)
+        self.worker.start()
+
+    def _apply(self) -> None:
+        self.netlink.push(self.event)
+        wanted = (self.event.done_cmd, self.event.device_id, 0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if wanted in self.netlink.replies:
+                self.answered.set()
+                return
+            time.sleep(0.01)
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.is_alive()
+
+    def stop_events(self) -> None:
+        self.events_stopped = True
+        self._apply_under_way()
+
+    def close(self, wait: float = 5.0) -> None:
+        self._apply_under_way()
+        if self.worker is not None:
+            self.worker.join(wait)
+
+    def _apply_under_way(self) -> None:
+        # The apply began just before the stop: its event arrives after the main loop's
+        # last read, while the daemon shuts down.
+        if self.worker is None:
+            self.begin_apply()
+
+
+def test_a_stopping_daemon_answers_its_own_hotplug_apply_then_releases_waiters(
+    rig: Rig, tmp_path: Path
+) -> None:
+    # Seen on the real kernel: the daemon stopped while its hot-plug worker was in a
+    # backstore rmdir; nobody answered REMOVED and the rmdir stayed in D state for good.
+    removed = RemovedDevice(TCMU_CMD_REMOVED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 1)
+    engine = ApplyWaitingForTheKernel(rig.netlink, removed)
+    rig.daemon.hotplug = engine  # type: ignore[assignment]
+    rig.start()
+    rig.add_uio(3, "tcm-user/4/d/vdisk/cfg")
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, "tcm-user/4/d/vdisk/cfg", 3, 1))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    assert 3 in {dev.info.minor for dev in rig.daemon.devices.values()}
+    reset = tmp_path / "params" / "reset_netlink"
+    reset.write_text("0\n")  # the start-up recipe wrote 1
+    rig.stop()
+    assert engine.answered.is_set(), rig.netlink.replies
+    assert engine.events_stopped
+    assert rig.daemon.devices == {}
+    # Then any writer still waiting (another process's) is released: reset while blocked.
+    assert rig.netlink.features[-1] is False
+    assert reset.read_text().strip() == "1"
+    assert (tmp_path / "params" / "block_netlink").read_text().strip() == "0"
+
+
+class SizeRoundWaitingForTheKernel(ApplyWaitingForTheKernel):
+    """A size-watch round whose dev_size write waits for the daemon's RECONFIG answer;
+    it is found under way when the stopping daemon first asks."""
+
+    @property
+    def busy(self) -> bool:
+        self._apply_under_way()
+        return ApplyWaitingForTheKernel.busy.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    def tick(self) -> None:
+        return None
+
+
+def test_a_stopping_daemon_answers_its_own_size_watch_write(rig: Rig) -> None:
+    name = "tcm-user/4/d/vdisk/cfg"
+    grown = ReconfigDevice(TCMU_CMD_RECONFIG_DEVICE, name, 3, 1, dev_size=4 << 20)
+    round_ = SizeRoundWaitingForTheKernel(rig.netlink, grown)
+    rig.daemon.size_watch = round_  # type: ignore[assignment]
+    rig.start()
+    rig.add_uio(3, name)
+    rig.netlink.push(AddedDevice(TCMU_CMD_ADDED_DEVICE, name, 3, 1))
+    wait_for(lambda: len(rig.netlink.replies) == 1)
+    handler = rig.daemon.devices[(4, "d")].handler
+    rig.stop()
+    assert round_.answered.is_set(), rig.netlink.replies
+    assert isinstance(handler, Disk) and handler.size == 4 << 20

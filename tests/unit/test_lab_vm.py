@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,33 @@ def test_port_forward_parsing() -> None:
     for bad in ("3260", "a:b", "70000:1", "0:3260"):
         with pytest.raises(LabError, match="bad port forward"):
             PortForward.parse(bad)
+
+
+def fake_qemu(tmp_path: Path, console: str) -> Path:
+    script = tmp_path / "qemu-system-x86_64"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{console}EOF\nexit 0\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_a_guest_that_powers_off_without_a_status_is_reported_by_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: bool
+) -> None:
+    # e.g. the kernel suite's watchdog powered the guest off after printing its stacks:
+    # the message must point at the streamed output, not repeat the boot log.
+    from tcmu_scst.lab import vm
+    from tcmu_scst.lab.console import START_MARKER
+
+    command = f"{START_MARKER}\nWATCHDOG: stacks\n" if started else ""
+    qemu = fake_qemu(tmp_path, f"SeaBIOS\nLinux version 6.1\n{command}")
+    monkeypatch.setattr(vm, "find_tool", lambda name: str(qemu))
+    out = io.StringIO()
+    with pytest.raises(LabError) as err:
+        vm.run(config(), out=out, timeout=30)
+    if started:
+        assert "while the command ran" in str(err.value)
+        assert "SeaBIOS" not in str(err.value)
+        assert "WATCHDOG: stacks" in out.getvalue()
+    else:
+        assert "last console lines" in str(err.value) and "SeaBIOS" in str(err.value)
