@@ -84,8 +84,9 @@ from tcmu_scst.service.trace import (
 
 log = logging.getLogger(__name__)
 
-# How long a stopping daemon keeps answering netlink for its own hot-plug apply; an
-# apply removes or adds a handful of backstores, each answered in milliseconds.
+# How long a stopping daemon keeps answering netlink for its own configfs writes (a
+# hot-plug apply adds or removes a handful of backstores, a size-watch round writes
+# dev_size), each answered in milliseconds.
 SHUTDOWN_DRAIN_SECONDS = 30.0
 
 
