@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -529,8 +530,10 @@ def _in_guest(args: argparse.Namespace) -> int:
 def on_host(args: argparse.Namespace, argv: list[str]) -> int:
     """Boot the lab guest once (under the shared VM lock) and run the bench in it."""
     results = REPO / "bench" / "results"
-    inner = " ".join(["python3", "bench/vdisk_bench.py", "--in-guest", "--out", "/results",
-                      *argv])
+    # Quoted: a --jobs list with spaces ("4k randread QD1") reached the guest split into
+    # words, and only its first word ("4k", "8") was taken as the filter.
+    inner = shlex.join(["python3", "bench/vdisk_bench.py", "--in-guest", "--out", "/results",
+                        *argv])
     cmd = [sys.executable, "-m", "tcmu_scst", "lab", "--results", str(results),
            "--timeout", "1800", "--run", inner]
     with open(VM_LOCK, "w") as lock:
