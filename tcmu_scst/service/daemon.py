@@ -266,7 +266,7 @@ class Daemon:
             (dev.info.configfs_dir, dev.handler,
              UserBackstore(self.cfs, dev.info.name.hba, dev.info.name.device).set_dev_size)
             for dev in list(self.devices.values())
-            if dev.state is DeviceState.SERVING and dev.handler.watches_size
+            if dev.state is DeviceState.SERVING
         ]  # fmt: skip
 
     def _recover(self, info: uio.UioInfo) -> None:

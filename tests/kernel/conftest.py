@@ -53,11 +53,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # pytest-timeout (--timeout=900, signal method) cannot end a test whose main thread
-# sleeps uninterruptibly in the kernel (seen once: a configfs open behind a LUN removal
-# that waited on the SCSI error handler), and the whole boot then waits for the host's
-# bound. This watchdog runs on its own thread, a minute after pytest-timeout would have
-# acted: it prints every Python thread's stack and the kernel's blocked tasks, then
-# powers the guest off so the host reports the failure with that evidence at once.
+# sleeps uninterruptibly in the kernel (seen in CI: a configfs open behind a backstore
+# rmdir that waited for a netlink answer nobody would send), and the whole boot then
+# waits for the host's bound. This watchdog runs on its own thread, a minute after
+# pytest-timeout would have acted: it prints every Python thread's stack and the
+# kernel's blocked tasks, then powers the guest off so the host reports the failure
+# with that evidence at once.
 WATCHDOG_SECONDS = float(os.environ.get("TCMU_SCST_TEST_WATCHDOG", "960"))
 
 

@@ -175,13 +175,16 @@ class DaemonThread:
 # ---- small commands ------------------------------------------------------------------
 
 
-def wait_until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll ``cond`` until it is true; fail the test naming ``what`` after ``timeout``."""
+def wait_until(
+    cond: Callable[[], object], what: str, timeout: float = 30.0, every: float = 0.1
+) -> None:
+    """Poll ``cond`` every ``every`` seconds until it is true; fail the test naming
+    ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(every)
 
 
 def dd(*args: str) -> None:
