@@ -59,11 +59,15 @@ class RawRig:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
-    def snapshot(self) -> None:
-        head = self.ring.head
-        pos = self.ring._read_pos
+    def snapshot(self, pos: int, end: int) -> None:
+        """Record the entries in ring positions [pos, end): the ones ``fetch`` just took.
+
+        Taken after ``fetch`` (which writes nothing into entries it knows) and before
+        any completion (which does), so the bytes are the kernel's. Reading the head
+        separately before ``fetch`` lost entries the kernel added in between.
+        """
         mv = memoryview(self.port.map)
-        while pos != head:
+        while pos != end:
             off = 128 + pos
             length = int.from_bytes(mv[off : off + 4], "little") & ~7
             self.raw.append(Raw(pos, bytes(mv[off : off + length])))
@@ -74,8 +78,10 @@ class RawRig:
         poller.register(self.port.fileno(), select.POLLIN)
         while not self.stop.is_set():
             self.port.read_event()
-            self.snapshot()
-            for item in self.ring.fetch():
+            start = self.ring._read_pos
+            items = self.ring.fetch()
+            self.snapshot(start, self.ring._read_pos)
+            for item in items:
                 if isinstance(item, TmrNotice):
                     self.tmrs.append(item)
                     continue
