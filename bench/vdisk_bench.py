@@ -102,32 +102,37 @@ class Variant:
     every device's ring, service.ringloop; 2 workers per device, I/O tried on the ring
     thread first), ``t2`` (a ring thread per device: ``--ring-thread-per-device``),
     ``t2-workers`` (every I/O command handed to a worker: the path before try_inline);
-    ``@DIR`` serves with the package of another checkout (``git worktree add DIR
-    COMMIT``), to compare commits in one boot."""
+    ``-py`` serves without the compiled path (``TCMU_SCST_COMPILED=0``: every command
+    in Python); ``@DIR`` serves with the package of another checkout (``git worktree
+    add DIR COMMIT``), to compare commits in one boot."""
 
     threads: int
     try_inline: bool = True
     src: str = ""
     shared: bool = False
     spin_us: int | None = None  # -shared-spinUS: SharedRingLoop.spin (None: its default)
+    compiled: bool = True  # False (-py): TCMU_SCST_COMPILED=0
 
     @classmethod
     def parse(cls, text: str) -> Variant:
         spec, _, src = text.partition("@")
+        compiled = not spec.endswith("-py")
+        spec = spec.removesuffix("-py")
         spec, _, spin = spec.partition("-spin")
         count, _, rest = spec.removeprefix("t").partition("-")
         if (not count.isdigit() or rest not in ("", "workers", "shared")
                 or (spin and (not spin.isdigit() or rest != "shared"))):
-            raise SystemExit(f"bad variant {text!r}: want tN[-workers|-shared[-spinUS]][@DIR] "
-                             "(e.g. t2)")
+            raise SystemExit(f"bad variant {text!r}: want "
+                             "tN[-workers|-shared[-spinUS]][-py][@DIR] (e.g. t2)")
         return cls(int(count), rest != "workers", src, rest == "shared",
-                   int(spin) if spin else None)
+                   int(spin) if spin else None, compiled)
 
     @property
     def name(self) -> str:
         how = "-shared" if self.shared else "" if self.try_inline else "-workers"
         spin = "" if self.spin_us is None else f"-spin{self.spin_us}"
-        return f"t{self.threads}{how}{spin}" + (f"@{self.src}" if self.src else "")
+        py = "" if self.compiled else "-py"
+        return f"t{self.threads}{how}{spin}{py}" + (f"@{self.src}" if self.src else "")
 
 
 @dataclass
@@ -214,7 +219,8 @@ def setup_ours(stack: contextlib.ExitStack, cfs: Configfs, count: int, size: int
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--variants", variant.name,
          *names],
-        stdout=subprocess.PIPE, env={**os.environ, "VDISK_BENCH_SRC": variant.src or str(REPO)},
+        stdout=subprocess.PIPE, env={**os.environ, "VDISK_BENCH_SRC": variant.src or str(REPO),
+             **({} if variant.compiled else {"TCMU_SCST_COMPILED": "0"})},
     )
     daemon = Process(proc)
     stack.callback(daemon.stop)
@@ -466,6 +472,15 @@ def serve(names: list[str], variant: Variant) -> int:
             runner, stop = serve_in_thread(port, handler, variant.threads, name)
             runner.try_inline = variant.try_inline
             stops.append(stop)
+    try:
+        from tcmu_scst.kernel import fastpath
+    except ImportError:  # a checkout from before the compiled path
+        compiled = False
+    else:
+        compiled = fastpath.ACCELERATOR is not None
+    if compiled != variant.compiled:
+        print(f"vdisk_bench: {variant.name}: the compiled path is "
+              f"{'on' if compiled else 'off (not built in ' + SRC + '?)'}", file=sys.stderr)
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM})
     for stop in stops:
