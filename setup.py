@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 setup(
     name="tcmu-scst",
@@ -28,7 +28,14 @@ setup(
     # handlers/ and shell/ live at the top of the tree (the design card); the package
     # reaches them through the symlinks tcmu_scst/handlers and tcmu_scst/shell, so a
     # checkout, an editable install and a wheel all import the same tcmu_scst.handlers.
-    package_data={"tcmu_scst.lab": ["*.sh"]},
+    package_data={"tcmu_scst.lab": ["*.sh"], "tcmu_scst.kernel": ["_fastring.pyi"]},
+    # The compiled path for plain READ/WRITE (tcmu_scst.kernel.fastpath). Optional: with
+    # no compiler (or no Python headers) the build goes on without it and the pure-Python
+    # path serves every command.
+    ext_modules=[
+        Extension("tcmu_scst.kernel._fastring", ["tcmu_scst/kernel/_fastring.c"],
+                  optional=True),
+    ],
     data_files=[
         (
             "share/tcmu-scst/udev",

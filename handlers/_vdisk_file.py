@@ -290,7 +290,7 @@ class FileBackend:
         or failed; nothing answered then, a worker runs the command again in full."""
         if not (self.nowait_writes if writing else self.nowait_reads):
             return None
-        if writing and (self.mode.read_only or self._needs_sync(fua)):
+        if writing and (self.mode.read_only or self.needs_sync(fua)):
             return None  # refused, or durable before GOOD: the worker's path
         flags = 0 if self.memory_backed else os.RWF_NOWAIT
         try:
@@ -374,7 +374,12 @@ class FileBackend:
         self.read(offset, length, DataBuffer([memoryview(out)]))
         return bytes(out)
 
-    def _needs_sync(self, fua: bool) -> bool:
+    @property
+    def direct(self) -> bool:
+        """Opened O_DIRECT (or BLOCKIO): transfers go through DirectIO's alignment."""
+        return self._direct is not None
+
+    def needs_sync(self, fua: bool) -> bool:
         """True when this write must be durable and the open flags do not do it."""
         return fua and not self.mode.nv_cache and not self.mode.write_through
 
@@ -382,7 +387,7 @@ class FileBackend:
         if self.mode.read_only:
             raise BackendError(f"{self.path} is open read-only", errno.EROFS)
         length = sum(len(v) for v in views)
-        sync = self._needs_sync(fua)
+        sync = self.needs_sync(fua)
         if self._nowait.active:
             self._write_nowait(offset, views, length, sync)
             return

@@ -21,7 +21,9 @@ from tcmu_scst.command import Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
 from tcmu_scst.handler import Handler
 from tcmu_scst.kernel import abi
+from tcmu_scst.kernel.fastpath import PlainPlan
 from tcmu_scst.scsi.block import BlockDeviceConfig, WouldBlock
+from tcmu_scst.scsi.sbc import plain_reject_masks
 
 from . import _vdisk_sys as sysio
 from ._vdisk_file import FileBackend, FileMode
@@ -77,6 +79,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("tcmu_scst.handlers.vdisk")
+
+_PLAIN_REJECT: Final = plain_reject_masks()
 
 Backend = FileBackend | NullBackend | RbdBackend
 
@@ -248,6 +252,24 @@ class VdiskHandler(Handler):
         if isinstance(backend, RbdBackend):
             return None
         return backend.try_nowait(lambda: self.device.execute(cmd))
+
+    def plain_plan(self) -> PlainPlan | None:
+        # Plain READ/WRITE of a file through its page cache (not O_DIRECT: its
+        # alignment rules are DirectIO's), on the terms try_inline applies to them.
+        backend = self.backend
+        if not isinstance(backend, FileBackend) or not backend.nowait_reads:
+            return None
+        state = self.device.plain_state()
+        if state is None or backend.direct:
+            return None
+        writes_ok = (state.writable and backend.nowait_writes and not backend.mode.read_only
+                     and not backend.needs_sync(state.durable))
+        return PlainPlan(
+            backend.fd, state.block_size, state.blocks, state.max_blocks, writes_ok,
+            not backend.needs_sync(state.durable_fua),
+            0 if backend.memory_backed else os.RWF_NOWAIT, INLINE_MAX_READ_BYTES,
+            *_PLAIN_REJECT,
+        )
 
     def on_tmr(self, notice: TmrNotice) -> None:
         self.device.abort_commands(notice.cmd_ids)  # an EXTENDED COPY stops between chunks

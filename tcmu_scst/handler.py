@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from tcmu_scst.command import Command, Result, TmrNotice
 from tcmu_scst.errors import HandlerError
+from tcmu_scst.kernel.fastpath import PlainPlan
 
 
 class Handler(abc.ABC):
@@ -50,6 +51,13 @@ class Handler(abc.ABC):
     def is_inline(self, cmd: Command) -> bool:
         """True when ``cmd`` is cheap and non-blocking enough to run on the ring thread."""
         return False
+
+    def plain_plan(self) -> PlainPlan | None:
+        """What the compiled path may answer for this device right now (plain
+        READ/WRITE on a file, :mod:`tcmu_scst.kernel.fastpath`), or None: every
+        command goes through :meth:`handle`. Called on the ring thread once per
+        wake-up, while the runner's dispatch lock is held."""
+        return None
 
     def try_inline(self, cmd: Command) -> Result | None:
         """Execute a non-inline command on the ring thread if it needs no waiting.

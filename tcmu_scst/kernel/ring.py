@@ -20,6 +20,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any, Final
 
 from tcmu_scst.command import (
@@ -33,6 +34,7 @@ from tcmu_scst.command import (
 )
 from tcmu_scst.errors import RingError
 from tcmu_scst.kernel import abi
+from tcmu_scst.kernel.fastpath import PlainPlan
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,31 @@ class Ring:
             bad_ids = set(map(id, bad))
             items = [i for i in items if id(i) not in bad_ids]
         return items
+
+    def serve_plain(
+        self, accelerator: ModuleType, plan: PlainPlan, histogram: Any
+    ) -> tuple[int, int]:
+        """Answer the leading plain READ/WRITE entries with the compiled path
+        (:mod:`tcmu_scst.kernel.fastpath`): ``(commands, bytes moved)``. Ring thread only.
+
+        Only while no command taken earlier is unanswered: each response then goes in
+        its entry's own slot, the one out-of-order completion would give it. cmd_tail
+        moves past them in one store after their bytes; the caller flushes.
+        """
+        pos = self._read_pos
+        head = self._words[_HEAD_WORD]
+        if self._pending or head == pos:  # (no lock: only this thread adds)
+            return 0, 0
+        new_pos, served, moved = accelerator.serve_plain(
+            self._mv, self.cmdr_off, self.cmdr_size, pos, head, plan.fd, plan.block_size,
+            plan.blocks, plan.max_blocks, plan.writes_ok, plan.fua_ok, plan.rwf_flags,
+            plan.max_read_bytes, plan.reject10, plan.reject16, histogram,
+        )
+        if new_pos != pos:  # served commands, or skipped PADs
+            with self._lock:
+                self._read_pos = new_pos
+                self._publish_tail()
+        return int(served), int(moved)
 
     def _parse_span(
         self, span: bytes, span_len: int, pos: int, items: list[RingItem], pending: list[int]

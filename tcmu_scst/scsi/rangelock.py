@@ -60,6 +60,10 @@ class RangeLock:
         # Exclusive requests, waiting or holding, by arrival ticket.
         self._exclusive: dict[int, tuple[int, int]] = {}
 
+    def exclusive_held(self) -> bool:
+        """True while an exclusive request waits or holds (a hint: no lock taken)."""
+        return bool(self._exclusive)
+
     def shared(self, start: int, end: int) -> _Hold:
         """``with lock.shared(a, b):`` — coexists with other shared holders."""
         return _Hold(self, (start, end), False)

@@ -154,6 +154,31 @@ class _PlainRw(NamedTuple):
     fields: struct.Struct
 
 
+class PlainState(NamedTuple):
+    """What a device allows plain READ/WRITE(10/16) right now (the compiled path's
+    plan is built from it; see SbcDevice.plain_state)."""
+
+    block_size: int
+    blocks: int
+    max_blocks: int
+    writable: bool
+    durable: bool  # a plain WRITE must be durable before GOOD
+    durable_fua: bool  # ... a FUA one
+
+
+def plain_reject_masks() -> tuple[bytes, bytes]:
+    """The CDB bits refused in READ/WRITE(10) and in READ/WRITE(16), as byte strings
+    (each the union of the READ's and the WRITE's: refusing more only sends a command
+    to the general path, which answers it precisely)."""
+    ten = sixteen = 0
+    for plain in _PLAIN_RW.values():
+        if plain.cdb_len == 10:
+            ten |= plain.reject
+        else:
+            sixteen |= plain.reject
+    return ten.to_bytes(10, "big"), sixteen.to_bytes(16, "big")
+
+
 _RW10_FIELDS = struct.Struct(">2xIxH")
 _RW16_FIELDS = struct.Struct(">2xQI")
 
@@ -386,6 +411,28 @@ class SbcDevice(SpcDevice):
 
     def unlock_shared(self, ticket: int) -> None:
         self._locks.release_shared(ticket)
+
+    def plain_state(self) -> PlainState | None:
+        """The device's side of a compiled-path plan: None while any plain READ/WRITE
+        must take the general path (a unit attention pending, not ready, a range held
+        exclusively, a subclass's own READ/WRITE); see :meth:`_plain_extent`."""
+        if (
+            self.unit_attentions
+            or self.not_ready_error() is not None
+            or self._locks.exclusive_held()
+        ):
+            return None
+        handlers = self._handlers
+        for plain in _PLAIN_RW.values():
+            own = SbcDevice._write if plain.writing else SbcDevice._read
+            if getattr(handlers.get(plain.key), "__func__", None) is not own:
+                return None
+        config = self.config
+        bs = config.block_size
+        return PlainState(
+            bs, self.backend.size // bs, config.max_transfer_blocks,
+            not self.write_protected(), self._durable(False), self._durable(True),
+        )
 
     def _plain_extent(
         self, cmd: Command, cdb: bytes, plain: _PlainRw

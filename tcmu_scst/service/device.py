@@ -15,6 +15,7 @@ file system), and the ones that would wait go to ``threads`` workers (SCST's
 
 from __future__ import annotations
 
+import array
 import itertools
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any, Final, Protocol
 from tcmu_scst.command import CHECK_CONDITION, Command, Result, TmrNotice
 from tcmu_scst.errors import UioError
 from tcmu_scst.handler import Handler
+from tcmu_scst.kernel import fastpath
 from tcmu_scst.kernel.ring import Ring
 from tcmu_scst.kernel.uio import UioInfo
 from tcmu_scst.service import units
@@ -76,10 +78,14 @@ class Stats:
         self._inline_commands = 0
         self._inline_errors = 0
         self._inline_histogram: dict[int, int] = {}
+        # The compiled path's counts, also the ring thread's: commands, and by data
+        # size (index k: rounded up to 1 << k bytes), written by C into the array.
+        self.compiled_commands = 0
+        self.compiled_histogram = array.array("Q", bytes(8 * fastpath.HISTOGRAM_LEN))
 
     @property
     def commands(self) -> int:
-        return self._commands + self._inline_commands
+        return self._commands + self._inline_commands + self.compiled_commands
 
     @property
     def errors(self) -> int:
@@ -91,6 +97,9 @@ class Stats:
         merged = dict(self._histogram)  # (dict() copies in one step under the GIL)
         for bucket, count in dict(self._inline_histogram).items():
             merged[bucket] = merged.get(bucket, 0) + count
+        for k, count in enumerate(self.compiled_histogram.tolist()):
+            if count:
+                merged[1 << k] = merged.get(1 << k, 0) + count
         return merged
 
     def count(self, cmd: Command, result: Result) -> None:
@@ -123,6 +132,12 @@ def _bucket(size: int) -> int:
     return 1 << (size - 1).bit_length() if size > 0 else 0
 
 
+#: The compiled path notifies the kernel at once after a round that moved this many
+#: bytes (the copies took long enough that holding the answers costs more latency than
+#: a notify costs CPU); smaller rounds are answered with the wake-up's one notify.
+FLUSH_AFTER_BYTES: Final = 256 << 10
+
+
 class DeviceRunner:
     """Serves one TCMU device: call :meth:`run` on a thread, :meth:`stop` from another."""
 
@@ -151,6 +166,9 @@ class DeviceRunner:
         # Try I/O commands on the ring thread first (Handler.try_inline): a page-cache
         # hit costs no hand-off to a worker. False: every I/O command goes to one.
         self.try_inline = True
+        # The compiled path (tcmu_scst.kernel.fastpath) when built and not switched
+        # off; the handler decides per wake-up what it may answer (Handler.plain_plan).
+        self.accelerator = fastpath.ACCELERATOR
 
     # -- lifecycle -----------------------------------------------------------------
     def start_workers(self) -> None:
@@ -269,7 +287,7 @@ class DeviceRunner:
     def drain(self) -> int:
         """Take every new entry off the ring and dispatch it; returns commands taken."""
         with self._dispatch_lock:
-            return self._dispatch(self.ring.fetch())
+            return self._take()
 
     def try_drain(self) -> int | None:
         """:meth:`drain`, or None at once while :meth:`quiesce` holds the ring (a
@@ -277,9 +295,36 @@ class DeviceRunner:
         if not self._dispatch_lock.acquire(False):  # (positional: the faster call)
             return None
         try:
-            return self._dispatch(self.ring.fetch())
+            return self._take()
         finally:
             self._dispatch_lock.release()
+
+    def _take(self) -> int:
+        """What a wake-up does (dispatch lock held): the compiled path answers the
+        leading plain READ/WRITEs it may, then every other entry is dispatched.
+
+        The compiled path goes on with what arrived meanwhile, as long as it serves
+        something: one notify for the whole wake-up, as the Python path's batch. Except
+        after large transfers (``FLUSH_AFTER_BYTES``): those answers go to the kernel at
+        once, or a 1 MiB WRITE would wait for the next ones' copies (0.61x tcmu-runner
+        at 1 MiB QD4 in ``vdisk-bench-2026-12-07-1634``, held for the batch).
+        """
+        served = 0
+        accelerator = self.accelerator
+        if accelerator is not None and self.try_inline and self.tracer is None:
+            plan = self.handler.plain_plan()
+            if plan is not None:
+                ring = self.ring
+                histogram = self.stats.compiled_histogram
+                while True:
+                    count, moved = ring.serve_plain(accelerator, plan, histogram)
+                    if not count:
+                        break
+                    served += count
+                    if moved >= FLUSH_AFTER_BYTES:
+                        ring.flush()
+                self.stats.compiled_commands += served
+        return served + self._dispatch(self.ring.fetch())
 
     def _dispatch(self, items: list[Command | TmrNotice]) -> int:
         taken = 0
