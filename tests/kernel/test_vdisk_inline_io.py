@@ -1,5 +1,8 @@
 """I/O tried on the ring thread first (Handler.try_inline) against the real kernel.
 
+The Python path's choices (the compiled path, which takes plain READ/WRITEs first, is
+switched off here; test_compiled_path_vm.py covers it):
+
 * tmpfs: RWF_NOWAIT is refused (EOPNOTSUPP), but a memory file system never waits
   for a device: READ and WRITE are answered on the ring thread; a flush still runs on
   a worker.
@@ -78,6 +81,10 @@ def _serve_file(stack: ExitStack, image: Path, size: int) -> tuple[Recording, st
     params = VdiskParams(name="inline", filename=str(image))
     handler = Recording(params)
     served = serve(stack, to_dev_config(params), size, handler=handler)
+    # These tests are about the Python path's choices (try_inline or a worker); the
+    # compiled path, which answers plain READ/WRITEs before try_inline is asked, is
+    # tested on its own (test_compiled_path_vm.py).
+    served.runner.accelerator = None
     assert served.lun is not None and served.lun.block
     return handler, served.lun.block
 
