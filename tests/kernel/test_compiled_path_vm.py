@@ -9,7 +9,6 @@ suite runs with the compiled path wherever the package was built with it.
 
 from __future__ import annotations
 
-import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,14 +22,6 @@ from .tcmu_rig import ext4_round_trip, fio_verify, serve
 
 MiB = 1 << 20
 SIZE = 64 * MiB
-
-
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}: "
-                             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return proc
 
 
 @pytest.mark.parametrize("block_size", [512, 4096])
@@ -53,8 +44,8 @@ def test_filesystem_and_fio_verify_on_each_path(
     runner.accelerator = accelerator(tmp_path) if path == "compiled" else None
     # (The partition scan's READs, before this line, took the default path.)
     before, compiled_before = runner.stats.commands, runner.stats.compiled_commands
-    ext4_round_trip(served.lun.block, tmp_path / "mnt", run)
-    fio_verify(served.lun.block, (("4k", "16M"), (str(block_size), "2M")), run)
+    ext4_round_trip(served.lun.block, tmp_path / "mnt")
+    fio_verify(served.lun.block, (("4k", "16M"), (str(block_size), "2M")))
     answered = runner.stats.commands - before
     compiled = runner.stats.compiled_commands - compiled_before
     if path == "compiled":
