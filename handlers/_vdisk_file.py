@@ -288,11 +288,9 @@ class FileBackend:
         """One READ or WRITE on the ring thread without waiting for a device (the
         flat path's ``NowaitTransfer``): the bytes moved, or None when it would wait
         or failed; nothing answered then, a worker runs the command again in full."""
-        if not (self.nowait_writes if writing else self.nowait_reads):
+        if not self.nowait_allowed(writing, fua):
             return None
-        if writing and (self.mode.read_only or self.needs_sync(fua)):
-            return None  # refused, or durable before GOOD: the worker's path
-        flags = 0 if self.memory_backed else os.RWF_NOWAIT
+        flags = self.nowait_rwf
         try:
             if writing:
                 # A short write leaves a prefix written: the retry on a worker writes
@@ -303,11 +301,26 @@ class FileBackend:
             self._refused_nowait(exc, writing)  # EOPNOTSUPP: never try again
             return None
 
+    def nowait_allowed(self, writing: bool, durable: bool = False) -> bool:
+        """Whether a transfer may be attempted on the ring thread without waiting: the
+        kernel takes RWF_NOWAIT for this direction (or the file system is in memory),
+        and a write is neither refused (read-only) nor due durable before GOOD (that
+        is the worker's fdatasync/RWF_DSYNC path)."""
+        if not (self.nowait_writes if writing else self.nowait_reads):
+            return False
+        return not writing or not (self.mode.read_only or self._needs_sync(durable))
+
+    @property
+    def nowait_rwf(self) -> int:
+        """The RWF flags of such an attempt: RWF_NOWAIT, or none on a memory file
+        system (which never waits for a device)."""
+        return 0 if self.memory_backed else os.RWF_NOWAIT
+
     def _nowait_flags(self, writing: bool) -> int:
         """The extra RWF flags of an attempt on the ring thread; WouldBlock if none may."""
         if not (self.nowait_writes if writing else self.nowait_reads):
             raise WouldBlock
-        return 0 if self.memory_backed else os.RWF_NOWAIT
+        return self.nowait_rwf
 
     def _refused_nowait(self, exc: OSError, writing: bool) -> WouldBlock | None:
         """What an OSError of an attempt means: WouldBlock (retry on a worker), or None
@@ -379,7 +392,7 @@ class FileBackend:
         """Opened O_DIRECT (or BLOCKIO): transfers go through DirectIO's alignment."""
         return self._direct is not None
 
-    def needs_sync(self, fua: bool) -> bool:
+    def _needs_sync(self, fua: bool) -> bool:
         """True when this write must be durable and the open flags do not do it."""
         return fua and not self.mode.nv_cache and not self.mode.write_through
 
@@ -387,7 +400,7 @@ class FileBackend:
         if self.mode.read_only:
             raise BackendError(f"{self.path} is open read-only", errno.EROFS)
         length = sum(len(v) for v in views)
-        sync = self.needs_sync(fua)
+        sync = self._needs_sync(fua)
         if self._nowait.active:
             self._write_nowait(offset, views, length, sync)
             return

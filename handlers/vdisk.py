@@ -257,18 +257,17 @@ class VdiskHandler(Handler):
         # Plain READ/WRITE of a file through its page cache (not O_DIRECT: its
         # alignment rules are DirectIO's), on the terms try_inline applies to them.
         backend = self.backend
-        if not isinstance(backend, FileBackend) or not backend.nowait_reads:
+        if (not isinstance(backend, FileBackend) or backend.direct
+                or not backend.nowait_allowed(False)):
             return None
         state = self.device.plain_state()
-        if state is None or backend.direct:
+        if state is None:
             return None
-        writes_ok = (state.writable and backend.nowait_writes and not backend.mode.read_only
-                     and not backend.needs_sync(state.durable))
         return PlainPlan(
-            backend.fd, state.block_size, state.blocks, state.max_blocks, writes_ok,
-            not backend.needs_sync(state.durable_fua),
-            0 if backend.memory_backed else os.RWF_NOWAIT, INLINE_MAX_READ_BYTES,
-            *_PLAIN_REJECT,
+            backend.fd, state.block_size, state.blocks, state.max_blocks,
+            state.writable and backend.nowait_allowed(True, state.durable),
+            backend.nowait_allowed(True, state.durable_fua),
+            backend.nowait_rwf, INLINE_MAX_READ_BYTES, *_PLAIN_REJECT,
         )
 
     def on_tmr(self, notice: TmrNotice) -> None:
